@@ -1,0 +1,1 @@
+//! videoroom: a drop-in Rust backend for the Membrane videoroom web client.
