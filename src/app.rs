@@ -1,0 +1,1 @@
+//! Wiring: builds the routes and runs the server until shutdown.

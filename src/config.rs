@@ -1,0 +1,1 @@
+//! Server settings: flags and environment variables with documented defaults.

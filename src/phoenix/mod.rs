@@ -1,0 +1,1 @@
+//! The `phoenix` module (under construction).
