@@ -1,0 +1,144 @@
+// Spawns the Rust Phoenix fixture server (`cargo build --example phoenix_fixture_server`), whose
+// path comes from env PHOENIX_FIXTURE_BIN, on a free loopback port; waits for its
+// "listening on http://127.0.0.1:PORT" line; kills it when asked and when this process exits.
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import net from "node:net";
+
+const STARTUP_TIMEOUT_MS = 15_000;
+const live = new Set();
+
+process.on("exit", () => {
+  for (const child of live) {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+});
+
+/** Path of the fixture binary, or throws with instructions. */
+export function fixtureBinary() {
+  const bin = process.env.PHOENIX_FIXTURE_BIN;
+  if (!bin) {
+    throw new Error(
+      "PHOENIX_FIXTURE_BIN is not set: build the fixture with " +
+        "`cargo build --example phoenix_fixture_server` and point PHOENIX_FIXTURE_BIN at the binary",
+    );
+  }
+  if (!existsSync(bin)) throw new Error(`PHOENIX_FIXTURE_BIN=${bin} does not exist`);
+  return bin;
+}
+
+/** A currently free TCP port on 127.0.0.1 (the OS picks it; we release it at once). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A running fixture server. `stop()` kills it (SIGKILL: the process dies like a crashed
+ * server, without closing sockets politely) and waits for it to exit; `start()` starts it again
+ * on the same port.
+ */
+export class FixtureServer {
+  constructor(port) {
+    this.port = port;
+    this.child = null;
+    this.output = "";
+  }
+
+  /** http://127.0.0.1:PORT */
+  get httpUrl() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** ws://127.0.0.1:PORT */
+  get wsUrl() {
+    return `ws://127.0.0.1:${this.port}`;
+  }
+
+  static async start(port) {
+    const server = new FixtureServer(port ?? (await freePort()));
+    await server.start();
+    return server;
+  }
+
+  async start() {
+    if (this.child) throw new Error("fixture server already running");
+    const bin = fixtureBinary();
+    const child = spawn(bin, [String(this.port)], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, FIXTURE_PORT: String(this.port), RUST_LOG: process.env.RUST_LOG ?? "warn" },
+    });
+    this.child = child;
+    live.add(child);
+    const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+    this.exited = exited;
+    exited.then(() => live.delete(child));
+    const wanted = `listening on http://127.0.0.1:${this.port}`;
+    await new Promise((resolve, reject) => {
+      let settled = false;
+      const finish = (error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        error ? reject(error) : resolve();
+      };
+      const timer = setTimeout(
+        () => finish(new Error(`fixture server did not print "${wanted}" within ${STARTUP_TIMEOUT_MS} ms:\n${this.output}`)),
+        STARTUP_TIMEOUT_MS,
+      );
+      const onData = (chunk) => {
+        this.output += chunk.toString("utf8");
+        if (this.output.includes(wanted)) finish();
+      };
+      child.stdout.on("data", onData);
+      child.stderr.on("data", (chunk) => {
+        this.output += chunk.toString("utf8");
+      });
+      child.once("error", (error) => finish(error));
+      exited.then(({ code, signal }) =>
+        finish(new Error(`fixture server exited (code ${code}, signal ${signal}) before listening:\n${this.output}`)),
+      );
+    });
+  }
+
+  /** Kills the server process and waits until it is gone. */
+  async stop() {
+    const child = this.child;
+    if (!child) return;
+    this.child = null;
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    await this.exited;
+  }
+
+  /** POST /test/broadcast/<topic>/<event> with a JSON body: a server-side PubSub broadcast. */
+  async broadcast(topic, event, payload) {
+    return this.#post(`/test/broadcast/${topic}/${event}`, payload);
+  }
+
+  /** POST /test/disconnect/<socket id>: the "disconnect" broadcast on a socket id topic. */
+  async disconnect(socketId) {
+    return this.#post(`/test/disconnect/${socketId}`, {});
+  }
+
+  async #post(path, payload) {
+    const response = await fetch(`${this.httpUrl}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(payload),
+    });
+    const body = await response.text();
+    if (!response.ok) throw new Error(`POST ${path} → HTTP ${response.status}: ${body}`);
+    return body;
+  }
+}
