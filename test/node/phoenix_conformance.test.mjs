@@ -358,7 +358,7 @@ for (const client of clients) {
       await waitFor(() => channel.state === "joined" && channel.joinRef() !== jr1, waitOpts(rec, "the rejoin"));
       const jr2 = channel.joinRef();
       await waitFor(() => rec.on(topic, "joined").length === 2, waitOpts(rec, "the second joined push"));
-      const afterError = rec.frames.slice(rec.indexOf((f) => f[2] === topic && f[3] === "phx_error") + 1).filter((f) => f[2] === topic);
+      const afterError = rec.frames.slice(rec.indexOf((f) => f[2] === topic && f[3] === "phx_error") + 1).filter((f) => f[2] === topic && f[0] !== jr1);
       assert.deepEqual(afterError.slice(0, 3), [
         [jr2, jr2, topic, "phx_reply", OK_EMPTY],
         [null, null, topic, "user_entered", { user: "bob" }],
@@ -389,6 +389,25 @@ for (const client of clients) {
       assert.equal(socket.isConnected(), true);
     });
 
+    test("the 101st channel joined on one socket is refused with \"too many channels joined\"", { timeout: TEST_TIMEOUT_MS }, async (t) => {
+      const { rec, socket } = openSocket(t, client);
+      const prefix = uniqueTopic("echo", client, "limit");
+      const channels = Array.from({ length: 100 }, (_, i) => socket.channel(`${prefix}-${i}`, {}));
+      const replies = await Promise.all(channels.map((c) => join(c)));
+      assert.deepEqual(new Set(replies.map((r) => r.status)), new Set(["ok"]));
+      const extraTopic = `${prefix}-100`;
+      const extra = socket.channel(extraTopic, {});
+      const reply = await join(extra);
+      extra.leave();
+      assert.deepEqual(reply, { status: "error", response: { reason: "too many channels joined" } });
+      const [sent] = rec.pushed(extraTopic, "phx_join");
+      assert.deepEqual(rec.on(extraTopic)[0], [sent.join_ref, sent.ref, extraTopic, "phx_reply", { status: "error", response: { reason: "too many channels joined" } }]);
+      // Leaving one frees a slot.
+      assert.deepEqual(await outcome(channels[0].leave()), OK_EMPTY);
+      const again = socket.channel(`${prefix}-101`, {});
+      assert.equal((await join(again)).status, "ok");
+    });
+
     test("the \"disconnect\" broadcast on the socket id closes the socket with 1001; the client reconnects and rejoins every channel", { timeout: TEST_TIMEOUT_MS }, async (t) => {
       const userId = `dc-${client.version}-${Date.now()}`;
       const { rec, socket } = openSocket(t, client, { params: { user_id: userId } });
@@ -408,6 +427,25 @@ for (const client of clients) {
         assert.deepEqual(rec.on(topic, "joined")[1], [jr, null, topic, "joined", { status: "connected", user_id: userId }]);
       }
     });
+  });
+
+  describe(`${client.name} against a refusing socket handler`, () => {
+    for (const kind of ["WebSocket", "LongPoll"]) {
+      test(`a ${kind} connection the socket handler refuses never opens, and the client keeps retrying`, { timeout: TEST_TIMEOUT_MS }, async (t) => {
+        const transport = kind === "LongPoll" ? { transport: client.LongPoll } : {};
+        const { rec, socket } = openSocket(t, client, { ...transport, params: { reject: "true" }, reconnectAfterMs: () => 50 });
+        const channel = socket.channel(uniqueTopic("room", client, "refused"), {});
+        const replies = [];
+        channel.join().receive("ok", () => replies.push("ok"));
+        await waitFor(() => rec.errors.length >= 3, waitOpts(rec, "three refused connection attempts"));
+        assert.equal(rec.opens, 0);
+        assert.deepEqual(replies, []);
+        assert.equal(socket.isConnected(), false);
+        if (kind === "WebSocket") {
+          for (const close of rec.closes) assert.equal(close.code, 1006, "a refused upgrade looks like an abnormal close to the client");
+        }
+      });
+    }
   });
 
   describe(`${client.name} across a server restart`, () => {
