@@ -8,7 +8,7 @@ import net from "node:net";
 const STARTUP_TIMEOUT_MS = 15_000;
 const live = new Set();
 
-process.on("exit", () => {
+function killAll() {
   for (const child of live) {
     try {
       child.kill("SIGKILL");
@@ -16,7 +16,15 @@ process.on("exit", () => {
       // already gone
     }
   }
-});
+}
+process.on("exit", killAll);
+// The test runner stops a test file that overruns with a signal; leave no server behind then either.
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+  process.once(signal, () => {
+    killAll();
+    process.exit(128 + { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 }[signal]);
+  });
+}
 
 /** Path of the fixture binary, or throws with instructions. */
 export function fixtureBinary() {
