@@ -48,6 +48,8 @@ export const clients = [
     LongPoll: phoenix16.LongPoll,
     /** phoenix.js 1.6 has no `longPollFallbackMs` (added in 1.7.11). */
     hasLongPollFallback: false,
+    /** LongPoll sends one POST per push, several in flight at once: no order across pushes (§6.6). */
+    longPollKeepsPushOrder: false,
     /** How LongPoll reaches the server in this client. */
     longPollHttp: "XMLHttpRequest (test/node/support/xhr.mjs over node:http)",
   },
@@ -57,6 +59,8 @@ export const clients = [
     Socket: phoenix18.Socket,
     LongPoll: phoenix18.LongPoll,
     hasLongPollFallback: true,
+    /** LongPoll batches pushes into ndjson POSTs, one in flight at a time: pushes stay in order. */
+    longPollKeepsPushOrder: true,
     longPollHttp: "fetch (Node's own)",
   },
 ];
