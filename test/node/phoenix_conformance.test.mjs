@@ -7,8 +7,13 @@
 //            <<0,1>>, reply ok binary D ++ <<3,4>>; terminate → push you_left {message: "bye!"}
 //   custom:* CustomChannel: join action ok → ok {action}, ignore → error {action}, error → crash;
 //            event close → the channel stops normally
+//            (over LongPoll: new_msg gets no reply and the push says transport ":longpoll");
+//            whoami → reply {params, auth_token} as the socket handler saw them; later → reply
+//            later from server-side code, with an info push; join payload presence_key → tracked
+//            in Presence (presence_state to the joiner, presence_diff broadcasts)
 //   echo:*   every event's payload is pushed back under the same event and replied ok with it
-//   POST /test/broadcast/<topic>/<event> (JSON body) and POST /test/disconnect/<socket id>
+//   POST /test/broadcast/<topic>/<event> (JSON body), /test/broadcast_binary/<topic>/<event>
+//   (raw body) and POST /test/disconnect/<socket id>; /lponly: LongPoll only (WebSocket 404)
 // Frames are observed as the client itself decodes them (Socket#onMessage), as
 // [join_ref, ref, topic, event, payload]; what the client sends is taken from its logger.
 import { after, before, describe, test } from "node:test";
@@ -77,6 +82,12 @@ function collect(channel, event) {
   const seen = [];
   channel.on(event, (payload) => seen.push(payload));
   return seen;
+}
+
+/** A window.sessionStorage stand-in (phoenix.js 1.8 remembers a LongPoll fallback there). */
+function memoryStorage() {
+  const map = new Map();
+  return { map, getItem: (k) => map.get(k) ?? null, setItem: (k, v) => map.set(k, String(v)), removeItem: (k) => map.delete(k) };
 }
 
 const waitOpts = (rec, what, timeout = 5000) => ({ what, timeout, dump: () => rec.dump() });
@@ -389,6 +400,72 @@ for (const client of clients) {
       assert.equal(socket.isConnected(), true);
     });
 
+    test("a binary server-side broadcast arrives as an ArrayBuffer with null join_ref and ref", { timeout: TEST_TIMEOUT_MS }, async (t) => {
+      const { rec, socket } = openSocket(t, client);
+      const topic = uniqueTopic("room", client, "binbroadcast");
+      const channel = socket.channel(topic, {});
+      assert.equal((await join(channel)).status, "ok");
+      const got = collect(channel, "frame");
+      await server.broadcastBinary(topic, "frame", Uint8Array.from([9, 0, 255, 7]));
+      await waitFor(() => got.length === 1, waitOpts(rec, "the binary broadcast"));
+      assert.deepEqual(bytes(got[0]), [9, 0, 255, 7]);
+      const [frame] = rec.on(topic, "frame");
+      assert.deepEqual(frame.slice(0, 4), [null, null, topic, "frame"]);
+    });
+
+    test("a reply sent later from server-side code reaches the waiting push, after the channel's own push", { timeout: TEST_TIMEOUT_MS }, async (t) => {
+      const { rec, socket } = openSocket(t, client);
+      const topic = uniqueTopic("room", client, "later");
+      const channel = socket.channel(topic, {});
+      assert.equal((await join(channel)).status, "ok");
+      const jr = channel.joinRef();
+      const infos = collect(channel, "info");
+      const reply = await outcome(channel.push("later", { x: [1, 2] }));
+      assert.deepEqual(reply, { status: "ok", response: { later: { x: [1, 2] } } });
+      assert.deepEqual(infos, [{ value: { x: [1, 2] } }]);
+      const [sent] = rec.pushed(topic, "later");
+      const infoAt = rec.indexOf((f) => f[2] === topic && f[3] === "info");
+      const replyAt = rec.indexOf((f) => f[2] === topic && f[3] === "phx_reply" && f[1] === sent.ref);
+      assert.deepEqual(rec.frames[infoAt], [jr, null, topic, "info", { value: { x: [1, 2] } }]);
+      assert.deepEqual(rec.frames[replyAt], [jr, sent.ref, topic, "phx_reply", { status: "ok", response: { later: { x: [1, 2] } } }]);
+      assert.ok(infoAt < replyAt, "frames of one channel keep the order it produced them in");
+    });
+
+    test("presence: each joiner gets presence_state, everyone gets presence_diff, and phoenix.js Presence lists both users until one leaves", { timeout: TEST_TIMEOUT_MS }, async (t) => {
+      const a = openSocket(t, client);
+      const b = openSocket(t, client);
+      const topic = uniqueTopic("room", client, "presence");
+      const chanA = a.socket.channel(topic, { presence_key: "alice" });
+      const chanB = b.socket.channel(topic, { presence_key: "bob" });
+      const presA = new client.Presence(chanA);
+      const presB = new client.Presence(chanB);
+      const listed = (presence) => presence.list((key, { metas }) => ({ key, metas })).sort((x, y) => x.key.localeCompare(y.key));
+      assert.equal((await join(chanA)).status, "ok");
+      await waitFor(() => listed(presA).length === 1, waitOpts(a.rec, "alice in her own presence list"));
+      assert.equal((await join(chanB)).status, "ok");
+      await waitFor(() => listed(presA).length === 2 && listed(presB).length === 2, waitOpts(b.rec, "both users in both lists"));
+      const fromA = listed(presA);
+      assert.deepEqual(fromA, listed(presB), "both clients see the same presences, phx_refs included");
+      assert.deepEqual(fromA.map((p) => p.key), ["alice", "bob"]);
+      for (const { key, metas } of fromA) {
+        assert.equal(metas.length, 1);
+        assert.equal(metas[0].name, key);
+        assert.equal(typeof metas[0].phx_ref, "string");
+        assert.ok(metas[0].phx_ref.length > 0);
+      }
+      const bobMeta = fromA[1].metas[0];
+      const stateB = b.rec.on(topic, "presence_state");
+      assert.ok(stateB.length >= 1, b.rec.dump());
+      assert.deepEqual(stateB[0].slice(0, 4), [chanB.joinRef(), null, topic, "presence_state"]);
+      const diffsA = a.rec.on(topic, "presence_diff").filter((f) => "bob" in f[4].joins);
+      assert.deepEqual(diffsA, [[null, null, topic, "presence_diff", { joins: { bob: { metas: [bobMeta] } }, leaves: {} }]]);
+      assert.deepEqual(await outcome(chanB.leave()), OK_EMPTY);
+      await waitFor(() => listed(presA).length === 1, waitOpts(a.rec, "bob gone from alice's list"));
+      assert.deepEqual(listed(presA).map((p) => p.key), ["alice"]);
+      const leaves = a.rec.on(topic, "presence_diff").filter((f) => "bob" in f[4].leaves);
+      assert.deepEqual(leaves, [[null, null, topic, "presence_diff", { joins: {}, leaves: { bob: { metas: [bobMeta] } } }]]);
+    });
+
     test("the 101st channel joined on one socket is refused with \"too many channels joined\"", { timeout: TEST_TIMEOUT_MS }, async (t) => {
       const { rec, socket } = openSocket(t, client);
       const prefix = uniqueTopic("echo", client, "limit");
@@ -427,6 +504,28 @@ for (const client of clients) {
         assert.deepEqual(rec.on(topic, "joined")[1], [jr, null, topic, "joined", { status: "connected", user_id: userId }]);
       }
     });
+  });
+
+  describe(`${client.name} connect params and auth token`, () => {
+    for (const kind of ["WebSocket", "LongPoll"]) {
+      test(`over ${kind} the socket handler gets the params, nested ones decoded, plus vsn${client.hasAuthToken ? ", and the authToken" : ""}`, { timeout: TEST_TIMEOUT_MS }, async (t) => {
+        const transport = kind === "LongPoll" ? { transport: client.LongPoll } : {};
+        const token = "s3cret.token+/with=chars";
+        const auth = client.hasAuthToken ? { authToken: token } : {};
+        const params = { user_id: "7", user: { name: "Zoë & co", role: "a=b" } };
+        const { rec, socket } = openSocket(t, client, { ...transport, ...auth, params });
+        const topic = uniqueTopic("room", client, `whoami-${kind}`);
+        const channel = socket.channel(topic, {});
+        assert.equal((await join(channel)).status, "ok");
+        await waitFor(() => rec.on(topic, "joined").length === 1, waitOpts(rec, "joined"));
+        assert.deepEqual(rec.on(topic, "joined")[0][4], { status: "connected", user_id: "7" });
+        const reply = await outcome(channel.push("whoami", {}));
+        assert.deepEqual(reply, {
+          status: "ok",
+          response: { params: { ...params, vsn: "2.0.0" }, auth_token: client.hasAuthToken ? token : null },
+        });
+      });
+    }
   });
 
   describe(`${client.name} against a refusing socket handler`, () => {
@@ -473,6 +572,26 @@ for (const client of clients) {
       await waitFor(() => rec.on(roomTopic, "joined").length === 2, waitOpts(rec, "joined again"));
       assert.deepEqual(rec.on(roomTopic, "joined")[1], [room.joinRef(), null, roomTopic, "joined", { status: "connected", user_id: "phoenix" }]);
       assert.deepEqual(await outcome(echo.push("again", { after: "restart" })), { status: "ok", response: { after: "restart" } });
+    });
+  });
+
+  describe(`${client.name} across a graceful server restart`, () => {
+    test("when the server drains on SIGTERM the client sees close code 1012, reconnects to the new server and rejoins", { timeout: 45_000 }, async (t) => {
+      const own = await FixtureServer.start();
+      t.after(() => own.stop());
+      const { rec, socket } = openSocket(t, client, { target: `${own.wsUrl}/socket` });
+      const topic = uniqueTopic("echo", client, "drain");
+      const channel = socket.channel(topic, {});
+      assert.equal((await join(channel)).status, "ok");
+      const jr1 = channel.joinRef();
+      const exit = await own.terminate();
+      assert.deepEqual(exit, { code: 0, signal: null }, `the fixture exits cleanly after draining:\n${own.output}`);
+      await waitFor(() => rec.closes.length >= 1, waitOpts(rec, "the drain close"));
+      assert.equal(rec.closes[0].code, 1012);
+      await own.start();
+      await waitFor(() => channel.state === "joined" && channel.joinRef() !== jr1, waitOpts(rec, "the rejoin", 20_000));
+      assert.equal(rec.opens, 2);
+      assert.deepEqual(await outcome(channel.push("again", { after: "drain" })), { status: "ok", response: { after: "drain" } });
     });
   });
 
@@ -551,8 +670,8 @@ for (const client of clients) {
     test("a refused WebSocket upgrade makes the client fall back to LongPoll at once and remember it", { timeout: TEST_TIMEOUT_MS, skip }, async (t) => {
       const proxy = await WebSocketBlockingProxy.start(server.port, "refuse");
       t.after(() => proxy.close());
-      const store = new Map();
-      const sessionStorage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v) => store.set(k, String(v)), removeItem: (k) => store.delete(k) };
+      const sessionStorage = memoryStorage();
+      const store = sessionStorage.map;
       const started = Date.now();
       const fallbackMs = 5000;
       const { rec, socket } = openSocket(t, client, {
@@ -578,13 +697,30 @@ for (const client of clients) {
         [null, null, topic, "user_entered", { user: "erin" }],
         [jr, null, topic, "joined", { status: "connected", user_id: "fallback" }],
       ]);
-      assert.deepEqual(await outcome(channel.push("new_msg", { body: "via longpoll" })), { status: "ok", response: {} });
+      // Over LongPoll the fixture's room answers new_msg with no reply, only the intercepted push.
+      const got = collect(channel, "new_msg");
+      channel.push("new_msg", { body: "via longpoll" }, 1000);
+      await waitFor(() => got.length === 1, waitOpts(rec, "new_msg"));
+      assert.deepEqual(rec.on(topic, "new_msg"), [[jr, null, topic, "new_msg", { body: "via longpoll", transport: ":longpoll" }]]);
       assert.equal(store.get("phx:fallback:LongPoll"), "true");
     });
 
+    test("a socket whose WebSocket transport is off (404) is reached over LongPoll at once", { timeout: TEST_TIMEOUT_MS, skip }, async (t) => {
+      const fallbackMs = 5000;
+      const started = Date.now();
+      const { rec, socket } = openSocket(t, client, { path: "/lponly", longPollFallbackMs: fallbackMs, sessionStorage: memoryStorage() });
+      await waitFor(() => rec.opens === 1, waitOpts(rec, "an open connection", 10_000));
+      assert.ok(Date.now() - started < fallbackMs, "the fallback followed the error, not the timer");
+      assert.ok(socket.conn instanceof client.LongPoll);
+      const topic = uniqueTopic("echo", client, "lponly");
+      const channel = socket.channel(topic, {});
+      assert.deepEqual(await join(channel), OK_EMPTY);
+      assert.deepEqual(await outcome(channel.push("hi", { there: 1 })), { status: "ok", response: { there: 1 } });
+    });
+
     test("with a working WebSocket the health-check heartbeat is answered and the client stays on WebSocket", { timeout: TEST_TIMEOUT_MS, skip }, async (t) => {
-      const store = new Map();
-      const sessionStorage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v) => store.set(k, String(v)), removeItem: (k) => store.delete(k) };
+      const sessionStorage = memoryStorage();
+      const store = sessionStorage.map;
       const fallbackMs = 400;
       const { rec, socket } = openSocket(t, client, { longPollFallbackMs: fallbackMs, sessionStorage });
       await waitFor(() => rec.opens === 1, waitOpts(rec, "the WebSocket to open"));
@@ -608,7 +744,7 @@ for (const client of clients) {
       const { rec, socket } = openSocket(t, client, {
         target: `ws://127.0.0.1:${proxy.port}/socket`,
         longPollFallbackMs: fallbackMs,
-        sessionStorage: { getItem: () => null, setItem: () => {}, removeItem: () => {} },
+        sessionStorage: memoryStorage(),
       });
       await waitFor(() => rec.opens === 1, waitOpts(rec, "an open connection", 10_000));
       assert.ok(Date.now() - started >= fallbackMs, "LongPoll only after the fallback timer");

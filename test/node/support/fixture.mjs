@@ -129,24 +129,44 @@ export class FixtureServer {
     await this.exited;
   }
 
+  /**
+   * Sends SIGTERM (the server drains: closes every socket with 1012, then exits) and waits up to
+   * 10 s for the process to exit; resolves with its `{code, signal}`.
+   */
+  async terminate() {
+    const child = this.child;
+    if (!child) throw new Error("fixture server not running");
+    this.child = null;
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    const result = await this.exited;
+    clearTimeout(timer);
+    return result;
+  }
+
   /** POST /test/broadcast/<topic>/<event> with a JSON body: a server-side PubSub broadcast. */
   async broadcast(topic, event, payload) {
-    return this.#post(`/test/broadcast/${topic}/${event}`, payload);
+    return this.#post(`/test/broadcast/${topic}/${event}`, JSON.stringify(payload), "application/json");
+  }
+
+  /** POST /test/broadcast_binary/<topic>/<event> with raw bytes: a binary PubSub broadcast. */
+  async broadcastBinary(topic, event, data) {
+    return this.#post(`/test/broadcast_binary/${topic}/${event}`, data, "application/octet-stream");
   }
 
   /** POST /test/disconnect/<socket id>: the "disconnect" broadcast on a socket id topic. */
   async disconnect(socketId) {
-    return this.#post(`/test/disconnect/${socketId}`, {});
+    return this.#post(`/test/disconnect/${socketId}`, "{}", "application/json");
   }
 
-  async #post(path, payload) {
+  async #post(path, body, contentType) {
     const response = await fetch(`${this.httpUrl}${path}`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(payload),
+      headers: { "content-type": contentType },
+      body,
     });
-    const body = await response.text();
-    if (!response.ok) throw new Error(`POST ${path} → HTTP ${response.status}: ${body}`);
-    return body;
+    const text = await response.text();
+    if (!response.ok) throw new Error(`POST ${path} → HTTP ${response.status}: ${text}`);
+    return text;
   }
 }

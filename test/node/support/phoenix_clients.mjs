@@ -46,6 +46,9 @@ export const clients = [
     version: installedVersion("phoenix-1.6"),
     Socket: phoenix16.Socket,
     LongPoll: phoenix16.LongPoll,
+    Presence: phoenix16.Presence,
+    /** The `authToken` option (Sec-WebSocket-Protocol / X-Phoenix-AuthToken) came with 1.8.0. */
+    hasAuthToken: false,
     /** phoenix.js 1.6 has no `longPollFallbackMs` (added in 1.7.11). */
     hasLongPollFallback: false,
     /** LongPoll sends one POST per push, several in flight at once: no order across pushes (§6.6). */
@@ -58,6 +61,8 @@ export const clients = [
     version: installedVersion("phoenix-1.8"),
     Socket: phoenix18.Socket,
     LongPoll: phoenix18.LongPoll,
+    Presence: phoenix18.Presence,
+    hasAuthToken: true,
     hasLongPollFallback: true,
     /** LongPoll batches pushes into ndjson POSTs, one in flight at a time: pushes stay in order. */
     longPollKeepsPushOrder: true,
