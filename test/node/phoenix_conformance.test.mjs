@@ -590,7 +590,8 @@ for (const client of clients) {
       assert.equal(rec.closes[0].code, 1012);
       await own.start();
       await waitFor(() => channel.state === "joined" && channel.joinRef() !== jr1, waitOpts(rec, "the rejoin", 20_000));
-      assert.equal(rec.opens, 2);
+      // (The client may also have reached the old server while it was still draining; not asserted.)
+      assert.ok(rec.opens >= 2);
       assert.deepEqual(await outcome(channel.push("again", { after: "drain" })), { status: "ok", response: { after: "drain" } });
     });
   });
