@@ -270,7 +270,11 @@ for (const client of clients) {
       assert.deepEqual(rec.frames[replyAt], [jr, leave.ref, topic, "phx_reply", OK_EMPTY]);
       assert.deepEqual(rec.frames[closeAt], [jr, jr, topic, "phx_close", {}]);
       assert.ok(replyAt < closeAt, "the leave reply precedes phx_close");
-      assert.deepEqual(rec.on(topic, "you_left"), [[jr, null, topic, "you_left", { message: "bye!" }]]);
+      assert.deepEqual(
+        rec.on(topic, "you_left"),
+        [[jr, null, topic, "you_left", { message: "bye!" }]],
+        "the push from terminate carries the instance's join_ref (§4.5, §4.8)",
+      );
       assert.equal(closed, 1);
       assert.equal(channel.state, "closed");
       assert.equal(socket.channels.includes(channel), false);
@@ -369,12 +373,19 @@ for (const client of clients) {
       await waitFor(() => channel.state === "joined" && channel.joinRef() !== jr1, waitOpts(rec, "the rejoin"));
       const jr2 = channel.joinRef();
       await waitFor(() => rec.on(topic, "joined").length === 2, waitOpts(rec, "the second joined push"));
-      const afterError = rec.frames.slice(rec.indexOf((f) => f[2] === topic && f[3] === "phx_error") + 1).filter((f) => f[2] === topic && f[0] !== jr1);
+      const afterError = rec.frames
+        .slice(rec.indexOf((f) => f[2] === topic && f[3] === "phx_error") + 1)
+        .filter((f) => f[2] === topic && f[0] !== jr1 && f[3] !== "you_left");
       assert.deepEqual(afterError.slice(0, 3), [
         [jr2, jr2, topic, "phx_reply", OK_EMPTY],
         [null, null, topic, "user_entered", { user: "bob" }],
         [jr2, null, topic, "joined", { status: "connected", user_id: null }],
       ]);
+      // The crashed instance's terminate push, if any, must carry its join_ref so that phoenix.js
+      // drops it as outdated instead of handing it to the rejoined channel (§4.7, §4.8).
+      for (const frame of rec.on(topic, "you_left")) {
+        assert.deepEqual(frame, [jr1, null, topic, "you_left", { message: "bye!" }], "a push from terminate carries the ended instance's join_ref");
+      }
       const [boomPush] = rec.pushed(topic, "boom");
       assert.equal(rec.frames.some((f) => f[3] === "phx_reply" && f[1] === boomPush.ref), false, "the crashing event gets no reply");
       assert.deepEqual(await outcome(channel.push("new_msg", { body: "back" })), { status: "ok", response: {} });
