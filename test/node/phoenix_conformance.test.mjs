@@ -20,6 +20,8 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 
+import { WebSocket as WsWebSocket } from "ws";
+
 import { clients } from "./support/phoenix_clients.mjs";
 import { FixtureServer } from "./support/fixture.mjs";
 import { Recorder, arrayBuffer, bytes, outcome, sleep, waitFor } from "./support/util.mjs";
@@ -88,6 +90,15 @@ function collect(channel, event) {
 function memoryStorage() {
   const map = new Map();
   return { map, getItem: (k) => map.get(k) ?? null, setItem: (k, v) => map.set(k, String(v)), removeItem: (k) => map.delete(k) };
+}
+
+/** A WebSocket class that sends `Origin: origin`, as a browser page on that origin would. */
+function pageOn(origin) {
+  return class PageWebSocket extends WsWebSocket {
+    constructor(url, protocols) {
+      super(url, protocols, { origin });
+    }
+  };
 }
 
 const waitOpts = (rec, what, timeout = 5000) => ({ what, timeout, dump: () => rec.dump() });
@@ -539,6 +550,38 @@ for (const client of clients) {
     }
   });
 
+  describe(`${client.name} at /ws (check_origin ["//example.com"], idle timeout 200 ms)`, () => {
+    test("a page on an allowed origin connects, joins and gets replies", { timeout: TEST_TIMEOUT_MS }, async (t) => {
+      const { rec, socket } = openSocket(t, client, { path: "/ws", transport: pageOn("https://example.com"), heartbeatIntervalMs: 50 });
+      const topic = uniqueTopic("echo", client, "origin-ok");
+      const channel = socket.channel(topic, {});
+      assert.deepEqual(await join(channel), OK_EMPTY);
+      assert.deepEqual(await outcome(channel.push("hello", { from: "example.com" })), { status: "ok", response: { from: "example.com" } });
+      assert.equal(rec.opens, 1);
+    });
+
+    test("a page on another origin is refused and never opens", { timeout: TEST_TIMEOUT_MS }, async (t) => {
+      const { rec, socket } = openSocket(t, client, { path: "/ws", transport: pageOn("http://notallowed.com"), reconnectAfterMs: () => 50 });
+      await waitFor(() => rec.errors.length >= 2, waitOpts(rec, "two refused attempts"));
+      assert.equal(rec.opens, 0);
+      assert.equal(socket.isConnected(), false);
+    });
+
+    test("a connection silent for longer than the idle timeout is closed with a code that makes phoenix.js reconnect, and its channels rejoin", { timeout: TEST_TIMEOUT_MS }, async (t) => {
+      // Heartbeats every 2 s cannot keep a connection with a 200 ms idle timeout alive.
+      const { rec, socket } = openSocket(t, client, { path: "/ws", heartbeatIntervalMs: 2000 });
+      const topic = uniqueTopic("echo", client, "idle");
+      const channel = socket.channel(topic, {});
+      assert.deepEqual(await join(channel), OK_EMPTY);
+      const jr1 = channel.joinRef();
+      const joinedAt = Date.now();
+      await waitFor(() => rec.closes.length >= 1, waitOpts(rec, "the idle close"));
+      assert.ok(Date.now() - joinedAt >= 150, "not closed before the idle timeout");
+      assert.equal(rec.closes[0].code, 1001, "idle close code (§3.3 recommends 1001; never 1000)");
+      await waitFor(() => rec.opens >= 2 && channel.joinRef() !== jr1, waitOpts(rec, "reconnect and rejoin"));
+    });
+  });
+
   describe(`${client.name} against a refusing socket handler`, () => {
     for (const kind of ["WebSocket", "LongPoll"]) {
       test(`a ${kind} connection the socket handler refuses never opens, and the client keeps retrying`, { timeout: TEST_TIMEOUT_MS }, async (t) => {
@@ -659,6 +702,25 @@ for (const client of clients) {
     });
 
     if (client.hasLongPollFallback) {
+      test("an ArrayBuffer push over LongPoll (a base64 ndjson line) reaches the channel as binary", { timeout: TEST_TIMEOUT_MS }, async (t) => {
+        const { rec, socket } = openSocket(t, client, { transport: client.LongPoll });
+        const topic = uniqueTopic("room", client, "lp-bin");
+        const channel = socket.channel(topic, {});
+        assert.equal((await join(channel)).status, "ok");
+        const acks = collect(channel, "bin_ack");
+        const msgs = collect(channel, "new_msg");
+        // Same tick: phoenix.js batches both into one ndjson POST, binary line first.
+        channel.push("bin", arrayBuffer([1, 2, 3]), 2000);
+        channel.push("new_msg", { body: "after bin" }, 2000);
+        await waitFor(() => acks.length === 1 && msgs.length === 1, waitOpts(rec, "bin_ack and new_msg"));
+        const jr = channel.joinRef();
+        const relevant = rec.on(topic).filter((f) => f[3] === "bin_ack" || f[3] === "new_msg");
+        assert.deepEqual(relevant, [
+          [jr, null, topic, "bin_ack", { transport: ":longpoll" }],
+          [jr, null, topic, "new_msg", { body: "after bin", transport: ":longpoll" }],
+        ]);
+      });
+
       test("the \"disconnect\" broadcast ends the LongPoll session; the client sees 410, reconnects and rejoins", { timeout: 45_000 }, async (t) => {
         const userId = `lpdc-${Date.now()}`;
         const { rec, socket } = openSocket(t, client, { transport: client.LongPoll, params: { user_id: userId } });
