@@ -369,6 +369,44 @@ for (const client of clients) {
       assert.deepEqual(rec.on(topic, "new_msg"), [[jr2, null, topic, "new_msg", { body: "once", transport: ":websocket" }]]);
     });
 
+    test("a join that times out on the client is left and retried, and ends up joined exactly once", { timeout: TEST_TIMEOUT_MS }, async (t) => {
+      const { rec, socket } = openSocket(t, client, { rejoinAfterMs: () => 100 });
+      const busy = socket.channel(uniqueTopic("room", client, "busy"), {});
+      assert.equal((await join(busy)).status, "ok");
+      // The fixture's `slow` handler holds the socket for 800 ms: frames queue up behind it.
+      const slow = outcome(busy.push("slow", { ms: 800 }, 5000));
+      const topic = uniqueTopic("echo", client, "join-timeout");
+      const channel = socket.channel(topic, {});
+      const statuses = [];
+      const joinPush = channel.join(300);
+      for (const status of ["ok", "error", "timeout"]) joinPush.receive(status, () => statuses.push(status));
+      await waitFor(() => statuses.includes("timeout"), waitOpts(rec, "the join timeout"));
+      const jr1 = rec.pushed(topic, "phx_join")[0].join_ref;
+      assert.deepEqual(await slow, OK_EMPTY);
+      await waitFor(() => channel.state === "joined", waitOpts(rec, "the retried join"));
+      const jr2 = channel.joinRef();
+      assert.notEqual(jr2, jr1);
+      // What the client sent: (join JRn, leave JRn on its timeout)+ — as many as timed out while
+      // the socket was held — then the join that succeeded.
+      const sent = rec.pushed(topic).map((p) => [p.event, p.join_ref]);
+      const left = [];
+      for (let i = 0; i + 1 < sent.length; i += 2) {
+        assert.deepEqual([sent[i], sent[i + 1]], [["phx_join", sent[i][1]], ["phx_leave", sent[i][1]]], JSON.stringify(sent));
+        left.push(sent[i][1]);
+      }
+      assert.deepEqual(sent.at(-1), ["phx_join", jr2]);
+      assert.equal(left[0], jr1);
+      assert.equal(new Set([...left, jr2]).size, left.length + 1, "every join has its own join_ref");
+      // The server joined and then closed every timed-out instance, in order.
+      await waitFor(() => rec.on(topic, "phx_close").length === left.length, waitOpts(rec, "phx_close of every timed-out instance"));
+      assert.deepEqual(rec.on(topic, "phx_close"), left.map((jr) => [jr, jr, topic, "phx_close", {}]));
+      const echoed = collect(channel, "once");
+      assert.deepEqual(await outcome(channel.push("once", { n: 1 })), { status: "ok", response: { n: 1 } });
+      await sleep(200);
+      assert.deepEqual(rec.on(topic, "once"), [[jr2, null, topic, "once", { n: 1 }]], "one server-side instance answers");
+      assert.deepEqual(echoed, [{ n: 1 }]);
+    });
+
     test("after the channel crashes (phx_error) the client rejoins with a new join_ref and the channel works again", { timeout: TEST_TIMEOUT_MS }, async (t) => {
       const { rec, socket } = openSocket(t, client, { rejoinAfterMs: () => 100 });
       const topic = uniqueTopic("room", client, "crash");
