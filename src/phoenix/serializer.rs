@@ -353,3 +353,7 @@ pub fn encode_broadcast(serializer: Serializer, b: &Broadcast) -> Result<Frame, 
 pub fn encode_reply(serializer: Serializer, r: Reply) -> Result<Frame, EncodeError> {
     serializer.encode(&Outgoing::Reply(r))
 }
+
+#[cfg(test)]
+#[path = "serializer_tests.rs"]
+mod tests;
