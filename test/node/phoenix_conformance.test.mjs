@@ -726,6 +726,20 @@ for (const client of clients) {
       assert.deepEqual(rec.heartbeats, [], "LongPoll sends no heartbeats");
     });
 
+    test("150 pushes issued at once over LongPoll are all answered, each with its own payload", { timeout: TEST_TIMEOUT_MS }, async (t) => {
+      const { rec, socket } = openSocket(t, client, { transport: client.LongPoll });
+      const topic = uniqueTopic("echo", client, "lp-burst");
+      const channel = socket.channel(topic, {});
+      assert.equal((await join(channel)).status, "ok");
+      const echoed = collect(channel, "burst");
+      // phoenix.js 1.8 sends these as ndjson POSTs of at most 100 lines each; 1.6 as 150 POSTs.
+      const replies = await Promise.all(Array.from({ length: 150 }, (_, i) => outcome(channel.push("burst", { i }))));
+      assert.deepEqual(replies, Array.from({ length: 150 }, (_, i) => ({ status: "ok", response: { i } })));
+      await waitFor(() => echoed.length === 150, waitOpts(rec, "150 echoed pushes"));
+      const order = client.longPollKeepsPushOrder ? echoed : [...echoed].sort((a, b) => a.i - b.i);
+      assert.deepEqual(order, Array.from({ length: 150 }, (_, i) => ({ i })));
+    });
+
     test("a channel crash over LongPoll gives phx_error and the client rejoins", { timeout: TEST_TIMEOUT_MS }, async (t) => {
       const { rec, socket } = openSocket(t, client, { transport: client.LongPoll, rejoinAfterMs: () => 100 });
       const topic = uniqueTopic("room", client, "lp-crash");
