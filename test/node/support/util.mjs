@@ -29,7 +29,7 @@ export function outcome(push, statuses = ["ok", "error", "timeout"]) {
 
 /** Copies the bytes of an ArrayBuffer (or view) into a plain array, for deepEqual. */
 export function bytes(buffer) {
-  if (!(buffer instanceof ArrayBuffer)) throw new TypeError(`expected an ArrayBuffer, got ${describe(buffer)}`);
+  if (!(buffer instanceof ArrayBuffer)) throw new TypeError(`expected an ArrayBuffer, got ${showValue(buffer)}`);
   return Array.from(new Uint8Array(buffer));
 }
 
@@ -38,7 +38,7 @@ export function arrayBuffer(values) {
   return new Uint8Array(values).buffer;
 }
 
-export function describe(value) {
+export function showValue(value) {
   if (value instanceof ArrayBuffer) return `ArrayBuffer[${Array.from(new Uint8Array(value)).join(",")}]`;
   if (value === null) return "null";
   if (typeof value === "object") return `${value.constructor?.name ?? "Object"} ${JSON.stringify(value)}`;
