@@ -1,1 +1,2 @@
-//! The `web` module (under construction).
+//! The web app: lobby and room pages, static files, healthcheck and HTTPS serving.
+pub mod pages;
