@@ -11,6 +11,7 @@
 //! nothing changed, which is cheap and never serves a stale bundle after an upgrade.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
@@ -23,8 +24,24 @@ pub(crate) struct EmbeddedFile {
     pub(crate) path: &'static str,
     /// The file's bytes.
     pub(crate) contents: &'static [u8],
-    /// Strong ETag (quoted) computed from the contents at build time.
-    pub(crate) etag: &'static str,
+}
+
+/// Strong ETags of [`EMBEDDED`] (same order), hashed from the contents on first use.
+fn embedded_etags() -> &'static [String] {
+    static ETAGS: OnceLock<Vec<String>> = OnceLock::new();
+    ETAGS.get_or_init(|| {
+        EMBEDDED
+            .iter()
+            .map(|f| format!("\"{:016x}-{:x}\"", fnv1a(f.contents), f.contents.len()))
+            .collect()
+    })
+}
+
+/// 64-bit FNV-1a: a stable content hash for ETags (not for security).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 include!(concat!(env!("OUT_DIR"), "/embedded_static.rs"));
@@ -91,7 +108,7 @@ impl StaticSource {
                 let file = &EMBEDDED[index];
                 Some(file_response(
                     Bytes::from_static(file.contents),
-                    file.etag.to_owned(),
+                    embedded_etags()[index].clone(),
                     &content_type,
                     if_none_match,
                 ))
