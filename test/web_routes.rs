@@ -213,6 +213,52 @@ async fn posting_the_lobby_form_redirects_to_the_room_with_both_fields_percent_e
 }
 
 #[tokio::test]
+async fn unicode_room_names_survive_the_redirect_and_reach_the_page_unchanged() {
+    let server = Server::start(&WebConfig::default()).await;
+    let response = client()
+        .post(server.url("/"))
+        .body("room_name=za%C5%BC%C3%B3%C5%82%C4%87+%F0%9F%8E%A5+a%2Bb&display_name=%E5%BC%A0%E4%B8%89")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let location = response.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert_eq!(
+        location,
+        "/room/za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb?display_name=%E5%BC%A0%E4%B8%89"
+    );
+    let page = client()
+        .get(server.url(&location))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"data-room-id="zażółć 🎥 a+b""#), "{page}");
+    // Without the display name the lobby gets the same room back.
+    let response = client()
+        .get(server.url("/room/za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()[LOCATION],
+        "/?room_id=za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb"
+    );
+    let page = client()
+        .get(server.url("/?room_id=za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"value="zażółć 🎥 a+b""#), "{page}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn an_incomplete_lobby_form_shows_the_lobby_again_with_a_message() {
     let server = Server::start(&WebConfig::default()).await;
     for (body, message) in [
