@@ -4,8 +4,10 @@
 //! `videoroom --help` lists them. Other modules add their own settings here.
 
 use crate::phoenix::transport::{CheckOrigin, Settings};
+use crate::web::{TlsMode, WebConfig};
 use clap::Parser;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// All settings of the `videoroom` binary.
@@ -77,6 +79,37 @@ pub struct Config {
         default_value_t = 5.0
     )]
     pub drain_timeout_secs: f64,
+
+    /// Serve this folder (e.g. an Elixir videoroom checkout's `priv/static`) instead of the web
+    /// app embedded in the binary.
+    #[arg(long = "static-dir", env = "STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
+
+    /// HTTPS: certificate chain (PEM). Needs `--tls-key`.
+    #[arg(
+        long = "tls-cert",
+        env = "TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// HTTPS: private key (PEM). Needs `--tls-cert`.
+    #[arg(long = "tls-key", env = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// HTTPS with a self-signed certificate generated at start (for localhost, 127.0.0.1, ::1
+    /// and the names in `--tls-name`).
+    #[arg(
+        long = "tls-self-signed",
+        env = "TLS_SELF_SIGNED",
+        default_value_t = false
+    )]
+    pub tls_self_signed: bool,
+
+    /// Extra host names or addresses for the self-signed certificate, comma-separated.
+    #[arg(long = "tls-name", env = "TLS_NAMES", value_delimiter = ',')]
+    pub tls_names: Vec<String>,
 }
 
 impl Default for Config {
@@ -100,6 +133,11 @@ impl Config {
             no_longpoll: false,
             outbound_queue: 1024,
             drain_timeout_secs: 5.0,
+            static_dir: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: false,
+            tls_names: Vec::new(),
         }
     }
 
@@ -111,6 +149,27 @@ impl Config {
     /// How long to wait for sockets to close on shutdown.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.drain_timeout_secs.max(0.0))
+    }
+
+    /// The web settings (static files, HTTPS) these flags describe.
+    pub fn web_config(&self) -> WebConfig {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => TlsMode::PemFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ if self.tls_self_signed => TlsMode::self_signed_for(
+                self.tls_names
+                    .iter()
+                    .map(|n| n.trim().to_owned())
+                    .filter(|n| !n.is_empty()),
+            ),
+            _ => TlsMode::Off,
+        };
+        WebConfig {
+            static_dir: self.static_dir.clone(),
+            tls,
+        }
     }
 
     /// The Phoenix transport settings these flags describe.

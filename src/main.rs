@@ -7,6 +7,13 @@ use videoroom::config::Config;
 async fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = Config::parse();
+    let app = match videoroom::app::App::new(config.clone()) {
+        Ok(app) => app,
+        Err(e) => {
+            log::error!("cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(config.listen_addr()).await {
         Ok(l) => l,
         Err(e) => {
@@ -15,12 +22,12 @@ async fn main() {
         }
     };
     let addr = listener.local_addr().unwrap_or(config.listen_addr());
-    println!("videoroom listening on http://{addr}");
+    println!("videoroom listening on {}", app.url_for(addr));
     let shutdown = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             log::error!("cannot wait for Ctrl-C: {e}");
             std::future::pending::<()>().await;
         }
     };
-    videoroom::app::run(config, listener, None, shutdown).await;
+    app.run(listener, None, shutdown).await;
 }
