@@ -554,3 +554,31 @@ async fn v1_clients_may_batch_object_lines_as_ndjson() {
         json!([null, "2", "room:none", "phx_reply", ok_reply()])
     );
 }
+
+#[tokio::test]
+async fn draining_ends_sessions_and_refuses_new_ones() {
+    let s = start_fixture().await;
+    let c = LpClient::open(&s, "/ws/longpoll", Vsn::V2, "").await;
+    join_lobby(&c).await;
+    s.endpoint.drain();
+    assert!(
+        s.wait_unsubscribed("room:lobby").await,
+        "the session's channels ended"
+    );
+    assert_eq!(
+        c.get_raw("", &[]).await,
+        json!({"status": 410}),
+        "a client with a session is told it is gone"
+    );
+    let fresh: Value = reqwest::get(s.http("/ws/longpoll?vsn=2.0.0"))
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        fresh,
+        json!({"status": 403}),
+        "no new sessions while draining"
+    );
+}
