@@ -356,7 +356,7 @@ async fn case48_a_session_without_polls_expires_and_its_token_is_gone(vsn: Vsn) 
     let started = tokio::time::Instant::now();
     assert!(s.wait_unsubscribed("room:inactive").await);
     assert!(
-        started.elapsed() <= Duration::from_millis(900),
+        started.elapsed() <= Duration::from_millis(1500),
         "expired after {:?}",
         started.elapsed()
     );
