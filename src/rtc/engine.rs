@@ -1,0 +1,1 @@
+//! The per-room signalling engine (under construction).
