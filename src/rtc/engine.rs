@@ -1,1 +1,0 @@
-//! The per-room signalling engine (under construction).
