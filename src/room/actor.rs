@@ -91,7 +91,9 @@ impl Room {
         registry: RoomRegistry,
         inbox: mpsc::Receiver<RoomCommand>,
     ) -> Self {
-        let sfu = Sfu::new(registry.inner().config.sfu.clone(), Instant::now());
+        let mut config = registry.inner().config.sfu.clone();
+        config.room = id.to_owned();
+        let sfu = Sfu::new(config, Instant::now());
         Room {
             id: id.to_owned(),
             instance,
