@@ -197,10 +197,20 @@ impl Room {
 
     /// Runs one engine call, catching a panic (which marks the room crashed).
     fn engine_call<T>(&mut self, f: impl FnOnce(&mut Engine<Sfu>) -> T) -> Option<T> {
-        if self.crashed {
+        let engine = &mut self.engine;
+        Self::catch(&self.id, &mut self.crashed, || f(engine))
+    }
+
+    /// Runs `f`, catching a panic (which marks the room crashed).
+    fn guarded<T>(&mut self, f: impl FnOnce() -> T) -> Option<T> {
+        Self::catch(&self.id, &mut self.crashed, f)
+    }
+
+    fn catch<T>(id: &str, crashed: &mut bool, f: impl FnOnce() -> T) -> Option<T> {
+        if *crashed {
             return None;
         }
-        match std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut self.engine))) {
+        match std::panic::catch_unwind(AssertUnwindSafe(f)) {
             Ok(v) => Some(v),
             Err(panic) => {
                 let what = panic
@@ -208,8 +218,8 @@ impl Room {
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                log::error!("room={} crashed: {what}", self.id);
-                self.crashed = true;
+                log::error!("room={id} crashed: {what}");
+                *crashed = true;
                 None
             }
         }
@@ -226,13 +236,17 @@ impl Room {
                 EngineOutput::JoinRequest { peer, metadata } => {
                     let members = self.engine.member_count();
                     let admission = self.registry.inner().config.admission.clone();
-                    match admission.admit(&self.id, peer, &metadata, members) {
-                        Ok(()) => {
+                    let id = self.id.clone();
+                    // The hook is application code: a panic in it crashes this room only.
+                    let decision = self.guarded(|| admission.admit(&id, peer, &metadata, members));
+                    match decision {
+                        Some(Ok(())) => {
                             self.engine_call(|e| e.accept_peer(peer, Instant::now()));
                         }
-                        Err(data) => {
+                        Some(Err(data)) => {
                             self.engine_call(|e| e.deny_peer(peer, data));
                         }
+                        None => {}
                     }
                 }
                 EngineOutput::Send { to, event } => self.deliver(to, event),
