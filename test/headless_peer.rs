@@ -1,0 +1,4 @@
+//! Self-tests of the headless peer, before any server exists.
+
+#[allow(dead_code)]
+mod peer;
