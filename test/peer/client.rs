@@ -1117,7 +1117,6 @@ fn codec_of(kind: Kind) -> RTCRtpCodecParameters {
                 rtcp_feedback: vec![],
             },
             payload_type: 111,
-            ..Default::default()
         },
         Kind::Video => RTCRtpCodecParameters {
             rtp_codec: RTCRtpCodec {
@@ -1128,7 +1127,6 @@ fn codec_of(kind: Kind) -> RTCRtpCodecParameters {
                 rtcp_feedback: vec![],
             },
             payload_type: 96,
-            ..Default::default()
         },
     }
 }

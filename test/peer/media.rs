@@ -181,7 +181,7 @@ impl Vp8Generator {
 
     /// The packets of the next frame.
     pub fn next_frame(&mut self) -> Vec<GeneratedPacket> {
-        let keyframe = self.keyframe_requested || self.frame % self.keyframe_interval == 0;
+        let keyframe = self.keyframe_requested || self.frame.is_multiple_of(self.keyframe_interval);
         self.keyframe_requested = false;
         // The VP8 bitstream: 3-byte frame tag (+ start code and dimensions for keyframes),
         // then filler standing in for the compressed partitions.
