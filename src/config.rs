@@ -1,1 +1,165 @@
 //! Server settings: flags and environment variables with documented defaults.
+//!
+//! Every setting is a flag and an environment variable (`--port` / `SERVER_PORT`, …);
+//! `videoroom --help` lists them. Other modules add their own settings here.
+
+use crate::phoenix::transport::{CheckOrigin, Settings};
+use clap::Parser;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// All settings of the `videoroom` binary.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "videoroom",
+    version,
+    about = "Phoenix-compatible videoroom server"
+)]
+pub struct Config {
+    /// TCP port for HTTP, WebSocket and LongPoll.
+    #[arg(long = "port", env = "SERVER_PORT", default_value_t = 4000)]
+    pub port: u16,
+
+    /// Address to bind.
+    #[arg(long = "bind", env = "BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+
+    /// Close a WebSocket after this many seconds without a frame from the client (close 1001).
+    #[arg(
+        long = "idle-timeout",
+        env = "IDLE_TIMEOUT_SECS",
+        default_value_t = 60.0
+    )]
+    pub idle_timeout_secs: f64,
+
+    /// Allowed browser origins, comma-separated (`https://a.com,//*.b.com`); `*` allows every
+    /// origin; empty (default) allows only the request's own host.
+    #[arg(
+        long = "check-origin",
+        env = "CHECK_ORIGIN",
+        default_value = "",
+        value_delimiter = ','
+    )]
+    pub check_origin: Vec<String>,
+
+    /// Largest WebSocket message accepted, in bytes (bigger: close 1009).
+    #[arg(long = "max-frame-size", env = "MAX_FRAME_SIZE", default_value_t = 8 * 1024 * 1024)]
+    pub max_frame_size: usize,
+
+    /// Maximum channels joined per socket.
+    #[arg(long = "max-channels", env = "MAX_CHANNELS", default_value_t = 100)]
+    pub max_channels: usize,
+
+    /// LongPoll window in seconds (a session dies after 1.5 windows without a poll).
+    #[arg(
+        long = "longpoll-window",
+        env = "LONGPOLL_WINDOW_SECS",
+        default_value_t = 10.0
+    )]
+    pub longpoll_window_secs: f64,
+
+    /// Disable the LongPoll transport.
+    #[arg(long = "no-longpoll", env = "NO_LONGPOLL", default_value_t = false)]
+    pub no_longpoll: bool,
+
+    /// Frames queued for one client before it is closed as not reading.
+    #[arg(
+        long = "outbound-queue",
+        env = "OUTBOUND_QUEUE",
+        default_value_t = 1024
+    )]
+    pub outbound_queue: usize,
+
+    /// Seconds to wait for sockets to close after Ctrl-C (they are told 1012 first).
+    #[arg(
+        long = "drain-timeout",
+        env = "DRAIN_TIMEOUT_SECS",
+        default_value_t = 5.0
+    )]
+    pub drain_timeout_secs: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // Parsing no arguments yields the documented defaults (env vars ignored on purpose:
+        // tests build configs without reading the environment).
+        Config::parse_from_iter_ignoring_env()
+    }
+}
+
+impl Config {
+    fn parse_from_iter_ignoring_env() -> Self {
+        Config {
+            port: 4000,
+            bind: IpAddr::from([0, 0, 0, 0]),
+            idle_timeout_secs: 60.0,
+            check_origin: Vec::new(),
+            max_frame_size: 8 * 1024 * 1024,
+            max_channels: 100,
+            longpoll_window_secs: 10.0,
+            no_longpoll: false,
+            outbound_queue: 1024,
+            drain_timeout_secs: 5.0,
+        }
+    }
+
+    /// The address to listen on.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.port)
+    }
+
+    /// How long to wait for sockets to close on shutdown.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_timeout_secs.max(0.0))
+    }
+
+    /// The Phoenix transport settings these flags describe.
+    pub fn socket_settings(&self) -> Settings {
+        let origins: Vec<String> = self
+            .check_origin
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let check_origin = if origins.iter().any(|o| o == "*") {
+            CheckOrigin::Off
+        } else if origins.is_empty() {
+            CheckOrigin::SameHost
+        } else {
+            CheckOrigin::List(origins)
+        };
+        Settings {
+            check_origin,
+            idle_timeout: Duration::from_secs_f64(self.idle_timeout_secs.max(0.001)),
+            max_frame_size: self.max_frame_size,
+            max_channels: self.max_channels,
+            longpoll_window: Duration::from_secs_f64(self.longpoll_window_secs.max(0.01)),
+            longpoll: !self.no_longpoll,
+            outbound_queue: self.outbound_queue,
+            ..Settings::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+    use clap::Parser;
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let parsed = Config::try_parse_from(["videoroom"]).expect("no args parse");
+        let d = Config::default();
+        assert_eq!(parsed.bind, d.bind);
+        assert_eq!(d.port, 4000);
+        assert_eq!(d.max_channels, 100);
+        assert_eq!(d.socket_settings().idle_timeout.as_secs(), 60);
+    }
+
+    #[test]
+    fn check_origin_list_is_comma_separated() {
+        let c = Config::try_parse_from(["videoroom", "--check-origin", "https://a.com,//*.b.com"])
+            .expect("parse");
+        assert_eq!(c.check_origin, vec!["https://a.com", "//*.b.com"]);
+    }
+}

@@ -1,0 +1,807 @@
+//! The sans-IO socket multiplexer: one per connection (WebSocket) or session (LongPoll).
+//!
+//! How it works: the transport shell decodes nothing itself. It feeds the [`SocketState`] with
+//! inbound frames ([`SocketState::handle_frame`]), inbox events ([`SocketState::handle_event`])
+//! and the clock ([`SocketState::handle_timeout`]), then drains [`SocketState::poll_output`]
+//! and writes what comes out. All protocol rules live here, once, for both transports:
+//!
+//! | inbound | action |
+//! |---|---|
+//! | `phoenix`/`heartbeat` | reply ok, `join_ref` null (channels untouched) |
+//! | `phx_join`, no route | error `unmatched topic`, `join_ref` null |
+//! | `phx_join`, already `max_channels` | error `too many channels joined` |
+//! | `phx_join` | run `join` synchronously, reply ok/error (`join crashed` on panic) |
+//! | `phx_join` on a joined topic | terminate the old instance, reply to the new join, then `phx_close` for the old join_ref |
+//! | `phx_leave`, JR null or equal | reply ok, `phx_close`, `terminate` |
+//! | `phx_leave`/event, JR mismatch | dropped silently (client raced a server close) |
+//! | `phx_leave`, not joined | reply ok |
+//! | event, joined | `handle_in` → reply / nothing / stop; panic → `phx_error` |
+//! | event, not joined | error `unmatched topic`, `join_ref` null |
+//!
+//! `phx_close` and `phx_error` carry `ref = join_ref` of the instance; pushes carry the
+//! instance's join_ref and a null ref; broadcasts carry nulls. Frames of one channel leave in
+//! the order the channel produced them (a channel's own broadcasts are delivered to its own
+//! socket in line, not through the inbox, so `broadcast` then `push` arrive in that order).
+
+use super::channel::{
+    AnyChannel, ChannelContext, Effect, Flow, HandleIn, Router, StopReason, TerminateReason,
+};
+use super::mailbox::{InstanceId, Mailbox, SocketEvent};
+use super::message::{
+    Broadcast, Frame, HEARTBEAT_EVENT, HEARTBEAT_TOPIC, Message, Outgoing, PHX_CLOSE, PHX_ERROR,
+    PHX_JOIN, PHX_LEAVE, Payload, Reply,
+};
+use super::presence::{PRESENCE_STATE, Presence};
+use super::pubsub::{PubSub, Published, SubscriptionId};
+use super::serializer::Serializer;
+use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// WebSocket close code: going away (disconnect broadcast, idle timeout, overload).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code: undecodable input.
+pub const CLOSE_INTERNAL_ERROR: u16 = 1011;
+/// WebSocket close code: frame larger than the limit.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code: invalid UTF-8 in a text frame.
+pub const CLOSE_INVALID_DATA: u16 = 1007;
+/// WebSocket close code: server restart (drain).
+pub const CLOSE_SERVICE_RESTART: u16 = 1012;
+/// Event on the socket-id topic that force-closes every socket with that id.
+pub const DISCONNECT_EVENT: &str = "disconnect";
+
+/// Per-socket limits.
+#[derive(Debug, Clone)]
+pub struct SocketLimits {
+    /// Maximum joined channels (Phoenix: 100).
+    pub max_channels: usize,
+    /// Close the connection when nothing was received for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for SocketLimits {
+    fn default() -> Self {
+        SocketLimits {
+            max_channels: 100,
+            idle_timeout: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// Node-wide services a socket uses.
+#[derive(Clone)]
+pub struct SocketEnv {
+    /// PubSub for channel topics and socket ids.
+    pub pubsub: Arc<dyn PubSub>,
+    /// Presence tracker.
+    pub presence: Arc<Presence>,
+}
+
+impl std::fmt::Debug for SocketEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketEnv").finish_non_exhaustive()
+    }
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send this frame.
+    Frame(Frame),
+    /// Close the connection with this WebSocket code (LongPoll: end the session).
+    Close {
+        /// Close code (never 1000 when the client should reconnect).
+        code: u16,
+        /// Close reason text.
+        reason: String,
+    },
+}
+
+struct Entry {
+    instance: InstanceId,
+    join_ref: Value,
+    sub: SubscriptionId,
+    channel: Box<dyn AnyChannel>,
+    tracked: bool,
+}
+
+/// Read-only data every channel callback sees.
+struct Shared {
+    assigns: Value,
+    socket_id: Option<String>,
+    mailbox: Mailbox,
+    env: SocketEnv,
+}
+
+/// The protocol state of one socket. See the module docs.
+pub struct SocketState {
+    serializer: Serializer,
+    router: Arc<Router>,
+    limits: SocketLimits,
+    shared: Shared,
+    id_sub: Option<(String, SubscriptionId)>,
+    channels: HashMap<String, Entry>,
+    by_instance: HashMap<InstanceId, String>,
+    by_sub: HashMap<SubscriptionId, String>,
+    next_instance: u64,
+    last_activity: Instant,
+    out: VecDeque<Output>,
+    closed: bool,
+    label: String,
+}
+
+impl std::fmt::Debug for SocketState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketState")
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_owned()
+    }
+}
+
+/// Runs one channel callback with a fresh context; returns its result (Err = panic text) and
+/// the effects it requested.
+#[allow(clippy::too_many_arguments)]
+fn run_callback<R>(
+    shared: &Shared,
+    channel: &mut dyn AnyChannel,
+    topic: &str,
+    join_ref: &Value,
+    instance: InstanceId,
+    current_ref: Option<Value>,
+    f: impl FnOnce(&mut dyn AnyChannel, &mut ChannelContext<'_>) -> R,
+) -> (Result<R, String>, Vec<Effect>) {
+    let mut ctx = ChannelContext {
+        topic,
+        join_ref,
+        assigns: &shared.assigns,
+        socket_id: shared.socket_id.as_deref(),
+        current_ref,
+        instance,
+        mailbox: &shared.mailbox,
+        pubsub: &shared.env.pubsub,
+        presence: &shared.env.presence,
+        effects: Vec::new(),
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| f(channel, &mut ctx))).map_err(panic_text);
+    (result, ctx.effects)
+}
+
+impl SocketState {
+    /// A socket that connected with `assigns` and optional `socket_id`; subscribes the id
+    /// topic so a `disconnect` broadcast reaches it. `mailbox` is this socket's inbox.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        serializer: Serializer,
+        router: Arc<Router>,
+        limits: SocketLimits,
+        env: SocketEnv,
+        assigns: Value,
+        socket_id: Option<String>,
+        mailbox: Mailbox,
+        now: Instant,
+    ) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let label = match &socket_id {
+            Some(id) => format!("socket #{n} ({id})"),
+            None => format!("socket #{n}"),
+        };
+        let id_sub = socket_id.as_ref().map(|id| {
+            let sub = SubscriptionId::next();
+            env.pubsub.subscribe(id, sub, mailbox.clone());
+            (id.clone(), sub)
+        });
+        SocketState {
+            serializer,
+            router,
+            limits,
+            shared: Shared {
+                assigns,
+                socket_id,
+                mailbox,
+                env,
+            },
+            id_sub,
+            channels: HashMap::new(),
+            by_instance: HashMap::new(),
+            by_sub: HashMap::new(),
+            next_instance: 1,
+            last_activity: now,
+            out: VecDeque::new(),
+            closed: false,
+            label,
+        }
+    }
+
+    /// A name for log lines: `socket #N (id)`.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The negotiated serializer.
+    pub fn serializer(&self) -> Serializer {
+        self.serializer
+    }
+
+    /// Number of joined channels.
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Whether the socket has closed (a `Close` output was produced or the transport ended).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Next output for the shell, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`SocketState::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        self.limits.idle_timeout.map(|t| self.last_activity + t)
+    }
+
+    /// Advances the clock: closes the socket (1001) when it has been idle too long.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(deadline) = self.poll_timeout()
+            && now >= deadline
+        {
+            log::info!(
+                "{}: closing, nothing received for {:?}",
+                self.label,
+                self.limits.idle_timeout.unwrap_or_default()
+            );
+            self.close(CLOSE_GOING_AWAY, "idle timeout");
+        }
+    }
+
+    /// Handles one inbound frame; undecodable input closes the socket with 1011.
+    pub fn handle_frame(&mut self, now: Instant, frame: &Frame) {
+        if self.closed {
+            return;
+        }
+        self.last_activity = now;
+        match self.serializer.decode(frame) {
+            Ok(msg) => self.handle_message(now, msg),
+            Err(e) => {
+                log::warn!("{}: closing, undecodable frame: {e}", self.label);
+                self.close(CLOSE_INTERNAL_ERROR, "invalid message");
+            }
+        }
+    }
+
+    /// Handles one decoded inbound message (the dispatch table in the module docs).
+    pub fn handle_message(&mut self, now: Instant, msg: Message) {
+        if self.closed {
+            return;
+        }
+        self.last_activity = now;
+        if msg.topic == HEARTBEAT_TOPIC && msg.event == HEARTBEAT_EVENT {
+            self.send(Outgoing::Reply(Reply::ok(
+                Value::Null,
+                msg.r#ref,
+                HEARTBEAT_TOPIC,
+            )));
+            return;
+        }
+        match msg.event.as_str() {
+            PHX_JOIN => self.handle_join(msg),
+            PHX_LEAVE => self.handle_leave(msg),
+            _ => self.handle_event_in(msg),
+        }
+    }
+
+    fn unmatched(&mut self, msg: &Message) {
+        log::warn!(
+            "{}: ignoring {} on unmatched topic {:?}",
+            self.label,
+            msg.event,
+            msg.topic
+        );
+        let reply = Reply::error_reason(
+            Value::Null,
+            msg.r#ref.clone(),
+            &msg.topic,
+            "unmatched topic",
+        );
+        self.send(Outgoing::Reply(reply));
+    }
+
+    /// 1.8.12 rule: a null join_ref is accepted; a different non-null one is stale.
+    fn is_stale(entry: &Entry, msg: &Message) -> bool {
+        !msg.join_ref.is_null() && msg.join_ref != entry.join_ref
+    }
+
+    fn handle_join(&mut self, msg: Message) {
+        let topic = msg.topic.clone();
+        // Duplicate join: the old instance ends first; its phx_close follows the new reply.
+        let old_close = self.channels.contains_key(&topic).then(|| {
+            let entry = self.remove_entry(&topic);
+            let close = self.close_frame(&topic, &entry.join_ref, PHX_CLOSE);
+            self.terminate_entry(&topic, entry, TerminateReason::DuplicateJoin);
+            close
+        });
+        let finish = |this: &mut Self| {
+            if let Some(close) = old_close {
+                this.send(close);
+            }
+        };
+        let Some(mut channel) = self.router.create(&topic) else {
+            self.unmatched(&msg);
+            return finish(self);
+        };
+        if self.channels.len() >= self.limits.max_channels {
+            log::warn!(
+                "{}: refusing join of {topic:?}: {} channels already joined",
+                self.label,
+                self.channels.len()
+            );
+            let reply = Reply::error_reason(
+                msg.join_ref.clone(),
+                msg.r#ref,
+                &topic,
+                "too many channels joined",
+            );
+            self.send(Outgoing::Reply(reply));
+            return finish(self);
+        }
+        let join_ref = if msg.join_ref.is_null() {
+            msg.r#ref.clone()
+        } else {
+            msg.join_ref.clone()
+        };
+        let instance = InstanceId(self.next_instance);
+        self.next_instance += 1;
+        let sub = SubscriptionId::next();
+        // Subscribed before the reply is written, so no broadcast after the reply is missed.
+        self.shared
+            .env
+            .pubsub
+            .subscribe(&topic, sub, self.shared.mailbox.clone());
+        let payload = msg.payload.into_json();
+        let (result, effects) = run_callback(
+            &self.shared,
+            channel.as_mut(),
+            &topic,
+            &join_ref,
+            instance,
+            None,
+            |c, ctx| c.join(&topic, payload, ctx),
+        );
+        let reply = |status: &str, response: Value| Reply {
+            join_ref: join_ref.clone(),
+            r#ref: msg.r#ref.clone(),
+            topic: topic.clone(),
+            status: Some(status.into()),
+            payload: Payload::Json(response),
+        };
+        match result {
+            Ok(Ok(response)) => {
+                self.send(Outgoing::Reply(reply("ok", response)));
+                finish(self);
+                self.by_instance.insert(instance, topic.clone());
+                self.by_sub.insert(sub, topic.clone());
+                self.channels.insert(
+                    topic.clone(),
+                    Entry {
+                        instance,
+                        join_ref,
+                        sub,
+                        channel,
+                        tracked: false,
+                    },
+                );
+                self.apply_effects(&topic, effects);
+            }
+            Ok(Err(response)) => {
+                self.shared.env.pubsub.unsubscribe(&topic, sub);
+                self.send(Outgoing::Reply(reply("error", response)));
+                finish(self);
+            }
+            Err(panic) => {
+                log::error!("{}: join of {topic:?} crashed: {panic}", self.label);
+                self.shared.env.pubsub.unsubscribe(&topic, sub);
+                self.send(Outgoing::Reply(reply(
+                    "error",
+                    json!({"reason": "join crashed"}),
+                )));
+                finish(self);
+            }
+        }
+    }
+
+    fn handle_leave(&mut self, msg: Message) {
+        let Some(entry) = self.channels.get(&msg.topic) else {
+            self.send(Outgoing::Reply(Reply::ok(
+                msg.join_ref,
+                msg.r#ref,
+                &msg.topic,
+            )));
+            return;
+        };
+        if Self::is_stale(entry, &msg) {
+            log::debug!(
+                "{}: dropping stale phx_leave for {:?}",
+                self.label,
+                msg.topic
+            );
+            return;
+        }
+        let entry = self.remove_entry(&msg.topic);
+        self.send(Outgoing::Reply(Reply::ok(
+            entry.join_ref.clone(),
+            msg.r#ref,
+            &msg.topic,
+        )));
+        let close = self.close_frame(&msg.topic, &entry.join_ref, PHX_CLOSE);
+        self.send(close);
+        self.terminate_entry(&msg.topic, entry, TerminateReason::Left);
+    }
+
+    fn handle_event_in(&mut self, msg: Message) {
+        let Some(entry) = self.channels.get_mut(&msg.topic) else {
+            return self.unmatched(&msg);
+        };
+        if Self::is_stale(entry, &msg) {
+            log::debug!(
+                "{}: dropping {} with stale join_ref on {:?}",
+                self.label,
+                msg.event,
+                msg.topic
+            );
+            return;
+        }
+        let (join_ref, instance, topic) =
+            (entry.join_ref.clone(), entry.instance, msg.topic.clone());
+        let event = msg.event;
+        let payload = msg.payload;
+        let (result, effects) = run_callback(
+            &self.shared,
+            entry.channel.as_mut(),
+            &topic,
+            &join_ref,
+            instance,
+            Some(msg.r#ref.clone()),
+            |c, ctx| c.handle_in(&event, payload, ctx),
+        );
+        self.apply_effects(&topic, effects);
+        let reply = |status: String, payload: Payload| {
+            Outgoing::Reply(Reply {
+                join_ref: join_ref.clone(),
+                r#ref: msg.r#ref.clone(),
+                topic: topic.clone(),
+                status: Some(status),
+                payload,
+            })
+        };
+        match result {
+            Ok(HandleIn::Reply { status, payload }) => self.send(reply(status, payload)),
+            Ok(HandleIn::NoReply) => {}
+            Ok(HandleIn::Stop { reason, reply: r }) => {
+                if let Some((status, payload)) = r {
+                    self.send(reply(status, payload));
+                }
+                self.stop_channel(&topic, reason);
+            }
+            Err(panic) => self.crash_channel(&topic, &event, panic),
+        }
+    }
+
+    /// Handles an event from the socket's inbox (PubSub delivery or `handle_info` message).
+    pub fn handle_event(&mut self, _now: Instant, ev: SocketEvent) {
+        if self.closed {
+            return;
+        }
+        match ev {
+            SocketEvent::Deliver { sub, msg } => {
+                if self.id_sub.as_ref().is_some_and(|(_, s)| *s == sub) {
+                    if msg.broadcast.event == DISCONNECT_EVENT {
+                        log::info!("{}: closing on disconnect broadcast", self.label);
+                        self.close(CLOSE_GOING_AWAY, "disconnect");
+                    }
+                    return;
+                }
+                if let Some(topic) = self.by_sub.get(&sub).cloned() {
+                    self.deliver(&topic, &msg);
+                }
+            }
+            SocketEvent::Info { instance, msg } => {
+                let Some(topic) = self.by_instance.get(&instance).cloned() else {
+                    log::debug!(
+                        "{}: dropping handle_info for ended channel {instance:?}",
+                        self.label
+                    );
+                    return;
+                };
+                let Some(entry) = self.channels.get_mut(&topic) else {
+                    return;
+                };
+                let join_ref = entry.join_ref.clone();
+                let (result, effects) = run_callback(
+                    &self.shared,
+                    entry.channel.as_mut(),
+                    &topic,
+                    &join_ref,
+                    instance,
+                    None,
+                    |c, ctx| c.handle_info(msg, ctx),
+                );
+                self.after_flow(&topic, "handle_info", result, effects);
+            }
+        }
+    }
+
+    fn after_flow(
+        &mut self,
+        topic: &str,
+        what: &str,
+        result: Result<Flow, String>,
+        effects: Vec<Effect>,
+    ) {
+        self.apply_effects(topic, effects);
+        match result {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Stop(reason)) => self.stop_channel(topic, reason),
+            Err(panic) => self.crash_channel(topic, what, panic),
+        }
+    }
+
+    /// Delivers a broadcast to the channel joined on `topic` (intercepted or fast-laned).
+    fn deliver(&mut self, topic: &str, msg: &Arc<Published>) {
+        let Some(entry) = self.channels.get_mut(topic) else {
+            return;
+        };
+        let event = &msg.broadcast.event;
+        if !entry.channel.intercepts(event) {
+            match msg.frame(self.serializer) {
+                Ok(frame) => self.emit(Output::Frame(frame)),
+                Err(e) => log::warn!("{}: cannot send {event} on {topic:?}: {e}", self.label),
+            }
+            return;
+        }
+        let (join_ref, instance) = (entry.join_ref.clone(), entry.instance);
+        let payload = msg.broadcast.payload.clone();
+        let (result, effects) = run_callback(
+            &self.shared,
+            entry.channel.as_mut(),
+            topic,
+            &join_ref,
+            instance,
+            None,
+            |c, ctx| c.handle_out(event, payload, ctx),
+        );
+        self.after_flow(topic, "handle_out", result, effects);
+    }
+
+    /// Applies a callback's effects in order, on behalf of the channel on `topic` (which may
+    /// already be removed, when the effects come from `terminate`).
+    fn apply_effects(&mut self, topic: &str, effects: Vec<Effect>) {
+        for effect in effects {
+            let (join_ref, sub) = match self.channels.get(topic) {
+                Some(e) => (e.join_ref.clone(), Some(e.sub)),
+                None => (Value::Null, None),
+            };
+            match effect {
+                Effect::Push { event, payload } => {
+                    let m = Message {
+                        join_ref,
+                        r#ref: Value::Null,
+                        topic: topic.into(),
+                        event,
+                        payload,
+                    };
+                    self.send(Outgoing::Message(m));
+                }
+                Effect::Reply {
+                    r#ref,
+                    status,
+                    payload,
+                } => {
+                    let r = Reply {
+                        join_ref,
+                        r#ref,
+                        topic: topic.into(),
+                        status: Some(status),
+                        payload,
+                    };
+                    self.send(Outgoing::Reply(r));
+                }
+                Effect::Broadcast {
+                    topic: to,
+                    event,
+                    payload,
+                    from_self,
+                } => {
+                    let msg = Published::new(Broadcast {
+                        topic: to.clone(),
+                        event,
+                        payload,
+                    });
+                    // Our own subscription to `to` is served in line (keeps per-channel order).
+                    let own = self.channels.get(&to).map(|e| e.sub);
+                    self.shared.env.pubsub.publish(own, msg.clone());
+                    let skip_self = from_self && to == topic;
+                    if own.is_some() && !skip_self && !self.closed {
+                        self.deliver(&to, &msg);
+                    }
+                }
+                Effect::Track { key, meta } => {
+                    let Some(sub) = sub else { continue };
+                    self.shared.env.presence.track(sub, topic, &key, meta);
+                    let first = self
+                        .channels
+                        .get_mut(topic)
+                        .map(|e| !std::mem::replace(&mut e.tracked, true));
+                    if first == Some(true) {
+                        let state = self.shared.env.presence.list(topic);
+                        let m = Message {
+                            join_ref,
+                            r#ref: Value::Null,
+                            topic: topic.into(),
+                            event: PRESENCE_STATE.into(),
+                            payload: Payload::Json(state),
+                        };
+                        self.send(Outgoing::Message(m));
+                    }
+                }
+            }
+        }
+    }
+
+    fn stop_channel(&mut self, topic: &str, reason: StopReason) {
+        if !self.channels.contains_key(topic) {
+            return;
+        }
+        let entry = self.remove_entry(topic);
+        let event = match reason {
+            StopReason::Normal | StopReason::Shutdown(_) => PHX_CLOSE,
+            StopReason::Error(ref e) => {
+                log::warn!("{}: channel {topic:?} stopped with error: {e}", self.label);
+                PHX_ERROR
+            }
+        };
+        let close = self.close_frame(topic, &entry.join_ref, event);
+        self.send(close);
+        self.terminate_entry(topic, entry, TerminateReason::Stopped(reason));
+    }
+
+    fn crash_channel(&mut self, topic: &str, what: &str, panic: String) {
+        log::error!(
+            "{}: channel {topic:?} crashed in {what}: {panic}",
+            self.label
+        );
+        if !self.channels.contains_key(topic) {
+            return;
+        }
+        let entry = self.remove_entry(topic);
+        let close = self.close_frame(topic, &entry.join_ref, PHX_ERROR);
+        self.send(close);
+        self.terminate_entry(topic, entry, TerminateReason::Crashed(panic));
+    }
+
+    fn close_frame(&self, topic: &str, join_ref: &Value, event: &str) -> Outgoing {
+        let payload = if event == PHX_ERROR {
+            json!({"reason": "channel_crash"})
+        } else {
+            json!({})
+        };
+        Outgoing::Message(Message {
+            join_ref: join_ref.clone(),
+            r#ref: join_ref.clone(),
+            topic: topic.into(),
+            event: event.into(),
+            payload: Payload::Json(payload),
+        })
+    }
+
+    /// Removes a channel from the tables, its subscription and its presences.
+    fn remove_entry(&mut self, topic: &str) -> Entry {
+        // Callers check `contains_key` first; this is the only way entries leave the table.
+        let entry = self
+            .channels
+            .remove(topic)
+            .expect("caller checked the channel exists");
+        self.by_instance.remove(&entry.instance);
+        self.by_sub.remove(&entry.sub);
+        self.shared.env.pubsub.unsubscribe(topic, entry.sub);
+        if entry.tracked {
+            self.shared.env.presence.untrack_owner(entry.sub, topic);
+        }
+        entry
+    }
+
+    /// Calls `terminate` (exactly once per instance) and forwards what it produced.
+    fn terminate_entry(&mut self, topic: &str, mut entry: Entry, reason: TerminateReason) {
+        let (result, effects) = run_callback(
+            &self.shared,
+            entry.channel.as_mut(),
+            topic,
+            &entry.join_ref,
+            entry.instance,
+            None,
+            |c, ctx| c.terminate(&reason, ctx),
+        );
+        if let Err(panic) = result {
+            log::error!(
+                "{}: channel {topic:?} panicked in terminate: {panic}",
+                self.label
+            );
+        }
+        self.apply_effects(topic, effects);
+    }
+
+    /// Server shutdown: close with 1012 so clients reconnect elsewhere.
+    pub fn drain(&mut self) {
+        if !self.closed {
+            log::info!("{}: draining", self.label);
+            self.close(CLOSE_SERVICE_RESTART, "server restart");
+        }
+    }
+
+    /// Closes the socket with `code`: every channel terminates, then a `Close` output.
+    pub fn close(&mut self, code: u16, reason: &str) {
+        if self.closed {
+            return;
+        }
+        self.out.push_back(Output::Close {
+            code,
+            reason: reason.into(),
+        });
+        self.transport_closed();
+    }
+
+    /// The transport is gone (client closed, network error): every channel terminates and
+    /// nothing more is sent.
+    pub fn transport_closed(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let topics: Vec<String> = self.channels.keys().cloned().collect();
+        for topic in topics {
+            let entry = self.remove_entry(&topic);
+            self.terminate_entry(&topic, entry, TerminateReason::SocketClosed);
+        }
+        if let Some((id, sub)) = self.id_sub.take() {
+            self.shared.env.pubsub.unsubscribe(&id, sub);
+        }
+    }
+
+    fn send(&mut self, out: Outgoing) {
+        match self.serializer.encode(&out) {
+            Ok(frame) => self.emit(Output::Frame(frame)),
+            Err(e) => log::warn!("{}: cannot encode outgoing frame: {e}", self.label),
+        }
+    }
+
+    fn emit(&mut self, out: Output) {
+        // After close, frames (e.g. pushes from terminate) have nowhere to go.
+        if !self.closed {
+            self.out.push_back(out);
+        }
+    }
+}
+
+impl Drop for SocketState {
+    fn drop(&mut self) {
+        self.transport_closed();
+    }
+}

@@ -1,0 +1,316 @@
+//! The WebSocket shell: `GET <path>/websocket`.
+//!
+//! How it works: the handshake runs Phoenix's checks in order (method 400, origin 403, auth
+//! token / subprotocol 403, vsn 403, connect 403/custom, not an upgrade 400), then upgrades.
+//! After the upgrade one task owns the [`SocketState`] and selects over: frames from the
+//! client, the socket's inbox, the idle deadline, the overflow signal and the drain signal.
+//! Frames to the client go through a bounded queue to a writer task; when that queue is full the
+//! client is not reading, and the socket is closed with a log line naming it. Close codes:
+//! 1009 oversize, 1007 invalid UTF-8, 1011 undecodable, 1001 idle/disconnect, 1012 drain,
+//! 1013 overloaded.
+
+use super::{
+    Endpoint, LiveGuard, Refusal, SocketMount, admit, connect_info, decode_bearer, header,
+};
+use crate::phoenix::mailbox::Mailbox;
+use crate::phoenix::message::Frame;
+use crate::phoenix::socket::{CLOSE_INVALID_DATA, CLOSE_TOO_BIG, Output, SocketState};
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::reply::Response;
+use warp::ws::{Message as WsMessage, WebSocket, Ws};
+use warp::{Filter, Reply};
+
+/// Close code when a socket's queues overflowed (Try Again Later).
+const CLOSE_OVERLOADED: u16 = 1013;
+
+fn status(code: StatusCode, body: &str) -> Response {
+    let mut r = Response::new(body.to_owned().into());
+    *r.status_mut() = code;
+    r
+}
+
+pub(super) fn filter(endpoint: Endpoint, mount: Arc<SocketMount>) -> BoxedFilter<(Response,)> {
+    let matcher = mount.clone();
+    let path = warp::path::full().and_then(move |p: warp::path::FullPath| {
+        let m = matcher.clone();
+        async move {
+            match m
+                .settings
+                .websocket
+                .then(|| m.match_path(p.as_str(), "websocket"))
+                .flatten()
+            {
+                Some(vars) => Ok((p.as_str().to_owned(), vars)),
+                None => Err(warp::reject::not_found()),
+            }
+        }
+    });
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let ws = warp::ws().map(Some).or(warp::any().map(|| None)).unify();
+    path.and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(query)
+        .and(warp::addr::remote())
+        .and(ws)
+        .map(move |(path, vars), method, headers, query, peer, ws| {
+            handshake(
+                &endpoint, &mount, path, vars, method, headers, query, peer, ws,
+            )
+        })
+        .boxed()
+}
+
+/// Picks the subprotocol to answer with, extracting the auth token. `Err` → 403.
+fn negotiate_protocols(
+    mount: &SocketMount,
+    headers: &HeaderMap,
+) -> Result<(Option<String>, Option<String>), String> {
+    let mut offered: Vec<String> = headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut token = None;
+    let mut allowed: Vec<String> = Vec::new();
+    if mount.settings.auth_token {
+        if let Some(pos) = offered
+            .iter()
+            .position(|p| p.starts_with("base64url.bearer.phx."))
+        {
+            let entry = offered.remove(pos);
+            let b64 = &entry["base64url.bearer.phx.".len()..];
+            token = Some(decode_bearer(b64).ok_or("undecodable auth token")?);
+        }
+        allowed.push("phoenix".into());
+    }
+    allowed.extend(mount.settings.subprotocols.iter().cloned());
+    if allowed.is_empty() || offered.is_empty() {
+        return Ok((None, token));
+    }
+    match allowed.into_iter().find(|a| offered.contains(a)) {
+        Some(p) => Ok((Some(p), token)),
+        None => Err(format!("no acceptable subprotocol in {offered:?}")),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn handshake(
+    endpoint: &Endpoint,
+    mount: &Arc<SocketMount>,
+    path: String,
+    vars: serde_json::Map<String, serde_json::Value>,
+    method: Method,
+    headers: HeaderMap,
+    query: String,
+    peer: Option<SocketAddr>,
+    ws: Option<Ws>,
+) -> Response {
+    if method != Method::GET {
+        log::info!("websocket {path}: refusing {method} (400)");
+        return status(StatusCode::BAD_REQUEST, "");
+    }
+    let origin = header(&headers, "origin");
+    if !mount
+        .settings
+        .check_origin
+        .allows(origin.as_deref(), header(&headers, "host").as_deref())
+    {
+        log::warn!("websocket {path}: origin {origin:?} not allowed (403)");
+        return status(StatusCode::FORBIDDEN, "");
+    }
+    let mut info = connect_info("websocket", &headers, &path, &query, peer);
+    let (protocol, token) = match negotiate_protocols(mount, &headers) {
+        Ok(p) => p,
+        Err(e) => {
+            log::warn!("websocket {path}: {e} (403)");
+            return status(StatusCode::FORBIDDEN, "");
+        }
+    };
+    info.auth_token = token;
+    let mut params = super::params::parse_query(&query);
+    let admitted = match admit(mount, &mut params, vars, &info) {
+        Ok(a) => a,
+        Err(Refusal::Forbidden(why)) => {
+            log::warn!("websocket {path}: {why} (403)");
+            return status(StatusCode::FORBIDDEN, "");
+        }
+        Err(Refusal::Status(code, body)) => {
+            log::warn!("websocket {path}: connect refused with {code}");
+            return status(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN),
+                &body,
+            );
+        }
+    };
+    let Some(ws) = ws else {
+        log::info!("websocket {path}: not a valid upgrade request (400)");
+        return status(
+            StatusCode::BAD_REQUEST,
+            "'connection' header must contain 'upgrade'",
+        );
+    };
+    let settings = &mount.settings;
+    // tungstenite enforces the size limit before buffering a whole message.
+    let ws = ws
+        .max_message_size(settings.max_frame_size)
+        .max_frame_size(settings.max_frame_size);
+    let (mailbox, inbox, overflow) = Mailbox::new(settings.inbox);
+    let state = SocketState::new(
+        admitted.serializer,
+        mount.router.clone(),
+        mount.limits(true),
+        endpoint.env(),
+        admitted.assigns,
+        admitted.socket_id,
+        mailbox,
+        Instant::now(),
+    );
+    log::debug!(
+        "websocket {path}: {} connected ({:?})",
+        state.label(),
+        admitted.serializer
+    );
+    let shell = Shell {
+        state,
+        inbox,
+        overflow,
+        drain: endpoint.drain.subscribe(),
+        outbound: settings.outbound_queue,
+        _live: LiveGuard::new(endpoint),
+    };
+    let reply = ws.on_upgrade(move |socket| shell.run(socket));
+    match protocol {
+        Some(p) => warp::reply::with_header(reply, "sec-websocket-protocol", p).into_response(),
+        None => reply.into_response(),
+    }
+}
+
+struct Shell {
+    state: SocketState,
+    inbox: mpsc::Receiver<crate::phoenix::mailbox::SocketEvent>,
+    overflow: Arc<crate::phoenix::mailbox::Overflow>,
+    drain: tokio::sync::watch::Receiver<bool>,
+    outbound: usize,
+    _live: LiveGuard,
+}
+
+/// Maps a read error to the close code to send (`None`: the connection is already gone).
+fn read_error_close(err: &warp::Error) -> Option<(u16, &'static str)> {
+    use std::error::Error as _;
+    match err
+        .source()
+        .and_then(|s| s.downcast_ref::<tungstenite::Error>())
+    {
+        Some(tungstenite::Error::Capacity(_)) => Some((CLOSE_TOO_BIG, "message too big")),
+        Some(tungstenite::Error::Utf8(_)) => Some((CLOSE_INVALID_DATA, "invalid UTF-8")),
+        Some(tungstenite::Error::Protocol(_)) => Some((1002, "protocol error")),
+        _ => None,
+    }
+}
+
+impl Shell {
+    async fn run(mut self, socket: WebSocket) {
+        let (mut sink, mut stream) = socket.split();
+        let (out_tx, mut out_rx) = mpsc::channel::<WsMessage>(self.outbound.max(1));
+        let writer = tokio::spawn(async move {
+            while let Some(msg) = out_rx.recv().await {
+                let is_close = msg.is_close();
+                if sink.send(msg).await.is_err() || is_close {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        let label = self.state.label().to_owned();
+        if *self.drain.borrow() {
+            self.state.drain();
+        }
+        loop {
+            // Drain every output produced by the last input (str0m's rule).
+            let mut closing = false;
+            while let Some(out) = self.state.poll_output() {
+                let msg = match out {
+                    Output::Frame(Frame::Text(t)) => WsMessage::text(t),
+                    Output::Frame(Frame::Binary(b)) => WsMessage::binary(b),
+                    Output::Close { code, reason } => {
+                        closing = true;
+                        WsMessage::close_with(code, reason)
+                    }
+                };
+                if out_tx.try_send(msg).is_err() {
+                    log::warn!(
+                        "{label}: closing, outbound queue full ({} frames): the client is not reading",
+                        self.outbound
+                    );
+                    self.state.transport_closed();
+                    writer.abort();
+                    return;
+                }
+            }
+            if closing || self.state.is_closed() {
+                break;
+            }
+            let deadline = self
+                .state
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                frame = stream.next() => match frame {
+                    Some(Ok(msg)) => {
+                        let now = Instant::now();
+                        if msg.is_text() {
+                            let text = msg.to_str().unwrap_or_default().to_owned();
+                            self.state.handle_frame(now, &Frame::Text(text));
+                        } else if msg.is_binary() {
+                            self.state.handle_frame(now, &Frame::Binary(msg.into_bytes()));
+                        } else if msg.is_close() {
+                            log::debug!("{label}: client closed {:?}", msg.close_frame());
+                            self.state.transport_closed();
+                        }
+                        // Pings are answered by the WebSocket layer; pongs are ignored.
+                    }
+                    Some(Err(e)) => match read_error_close(&e) {
+                        Some((code, reason)) => {
+                            log::warn!("{label}: closing with {code}: {e}");
+                            self.state.close(code, reason);
+                        }
+                        None => {
+                            log::debug!("{label}: connection error: {e}");
+                            self.state.transport_closed();
+                        }
+                    },
+                    None => self.state.transport_closed(),
+                },
+                Some(ev) = self.inbox.recv() => self.state.handle_event(Instant::now(), ev),
+                () = sleep => self.state.handle_timeout(Instant::now()),
+                () = self.overflow.tripped() => {
+                    log::warn!("{label}: closing, inbox full: the socket cannot keep up");
+                    self.state.close(CLOSE_OVERLOADED, "overloaded");
+                }
+                Ok(()) = self.drain.changed() => {
+                    if *self.drain.borrow() {
+                        self.state.drain();
+                    }
+                }
+            }
+        }
+        drop(out_tx);
+        // Give the close frame a moment to leave; a client that is not reading does not hold us.
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    }
+}
