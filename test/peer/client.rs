@@ -715,6 +715,7 @@ impl Client {
                 tag,
                 sent: Vec::new(),
                 refused: 0,
+                active: true,
             },
         );
         let task = tokio::spawn(send_media(
@@ -760,6 +761,9 @@ impl Client {
             .ok_or("no such local track")?;
         local.removed = true;
         local.task.abort();
+        if let Some(record) = lock(&self.obs).local.get_mut(track_id) {
+            record.active = false;
+        }
         let _ = local.params.send(None);
         if let (Some(pc), Some(sender)) = (pc, local.sender.take()) {
             pc.remove_track(&sender)

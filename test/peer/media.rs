@@ -320,6 +320,8 @@ pub struct LocalTrackRecord {
     pub sent: Vec<SentPacket>,
     /// Packets the peer connection refused (not bound yet, not negotiated).
     pub refused: u64,
+    /// Still published (not removed).
+    pub active: bool,
 }
 
 /// Everything received on one remote track.
@@ -343,6 +345,8 @@ pub struct RemoteTrackRecord {
     pub missing_sequence_numbers: u64,
     /// Packets that arrived with a sequence number at or before the highest seen.
     pub out_of_order: u64,
+    /// Every forward jump: (arrival of the packet after the gap, sequence numbers missing).
+    pub gaps: Vec<(Instant, u64)>,
     /// Highest sequence number seen (extended to 64 bits).
     pub highest_sequence_number: Option<u64>,
     /// First arrival.
@@ -400,7 +404,11 @@ impl RemoteTrackRecord {
         match self.highest_sequence_number {
             Some(highest) if extended <= highest => self.out_of_order += 1,
             Some(highest) => {
-                self.missing_sequence_numbers += extended - highest - 1;
+                let missing = extended - highest - 1;
+                if missing > 0 {
+                    self.missing_sequence_numbers += missing;
+                    self.gaps.push((now, missing));
+                }
                 self.highest_sequence_number = Some(extended);
             }
             None => self.highest_sequence_number = Some(extended),
@@ -428,6 +436,15 @@ impl RemoteTrackRecord {
                 None => self.malformed_vp8 += 1,
             }
         }
+    }
+
+    /// Sequence numbers missing in gaps that ended after `from`.
+    pub fn missing_since(&self, from: Instant) -> u64 {
+        self.gaps
+            .iter()
+            .filter(|(at, _)| *at >= from)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Trailer indices received from the track tagged `tag`.

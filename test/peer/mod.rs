@@ -5,4 +5,6 @@
 pub mod client;
 pub mod media;
 pub mod phoenix;
+pub mod scenario;
 pub mod sdp;
+pub mod server;
