@@ -261,11 +261,11 @@ impl Routes {
 
     /// Finds the room for a datagram (see the module docs for the rules).
     fn route(&mut self, source: SocketAddr, contents: &[u8], now: Instant) -> Option<RoomKey> {
-        if let Some(ufrag) = stun_local_ufrag(contents) {
-            if let Some(&key) = self.by_ufrag.get(ufrag) {
-                self.by_addr.insert(source, (key, now));
-                return Some(key);
-            }
+        if let Some(ufrag) = stun_local_ufrag(contents)
+            && let Some(&key) = self.by_ufrag.get(ufrag)
+        {
+            self.by_addr.insert(source, (key, now));
+            return Some(key);
         }
         let (key, seen) = self.by_addr.get_mut(&source)?;
         *seen = now;
@@ -431,12 +431,11 @@ fn parse_fib_trie(trie: &str) -> Vec<Ipv4Addr> {
         let t = line.trim();
         if let Some(ip) = t.strip_prefix("|-- ") {
             last = ip.parse().ok();
-        } else if t.starts_with("/32 host LOCAL") {
-            if let Some(ip) = last.take() {
-                if !out.contains(&ip) {
-                    out.push(ip);
-                }
-            }
+        } else if t.starts_with("/32 host LOCAL")
+            && let Some(ip) = last.take()
+            && !out.contains(&ip)
+        {
+            out.push(ip);
         }
     }
     out

@@ -1,15 +1,58 @@
 //! The SFU: a sans-IO selective forwarding unit for one room, built on str0m in RTP mode.
 //!
-//! (Skeleton: the API is stable, the implementation follows.)
-use std::collections::BTreeMap;
+//! How this works:
+//! - Each peer gets one `str0m::Rtc` (ICE-lite, BUNDLE, rtcp-mux, RTP mode) when its first offer
+//!   arrives. The browser always offers; every re-offer carries new ICE credentials (the
+//!   client calls `restartIce()`), which str0m treats as a remote ICE restart: new local
+//!   credentials, same DTLS/SRTP, and media keeps flowing on the old path meanwhile.
+//! - Codecs: Opus, VP8 and H264 profile 42e01f (packetization-mode 1), in that order of
+//!   preference; str0m locks their payload types to each peer's own offer.
+//! - Outbound m-line mapping: the k-th audio entry of `outbound` goes to the k-th recvonly audio
+//!   m-line of the offer (same for video). Disabled entries and surplus m-lines are turned
+//!   `a=inactive` in the offer before str0m answers it (so the answer says inactive). str0m
+//!   invents the msid of media created from a remote offer and has no setter for it, so the
+//!   answer's msid lines are rewritten to `<publisher stream id> <track id>` afterwards.
+//! - Forwarding: every RTP packet from a publisher's track is written (payload shared, not
+//!   copied) to each subscriber whose answer maps that track to a sendonly m-line and whose
+//!   DTLS is up, with the subscriber's own SSRC (chosen by str0m), payload type (looked up in
+//!   the subscriber's negotiated codecs) and a per-subscriber sequence number offset.
+//! - Feedback: str0m answers NACKs from its RTX cache (video is written nackable), sends NACKs,
+//!   receiver reports and TWCC feedback to publishers. Keyframes are requested (PLI) from a
+//!   publisher when a subscriber starts receiving a track and when a subscriber sends PLI/FIR,
+//!   at most once per `keyframe_request_interval` per track (later requests are merged).
+//! - Silence: Opus packets whose ssrc-audio-level extension (id negotiated in the SDP; str0m
+//!   parses it) says at least `silence_threshold` dBov are dropped, one in `silence_max_drops+1`
+//!   passes, and the dropped count is subtracted from later sequence numbers (no gaps).
+//! - Failure: a connected peer from which nothing arrived for `peer_timeout` (browsers send
+//!   RTP, RTCP and STUN consent checks every few hundred ms to 2.5 s), or one that did not
+//!   connect within `connect_timeout` of its first offer, or whose DTLS closed, is reported once
+//!   with [`SfuEvent::PeerFailed`] and no longer served.
+mod sdp;
+mod track;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
+use rand::Rng;
+use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
+use str0m::format::{Codec, CodecSpec};
+use str0m::media::{KeyframeRequestKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+
+use self::sdp::OfferSummary;
+use self::track::{KeyframeLimiter, SeqRewrite, SilenceDiscarder};
 use crate::rtc::ids::{MediaKind, PeerId};
 
 /// Settings of one [`Sfu`].
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
+    /// The room id, only used to tag log lines.
+    pub room: String,
     /// Host candidates to advertise (every local interface address plus EXTERNAL_IP, one UDP port).
     pub local_addrs: Vec<SocketAddr>,
     /// A connected peer from which no datagram arrived for this long is reported as failed.
@@ -27,6 +70,7 @@ pub struct SfuConfig {
 impl Default for SfuConfig {
     fn default() -> Self {
         SfuConfig {
+            room: String::new(),
             local_addrs: Vec::new(),
             peer_timeout: Duration::from_secs(4),
             connect_timeout: Duration::from_secs(15),
@@ -113,63 +157,365 @@ pub enum SfuOutput {
 /// The forwarding core of one room. See the module docs.
 pub struct Sfu {
     config: SfuConfig,
+    /// One certificate for every peer: generating one per `Rtc` would cost a key generation each.
+    dtls_cert: Option<DtlsCert>,
+    peers: HashMap<PeerId, Peer>,
+    /// Publisher tracks by (publisher, its mid).
+    tracks: HashMap<(PeerId, Mid), PubTrack>,
+    /// Peers whose `Rtc` must be drained (str0m's rule: drain after every mutation).
+    dirty: VecDeque<PeerId>,
+    events: VecDeque<SfuEvent>,
+    /// Last peer seen from a source address: the fast path of datagram demultiplexing.
+    by_addr: HashMap<SocketAddr, PeerId>,
     last_now: Instant,
+}
+
+struct Peer {
+    /// Created by the first offer; dropped when the peer failed.
+    rtc: Option<Rtc>,
+    ufrag: Option<String>,
+    /// The peer's own sendonly m-lines: mid → track id.
+    inbound: HashMap<Mid, String>,
+    /// Tracks this peer receives, by the mid of the m-line that carries them.
+    outbound: HashMap<Mid, OutSlot>,
+    connected: bool,
+    failed: bool,
+    first_offer: Option<Instant>,
+    last_rx: Instant,
+    /// When str0m wants its next `Input::Timeout`.
+    next_timeout: Option<Instant>,
+    /// Queued in `Sfu::dirty`.
+    dirty: bool,
+    /// RTP was written to it: str0m only schedules written packets on the next input.
+    needs_tick: bool,
+}
+
+struct OutSlot {
+    track_id: String,
+    /// The publisher track this slot carries, once known.
+    source: Option<(PeerId, Mid)>,
+    /// Active outbound track on an m-line str0m answered sendonly.
+    forwarding: bool,
+    seq: SeqRewrite,
+    seq_start: u16,
+    /// Last publisher payload type seen → ours.
+    pt_cache: Option<(Pt, Pt)>,
+}
+
+struct PubTrack {
+    track_id: String,
+    kind: MediaKind,
+    silence: SilenceDiscarder,
+    keyframe: KeyframeLimiter,
+    /// (subscriber, its mid) pairs, rebuilt on every negotiation.
+    subscribers: Vec<(PeerId, Mid)>,
 }
 
 impl Sfu {
     /// A new SFU with no peers.
     pub fn new(config: SfuConfig, now: Instant) -> Self {
+        let dtls_cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate();
+        if dtls_cert.is_none() {
+            log::warn!(
+                "room {}: no shared DTLS certificate, each peer generates one",
+                config.room
+            );
+        }
         Sfu {
             config,
+            dtls_cert,
+            peers: HashMap::new(),
+            tracks: HashMap::new(),
+            dirty: VecDeque::new(),
+            events: VecDeque::new(),
+            by_addr: HashMap::new(),
             last_now: now,
         }
     }
 
-    /// Adds a peer (no WebRTC session until its first offer).
+    /// Adds a peer (no WebRTC session until its first offer). Adding a known peer does nothing.
     pub fn add_peer(&mut self, peer: PeerId, now: Instant) {
-        let _ = (peer, now, &self.config);
+        self.peers.entry(peer).or_insert_with(|| Peer {
+            rtc: None,
+            ufrag: None,
+            inbound: HashMap::new(),
+            outbound: HashMap::new(),
+            connected: false,
+            failed: false,
+            first_offer: None,
+            last_rx: now,
+            next_timeout: None,
+            dirty: false,
+            needs_tick: false,
+        });
     }
 
     /// Removes a peer and stops forwarding to and from it.
     pub fn remove_peer(&mut self, peer: PeerId) {
-        let _ = peer;
+        if self.peers.remove(&peer).is_none() {
+            return;
+        }
+        log::debug!(
+            "room {} peer {peer}: removed from the SFU",
+            self.config.room
+        );
+        self.tracks.retain(|(p, _), _| *p != peer);
+        self.dirty.retain(|p| *p != peer);
+        self.by_addr.retain(|_, p| *p != peer);
+        self.rebuild_routes();
     }
 
     /// Applies a browser offer (every re-offer is an ICE restart) and returns the answer.
+    ///
+    /// `inbound`: the peer's own sendonly m-lines, mid → track id (the offer's `midToTrackId`).
+    /// `outbound`: the ordered tracks this peer receives (active and disabled); the k-th audio
+    /// entry goes to the k-th recvonly audio m-line, same for video; disabled → `a=inactive`.
+    /// On error the peer's previous session (if any) is kept unchanged where str0m allows it.
     pub fn handle_offer(
         &mut self,
-        peer: PeerId,
+        peer_id: PeerId,
         offer_sdp: &str,
         inbound: &BTreeMap<String, String>,
         outbound: &[OutboundTrack],
         now: Instant,
     ) -> Result<Answer, SfuError> {
-        let _ = (offer_sdp, inbound, outbound, now);
-        Err(SfuError::UnknownPeer(peer))
+        self.last_now = self.last_now.max(now);
+        if !self.peers.contains_key(&peer_id) {
+            return Err(SfuError::UnknownPeer(peer_id));
+        }
+        let room = self.config.room.clone();
+        let summary = OfferSummary::parse(offer_sdp).map_err(SfuError::InvalidSdp)?;
+        if let Some(bad) = summary
+            .sections
+            .iter()
+            .find(|s| s.kind.is_some() && !s.rejected && !s.usable_codec)
+        {
+            return Err(SfuError::NoUsableCodec(format!(
+                "m-line {} offers neither Opus, VP8 nor H264 42e01f",
+                bad.mid.as_deref().unwrap_or("?")
+            )));
+        }
+
+        // Map outbound tracks onto the offer's recvonly m-lines.
+        let mut mid_to_track_id: BTreeMap<String, String> = BTreeMap::new();
+        let mut inactive: Vec<&str> = Vec::new();
+        let mut assigned: Vec<(&str, &OutboundTrack)> = Vec::new();
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            let mut tracks = outbound.iter().filter(|t| t.kind == kind);
+            for section in summary.recvonly(kind) {
+                let Some(mid) = section.mid.as_deref() else {
+                    continue;
+                };
+                match tracks.next() {
+                    Some(t) => {
+                        mid_to_track_id.insert(mid.to_string(), t.track_id.clone());
+                        assigned.push((mid, t));
+                        if !t.active {
+                            inactive.push(mid);
+                        }
+                    }
+                    None => inactive.push(mid),
+                }
+            }
+            let surplus = tracks.count();
+            if surplus > 0 {
+                log::warn!(
+                    "room {room} peer {peer_id}: {surplus} {kind} tracks have no recvonly m-line"
+                );
+            }
+        }
+        let inbound_kinds: HashMap<&str, MediaKind> = summary
+            .sections
+            .iter()
+            .filter(|s| !s.rejected && matches!(s.dir, sdp::Dir::SendOnly | sdp::Dir::SendRecv))
+            .filter_map(|s| Some((s.mid.as_deref()?, s.kind?)))
+            .collect();
+        for (mid, track_id) in inbound {
+            mid_to_track_id.insert(mid.clone(), track_id.clone());
+        }
+
+        let offer_text = if inactive.is_empty() {
+            offer_sdp.to_string()
+        } else {
+            sdp::set_inactive(offer_sdp, &summary, &inactive)
+        };
+        let offer = SdpOffer::from_sdp_string(&offer_text)
+            .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+
+        let fresh_rtc = self.peers.get(&peer_id).is_some_and(|p| p.rtc.is_none());
+        if fresh_rtc {
+            let rtc = self.new_rtc(now);
+            if let Some(p) = self.peers.get_mut(&peer_id) {
+                p.rtc = Some(rtc);
+                p.failed = false;
+            }
+        }
+        let peer = self
+            .peers
+            .get_mut(&peer_id)
+            .ok_or(SfuError::UnknownPeer(peer_id))?;
+        let rtc = peer.rtc.as_mut().ok_or(SfuError::UnknownPeer(peer_id))?;
+        // str0m must never take the room down: a panic on a hostile offer only costs this peer.
+        let accepted = catch_unwind(AssertUnwindSafe(|| rtc.sdp_api().accept_offer(offer)));
+        let answer = match accepted {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                if fresh_rtc {
+                    peer.rtc = None;
+                }
+                return Err(SfuError::InvalidSdp(e.to_string()));
+            }
+            Err(_) => {
+                log::error!(
+                    "room {room} peer {peer_id}: str0m panicked on an offer; session dropped"
+                );
+                peer.rtc = None;
+                return Err(SfuError::InvalidSdp("offer could not be applied".into()));
+            }
+        };
+
+        // msids of the m-lines we send on (see the module docs for why we rewrite them).
+        let msids: BTreeMap<String, (String, String)> = assigned
+            .iter()
+            .map(|(mid, t)| {
+                let track = t.track_id.rsplit(':').next().unwrap_or(&t.track_id);
+                (
+                    mid.to_string(),
+                    (sdp::msid_token(&t.stream_id), sdp::msid_token(track)),
+                )
+            })
+            .collect();
+        let sdp = sdp::rewrite_msids(&answer.to_sdp_string(), &msids);
+
+        peer.ufrag = Some(rtc.direct_api().local_ice_credentials().ufrag);
+        peer.first_offer.get_or_insert(now);
+        let mut outbound_slots = HashMap::with_capacity(assigned.len());
+        for (mid_str, t) in &assigned {
+            let mid = Mid::from(*mid_str);
+            let sending = rtc.media(mid).is_some_and(|m| m.direction().is_sending());
+            let previous = peer
+                .outbound
+                .remove(&mid)
+                .filter(|s| s.track_id == t.track_id);
+            let slot = match previous {
+                Some(mut s) => {
+                    s.forwarding = t.active && sending;
+                    s
+                }
+                None => OutSlot {
+                    track_id: t.track_id.clone(),
+                    source: None,
+                    forwarding: t.active && sending,
+                    seq: SeqRewrite::default(),
+                    seq_start: rand::rng().random_range(1000..30000),
+                    pt_cache: None,
+                },
+            };
+            outbound_slots.insert(mid, slot);
+        }
+        peer.outbound = outbound_slots;
+        peer.inbound = inbound
+            .iter()
+            .filter(|(mid, _)| inbound_kinds.contains_key(mid.as_str()))
+            .map(|(mid, t)| (Mid::from(mid.as_str()), t.clone()))
+            .collect();
+        let new_inbound: Vec<(Mid, String, MediaKind)> = peer
+            .inbound
+            .iter()
+            .filter_map(|(mid, t)| {
+                Some((
+                    *mid,
+                    t.clone(),
+                    *inbound_kinds.get(mid.to_string().as_str())?,
+                ))
+            })
+            .collect();
+        self.mark_dirty(peer_id, true);
+
+        self.tracks.retain(|(p, mid), t| {
+            *p != peer_id
+                || new_inbound
+                    .iter()
+                    .any(|(m, id, _)| m == mid && *id == t.track_id)
+        });
+        for (mid, track_id, kind) in new_inbound {
+            self.tracks
+                .entry((peer_id, mid))
+                .or_insert_with(|| PubTrack {
+                    track_id,
+                    kind,
+                    silence: SilenceDiscarder::default(),
+                    keyframe: KeyframeLimiter::default(),
+                    subscribers: Vec::new(),
+                });
+        }
+        self.rebuild_routes();
+        log::debug!(
+            "room {room} peer {peer_id}: answered ({} inbound, {} outbound, {} inactive m-lines)",
+            inbound.len(),
+            assigned.len(),
+            inactive.len()
+        );
+        Ok(Answer {
+            sdp,
+            mid_to_track_id,
+        })
     }
 
     /// Adds a trickled remote candidate (`candidate:…`, with or without `a=`).
+    ///
+    /// Candidates that cannot be used (e.g. Chrome's mDNS `.local` host names) give
+    /// [`SfuError::BadCandidate`]; ICE still works through the peer-reflexive candidates learnt
+    /// from the browser's checks, so callers should only log it.
     pub fn handle_remote_candidate(
         &mut self,
         peer: PeerId,
         candidate: &str,
     ) -> Result<(), SfuError> {
-        let _ = candidate;
-        Err(SfuError::UnknownPeer(peer))
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(SfuError::UnknownPeer(peer))?;
+        let line = candidate.trim();
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        let c =
+            Candidate::from_sdp_string(line).map_err(|e| SfuError::BadCandidate(e.to_string()))?;
+        if let Some(rtc) = p.rtc.as_mut() {
+            rtc.add_remote_candidate(c);
+            self.mark_dirty(peer, false);
+        }
+        Ok(())
     }
 
     /// The local host candidates (`candidate:…`, no `a=` prefix) to send to every peer.
     pub fn local_candidates(&self) -> Vec<String> {
-        Vec::new()
+        self.config
+            .local_addrs
+            .iter()
+            .filter_map(|a| Candidate::host(*a, "udp").ok())
+            .map(|c| c.to_sdp_string())
+            .collect()
     }
 
     /// Whether a datagram belongs to one of this room's peers.
     pub fn accepts(&self, source: SocketAddr, destination: SocketAddr, datagram: &[u8]) -> bool {
-        let _ = (source, destination, datagram);
-        false
+        let destination = self.local_destination(source, destination);
+        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, datagram) else {
+            return false;
+        };
+        let input = Input::Receive(self.last_now, recv);
+        self.peers
+            .values()
+            .any(|p| p.rtc.as_ref().is_some_and(|r| r.accepts(&input)))
     }
 
-    /// Feeds a received datagram.
+    /// Feeds a received datagram. Datagrams that belong to no peer are dropped.
+    ///
+    /// `destination` may be the unspecified address of a wildcard socket; it is mapped to the
+    /// advertised candidate of the same family (loopback for loopback sources), because str0m
+    /// only answers STUN requests addressed to one of its candidates.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -177,23 +523,423 @@ impl Sfu {
         destination: SocketAddr,
         datagram: &[u8],
     ) {
-        let _ = (source, destination, datagram);
-        self.last_now = now;
+        self.last_now = self.last_now.max(now);
+        let destination = self.local_destination(source, destination);
+        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, datagram) else {
+            log::trace!(
+                "room {}: unparseable datagram from {source}",
+                self.config.room
+            );
+            return;
+        };
+        let input = Input::Receive(now, recv);
+        let accepts = |p: &Peer| p.rtc.as_ref().is_some_and(|r| r.accepts(&input));
+        let cached = self
+            .by_addr
+            .get(&source)
+            .copied()
+            .filter(|id| self.peers.get(id).is_some_and(accepts));
+        let Some(id) = cached.or_else(|| {
+            self.peers
+                .iter()
+                .find(|(_, p)| accepts(p))
+                .map(|(id, _)| *id)
+        }) else {
+            return;
+        };
+        if cached.is_none() {
+            self.by_addr.insert(source, id);
+        }
+        let room = &self.config.room;
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.last_rx = now;
+            if let Some(rtc) = peer.rtc.as_mut()
+                && let Err(e) = rtc.handle_input(input)
+            {
+                log::debug!("room {room} peer {id}: dropped a datagram: {e}");
+            }
+        }
+        self.mark_dirty(id, false);
     }
 
-    /// Advances time.
+    /// Advances time: str0m timers, failure detection and merged keyframe requests.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.last_now = now;
+        self.last_now = self.last_now.max(now);
+        let now = self.last_now;
+        let mut due = Vec::new();
+        let mut failed = Vec::new();
+        for (id, p) in &mut self.peers {
+            if p.failed {
+                continue;
+            }
+            if p.connected && now.saturating_duration_since(p.last_rx) >= self.config.peer_timeout {
+                failed.push((*id, "no traffic"));
+                continue;
+            }
+            if !p.connected
+                && p.first_offer.is_some_and(|t| {
+                    now.saturating_duration_since(t) >= self.config.connect_timeout
+                })
+            {
+                failed.push((*id, "did not connect"));
+                continue;
+            }
+            if let Some(rtc) = p.rtc.as_mut()
+                && p.next_timeout.is_none_or(|t| t <= now)
+            {
+                if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
+                    log::debug!(
+                        "room {} peer {id}: timeout handling failed: {e}",
+                        self.config.room
+                    );
+                }
+                due.push(*id);
+            }
+        }
+        for id in due {
+            self.mark_dirty(id, false);
+        }
+        for (id, why) in failed {
+            self.fail_peer(id, why);
+        }
+        let interval = self.config.keyframe_request_interval;
+        let mut plis = Vec::new();
+        for (key, t) in &mut self.tracks {
+            if t.keyframe.poll(now, interval) {
+                plis.push(*key);
+            }
+        }
+        for key in plis {
+            self.send_pli(key);
+        }
     }
 
     /// The next output; drain until it returns [`SfuOutput::Timeout`] after every input.
     pub fn poll_output(&mut self) -> SfuOutput {
-        SfuOutput::Timeout(self.last_now + Duration::from_secs(1))
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return SfuOutput::Event(e);
+            }
+            let Some(&id) = self.dirty.front() else { break };
+            let last_now = self.last_now;
+            let Some(peer) = self.peers.get_mut(&id) else {
+                self.dirty.pop_front();
+                continue;
+            };
+            let Some(rtc) = peer.rtc.as_mut() else {
+                peer.dirty = false;
+                self.dirty.pop_front();
+                continue;
+            };
+            if peer.needs_tick {
+                peer.needs_tick = false;
+                let _ = rtc.handle_input(Input::Timeout(last_now));
+            }
+            match rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    return SfuOutput::Transmit(Transmit {
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                    });
+                }
+                Ok(Output::Timeout(t)) => {
+                    peer.next_timeout = Some(t);
+                    peer.dirty = false;
+                    self.dirty.pop_front();
+                }
+                Ok(Output::Event(e)) => self.on_rtc_event(id, e),
+                Err(e) => {
+                    log::warn!("room {} peer {id}: WebRTC error: {e}", self.config.room);
+                    peer.dirty = false;
+                    self.dirty.pop_front();
+                    self.fail_peer(id, "WebRTC error");
+                }
+            }
+        }
+        SfuOutput::Timeout(self.next_deadline())
     }
 
     /// The current local ICE ufrags of all peers (they change with every ICE restart), so the
     /// UDP mux can route STUN requests to this room.
     pub fn ice_ufrags(&self) -> Vec<String> {
-        Vec::new()
+        self.peers
+            .values()
+            .filter(|p| p.rtc.is_some())
+            .filter_map(|p| p.ufrag.clone())
+            .collect()
     }
+
+    fn new_rtc(&self, now: Instant) -> Rtc {
+        let mut cfg = RtcConfig::new()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true);
+        cfg.codec_config()
+            .add_h264(108.into(), Some(109.into()), true, 0x42e01f);
+        if let Some(cert) = &self.dtls_cert {
+            cfg = cfg.set_dtls_cert(cert.clone());
+        }
+        let mut rtc = cfg.build(now);
+        for addr in &self.config.local_addrs {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => log::warn!("room {}: candidate {addr} unusable: {e}", self.config.room),
+            }
+        }
+        rtc
+    }
+
+    fn mark_dirty(&mut self, id: PeerId, tick: bool) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.needs_tick |= tick;
+            if !p.dirty {
+                p.dirty = true;
+                self.dirty.push_back(id);
+            }
+        }
+    }
+
+    fn fail_peer(&mut self, id: PeerId, why: &str) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if p.failed {
+            return;
+        }
+        log::info!("room {} peer {id}: failed ({why})", self.config.room);
+        p.failed = true;
+        if let Some(mut rtc) = p.rtc.take() {
+            rtc.disconnect();
+        }
+        p.ufrag = None;
+        self.events.push_back(SfuEvent::PeerFailed(id));
+    }
+
+    fn on_rtc_event(&mut self, id: PeerId, event: Event) {
+        match event {
+            Event::RtpPacket(pkt) => self.forward(id, pkt),
+            Event::KeyframeRequest(req) => {
+                let source = self
+                    .peers
+                    .get(&id)
+                    .and_then(|p| p.outbound.get(&req.mid))
+                    .and_then(|s| s.source);
+                if let Some(key) = source {
+                    self.request_keyframe(key);
+                }
+            }
+            Event::Connected => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.connected = true;
+                    p.last_rx = self.last_now;
+                }
+                log::info!("room {} peer {id}: connected", self.config.room);
+                self.events.push_back(SfuEvent::PeerConnected(id));
+            }
+            Event::IceConnectionStateChange(s) => {
+                log::debug!("room {} peer {id}: ICE {s:?}", self.config.room);
+            }
+            Event::Closed => self.fail_peer(id, "DTLS closed"),
+            _ => {}
+        }
+    }
+
+    /// Rate-limited PLI to a publisher track (video only).
+    fn request_keyframe(&mut self, key: (PeerId, Mid)) {
+        let interval = self.config.keyframe_request_interval;
+        let now = self.last_now;
+        let Some(t) = self.tracks.get_mut(&key) else {
+            return;
+        };
+        if t.kind == MediaKind::Video && t.keyframe.request(now, interval) {
+            self.send_pli(key);
+        }
+    }
+
+    fn send_pli(&mut self, (publisher, mid): (PeerId, Mid)) {
+        let Some(rtc) = self.peers.get_mut(&publisher).and_then(|p| p.rtc.as_mut()) else {
+            return;
+        };
+        if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+            log::debug!(
+                "room {} peer {publisher}: keyframe requested for mid {mid}",
+                self.config.room
+            );
+            self.mark_dirty(publisher, true);
+        }
+    }
+
+    /// The hot path: one publisher packet to every subscriber of its track.
+    fn forward(&mut self, publisher: PeerId, pkt: RtpPacket) {
+        let Some(p) = self.peers.get_mut(&publisher) else {
+            return;
+        };
+        let Some(rtc) = p.rtc.as_mut() else { return };
+        let Some(mid) = rtc
+            .direct_api()
+            .stream_rx(&pkt.header.ssrc)
+            .map(|s| s.mid())
+        else {
+            return;
+        };
+        let in_pt = pkt.header.payload_type;
+        let spec = rtc
+            .codec_config()
+            .iter()
+            .find(|c| c.pt() == in_pt)
+            .map(|c| c.spec());
+        let Some(track) = self.tracks.get_mut(&(publisher, mid)) else {
+            return;
+        };
+        if track.kind == MediaKind::Audio
+            && track.silence.should_drop(
+                pkt.header.ext_vals.audio_level,
+                self.config.silence_threshold,
+                self.config.silence_max_drops,
+            )
+        {
+            return;
+        }
+        let logical = (*pkt.seq_no).wrapping_sub(track.silence.dropped);
+        // Only end-to-end extensions travel on; str0m sets mid, transport-cc and abs-send-time
+        // itself per subscriber.
+        let ext = ExtensionValues {
+            audio_level: pkt.header.ext_vals.audio_level,
+            voice_activity: pkt.header.ext_vals.voice_activity,
+            video_orientation: pkt.header.ext_vals.video_orientation,
+            ..Default::default()
+        };
+        let nackable = track.kind == MediaKind::Video;
+        let mut needs_keyframe = false;
+        for &(sub_id, sub_mid) in &track.subscribers {
+            let Some(sub) = self.peers.get_mut(&sub_id) else {
+                continue;
+            };
+            if !sub.connected || sub.failed {
+                continue;
+            }
+            let (Some(slot), Some(rtc)) = (sub.outbound.get_mut(&sub_mid), sub.rtc.as_mut()) else {
+                continue;
+            };
+            if !slot.forwarding {
+                continue;
+            }
+            let out_pt = match slot.pt_cache {
+                Some((i, o)) if i == in_pt => o,
+                _ => {
+                    let Some(o) = spec.and_then(|s| subscriber_pt(rtc, sub_mid, &s)) else {
+                        continue;
+                    };
+                    slot.pt_cache = Some((in_pt, o));
+                    o
+                }
+            };
+            if !slot.seq.started() {
+                needs_keyframe = true;
+            }
+            let seq = slot.seq.map(logical, slot.seq_start);
+            let mut api = rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else {
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(
+                    out_pt,
+                    seq.into(),
+                    pkt.header.timestamp,
+                    pkt.timestamp,
+                    pkt.payload.clone(),
+                )
+                .marker(pkt.header.marker)
+                .ext_vals(ext.clone())
+                .nackable(nackable),
+            );
+            sub.needs_tick = true;
+            if !sub.dirty {
+                sub.dirty = true;
+                self.dirty.push_back(sub_id);
+            }
+        }
+        if needs_keyframe {
+            self.request_keyframe((publisher, mid));
+        }
+    }
+
+    /// Recomputes which subscriber m-line carries which publisher track.
+    fn rebuild_routes(&mut self) {
+        let mut index: HashMap<&str, (PeerId, Mid)> = HashMap::new();
+        for (key, t) in &self.tracks {
+            index.insert(t.track_id.as_str(), *key);
+        }
+        let mut subs: HashMap<(PeerId, Mid), Vec<(PeerId, Mid)>> = HashMap::new();
+        for (sid, p) in &mut self.peers {
+            for (mid, slot) in &mut p.outbound {
+                slot.source = index.get(slot.track_id.as_str()).copied();
+                if let Some(key) = slot.source {
+                    subs.entry(key).or_default().push((*sid, *mid));
+                }
+            }
+        }
+        for (key, t) in &mut self.tracks {
+            t.subscribers = subs.remove(key).unwrap_or_default();
+        }
+    }
+
+    /// Maps a wildcard or unknown local address to the advertised candidate str0m expects.
+    fn local_destination(&self, source: SocketAddr, destination: SocketAddr) -> SocketAddr {
+        let locals = &self.config.local_addrs;
+        if locals.contains(&destination) {
+            return destination;
+        }
+        let same_family = |a: &&SocketAddr| a.is_ipv4() == source.is_ipv4();
+        locals
+            .iter()
+            .filter(same_family)
+            .find(|a| a.ip().is_loopback() == source.ip().is_loopback())
+            .or_else(|| locals.iter().find(same_family))
+            .copied()
+            .unwrap_or(destination)
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut next = self.last_now + Duration::from_secs(10);
+        for p in self.peers.values().filter(|p| !p.failed) {
+            if let Some(t) = p.next_timeout.filter(|_| p.rtc.is_some()) {
+                next = next.min(t);
+            }
+            if p.connected {
+                next = next.min(p.last_rx + self.config.peer_timeout);
+            } else if let Some(t) = p.first_offer {
+                next = next.min(t + self.config.connect_timeout);
+            }
+        }
+        for t in self.tracks.values() {
+            if let Some(d) = t.keyframe.deadline(self.config.keyframe_request_interval) {
+                next = next.min(d);
+            }
+        }
+        next.max(self.last_now)
+    }
+}
+
+/// The subscriber's payload type on `mid` for the publisher's codec, if it negotiated it.
+fn subscriber_pt(rtc: &Rtc, mid: Mid, spec: &CodecSpec) -> Option<Pt> {
+    let media = rtc.media(mid)?;
+    rtc.codec_config()
+        .iter()
+        .filter(|c| media.remote_pts().contains(&c.pt()))
+        .find(|c| {
+            let s = c.spec();
+            s.codec == spec.codec
+                && (s.codec != Codec::H264
+                    || (s.format.profile_level_id == spec.format.profile_level_id
+                        && s.format.packetization_mode == spec.format.packetization_mode))
+        })
+        .map(|c| c.pt())
 }
