@@ -25,7 +25,7 @@ async fn bounded(test: impl std::future::Future<Output = ()>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_peers_each_receive_the_other_two_peers_audio_and_video() {
     bounded(async {
-        let server = TestServer::start(|_| {}).await;
+        let server = TestServer::start().await;
         let a = join_accepted(&server, "trio", PeerOptions::new("a")).await;
         let b = join_accepted(&server, "trio", PeerOptions::new("b")).await;
         let c = join_accepted(&server, "trio", PeerOptions::new("c")).await;
@@ -79,7 +79,7 @@ async fn three_peers_each_receive_the_other_two_peers_audio_and_video() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_leaves_and_a_peer_that_vanishes_are_removed_and_their_m_lines_go_inactive() {
     bounded(async {
-        let server = TestServer::start(|_| {}).await;
+        let server = TestServer::start().await;
         let stay = join_accepted(&server, "exits", PeerOptions::new("stay")).await;
         let leaver = join_accepted(&server, "exits", PeerOptions::new("leaver")).await;
         let ghost = join_accepted(&server, "exits", PeerOptions::new("ghost")).await;
@@ -147,7 +147,7 @@ async fn a_peer_that_leaves_and_a_peer_that_vanishes_are_removed_and_their_m_lin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_adds_a_track_later_and_removes_it_again() {
     bounded(async {
-        let server = TestServer::start(|_| {}).await;
+        let server = TestServer::start().await;
         // Audio only at first, so the later camera gets a fresh transceiver (a browser would
         // re-use an unused recvonly one of the same kind).
         let watcher = join_accepted(
@@ -234,7 +234,7 @@ async fn a_peer_adds_a_track_later_and_removes_it_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_is_dropped_and_sequence_numbers_stay_gapless() {
     bounded(async {
-        let server = TestServer::start(|_| {}).await;
+        let server = TestServer::start().await;
         let speaker = join_accepted(
             &server,
             "quiet",
@@ -292,7 +292,7 @@ async fn silence_is_dropped_and_sequence_numbers_stay_gapless() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_rooms_never_see_each_others_media_or_events() {
     bounded(async {
-        let server = TestServer::start(|_| {}).await;
+        let server = TestServer::start().await;
         let x1 = join_accepted(&server, "x", PeerOptions::new("x1")).await;
         let y1 = join_accepted(&server, "y", PeerOptions::new("y1")).await;
         let x2 = join_accepted(&server, "x", PeerOptions::new("x2")).await;

@@ -3,6 +3,7 @@
 //! per-track recorders.
 
 pub mod client;
+pub mod engine_server;
 pub mod media;
 pub mod phoenix;
 pub mod scenario;

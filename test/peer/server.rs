@@ -18,9 +18,34 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server with default settings changed by `configure`.
-    pub async fn start(configure: impl FnOnce(&mut Config)) -> Self {
+    /// Starts a server with default settings.
+    pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts a server whose rooms admit at most `max_peers` peers.
+    ///
+    /// `VIDEOROOM_E2E_BACKEND=engine` runs the engine stand-in (`engine_server`) instead of
+    /// `app::run`, for as long as the room layer is not wired into the app.
+    pub async fn start_with(max_peers: Option<usize>) -> Self {
         let _ = env_logger::builder().is_test(true).try_init();
+        if std::env::var("VIDEOROOM_E2E_BACKEND").as_deref() == Ok("engine") {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
+            let udp_socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+            let http = listener.local_addr().expect("tcp addr");
+            let udp = udp_socket.local_addr().expect("udp addr");
+            let task = tokio::spawn(super::engine_server::serve(listener, udp_socket, max_peers));
+            return Self {
+                http,
+                udp,
+                shutdown: None,
+                task,
+            };
+        }
+        let configure = |config: &mut Config| {
+            // The room layer's admission setting is wired here once it exists.
+            let _ = (config, max_peers);
+        };
         let mut config = Config {
             bind: [127, 0, 0, 1].into(),
             port: 0,
@@ -55,8 +80,11 @@ impl TestServer {
 
     /// Stops the server and waits for it (bounded by the drain timeout).
     pub async fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
+        match self.shutdown.take() {
+            Some(shutdown) => {
+                let _ = shutdown.send(());
+            }
+            None => self.task.abort(),
         }
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), &mut self.task).await;
     }
@@ -66,6 +94,8 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
+        } else {
+            self.task.abort();
         }
     }
 }
