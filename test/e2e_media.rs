@@ -135,6 +135,13 @@ async fn a_peer_that_leaves_and_a_peer_that_vanishes_are_removed_and_their_m_lin
         .unwrap();
         stay.observe(|o| {
             assert!(o.peers.is_empty(), "stay still knows {:?}", o.peers.keys());
+            for id in [&leaver_id, &ghost_id] {
+                let n = o
+                    .events_of("peerLeft")
+                    .filter(|e| e.data["peerId"] == id.as_str())
+                    .count();
+                assert_eq!(n, 1, "peerLeft for {id} sent {n} times");
+            }
             let removed: HashSet<&String> = o.removed.iter().collect();
             assert!(gone_tracks.iter().all(|t| removed.contains(t)));
         });

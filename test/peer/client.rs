@@ -267,6 +267,7 @@ impl HeadlessPeer {
             awaiting_answer: false,
             answered: false,
             silent: Arc::new(AtomicBool::new(false)),
+            transport_up: Arc::new(AtomicBool::new(false)),
             gone: false,
         };
         client
@@ -466,6 +467,8 @@ struct Client {
     /// An answer has been applied since the last offer.
     answered: bool,
     silent: Arc<AtomicBool>,
+    /// DTLS/SRTP is up: like a browser's RTP sender, media only leaves once the transport is.
+    transport_up: Arc<AtomicBool>,
     /// Left or vanished: ignore further server events.
     gone: bool,
 }
@@ -725,6 +728,7 @@ impl Client {
             tag,
             params_rx,
             self.silent.clone(),
+            self.transport_up.clone(),
             self.options.keyframe_interval,
             self.obs.clone(),
             track_id.clone(),
@@ -996,6 +1000,10 @@ impl Client {
             }
             PcEvent::State(state) => {
                 let name = state.to_string();
+                self.transport_up.store(
+                    state == RTCPeerConnectionState::Connected,
+                    Ordering::Relaxed,
+                );
                 let mut o = lock(&self.obs);
                 if state == RTCPeerConnectionState::Connected && self.answered {
                     o.negotiated_at = Some(Instant::now());
@@ -1144,6 +1152,7 @@ async fn send_media(
     tag: u32,
     mut params: watch::Receiver<Option<SendParams>>,
     silent: Arc<AtomicBool>,
+    transport_up: Arc<AtomicBool>,
     keyframe_interval: u64,
     obs: Shared,
     track_id: String,
@@ -1163,6 +1172,9 @@ async fn send_media(
         let Some(p) = *params.borrow_and_update() else {
             continue;
         };
+        if !transport_up.load(Ordering::Relaxed) {
+            continue;
+        }
         if !was_negotiated {
             // Start with a keyframe, like an encoder that just got a sender.
             vp8.request_keyframe();
