@@ -347,3 +347,45 @@ async fn two_rooms_never_see_each_others_media_or_events() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_subscriber_gets_a_keyframe_from_a_publisher_that_only_sends_them_on_request() {
+    bounded(async {
+        let server = TestServer::start().await;
+        // An encoder that never produces a keyframe unless asked (after its very first frame).
+        let mut options = PeerOptions::new("camera").publishing(false, true);
+        options.keyframe_interval = u64::MAX;
+        let camera = join_accepted(&server, "keyframes", options).await;
+        camera
+            .wait_for("the camera sending", LONG, |o| {
+                o.local.values().any(|t| t.sent.len() > 48)
+            })
+            .await
+            .unwrap();
+        let viewer = join_accepted(
+            &server,
+            "keyframes",
+            PeerOptions::new("viewer").publishing(false, false),
+        )
+        .await;
+        wait_receiving(&viewer, &[&camera]).await;
+        let video = active_tracks(&camera).remove(0);
+        viewer
+            .wait_for("a keyframe", Duration::from_secs(5), |o| {
+                o.remote
+                    .get(&video.track_id)
+                    .is_some_and(|r| r.keyframes > 0)
+            })
+            .await
+            .unwrap();
+        let requests = camera.observe(|o| o.local[&video.track_id].keyframe_requests);
+        assert!(
+            requests >= 1,
+            "the SFU never asked the publisher for a keyframe"
+        );
+        viewer.observe(|o| assert_eq!(o.remote[&video.track_id].malformed_vp8, 0));
+        assert_clean(&[&camera, &viewer]);
+        server.stop().await;
+    })
+    .await;
+}

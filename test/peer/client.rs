@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
@@ -432,6 +432,69 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// Hands inbound keyframe requests (PLI, FIR) to the application, where the sending tasks
+/// answer them with a keyframe as an encoder would. webrtc-rs stops inbound RTCP at the end of
+/// the interceptor chain unless a packet is marked for the application; everything else is left
+/// to the other interceptors and not marked.
+struct KeyframeRequests {
+    read: std::collections::VecDeque<rtc::interceptor::TaggedPacket>,
+    write: std::collections::VecDeque<rtc::interceptor::TaggedPacket>,
+}
+
+impl rtc::sansio::Protocol<rtc::interceptor::TaggedPacket, rtc::interceptor::TaggedPacket, ()>
+    for KeyframeRequests
+{
+    type Rout = rtc::interceptor::TaggedPacket;
+    type Wout = rtc::interceptor::TaggedPacket;
+    type Eout = ();
+    type Error = webrtc::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: rtc::interceptor::TaggedPacket) -> Result<(), Self::Error> {
+        if let rtc::interceptor::Packet::Rtcp(packets) = &msg.message.packet {
+            let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                .iter()
+                .filter(|p| is_keyframe_request(p.as_ref()))
+                .cloned()
+                .collect();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            msg.message.packet = rtc::interceptor::Packet::Rtcp(requests);
+            msg.message
+                .add(rtc::interceptor::Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: rtc::interceptor::TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+}
+
+impl rtc::interceptor::Interceptor for KeyframeRequests {
+    fn bind_local_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+}
+
+fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication>()
+        || any.is::<rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest>()
+}
+
 /// Negotiated sending parameters of one local track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SendParams {
@@ -719,6 +782,7 @@ impl Client {
                 sent: Vec::new(),
                 refused: 0,
                 active: true,
+                keyframe_requests: 0,
             },
         );
         let task = tokio::spawn(send_media(
@@ -795,7 +859,15 @@ impl Client {
             )
             .map_err(|e| e.to_string())?;
         let registry = register_default_interceptors(Registry::new(), &mut media_engine)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            // Last in the chain, so the other interceptors have seen all inbound RTCP first.
+            .with(
+                rtc::interceptor::Slot::from(14_000),
+                KeyframeRequests {
+                    read: Default::default(),
+                    write: Default::default(),
+                },
+            );
         let settings = SettingEngineBuilder::new()
             .with_include_loopback_candidate(true)
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
@@ -1167,8 +1239,31 @@ async fn send_media(
     // A late tick sends one packet, not a burst: sequence numbers stay continuous either way.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_negotiated = false;
+    // `poll` answers None at once while the track is not bound: then wait for the next tick.
+    let mut bound = true;
     loop {
-        ticker.tick().await;
+        if bound {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                event = track.poll() => {
+                    match event {
+                        Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                            if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                                vp8.request_keyframe();
+                                if let Some(record) = lock(&obs).local.get_mut(&track_id) {
+                                    record.keyframe_requests += 1;
+                                }
+                            }
+                        }
+                        _ => bound = false,
+                    }
+                    continue;
+                }
+            }
+        } else {
+            ticker.tick().await;
+            bound = true;
+        }
         let Some(p) = *params.borrow_and_update() else {
             continue;
         };

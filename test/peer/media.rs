@@ -322,6 +322,8 @@ pub struct LocalTrackRecord {
     pub refused: u64,
     /// Still published (not removed).
     pub active: bool,
+    /// PLI/FIR received for this track.
+    pub keyframe_requests: u64,
 }
 
 /// Everything received on one remote track.
