@@ -22,5 +22,12 @@ async fn main() {
             std::future::pending::<()>().await;
         }
     };
-    videoroom::app::run(config, listener, None, shutdown).await;
+    let udp = match tokio::net::UdpSocket::bind(config.udp_addr()).await {
+        Ok(u) => u,
+        Err(e) => {
+            log::error!("cannot bind UDP {}: {e}", config.udp_addr());
+            std::process::exit(1);
+        }
+    };
+    videoroom::app::run(config, listener, Some(udp), shutdown).await;
 }
