@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh Debian machine with the Rust toolchain, Node 20 and npm:
+# installs the browsers, the npm packages and the Rust dependencies it needs, then runs
+#   1. formatting and lint checks (cargo fmt, cargo clippy -D warnings),
+#   2. the stale-bundle check of the web client (the committed priv/static build must match assets/),
+#   3. every Rust test (unit, integration, doc) with cargo-nextest (cargo test for doc tests),
+#   4. the Node tests (real phoenix npm clients) and the browser tests (Chromium and Firefox ESR).
+# Artifacts (screenshots, logs) go to $ARTIFACTS_DIR (default: test-artifacts/ at the repo root).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export ARTIFACTS_DIR="${ARTIFACTS_DIR:-$ROOT/test-artifacts}"
+mkdir -p "$ARTIFACTS_DIR"
+step() { printf '\n==> %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+
+step "system packages: browsers for the browser tests"
+need_apt=()
+for pkg in chromium firefox-esr; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+step "npm packages (assets/ and test/)"
+export PUPPETEER_SKIP_DOWNLOAD=1 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+if [ -f assets/package-lock.json ]; then (cd assets && npm ci --no-audit --no-fund); fi
+(cd test && npm ci --no-audit --no-fund)
+
+if [ -f assets/package-lock.json ]; then
+  step "stale-bundle check: rebuild the client and compare with priv/static"
+  (cd assets && npm run --silent check)
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "build the server and the fixture server"
+cargo build --bins --examples --quiet
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+export VIDEOROOM_BIN="$TARGET_DIR/debug/videoroom"
+if [ -x "$TARGET_DIR/debug/examples/phoenix_fixture_server" ]; then
+  export PHOENIX_FIXTURE_BIN="$TARGET_DIR/debug/examples/phoenix_fixture_server"
+fi
+
+step "Rust tests (cargo nextest)"
+if ! cargo nextest --version >/dev/null 2>&1; then cargo install cargo-nextest --locked; fi
+cargo nextest run --no-fail-fast --test-threads 2
+
+step "Rust doc tests"
+cargo test --doc --quiet
+
+step "Node and browser tests"
+node_tests=()
+for dir in test/node test/browser; do
+  for f in "$dir"/*.test.mjs; do [ -e "$f" ] && node_tests+=("$f"); done
+done
+if ((${#node_tests[@]})); then
+  (cd test && node --test --test-concurrency=1 "${node_tests[@]#test/}")
+fi
+
+step "all tests passed"
