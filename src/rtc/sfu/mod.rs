@@ -154,8 +154,22 @@ pub enum SfuOutput {
     Timeout(Instant),
 }
 
+/// Counters of one [`Sfu`] since it started (for logs, tests and benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SfuStats {
+    /// RTP packets received from publishers.
+    pub rtp_in: u64,
+    /// RTP packets written to subscribers.
+    pub rtp_out: u64,
+    /// Opus packets dropped by the silence discarder.
+    pub silence_dropped: u64,
+    /// Keyframe requests (PLI) sent to publishers.
+    pub keyframe_requests: u64,
+}
+
 /// The forwarding core of one room. See the module docs.
 pub struct Sfu {
+    stats: SfuStats,
     config: SfuConfig,
     /// One certificate for every peer: generating one per `Rtc` would cost a key generation each.
     dtls_cert: Option<DtlsCert>,
@@ -165,6 +179,8 @@ pub struct Sfu {
     /// Peers whose `Rtc` must be drained (str0m's rule: drain after every mutation).
     dirty: VecDeque<PeerId>,
     events: VecDeque<SfuEvent>,
+    /// Datagrams drained from the peers, waiting for `poll_output`.
+    transmits: VecDeque<Transmit>,
     /// Last peer seen from a source address: the fast path of datagram demultiplexing.
     by_addr: HashMap<SocketAddr, PeerId>,
     last_now: Instant,
@@ -224,12 +240,14 @@ impl Sfu {
             );
         }
         Sfu {
+            stats: SfuStats::default(),
             config,
             dtls_cert,
             peers: HashMap::new(),
             tracks: HashMap::new(),
             dirty: VecDeque::new(),
             events: VecDeque::new(),
+            transmits: VecDeque::new(),
             by_addr: HashMap::new(),
             last_now: now,
         }
@@ -559,7 +577,7 @@ impl Sfu {
                 log::debug!("room {room} peer {id}: dropped a datagram: {e}");
             }
         }
-        self.mark_dirty(id, false);
+        self.drain_peer(id);
     }
 
     /// Advances time: str0m timers, failure detection and merged keyframe requests.
@@ -597,7 +615,7 @@ impl Sfu {
             }
         }
         for id in due {
-            self.mark_dirty(id, false);
+            self.drain_peer(id);
         }
         for (id, why) in failed {
             self.fail_peer(id, why);
@@ -617,47 +635,54 @@ impl Sfu {
     /// The next output; drain until it returns [`SfuOutput::Timeout`] after every input.
     pub fn poll_output(&mut self) -> SfuOutput {
         loop {
+            if let Some(t) = self.transmits.pop_front() {
+                return SfuOutput::Transmit(t);
+            }
             if let Some(e) = self.events.pop_front() {
                 return SfuOutput::Event(e);
             }
-            let Some(&id) = self.dirty.front() else { break };
-            let last_now = self.last_now;
+            let Some(id) = self.dirty.pop_front() else {
+                break;
+            };
+            self.drain_peer(id);
+        }
+        SfuOutput::Timeout(self.next_deadline())
+    }
+
+    /// Drains one peer's `Rtc` completely. This must follow every `handle_input` before the next
+    /// one: in RTP mode str0m keeps only ONE received packet for the next `poll_output`, so a
+    /// second datagram handled before draining would silently replace the first.
+    fn drain_peer(&mut self, id: PeerId) {
+        let last_now = self.last_now;
+        loop {
             let Some(peer) = self.peers.get_mut(&id) else {
-                self.dirty.pop_front();
-                continue;
+                return;
             };
-            let Some(rtc) = peer.rtc.as_mut() else {
-                peer.dirty = false;
-                self.dirty.pop_front();
-                continue;
-            };
+            peer.dirty = false;
+            let Some(rtc) = peer.rtc.as_mut() else { return };
             if peer.needs_tick {
+                // Written RTP is only scheduled for sending by the next input.
                 peer.needs_tick = false;
                 let _ = rtc.handle_input(Input::Timeout(last_now));
             }
             match rtc.poll_output() {
-                Ok(Output::Transmit(t)) => {
-                    return SfuOutput::Transmit(Transmit {
-                        source: t.source,
-                        destination: t.destination,
-                        contents: t.contents.into(),
-                    });
-                }
+                Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
                 Ok(Output::Timeout(t)) => {
                     peer.next_timeout = Some(t);
-                    peer.dirty = false;
-                    self.dirty.pop_front();
+                    return;
                 }
                 Ok(Output::Event(e)) => self.on_rtc_event(id, e),
                 Err(e) => {
                     log::warn!("room {} peer {id}: WebRTC error: {e}", self.config.room);
-                    peer.dirty = false;
-                    self.dirty.pop_front();
                     self.fail_peer(id, "WebRTC error");
+                    return;
                 }
             }
         }
-        SfuOutput::Timeout(self.next_deadline())
     }
 
     /// The current local ICE ufrags of all peers (they change with every ICE restart), so the
@@ -668,6 +693,11 @@ impl Sfu {
             .filter(|p| p.rtc.is_some())
             .filter_map(|p| p.ufrag.clone())
             .collect()
+    }
+
+    /// Counters since the SFU started.
+    pub fn stats(&self) -> SfuStats {
+        self.stats
     }
 
     fn new_rtc(&self, now: Instant) -> Rtc {
@@ -767,6 +797,7 @@ impl Sfu {
         };
         if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
             rx.request_keyframe(KeyframeRequestKind::Pli);
+            self.stats.keyframe_requests += 1;
             log::debug!(
                 "room {} peer {publisher}: keyframe requested for mid {mid}",
                 self.config.room
@@ -794,6 +825,7 @@ impl Sfu {
             .iter()
             .find(|c| c.pt() == in_pt)
             .map(|c| c.spec());
+        self.stats.rtp_in += 1;
         let Some(track) = self.tracks.get_mut(&(publisher, mid)) else {
             return;
         };
@@ -804,6 +836,7 @@ impl Sfu {
                 self.config.silence_max_drops,
             )
         {
+            self.stats.silence_dropped += 1;
             return;
         }
         let logical = (*pkt.seq_no).wrapping_sub(track.silence.dropped);
@@ -860,6 +893,7 @@ impl Sfu {
                 .ext_vals(ext.clone())
                 .nackable(nackable),
             );
+            self.stats.rtp_out += 1;
             sub.needs_tick = true;
             if !sub.dirty {
                 sub.dirty = true;
