@@ -95,8 +95,14 @@ impl Sfu {
         if fresh_rtc {
             let rtc = self.new_rtc(now);
             if let Some(p) = self.peers.get_mut(&peer_id) {
+                // A fresh session (first offer, or an offer after the peer failed) starts the
+                // connection and liveness clocks from scratch.
                 p.rtc = Some(rtc);
                 p.failed = false;
+                p.connected = false;
+                p.first_offer = None;
+                p.last_rx = now;
+                p.next_timeout = None;
             }
         }
         let peer = self
