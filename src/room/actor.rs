@@ -21,6 +21,7 @@
 //! Failure isolation: every engine call runs under `catch_unwind`. A panic marks the room
 //! crashed: its peers get an `error` media event and their channels close, the room leaves the
 //! registry (the next join starts a fresh one) and its task ends. Other rooms never notice.
+//! A panic in the actor's own code is caught around the whole task as a last resort.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -108,8 +109,20 @@ impl Room {
         }
     }
 
+    /// The task body with a last line of defence: engine calls are already guarded, but should
+    /// the actor's own code panic, the room still leaves the registry (its peers learn it on
+    /// their next push, which fails with "room closed") and no other room is affected.
+    pub(crate) async fn run_supervised(self) {
+        use futures_util::FutureExt;
+        let (id, instance, registry) = (self.id.clone(), self.instance, self.registry.clone());
+        if AssertUnwindSafe(self.run()).catch_unwind().await.is_err() {
+            log::error!("room={id} task panicked; room removed");
+            registry.forget(&id, instance);
+        }
+    }
+
     /// The task body: runs until the room has been empty for the grace period, or crashes.
-    pub(crate) async fn run(mut self) {
+    async fn run(mut self) {
         if let Some(mux) = self.registry.inner().udp.clone() {
             match mux.register(&self.id).await {
                 Ok(udp) => self.udp = Some(udp),

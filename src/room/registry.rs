@@ -160,7 +160,7 @@ impl RoomRegistry {
         };
         handle.try_send(command)?;
         let room = Room::new(room_id, instance, self.clone(), rx);
-        runtime.spawn(room.run());
+        runtime.spawn(room.run_supervised());
         log::info!("room={room_id} started");
         rooms.insert(
             room_id.to_owned(),
