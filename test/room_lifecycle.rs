@@ -70,7 +70,7 @@ async fn two_rooms_never_see_each_others_events() {
 
 #[tokio::test]
 async fn a_room_is_gone_after_its_last_peer_leaves_and_the_grace_period() {
-    let server = start(rooms_config(Duration::from_millis(500), None)).await;
+    let server = start(rooms_config(Duration::from_millis(1000), None)).await;
     let (mut a, _) = Client::join_room(server.addr, "brief", "A").await;
     a.leave().await;
     assert!(
@@ -92,13 +92,18 @@ async fn a_room_is_gone_after_its_last_peer_leaves_and_the_grace_period() {
 }
 
 #[tokio::test]
-async fn a_peer_rejoining_within_the_grace_period_keeps_the_room() {
-    let server = start(rooms_config(Duration::from_millis(400), None)).await;
+async fn a_room_does_not_stop_while_a_peer_is_in_it() {
+    let server = start(rooms_config(Duration::from_millis(300), None)).await;
     let (mut a, _) = Client::join_room(server.addr, "keep", "A").await;
+    let (mut b, _) = Client::join_room(server.addr, "keep", "B").await;
     a.leave().await;
-    let (_b, _) = Client::join_room(server.addr, "keep", "B").await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
     assert!(server.registry.contains("keep"));
+    // Still the same room: B hears of a newcomer.
+    b.expect_media("peerJoined").await;
+    b.expect_media("peerLeft").await;
+    let (_c, acc) = Client::join_room(server.addr, "keep", "C").await;
+    assert_eq!(b.expect_media("peerJoined").await["peer"]["id"], acc["id"]);
 }
 
 #[tokio::test]
