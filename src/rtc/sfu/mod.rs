@@ -27,6 +27,12 @@
 //!   RTP, RTCP and STUN consent checks every few hundred ms to 2.5 s), or one that did not
 //!   connect within `connect_timeout` of its first offer, or whose DTLS closed, is reported once
 //!   with [`SfuEvent::PeerFailed`] and no longer served.
+//!
+//! Driving it (the room actor): `add_peer` at join; on every offer `handle_offer`, then publish
+//! `ice_ufrags()` to the UDP mux (`RoomUdp::set_ufrags`) BEFORE sending the answer, then send
+//! `local_candidates()`; feed `handle_datagram` / `handle_timeout`; after each input (or batch
+//! of inputs) drain `poll_output` until it returns [`SfuOutput::Timeout`] and sleep until that
+//! instant. On [`SfuEvent::PeerFailed`] remove the peer (`remove_peer`) and tell the others.
 mod forward;
 mod negotiate;
 mod sdp;
