@@ -1301,7 +1301,17 @@ async fn send_media(
                 header,
                 payload: Bytes::from(g.payload),
             };
-            let result = track.write_rtp(packet).await;
+            // webrtc-rs unbinds and rebinds a sending track around renegotiations; a browser's
+            // packetizer never loses a packet there, so a refused write is retried briefly
+            // rather than turned into a sequence gap that would be blamed on the server.
+            let mut result = track.write_rtp(packet.clone()).await;
+            for _ in 0..20 {
+                if result.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                result = track.write_rtp(packet.clone()).await;
+            }
             let mut o = lock(&obs);
             let Some(record) = o.local.get_mut(&track_id) else {
                 return;
