@@ -10,7 +10,12 @@
 use crate::config::Config;
 use crate::phoenix::transport::{Endpoint, SocketMount};
 use crate::phoenix::{EchoChannel, Router};
+use crate::room::{MaxPeers, RoomRegistry, RoomsConfig};
+use crate::rtc::sfu::SfuConfig;
+use crate::rtc::udp::{UdpMux, candidate_addrs};
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -19,9 +24,9 @@ use warp::reply::Response;
 /// Mount path of the Phoenix socket (`/socket/websocket`, `/socket/longpoll`).
 pub const SOCKET_PATH: &str = "/socket";
 
-/// The channel routes of the `/socket` socket.
-pub fn socket_router() -> Router {
-    Router::new().channel("echo:*", || EchoChannel)
+/// The channel routes of the `/socket` socket: `room:*` (rooms from `rooms`) and `echo:*`.
+pub fn socket_router(rooms: RoomRegistry) -> Router {
+    crate::room::mount(Router::new().channel("echo:*", || EchoChannel), rooms)
 }
 
 /// Why the server could not start.
@@ -39,8 +44,10 @@ pub enum StartError {
 pub fn routes(
     config: &Config,
     endpoint: &Endpoint,
+    rooms: RoomRegistry,
 ) -> Result<BoxedFilter<(Response,)>, StartError> {
-    let socket = SocketMount::new(SOCKET_PATH, socket_router()).settings(config.socket_settings());
+    let socket =
+        SocketMount::new(SOCKET_PATH, socket_router(rooms)).settings(config.socket_settings());
     let web = crate::web::routes(&config.web_config())?;
     Ok(endpoint.mount(socket).or(web).unify().boxed())
 }
@@ -54,10 +61,13 @@ pub struct App {
 }
 
 impl App {
-    /// Builds the routes and loads (or generates) the TLS certificate; fails on bad settings.
-    pub fn new(config: Config) -> Result<Self, StartError> {
+    /// Builds the rooms (on the media socket `udp`; `None`: signalling only, no media), the
+    /// routes, and loads (or generates) the TLS certificate; fails on bad settings.
+    /// Must run inside the tokio runtime (it starts the UDP mux task).
+    pub fn new(config: Config, udp: Option<UdpSocket>) -> Result<Self, StartError> {
+        let rooms = room_registry(&config, udp);
         let endpoint = Endpoint::new();
-        let filter = routes(&config, &endpoint)?;
+        let filter = routes(&config, &endpoint, rooms)?;
         let tls = config.web_config().tls.acceptor()?;
         Ok(App {
             config,
@@ -73,14 +83,11 @@ impl App {
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains sockets (1012).
-    /// `udp` is the media socket (used once the SFU is wired in).
     pub async fn run(
         self,
         listener: TcpListener,
-        udp: Option<UdpSocket>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
-        let _ = udp;
         let drain = self.endpoint.clone();
         let drain_timeout = self.config.drain_timeout();
         let shutdown = async move {
@@ -99,13 +106,41 @@ impl App {
     }
 }
 
+/// The room registry for `config`, sharing the media socket `udp` (no media plane if `None`).
+/// Must run inside the tokio runtime (it starts the UDP mux task).
+pub fn room_registry(config: &Config, udp: Option<UdpSocket>) -> RoomRegistry {
+    let mux = udp.map(UdpMux::spawn);
+    let local_addrs = match mux.as_ref().map(|m| m.local_addr()) {
+        Some(Ok(bound)) => candidate_addrs(bound, config.external_ip),
+        Some(Err(e)) => {
+            log::error!("media socket has no local address: {e}");
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    log::info!("media: host candidates {local_addrs:?}");
+    let rooms = RoomsConfig {
+        sfu: SfuConfig {
+            local_addrs,
+            ..SfuConfig::default()
+        },
+        empty_grace: Duration::from_secs_f64(config.room_grace_secs.max(0.0)),
+        admission: Arc::new(MaxPeers {
+            max_peers: (config.max_peers_per_room > 0).then_some(config.max_peers_per_room),
+        }),
+        ..RoomsConfig::default()
+    };
+    RoomRegistry::new(rooms, mux)
+}
+
 /// Builds the app from `config` and serves it on `listener` until `shutdown` resolves.
+/// `udp` is the media socket shared by every room (`None`: signalling only, no media).
 pub async fn run(
     config: Config,
     listener: TcpListener,
     udp: Option<UdpSocket>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    App::new(config)?.run(listener, udp, shutdown).await;
+    App::new(config, udp)?.run(listener, shutdown).await;
     Ok(())
 }

@@ -72,6 +72,26 @@ pub struct Config {
     )]
     pub outbound_queue: usize,
 
+    /// UDP port of the media plane: one socket serves every peer of every room.
+    #[arg(long = "udp-port", env = "UDP_PORT", default_value_t = 50000)]
+    pub udp_port: u16,
+
+    /// A public IP advertised as an extra ICE host candidate (server behind 1:1 NAT).
+    #[arg(long = "external-ip", env = "EXTERNAL_IP")]
+    pub external_ip: Option<IpAddr>,
+
+    /// Most peers per room (0 = no limit); further joiners get `peerDenied`.
+    #[arg(
+        long = "max-peers-per-room",
+        env = "MAX_PEERS_PER_ROOM",
+        default_value_t = 0
+    )]
+    pub max_peers_per_room: usize,
+
+    /// Seconds an empty room waits for a new peer before it stops.
+    #[arg(long = "room-grace", env = "ROOM_GRACE_SECS", default_value_t = 2.0)]
+    pub room_grace_secs: f64,
+
     /// Seconds to wait for sockets to close after Ctrl-C (they are told 1012 first).
     #[arg(
         long = "drain-timeout",
@@ -138,12 +158,21 @@ impl Config {
             tls_key: None,
             tls_self_signed: false,
             tls_names: Vec::new(),
+            udp_port: 50000,
+            external_ip: None,
+            max_peers_per_room: 0,
+            room_grace_secs: 2.0,
         }
     }
 
     /// The address to listen on.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.bind, self.port)
+    }
+
+    /// The address of the media UDP socket (same IP as the HTTP listener).
+    pub fn udp_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.udp_port)
     }
 
     /// How long to wait for sockets to close on shutdown.

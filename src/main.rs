@@ -1,4 +1,4 @@
-//! The `videoroom` binary: parse settings, bind, serve until Ctrl-C, drain, exit.
+//! The `videoroom` binary: parse settings, bind, serve until Ctrl-C or SIGTERM, drain, exit.
 
 use clap::Parser;
 use videoroom::config::Config;
@@ -7,7 +7,14 @@ use videoroom::config::Config;
 async fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = Config::parse();
-    let app = match videoroom::app::App::new(config.clone()) {
+    let udp = match tokio::net::UdpSocket::bind(config.udp_addr()).await {
+        Ok(u) => u,
+        Err(e) => {
+            log::error!("cannot bind UDP {}: {e}", config.udp_addr());
+            std::process::exit(1);
+        }
+    };
+    let app = match videoroom::app::App::new(config.clone(), Some(udp)) {
         Ok(app) => app,
         Err(e) => {
             log::error!("cannot start: {e}");
@@ -23,11 +30,30 @@ async fn main() {
     };
     let addr = listener.local_addr().unwrap_or(config.listen_addr());
     println!("videoroom listening on {}", app.url_for(addr));
-    let shutdown = async {
+    app.run(listener, shutdown_signal()).await;
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM: both drain the server (sockets closed with 1012).
+async fn shutdown_signal() {
+    let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             log::error!("cannot wait for Ctrl-C: {e}");
             std::future::pending::<()>().await;
         }
     };
-    app.run(listener, None, shutdown).await;
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                log::error!("cannot wait for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
 }

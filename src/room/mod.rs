@@ -1,1 +1,76 @@
-//! The `room` module (under construction).
+//! Rooms: the only module that knows both Phoenix channels and the media engine.
+//!
+//! # Lifecycle
+//! - A browser joins the Phoenix topic `room:<id>`; [`PeerChannel`] asks the [`RoomRegistry`]
+//!   for the room, starting it if needed (never two rooms for one id), assigns the peer a UUID v4
+//!   id and attaches it to the room. The join reply is `{}` (or
+//!   `{"reason": "failed to start room"}`).
+//! - The browser's `mediaEvent` pushes go to the room actor ([`actor`]), which owns the room's
+//!   [`crate::rtc::engine::Engine`]; the engine's events come back as `mediaEvent` pushes.
+//! - A `join` media event asks the room's [`Admission`] hook (default [`MaxPeers`]: everyone,
+//!   up to an optional maximum → `peerDenied {"reason": "room is full"}`).
+//! - When the channel ends for any reason the peer is removed once (`peerLeft` to the others).
+//! - A room with no peer for [`RoomsConfig::empty_grace`] leaves the registry and stops.
+//!
+//! # Ownership
+//! The registry owns the map of room ids to [`RoomHandle`]s; each room task owns its engine,
+//! its SFU and its share of the UDP socket; each channel owns its peer's lease. Nothing is
+//! shared mutably across tasks except the registry's map (a short, never-awaited lock).
+//!
+//! Every log line carries `room=<id>` and, where a peer is concerned, `peer=<id>`.
+
+pub mod actor;
+mod admission;
+mod peer_channel;
+mod registry;
+
+pub use actor::RoomCommand;
+pub use admission::{Admission, MaxPeers};
+pub use peer_channel::{PeerChannel, TOPIC_PREFIX};
+pub use registry::{RoomHandle, RoomRegistry, RoomsConfig};
+
+use crate::phoenix::Router;
+
+/// What a room sends to one peer's channel.
+#[derive(Debug, Clone)]
+pub enum PeerMessage {
+    /// Push this serialized media event as `mediaEvent {"data": …}`.
+    MediaEvent(String),
+    /// The room is gone: push this `error` media event, then close the channel.
+    Closed {
+        /// The serialized `error` media event.
+        error_event: String,
+    },
+}
+
+/// Where a room delivers a peer's messages (its channel); never waits.
+pub trait PeerSink: Send + 'static {
+    /// Queues `msg`; `false` if it could not be queued (full or gone).
+    fn deliver(&self, msg: PeerMessage) -> bool;
+}
+
+/// A plain bounded channel as a sink (for embedders and tests): never waits, `false` when full.
+impl PeerSink for tokio::sync::mpsc::Sender<PeerMessage> {
+    fn deliver(&self, msg: PeerMessage) -> bool {
+        self.try_send(msg).is_ok()
+    }
+}
+
+/// Why a peer could not reach its room.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    /// The room's inbox is full.
+    #[error("room inbox full")]
+    Overloaded,
+    /// The room task has stopped.
+    #[error("room stopped")]
+    Stopped,
+    /// Called outside a tokio runtime, so no room task can be started.
+    #[error("no tokio runtime to start the room on")]
+    NoRuntime,
+}
+
+/// Adds the `room:*` channel to `router`, with rooms from `registry`.
+pub fn mount(router: Router, registry: RoomRegistry) -> Router {
+    router.channel("room:*", move || PeerChannel::new(registry.clone()))
+}

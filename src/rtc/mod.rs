@@ -1,1 +1,23 @@
-//! The `rtc` module (under construction).
+//! The media plane and media-event signalling: WebRTC peers, SDP negotiation, RTP forwarding.
+//!
+//! This module knows nothing about Phoenix or rooms.
+//! - [`media_event`]: the typed client↔server events of the membrane_rtc_engine "flat" dialect
+//!   and their exact JSON.
+//! - [`engine`]: the sans-IO per-room signalling engine (peers, tracks, metadata, negotiation
+//!   coalescing, event order) that drives one [`sfu::Sfu`].
+//! - [`sfu::Sfu`]: the sans-IO forwarding core (one per room, one `str0m::Rtc` per peer).
+//! - [`udp`]: the thin I/O shell that shares one UDP socket between every room.
+//! - [`ids`]: the identifiers both sides use.
+//!
+//! # Negotiation (the browser always offers)
+//! The server starts every (re)negotiation with `offerData {audio, video}` (how many tracks it will
+//! send to that peer); the browser adds recvonly transceivers up to those counts, restarts ICE and
+//! sends `sdpOffer`; the server answers with `sdpAnswer` (mids → track ids for every m-line) and
+//! then its ICE candidates. A publisher's new tracks are announced with `tracksAdded` to everyone
+//! before any answer maps them, and `peerJoined` always precedes `tracksAdded` of that peer.
+
+pub mod engine;
+pub mod ids;
+pub mod media_event;
+pub mod sfu;
+pub mod udp;

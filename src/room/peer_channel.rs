@@ -1,0 +1,153 @@
+//! `PeerChannel`: the Phoenix channel for `room:<id>` topics (the demo's `VideoRoomWeb.PeerChannel`).
+//!
+//! - join: find or start the room, assign a UUID v4 peer id, attach to the room, reply ok `{}`;
+//!   if the room cannot be reached or started: error `{"reason": "failed to start room"}`.
+//! - `mediaEvent {"data": "<string>"}` from the client → the room (no reply, like the demo).
+//! - media events from the room → `mediaEvent {"data": "<string>"}` pushes.
+//! - the channel's end (leave, socket closed, duplicate join, crash) drops the lease, which
+//!   removes the peer from the room exactly once.
+
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::registry::{RoomHandle, RoomRegistry};
+use super::{PeerMessage, PeerSink, RoomCommand, RoomError};
+use crate::phoenix::{
+    Channel, ChannelContext, ChannelSender, Flow, HandleIn, Payload, StopReason, TerminateReason,
+};
+use crate::rtc::ids::PeerId;
+
+/// The topic prefix this channel serves.
+pub const TOPIC_PREFIX: &str = "room:";
+
+impl PeerSink for ChannelSender<PeerMessage> {
+    fn deliver(&self, msg: PeerMessage) -> bool {
+        self.try_send(msg).is_ok()
+    }
+}
+
+struct Joined {
+    room: RoomHandle,
+    peer: PeerId,
+    /// Dropping this removes the peer from the room.
+    lease: Option<oneshot::Sender<()>>,
+}
+
+/// The `room:*` channel (one instance per joined topic per socket).
+pub struct PeerChannel {
+    registry: RoomRegistry,
+    joined: Option<Joined>,
+}
+
+impl PeerChannel {
+    /// A channel that finds its rooms in `registry`.
+    pub fn new(registry: RoomRegistry) -> Self {
+        PeerChannel {
+            registry,
+            joined: None,
+        }
+    }
+}
+
+impl Channel for PeerChannel {
+    type Info = PeerMessage;
+
+    fn join(
+        &mut self,
+        topic: &str,
+        _payload: Value,
+        ctx: &mut ChannelContext<'_>,
+    ) -> Result<Value, Value> {
+        let room_id = topic.strip_prefix(TOPIC_PREFIX).unwrap_or(topic);
+        let peer = PeerId::new_v4();
+        let (lease, lease_rx) = oneshot::channel();
+        let sink: Box<dyn PeerSink> = Box::new(ctx.sender::<PeerMessage>());
+        match self.registry.attach(room_id, peer, sink, lease_rx) {
+            Ok(room) => {
+                log::info!("room={room_id} peer={peer} joined the channel");
+                self.joined = Some(Joined {
+                    room,
+                    peer,
+                    lease: Some(lease),
+                });
+                Ok(json!({}))
+            }
+            Err(e) => {
+                log::warn!("room={room_id} peer={peer} join refused: {e}");
+                Err(json!({ "reason": "failed to start room" }))
+            }
+        }
+    }
+
+    fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext<'_>,
+    ) -> HandleIn {
+        let Some(joined) = &self.joined else {
+            return HandleIn::NoReply;
+        };
+        let (room_id, peer) = (joined.room.room_id().to_owned(), joined.peer);
+        if event != "mediaEvent" {
+            log::warn!("room={room_id} peer={peer} ignoring unknown event {event:?}");
+            return HandleIn::NoReply;
+        }
+        let Some(data) = payload
+            .as_json()
+            .and_then(|p| p.get("data"))
+            .and_then(Value::as_str)
+        else {
+            log::warn!("room={room_id} peer={peer} mediaEvent without a string \"data\" dropped");
+            return HandleIn::NoReply;
+        };
+        let command = RoomCommand::MediaEvent {
+            peer,
+            data: data.to_owned(),
+        };
+        match joined.room.try_send(command) {
+            Ok(()) => HandleIn::NoReply,
+            Err(e) => {
+                log::warn!("room={room_id} peer={peer} disconnected: {e}");
+                let reason = match e {
+                    RoomError::Overloaded => "room overloaded",
+                    _ => "room closed",
+                };
+                ctx.push(
+                    "mediaEvent",
+                    json!({ "data": crate::rtc::media_event::MediaEventOut::error(reason).to_json() }),
+                );
+                HandleIn::Stop {
+                    reason: StopReason::Shutdown(reason.into()),
+                    reply: None,
+                }
+            }
+        }
+    }
+
+    fn handle_info(&mut self, msg: PeerMessage, ctx: &mut ChannelContext<'_>) -> Flow {
+        match msg {
+            PeerMessage::MediaEvent(data) => {
+                ctx.push("mediaEvent", json!({ "data": data }));
+                Flow::Continue
+            }
+            PeerMessage::Closed { error_event } => {
+                ctx.push("mediaEvent", json!({ "data": error_event }));
+                Flow::Stop(StopReason::Shutdown("room closed".into()))
+            }
+        }
+    }
+
+    fn terminate(&mut self, reason: &TerminateReason, _ctx: &mut ChannelContext<'_>) {
+        if let Some(mut joined) = self.joined.take() {
+            log::info!(
+                "room={} peer={} channel ended: {reason:?}",
+                joined.room.room_id(),
+                joined.peer
+            );
+            // Dropping the lease is what removes the peer; done here explicitly for clarity,
+            // and it also happens if the channel is dropped without terminate.
+            drop(joined.lease.take());
+        }
+    }
+}

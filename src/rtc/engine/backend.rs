@@ -1,0 +1,95 @@
+//! The slice of the SFU the engine drives, as a trait.
+//!
+//! Production code uses [`Sfu`] (the only implementation outside tests). The trait exists so the
+//! engine's negotiation logic (coalescing, event order) can be unit-tested with a recording fake
+//! that needs no WebRTC; every integration test drives the real [`Sfu`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::rtc::ids::PeerId;
+use crate::rtc::sfu::{Answer, OutboundTrack, Sfu, SfuError, SfuOutput};
+
+/// What [`super::Engine`] needs from an SFU; mirrors [`Sfu`]'s inherent methods one to one.
+pub trait SfuBackend {
+    /// See [`Sfu::add_peer`].
+    fn add_peer(&mut self, peer: PeerId, now: Instant);
+    /// See [`Sfu::remove_peer`].
+    fn remove_peer(&mut self, peer: PeerId);
+    /// See [`Sfu::handle_offer`].
+    fn handle_offer(
+        &mut self,
+        peer: PeerId,
+        offer_sdp: &str,
+        inbound: &BTreeMap<String, String>,
+        outbound: &[OutboundTrack],
+        now: Instant,
+    ) -> Result<Answer, SfuError>;
+    /// See [`Sfu::handle_remote_candidate`].
+    fn handle_remote_candidate(&mut self, peer: PeerId, candidate: &str) -> Result<(), SfuError>;
+    /// See [`Sfu::local_candidates`].
+    fn local_candidates(&self) -> Vec<String>;
+    /// See [`Sfu::accepts`].
+    fn accepts(&self, source: SocketAddr, destination: SocketAddr, datagram: &[u8]) -> bool;
+    /// See [`Sfu::handle_datagram`].
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        datagram: &[u8],
+    );
+    /// See [`Sfu::handle_timeout`].
+    fn handle_timeout(&mut self, now: Instant);
+    /// See [`Sfu::poll_output`].
+    fn poll_output(&mut self) -> SfuOutput;
+    /// See [`Sfu::ice_ufrags`].
+    fn ice_ufrags(&self) -> Vec<String>;
+}
+
+impl SfuBackend for Sfu {
+    fn add_peer(&mut self, peer: PeerId, now: Instant) {
+        Sfu::add_peer(self, peer, now)
+    }
+    fn remove_peer(&mut self, peer: PeerId) {
+        Sfu::remove_peer(self, peer)
+    }
+    fn handle_offer(
+        &mut self,
+        peer: PeerId,
+        offer_sdp: &str,
+        inbound: &BTreeMap<String, String>,
+        outbound: &[OutboundTrack],
+        now: Instant,
+    ) -> Result<Answer, SfuError> {
+        Sfu::handle_offer(self, peer, offer_sdp, inbound, outbound, now)
+    }
+    fn handle_remote_candidate(&mut self, peer: PeerId, candidate: &str) -> Result<(), SfuError> {
+        Sfu::handle_remote_candidate(self, peer, candidate)
+    }
+    fn local_candidates(&self) -> Vec<String> {
+        Sfu::local_candidates(self)
+    }
+    fn accepts(&self, source: SocketAddr, destination: SocketAddr, datagram: &[u8]) -> bool {
+        Sfu::accepts(self, source, destination, datagram)
+    }
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        datagram: &[u8],
+    ) {
+        Sfu::handle_datagram(self, now, source, destination, datagram)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Sfu::handle_timeout(self, now)
+    }
+    fn poll_output(&mut self) -> SfuOutput {
+        Sfu::poll_output(self)
+    }
+    fn ice_ufrags(&self) -> Vec<String> {
+        Sfu::ice_ufrags(self)
+    }
+}

@@ -1,0 +1,630 @@
+//! The per-room signalling engine: a sans-IO state machine that speaks the media-event protocol
+//! with every peer of one room and drives that room's [`Sfu`].
+//!
+//! # How this works
+//! Inputs are method calls that take `now`: [`Engine::handle_media_event`] (a peer's serialized
+//! event), [`Engine::accept_peer`] / [`Engine::deny_peer`] (the room's answer to a
+//! [`EngineOutput::JoinRequest`]), [`Engine::remove_peer`] (the peer's channel died),
+//! [`Engine::handle_datagram`] and [`Engine::handle_timeout`] (forwarded to the SFU). After every
+//! input the owner drains [`Engine::poll_output`] until it returns [`EngineOutput::Timeout`] —
+//! the same drain rule as str0m and the SFU. The engine never reads a clock, never owns a socket.
+//!
+//! # Negotiation
+//! The browser is always the offerer; the engine starts a round by sending `offerData` with the
+//! number of audio/video tracks the peer will receive. Per peer it keeps two lists of outbound
+//! tracks: the *desired* list (append-only: new tracks are appended, removed ones are only marked
+//! inactive, because the client never removes a transceiver) and the list its last answer
+//! *negotiated*. A round starts whenever the two differ, or the client asks with
+//! `renegotiateTracks`, and no round is outstanding. While a round is outstanding (an `offerData`
+//! sent, its `sdpOffer` not yet received) nothing else is sent to that peer; changes queue and are
+//! reconciled right after the answer, so there is never more than one follow-up round.
+//!
+//! `renegotiateTracks` while a round is outstanding is absorbed: the client sent it before it
+//! handled our `offerData`, so its offer will carry the new track (this avoids the demo's second
+//! round at join). Should a track still be missing from the offer (the client added it while
+//! building the offer), the offer's `trackIdToTrackMetadata` lists it without a mid and one
+//! follow-up round is started for it.
+//!
+//! # Event order
+//! - `peerAccepted` (to the joiner) < `peerJoined` (broadcast) < the joiner's first `offerData`.
+//! - On an offer: `tracksRemoved` / `tracksAdded` (broadcast, publisher's full map) are queued
+//!   before the publisher's own `sdpAnswer` and before any subscriber's `offerData`, so
+//!   `peerJoined(X) < tracksAdded(X) < any sdpAnswer mapping X's tracks` always holds.
+//! - `sdpAnswer` is followed by the server's candidates (`candidate` events), then by a follow-up
+//!   `offerData` if one is due. [`EngineOutput::IceUfrags`] precedes each `sdpAnswer` so the UDP
+//!   mux knows the new ufrags before the browser can send STUN with them.
+//!
+//! # Bad input
+//! Invalid JSON, unknown types, ill-shaped data, events from non-peers (except `join`), `join`
+//! twice, candidates the SFU rejects: logged and dropped (membrane-protocol.md §2.1). An
+//! `sdpOffer` the SFU cannot answer (garbage SDP, no usable codec, wrong `type`) gets an `error`
+//! event: that peer cannot go on, the client reports it and leaves. Nothing affects other peers.
+
+mod backend;
+mod member;
+mod sdp;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use serde_json::Value;
+
+pub use backend::SfuBackend;
+pub use sdp::mid_kinds;
+
+use member::{Member, PublishedTrack, outbound};
+
+use crate::rtc::ids::PeerId;
+use crate::rtc::media_event::{
+    JoinData, MediaEventError, MediaEventIn, MediaEventOut, OfferDataData, PeerAcceptedData,
+    PeerJoinedData, PeerLeftData, PeerUpdatedData, SdpAnswerData, SdpOfferData,
+    ServerCandidateData, TrackUpdatedData, TracksAddedData, TracksRemovedData,
+};
+use crate::rtc::sfu::{OutboundTrack, Sfu, SfuEvent, SfuOutput, Transmit};
+
+/// One output of [`Engine::poll_output`].
+#[derive(Debug)]
+pub enum EngineOutput {
+    /// A peer sent `join`: the owner must call [`Engine::accept_peer`] or [`Engine::deny_peer`]
+    /// (the way the Elixir room answered `{:new_peer, …}`). Until then the peer is not a member.
+    JoinRequest {
+        /// The peer that asked.
+        peer: PeerId,
+        /// Its `join` metadata.
+        metadata: Value,
+    },
+    /// Deliver this serialized media event to one peer.
+    Send {
+        /// Recipient.
+        to: PeerId,
+        /// The media event's JSON (the `data` of a `mediaEvent` push).
+        event: String,
+    },
+    /// Deliver this serialized media event to each of these peers (every member at that moment).
+    Broadcast {
+        /// Recipients.
+        to: Vec<PeerId>,
+        /// The media event's JSON.
+        event: String,
+    },
+    /// The set of local ICE ufrags changed: publish it to the UDP mux before sending on.
+    IceUfrags(Vec<String>),
+    /// This member is gone (left, removed, or failed); the engine has already told the others.
+    PeerRemoved(PeerId),
+    /// Send this datagram through the shared UDP socket.
+    Transmit(Transmit),
+    /// Nothing more to do until this instant (or the next input).
+    Timeout(Instant),
+}
+
+/// The signalling engine of one room (see the module docs).
+pub struct Engine<S: SfuBackend = Sfu> {
+    /// Room id, only for logs.
+    room: String,
+    sfu: S,
+    /// Members in join order (the order of `peersInRoom` and of outbound tracks).
+    order: Vec<PeerId>,
+    members: BTreeMap<PeerId, Member>,
+    /// Peers that sent `join` and wait for the owner's decision.
+    pending: BTreeMap<PeerId, JoinData>,
+    outputs: VecDeque<EngineOutput>,
+    last_ufrags: Vec<String>,
+}
+
+impl<S: SfuBackend> Engine<S> {
+    /// An engine with no peers; `room` only appears in logs.
+    pub fn new(room: impl Into<String>, sfu: S) -> Self {
+        Engine {
+            room: room.into(),
+            sfu,
+            order: Vec::new(),
+            members: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            last_ufrags: Vec::new(),
+        }
+    }
+
+    /// The number of accepted peers.
+    pub fn member_count(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether `peer` is an accepted member.
+    pub fn is_member(&self, peer: PeerId) -> bool {
+        self.members.contains_key(&peer)
+    }
+
+    /// The SFU (for inspection).
+    pub fn sfu(&self) -> &S {
+        &self.sfu
+    }
+
+    /// Whether a datagram belongs to one of this room's peers (see [`Sfu::accepts`]).
+    pub fn accepts(&self, source: SocketAddr, destination: SocketAddr, datagram: &[u8]) -> bool {
+        self.sfu.accepts(source, destination, datagram)
+    }
+
+    /// Handles one serialized media event sent by `from`.
+    pub fn handle_media_event(&mut self, from: PeerId, json: &str, now: Instant) {
+        let event = match MediaEventIn::parse(json) {
+            Ok(event) => event,
+            Err(error) => {
+                let what = match &error {
+                    MediaEventError::InvalidJson(_) => "invalid JSON",
+                    MediaEventError::UnknownType(_) => "unknown type",
+                    MediaEventError::InvalidData { .. } => "ill-shaped data",
+                };
+                log::warn!(
+                    "room={} peer={from} dropping media event ({what}): {error}",
+                    self.room
+                );
+                return;
+            }
+        };
+        if let MediaEventIn::Join(data) = event {
+            self.handle_join(from, data);
+            return;
+        }
+        if !self.members.contains_key(&from) {
+            log::warn!(
+                "room={} peer={from} dropping {} from a peer that has not joined",
+                self.room,
+                event.kind()
+            );
+            return;
+        }
+        log::debug!(
+            "room={} peer={from} media event {}",
+            self.room,
+            event.kind()
+        );
+        match event {
+            MediaEventIn::Join(_) => unreachable!("handled above"),
+            MediaEventIn::RenegotiateTracks(_) => self.handle_renegotiate(from),
+            MediaEventIn::SdpOffer(offer) => self.handle_offer(from, offer, now),
+            MediaEventIn::Candidate(c) => {
+                if let Err(e) = self.sfu.handle_remote_candidate(from, &c.candidate) {
+                    log::warn!(
+                        "room={} peer={from} dropping candidate {:?}: {e}",
+                        self.room,
+                        c.candidate
+                    );
+                }
+            }
+            MediaEventIn::UpdatePeerMetadata(d) => {
+                if let Some(m) = self.members.get_mut(&from) {
+                    m.metadata = d.metadata.clone();
+                }
+                self.broadcast(MediaEventOut::PeerUpdated(PeerUpdatedData {
+                    peer_id: from.to_string(),
+                    metadata: d.metadata,
+                }));
+            }
+            MediaEventIn::UpdateTrackMetadata(d) => self.handle_track_metadata(from, d),
+            MediaEventIn::Leave => {
+                log::info!("room={} peer={from} leaves", self.room);
+                self.drop_member(from);
+            }
+        }
+    }
+
+    /// Admits a peer whose [`EngineOutput::JoinRequest`] the owner accepted.
+    pub fn accept_peer(&mut self, peer: PeerId, now: Instant) {
+        let Some(join) = self.pending.remove(&peer) else {
+            log::debug!(
+                "room={} peer={peer} accept for a peer that no longer waits",
+                self.room
+            );
+            return;
+        };
+        let mut member = Member {
+            metadata: join.metadata,
+            receive_media: join.receive_media,
+            published: Vec::new(),
+            unpublished: BTreeSet::new(),
+            last_unsent: BTreeSet::new(),
+            outbound: Vec::new(),
+            negotiated: Vec::new(),
+            outstanding: None,
+            last_counts: OfferDataData { audio: 0, video: 0 },
+        };
+        let peers_in_room = self
+            .order
+            .iter()
+            .map(|id| self.members[id].info(*id))
+            .collect();
+        if member.receive_media {
+            for id in &self.order {
+                let publisher = &self.members[id];
+                member
+                    .outbound
+                    .extend(publisher.published.iter().map(|t| outbound(*id, t)));
+            }
+        }
+        let info = member.info(peer);
+        self.sfu.add_peer(peer, now);
+        self.order.push(peer);
+        self.members.insert(peer, member);
+        log::info!(
+            "room={} peer={peer} accepted ({} members)",
+            self.room,
+            self.order.len()
+        );
+        self.send(
+            peer,
+            MediaEventOut::PeerAccepted(PeerAcceptedData {
+                id: peer.to_string(),
+                peers_in_room,
+            }),
+        );
+        self.broadcast(MediaEventOut::PeerJoined(PeerJoinedData { peer: info }));
+        // A joiner that will receive tracks negotiates right away (membrane-protocol.md §3.2).
+        self.reconcile(peer);
+    }
+
+    /// Refuses a peer whose [`EngineOutput::JoinRequest`] the owner denied; `data` becomes the
+    /// whole `data` of `peerDenied` (e.g. `{"reason": "…"}`).
+    pub fn deny_peer(&mut self, peer: PeerId, data: Value) {
+        if self.pending.remove(&peer).is_none() {
+            return;
+        }
+        log::info!("room={} peer={peer} denied: {data}", self.room);
+        self.send(peer, MediaEventOut::PeerDenied(data));
+    }
+
+    /// The peer's connection to the room is gone (socket closed, channel left). Idempotent: a
+    /// member is removed and announced once; unknown peers are ignored.
+    pub fn remove_peer(&mut self, peer: PeerId) {
+        self.pending.remove(&peer);
+        if self.members.contains_key(&peer) {
+            log::info!("room={} peer={peer} removed", self.room);
+            self.drop_member(peer);
+        }
+    }
+
+    /// Feeds a datagram to the SFU.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        datagram: &[u8],
+    ) {
+        self.sfu.handle_datagram(now, source, destination, datagram);
+    }
+
+    /// Advances the SFU's time.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.sfu.handle_timeout(now);
+    }
+
+    /// The next output; drain until [`EngineOutput::Timeout`] after every input.
+    pub fn poll_output(&mut self) -> EngineOutput {
+        loop {
+            if let Some(out) = self.outputs.pop_front() {
+                return out;
+            }
+            match self.sfu.poll_output() {
+                SfuOutput::Transmit(t) => return EngineOutput::Transmit(t),
+                SfuOutput::Timeout(t) => return EngineOutput::Timeout(t),
+                SfuOutput::Event(SfuEvent::PeerFailed(peer)) => {
+                    if self.members.contains_key(&peer) {
+                        log::warn!(
+                            "room={} peer={peer} connection failed, removing it",
+                            self.room
+                        );
+                        // Tell the peer too, in case only its media path died: its client
+                        // reports the error and leaves instead of showing frozen tiles.
+                        self.send(peer, MediaEventOut::error("media connection failed"));
+                        self.drop_member(peer);
+                    }
+                }
+                SfuOutput::Event(SfuEvent::PeerConnected(peer)) => {
+                    log::info!("room={} peer={peer} media connected", self.room);
+                }
+                // `SfuEvent` is `#[non_exhaustive]`: future events are logged until handled.
+                #[allow(unreachable_patterns)]
+                SfuOutput::Event(other) => {
+                    log::debug!("room={} sfu event {other:?}", self.room);
+                }
+            }
+        }
+    }
+
+    fn handle_join(&mut self, peer: PeerId, data: JoinData) {
+        if self.members.contains_key(&peer) || self.pending.contains_key(&peer) {
+            log::warn!(
+                "room={} peer={peer} dropping join: already joined",
+                self.room
+            );
+            return;
+        }
+        log::info!("room={} peer={peer} asks to join", self.room);
+        let metadata = data.metadata.clone();
+        self.pending.insert(peer, data);
+        self.outputs
+            .push_back(EngineOutput::JoinRequest { peer, metadata });
+    }
+
+    fn handle_renegotiate(&mut self, peer: PeerId) {
+        let Some(member) = self.members.get(&peer) else {
+            return;
+        };
+        if member.outstanding.is_some() {
+            // The client asked before it handled our outstanding offerData: that offer will
+            // carry its change (see the module docs).
+            log::debug!(
+                "room={} peer={peer} renegotiateTracks absorbed by the outstanding round",
+                self.room
+            );
+            return;
+        }
+        self.start_round(peer);
+    }
+
+    fn handle_track_metadata(
+        &mut self,
+        peer: PeerId,
+        d: crate::rtc::media_event::UpdateTrackMetadataData,
+    ) {
+        let Some(member) = self.members.get_mut(&peer) else {
+            return;
+        };
+        let Some(track) = member
+            .published
+            .iter_mut()
+            .find(|t| t.track_id == d.track_id)
+        else {
+            log::warn!(
+                "room={} peer={peer} dropping updateTrackMetadata for unknown track {:?}",
+                self.room,
+                d.track_id
+            );
+            return;
+        };
+        track.metadata = d.track_metadata.clone();
+        self.broadcast(MediaEventOut::TrackUpdated(TrackUpdatedData {
+            peer_id: peer.to_string(),
+            track_id: d.track_id,
+            metadata: d.track_metadata,
+        }));
+    }
+
+    fn handle_offer(&mut self, peer: PeerId, offer: SdpOfferData, now: Instant) {
+        if offer.sdp_offer.kind != "offer" {
+            log::warn!(
+                "room={} peer={peer} sdpOffer of type {:?}",
+                self.room,
+                offer.sdp_offer.kind
+            );
+            self.fail_offer(peer, "sdpOffer must have type \"offer\"");
+            return;
+        }
+        let Some(member) = self.members.get(&peer) else {
+            return;
+        };
+        let counts = member.outstanding.unwrap_or(member.last_counts);
+        if member.outstanding.is_none() {
+            log::info!(
+                "room={} peer={peer} unsolicited sdpOffer, answering it anyway",
+                self.room
+            );
+        }
+        let answer_outbound = member.outbound_fitting(counts);
+
+        // The tracks this offer publishes: mids the SDP has, in mid order.
+        let kinds = mid_kinds(&offer.sdp_offer.sdp);
+        let mut published = Vec::new();
+        let mut inbound = BTreeMap::new();
+        let mut mids: Vec<(&String, &String)> = offer.mid_to_track_id.iter().collect();
+        mids.sort_by_key(|(mid, _)| (mid.parse::<u64>().unwrap_or(u64::MAX), (*mid).clone()));
+        for (mid, track_id) in mids {
+            let Some(kind) = kinds.get(mid) else {
+                log::warn!(
+                    "room={} peer={peer} ignoring track {track_id:?}: mid {mid:?} is not an audio/video m-line of the offer",
+                    self.room
+                );
+                continue;
+            };
+            inbound.insert(mid.clone(), track_id.clone());
+            published.push(PublishedTrack {
+                track_id: track_id.clone(),
+                kind: *kind,
+                metadata: offer
+                    .track_id_to_track_metadata
+                    .get(track_id)
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(Default::default())),
+            });
+        }
+
+        let answer =
+            match self
+                .sfu
+                .handle_offer(peer, &offer.sdp_offer.sdp, &inbound, &answer_outbound, now)
+            {
+                Ok(answer) => answer,
+                Err(e) => {
+                    log::warn!("room={} peer={peer} cannot answer offer: {e}", self.room);
+                    self.fail_offer(peer, &e.to_string());
+                    return;
+                }
+            };
+
+        // Publisher side: announce removed and added tracks before anything maps them.
+        let Some(member) = self.members.get_mut(&peer) else {
+            return;
+        };
+        let old: BTreeSet<String> = member
+            .published
+            .iter()
+            .map(|t| t.track_id.clone())
+            .collect();
+        let new: BTreeSet<String> = published.iter().map(|t| t.track_id.clone()).collect();
+        let removed: Vec<String> = old.difference(&new).cloned().collect();
+        let added: Vec<&PublishedTrack> = published
+            .iter()
+            .filter(|t| !old.contains(&t.track_id))
+            .collect();
+        let added_outbound: Vec<OutboundTrack> = added.iter().map(|t| outbound(peer, t)).collect();
+        member.unpublished.extend(removed.iter().cloned());
+        member.published = published;
+        // Declared but not sent, and not a track it dropped earlier: added during the offer.
+        let unsent: BTreeSet<String> = offer
+            .track_id_to_track_metadata
+            .keys()
+            .filter(|t| !new.contains(*t) && !member.unpublished.contains(*t))
+            .cloned()
+            .collect();
+        let needs_follow_up = !unsent.is_empty() && unsent != member.last_unsent;
+        member.last_unsent = unsent;
+        let track_map = member.track_map();
+
+        if !removed.is_empty() {
+            self.broadcast(MediaEventOut::TracksRemoved(TracksRemovedData {
+                peer_id: peer.to_string(),
+                track_ids: removed.clone(),
+            }));
+        }
+        if !added_outbound.is_empty() {
+            self.broadcast(MediaEventOut::TracksAdded(TracksAddedData {
+                peer_id: peer.to_string(),
+                track_id_to_metadata: track_map,
+            }));
+        }
+
+        // The answer, preceded by the ufrags the mux must route and followed by candidates.
+        let ufrags = self.sfu.ice_ufrags();
+        if ufrags != self.last_ufrags {
+            self.last_ufrags = ufrags.clone();
+            self.outputs.push_back(EngineOutput::IceUfrags(ufrags));
+        }
+        self.send(
+            peer,
+            MediaEventOut::SdpAnswer(SdpAnswerData {
+                kind: "answer".into(),
+                sdp: answer.sdp,
+                mid_to_track_id: answer.mid_to_track_id,
+            }),
+        );
+        for candidate in self.sfu.local_candidates() {
+            self.send(
+                peer,
+                MediaEventOut::Candidate(ServerCandidateData::new(candidate)),
+            );
+        }
+        if let Some(member) = self.members.get_mut(&peer) {
+            member.negotiated = answer_outbound;
+            member.outstanding = None;
+        }
+
+        // Subscribers: new tracks appended, removed ones disabled, then renegotiate.
+        let others: Vec<PeerId> = self.order.iter().copied().filter(|p| *p != peer).collect();
+        for other in &others {
+            let Some(sub) = self.members.get_mut(other) else {
+                continue;
+            };
+            if sub.receive_media {
+                for t in sub.outbound.iter_mut() {
+                    if t.publisher == peer && removed.contains(&t.track_id) {
+                        t.active = false;
+                    }
+                }
+                sub.outbound.extend(added_outbound.iter().cloned());
+            }
+        }
+        if needs_follow_up {
+            log::debug!(
+                "room={} peer={peer} offer lacked declared tracks, one more round",
+                self.room
+            );
+            self.start_round(peer);
+        } else {
+            self.reconcile(peer);
+        }
+        for other in others {
+            self.reconcile(other);
+        }
+    }
+
+    /// An offer that cannot be answered: the peer gets `error` (its client leaves) and the
+    /// round is over, so nothing else waits on it.
+    fn fail_offer(&mut self, peer: PeerId, message: &str) {
+        if let Some(m) = self.members.get_mut(&peer) {
+            m.outstanding = None;
+        }
+        self.send(peer, MediaEventOut::error(message));
+    }
+
+    /// Starts a round if the desired outbound tracks differ from the negotiated ones.
+    fn reconcile(&mut self, peer: PeerId) {
+        let Some(member) = self.members.get(&peer) else {
+            return;
+        };
+        if member.outstanding.is_none() && member.outbound != member.negotiated {
+            self.start_round(peer);
+        }
+    }
+
+    fn start_round(&mut self, peer: PeerId) {
+        let Some(member) = self.members.get_mut(&peer) else {
+            return;
+        };
+        let counts = member.counts();
+        member.outstanding = Some(counts);
+        member.last_counts = counts;
+        self.send(peer, MediaEventOut::OfferData(counts));
+    }
+
+    fn drop_member(&mut self, peer: PeerId) {
+        let Some(_member) = self.members.remove(&peer) else {
+            return;
+        };
+        self.order.retain(|p| *p != peer);
+        self.sfu.remove_peer(peer);
+        // No tracksRemoved for a leaving peer (§3.3): the client forgets its tracks on peerLeft.
+        self.broadcast(MediaEventOut::PeerLeft(PeerLeftData {
+            peer_id: peer.to_string(),
+        }));
+        self.outputs.push_back(EngineOutput::PeerRemoved(peer));
+        let ufrags = self.sfu.ice_ufrags();
+        if ufrags != self.last_ufrags {
+            self.last_ufrags = ufrags.clone();
+            self.outputs.push_back(EngineOutput::IceUfrags(ufrags));
+        }
+        let others = self.order.clone();
+        for other in &others {
+            if let Some(sub) = self.members.get_mut(other) {
+                for t in sub.outbound.iter_mut().filter(|t| t.publisher == peer) {
+                    t.active = false;
+                }
+            }
+        }
+        for other in others {
+            self.reconcile(other);
+        }
+    }
+
+    fn send(&mut self, to: PeerId, event: MediaEventOut) {
+        log::debug!("room={} peer={to} -> {}", self.room, event.kind());
+        self.outputs.push_back(EngineOutput::Send {
+            to,
+            event: event.to_json(),
+        });
+    }
+
+    fn broadcast(&mut self, event: MediaEventOut) {
+        if self.order.is_empty() {
+            return;
+        }
+        log::debug!("room={} broadcast {}", self.room, event.kind());
+        self.outputs.push_back(EngineOutput::Broadcast {
+            to: self.order.clone(),
+            event: event.to_json(),
+        });
+    }
+}

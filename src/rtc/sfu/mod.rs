@@ -1,0 +1,622 @@
+//! The SFU: a sans-IO selective forwarding unit for one room, built on str0m in RTP mode.
+//!
+//! How this works:
+//! - Each peer gets one `str0m::Rtc` (ICE-lite, BUNDLE, rtcp-mux, RTP mode) when its first offer
+//!   arrives. The browser always offers; every re-offer carries new ICE credentials (the
+//!   client calls `restartIce()`), which str0m treats as a remote ICE restart: new local
+//!   credentials, same DTLS/SRTP, and media keeps flowing on the old path meanwhile.
+//! - Codecs: Opus, VP8 and H264 profile 42e01f (packetization-mode 1), in that order of
+//!   preference; str0m locks their payload types to each peer's own offer.
+//! - Outbound m-line mapping: the k-th audio entry of `outbound` goes to the k-th recvonly audio
+//!   m-line of the offer (same for video). Disabled entries and surplus m-lines are turned
+//!   `a=inactive` in the offer before str0m answers it (so the answer says inactive). str0m
+//!   invents the msid of media created from a remote offer and has no setter for it, so the
+//!   answer's msid lines are rewritten to `<publisher stream id> <track id>` afterwards.
+//! - Forwarding: every RTP packet from a publisher's track is written (payload shared, not
+//!   copied) to each subscriber whose answer maps that track to a sendonly m-line and whose
+//!   DTLS is up, with the subscriber's own SSRC (chosen by str0m), payload type (looked up in
+//!   the subscriber's negotiated codecs) and a per-subscriber sequence number offset.
+//! - Feedback: str0m answers NACKs from its RTX cache (video is written nackable), sends NACKs,
+//!   receiver reports and TWCC feedback to publishers. Keyframes are requested (PLI) from a
+//!   publisher when a subscriber starts receiving a track and when a subscriber sends PLI/FIR,
+//!   at most once per `keyframe_request_interval` per track (later requests are merged).
+//! - Silence: Opus packets whose ssrc-audio-level extension (id negotiated in the SDP; str0m
+//!   parses it) says at least `silence_threshold` dBov are dropped, one in `silence_max_drops+1`
+//!   passes, and the dropped count is subtracted from later sequence numbers (no gaps).
+//! - Failure: a connected peer from which nothing arrived for `peer_timeout` (browsers send
+//!   RTP, RTCP and STUN consent checks every few hundred ms to 2.5 s), or one that did not
+//!   connect within `connect_timeout` of its first offer, or whose DTLS closed, is reported once
+//!   with [`SfuEvent::PeerFailed`] and no longer served.
+//!
+//! Driving it (the room actor): `add_peer` at join; on every offer `handle_offer`, then publish
+//! `ice_ufrags()` to the UDP mux (`RoomUdp::set_ufrags`) BEFORE sending the answer, then send
+//! `local_candidates()`; feed `handle_datagram` / `handle_timeout`; after each input (or batch
+//! of inputs) drain `poll_output` until it returns [`SfuOutput::Timeout`] and sleep until that
+//! instant. On [`SfuEvent::PeerFailed`] remove the peer (`remove_peer`) and tell the others.
+mod forward;
+mod negotiate;
+mod sdp;
+mod track;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::config::DtlsCert;
+use str0m::media::{Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+
+use self::track::{KeyframeLimiter, SeqRewrite, SilenceDiscarder};
+use crate::rtc::ids::{MediaKind, PeerId};
+
+/// Settings of one [`Sfu`].
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// The room id, only used to tag log lines.
+    pub room: String,
+    /// Host candidates to advertise (every local interface address plus EXTERNAL_IP, one UDP port).
+    pub local_addrs: Vec<SocketAddr>,
+    /// A connected peer from which no datagram arrived for this long is reported as failed.
+    pub peer_timeout: Duration,
+    /// A peer that has not connected this long after its first offer is reported as failed.
+    pub connect_timeout: Duration,
+    /// Minimum spacing of keyframe requests sent to one publisher track.
+    pub keyframe_request_interval: Duration,
+    /// Opus packets whose audio level (dBov, 0..=127) is at least this are dropped; `None` disables.
+    pub silence_threshold: Option<u8>,
+    /// After this many consecutive dropped silent packets one is let through.
+    pub silence_max_drops: u32,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        SfuConfig {
+            room: String::new(),
+            local_addrs: Vec::new(),
+            peer_timeout: Duration::from_secs(4),
+            connect_timeout: Duration::from_secs(15),
+            keyframe_request_interval: Duration::from_millis(500),
+            silence_threshold: Some(127),
+            silence_max_drops: 1000,
+        }
+    }
+}
+
+/// A track a subscriber receives (or received: `active == false` marks it disabled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundTrack {
+    /// The publisher's track id (`"<peerId>:<uuid>"`).
+    pub track_id: String,
+    /// The peer that publishes the track.
+    pub publisher: PeerId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The msid stream id shared by all tracks of one publisher.
+    pub stream_id: String,
+    /// `false` once the track was removed: its m-line is answered `a=inactive`.
+    pub active: bool,
+}
+
+/// The result of [`Sfu::handle_offer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The SDP answer text.
+    pub sdp: String,
+    /// Every mid of the answer (inbound, outbound and inactive) → track id.
+    pub mid_to_track_id: BTreeMap<String, String>,
+}
+
+/// Why an SFU operation failed. Each error concerns one peer only.
+#[derive(Debug, thiserror::Error)]
+pub enum SfuError {
+    /// The peer was never added or was removed.
+    #[error("unknown peer {0}")]
+    UnknownPeer(PeerId),
+    /// The offer could not be parsed or was rejected by the WebRTC stack.
+    #[error("invalid SDP offer: {0}")]
+    InvalidSdp(String),
+    /// A media line offers none of Opus, VP8 or H264 (42e01f).
+    #[error("no usable codec in the offer: {0}")]
+    NoUsableCodec(String),
+    /// A remote ICE candidate could not be parsed.
+    #[error("invalid ICE candidate: {0}")]
+    BadCandidate(String),
+}
+
+/// Something the room must know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SfuEvent {
+    /// The peer's ICE and DTLS came up for the first time.
+    PeerConnected(PeerId),
+    /// The peer vanished (no traffic within the configured timeout, or ICE failed): remove it.
+    PeerFailed(PeerId),
+}
+
+/// A datagram to send through the shared UDP socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Local address the datagram should leave from (one of the advertised candidates).
+    pub source: SocketAddr,
+    /// Remote address.
+    pub destination: SocketAddr,
+    /// The datagram.
+    pub contents: Vec<u8>,
+}
+
+/// One output of [`Sfu::poll_output`].
+#[derive(Debug)]
+pub enum SfuOutput {
+    /// Send this datagram.
+    Transmit(Transmit),
+    /// Tell the room.
+    Event(SfuEvent),
+    /// Nothing more to do: call [`Sfu::handle_timeout`] at this instant (or on new input).
+    Timeout(Instant),
+}
+
+/// Counters of one [`Sfu`] since it started (for logs, tests and benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SfuStats {
+    /// RTP packets received from publishers.
+    pub rtp_in: u64,
+    /// RTP packets written to subscribers.
+    pub rtp_out: u64,
+    /// Opus packets dropped by the silence discarder.
+    pub silence_dropped: u64,
+    /// Keyframe requests (PLI) sent to publishers.
+    pub keyframe_requests: u64,
+}
+
+/// The forwarding core of one room. See the module docs.
+pub struct Sfu {
+    stats: SfuStats,
+    config: SfuConfig,
+    /// One certificate for every peer: generating one per `Rtc` would cost a key generation each.
+    dtls_cert: Option<DtlsCert>,
+    peers: HashMap<PeerId, Peer>,
+    /// Publisher tracks by (publisher, its mid).
+    tracks: HashMap<(PeerId, Mid), PubTrack>,
+    /// Peers whose `Rtc` must be drained (str0m's rule: drain after every mutation).
+    dirty: VecDeque<PeerId>,
+    events: VecDeque<SfuEvent>,
+    /// Datagrams drained from the peers, waiting for `poll_output`.
+    transmits: VecDeque<Transmit>,
+    /// Last peer seen from a source address: the fast path of datagram demultiplexing.
+    by_addr: HashMap<SocketAddr, PeerId>,
+    last_now: Instant,
+}
+
+struct Peer {
+    /// Created by the first offer; dropped when the peer failed.
+    rtc: Option<Rtc>,
+    ufrag: Option<String>,
+    /// The peer's own sendonly m-lines: mid → track id.
+    inbound: HashMap<Mid, String>,
+    /// Tracks this peer receives, by the mid of the m-line that carries them.
+    outbound: HashMap<Mid, OutSlot>,
+    connected: bool,
+    failed: bool,
+    first_offer: Option<Instant>,
+    last_rx: Instant,
+    /// When str0m wants its next `Input::Timeout`.
+    next_timeout: Option<Instant>,
+    /// Queued in `Sfu::dirty`.
+    dirty: bool,
+    /// RTP was written to it: str0m only schedules written packets on the next input.
+    needs_tick: bool,
+}
+
+struct OutSlot {
+    track_id: String,
+    /// The publisher track this slot carries, once known.
+    source: Option<(PeerId, Mid)>,
+    /// Active outbound track on an m-line str0m answered sendonly.
+    forwarding: bool,
+    seq: SeqRewrite,
+    seq_start: u16,
+    /// Last publisher payload type seen → ours.
+    pt_cache: Option<(Pt, Pt)>,
+}
+
+struct PubTrack {
+    track_id: String,
+    kind: MediaKind,
+    silence: SilenceDiscarder,
+    keyframe: KeyframeLimiter,
+    /// (subscriber, its mid) pairs, rebuilt on every negotiation.
+    subscribers: Vec<(PeerId, Mid)>,
+}
+
+impl Sfu {
+    /// A new SFU with no peers.
+    pub fn new(config: SfuConfig, now: Instant) -> Self {
+        let dtls_cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate();
+        if dtls_cert.is_none() {
+            log::warn!(
+                "room {}: no shared DTLS certificate, each peer generates one",
+                config.room
+            );
+        }
+        Sfu {
+            stats: SfuStats::default(),
+            config,
+            dtls_cert,
+            peers: HashMap::new(),
+            tracks: HashMap::new(),
+            dirty: VecDeque::new(),
+            events: VecDeque::new(),
+            transmits: VecDeque::new(),
+            by_addr: HashMap::new(),
+            last_now: now,
+        }
+    }
+
+    /// Adds a peer (no WebRTC session until its first offer). Adding a known peer does nothing.
+    pub fn add_peer(&mut self, peer: PeerId, now: Instant) {
+        self.peers.entry(peer).or_insert_with(|| Peer {
+            rtc: None,
+            ufrag: None,
+            inbound: HashMap::new(),
+            outbound: HashMap::new(),
+            connected: false,
+            failed: false,
+            first_offer: None,
+            last_rx: now,
+            next_timeout: None,
+            dirty: false,
+            needs_tick: false,
+        });
+    }
+
+    /// Removes a peer and stops forwarding to and from it.
+    pub fn remove_peer(&mut self, peer: PeerId) {
+        if self.peers.remove(&peer).is_none() {
+            return;
+        }
+        log::debug!(
+            "room {} peer {peer}: removed from the SFU",
+            self.config.room
+        );
+        self.tracks.retain(|(p, _), _| *p != peer);
+        self.dirty.retain(|p| *p != peer);
+        self.by_addr.retain(|_, p| *p != peer);
+        self.rebuild_routes();
+    }
+
+    /// Adds a trickled remote candidate (`candidate:…`, with or without `a=`).
+    ///
+    /// Candidates that cannot be used (e.g. Chrome's mDNS `.local` host names) give
+    /// [`SfuError::BadCandidate`]; ICE still works through the peer-reflexive candidates learnt
+    /// from the browser's checks, so callers should only log it.
+    pub fn handle_remote_candidate(
+        &mut self,
+        peer: PeerId,
+        candidate: &str,
+    ) -> Result<(), SfuError> {
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(SfuError::UnknownPeer(peer))?;
+        let line = candidate.trim();
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        let c =
+            Candidate::from_sdp_string(line).map_err(|e| SfuError::BadCandidate(e.to_string()))?;
+        if let Some(rtc) = p.rtc.as_mut() {
+            rtc.add_remote_candidate(c);
+            self.mark_dirty(peer, false);
+        }
+        Ok(())
+    }
+
+    /// The local host candidates (`candidate:…`, no `a=` prefix) to send to every peer.
+    pub fn local_candidates(&self) -> Vec<String> {
+        self.config
+            .local_addrs
+            .iter()
+            .filter_map(|a| Candidate::host(*a, "udp").ok())
+            .map(|c| c.to_sdp_string())
+            .collect()
+    }
+
+    /// Whether a datagram belongs to one of this room's peers.
+    pub fn accepts(&self, source: SocketAddr, destination: SocketAddr, datagram: &[u8]) -> bool {
+        let destination = self.local_destination(source, destination);
+        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, datagram) else {
+            return false;
+        };
+        let input = Input::Receive(self.last_now, recv);
+        self.peers
+            .values()
+            .any(|p| p.rtc.as_ref().is_some_and(|r| r.accepts(&input)))
+    }
+
+    /// Feeds a received datagram. Datagrams that belong to no peer are dropped.
+    ///
+    /// `destination` may be the unspecified address of a wildcard socket; it is mapped to the
+    /// advertised candidate of the same family (loopback for loopback sources), because str0m
+    /// only answers STUN requests addressed to one of its candidates.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        datagram: &[u8],
+    ) {
+        self.last_now = self.last_now.max(now);
+        let destination = self.local_destination(source, destination);
+        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, datagram) else {
+            log::trace!(
+                "room {}: unparseable datagram from {source}",
+                self.config.room
+            );
+            return;
+        };
+        let input = Input::Receive(now, recv);
+        let accepts = |p: &Peer| p.rtc.as_ref().is_some_and(|r| r.accepts(&input));
+        let cached = self
+            .by_addr
+            .get(&source)
+            .copied()
+            .filter(|id| self.peers.get(id).is_some_and(accepts));
+        let Some(id) = cached.or_else(|| {
+            self.peers
+                .iter()
+                .find(|(_, p)| accepts(p))
+                .map(|(id, _)| *id)
+        }) else {
+            return;
+        };
+        if cached.is_none() {
+            self.by_addr.insert(source, id);
+        }
+        let room = &self.config.room;
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.last_rx = now;
+            if let Some(rtc) = peer.rtc.as_mut()
+                && let Err(e) = rtc.handle_input(input)
+            {
+                log::debug!("room {room} peer {id}: dropped a datagram: {e}");
+            }
+        }
+        self.drain_peer(id);
+    }
+
+    /// Advances time: str0m timers, failure detection and merged keyframe requests.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+        let now = self.last_now;
+        let mut due = Vec::new();
+        let mut failed = Vec::new();
+        for (id, p) in &mut self.peers {
+            if p.failed {
+                continue;
+            }
+            if p.connected && now.saturating_duration_since(p.last_rx) >= self.config.peer_timeout {
+                failed.push((*id, "no traffic"));
+                continue;
+            }
+            if !p.connected
+                && p.first_offer.is_some_and(|t| {
+                    now.saturating_duration_since(t) >= self.config.connect_timeout
+                })
+            {
+                failed.push((*id, "did not connect"));
+                continue;
+            }
+            if let Some(rtc) = p.rtc.as_mut()
+                && p.next_timeout.is_none_or(|t| t <= now)
+            {
+                if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
+                    log::debug!(
+                        "room {} peer {id}: timeout handling failed: {e}",
+                        self.config.room
+                    );
+                }
+                due.push(*id);
+            }
+        }
+        for id in due {
+            self.drain_peer(id);
+        }
+        for (id, why) in failed {
+            self.fail_peer(id, why);
+        }
+        let interval = self.config.keyframe_request_interval;
+        let mut plis = Vec::new();
+        for (key, t) in &mut self.tracks {
+            if t.keyframe.poll(now, interval) {
+                plis.push(*key);
+            }
+        }
+        for key in plis {
+            self.send_pli(key);
+        }
+    }
+
+    /// The next output; drain until it returns [`SfuOutput::Timeout`] after every input.
+    pub fn poll_output(&mut self) -> SfuOutput {
+        loop {
+            if let Some(t) = self.transmits.pop_front() {
+                return SfuOutput::Transmit(t);
+            }
+            if let Some(e) = self.events.pop_front() {
+                return SfuOutput::Event(e);
+            }
+            let Some(id) = self.dirty.pop_front() else {
+                break;
+            };
+            self.drain_peer(id);
+        }
+        SfuOutput::Timeout(self.next_deadline())
+    }
+
+    /// Drains one peer's `Rtc` completely. This must follow every `handle_input` before the next
+    /// one: in RTP mode str0m keeps only ONE received packet for the next `poll_output`, so a
+    /// second datagram handled before draining would silently replace the first.
+    fn drain_peer(&mut self, id: PeerId) {
+        let last_now = self.last_now;
+        loop {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                return;
+            };
+            peer.dirty = false;
+            let Some(rtc) = peer.rtc.as_mut() else { return };
+            if peer.needs_tick {
+                // Written RTP is only scheduled for sending by the next input.
+                peer.needs_tick = false;
+                let _ = rtc.handle_input(Input::Timeout(last_now));
+            }
+            match rtc.poll_output() {
+                Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Ok(Output::Timeout(t)) => {
+                    peer.next_timeout = Some(t);
+                    return;
+                }
+                Ok(Output::Event(e)) => self.on_rtc_event(id, e),
+                Err(e) => {
+                    log::warn!("room {} peer {id}: WebRTC error: {e}", self.config.room);
+                    self.fail_peer(id, "WebRTC error");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The current local ICE ufrags of all peers (they change with every ICE restart), so the
+    /// UDP mux can route STUN requests to this room.
+    pub fn ice_ufrags(&self) -> Vec<String> {
+        self.peers
+            .values()
+            .filter(|p| p.rtc.is_some())
+            .filter_map(|p| p.ufrag.clone())
+            .collect()
+    }
+
+    /// Counters since the SFU started.
+    pub fn stats(&self) -> SfuStats {
+        self.stats
+    }
+
+    fn new_rtc(&self, now: Instant) -> Rtc {
+        let mut cfg = RtcConfig::new()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true);
+        cfg.codec_config()
+            .add_h264(108.into(), Some(109.into()), true, 0x42e01f);
+        if let Some(cert) = &self.dtls_cert {
+            cfg = cfg.set_dtls_cert(cert.clone());
+        }
+        let mut rtc = cfg.build(now);
+        for addr in &self.config.local_addrs {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => log::warn!("room {}: candidate {addr} unusable: {e}", self.config.room),
+            }
+        }
+        rtc
+    }
+
+    fn mark_dirty(&mut self, id: PeerId, tick: bool) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.needs_tick |= tick;
+            if !p.dirty {
+                p.dirty = true;
+                self.dirty.push_back(id);
+            }
+        }
+    }
+
+    fn fail_peer(&mut self, id: PeerId, why: &str) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if p.failed {
+            return;
+        }
+        log::info!("room {} peer {id}: failed ({why})", self.config.room);
+        p.failed = true;
+        if let Some(mut rtc) = p.rtc.take() {
+            rtc.disconnect();
+        }
+        p.ufrag = None;
+        self.events.push_back(SfuEvent::PeerFailed(id));
+    }
+
+    fn on_rtc_event(&mut self, id: PeerId, event: Event) {
+        match event {
+            Event::RtpPacket(pkt) => self.forward(id, pkt),
+            Event::KeyframeRequest(req) => {
+                let source = self
+                    .peers
+                    .get(&id)
+                    .and_then(|p| p.outbound.get(&req.mid))
+                    .and_then(|s| s.source);
+                if let Some(key) = source {
+                    self.request_keyframe(key);
+                }
+            }
+            Event::Connected => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.connected = true;
+                    p.last_rx = self.last_now;
+                }
+                log::info!("room {} peer {id}: connected", self.config.room);
+                self.events.push_back(SfuEvent::PeerConnected(id));
+            }
+            Event::IceConnectionStateChange(s) => {
+                log::debug!("room {} peer {id}: ICE {s:?}", self.config.room);
+            }
+            Event::Closed => self.fail_peer(id, "DTLS closed"),
+            _ => {}
+        }
+    }
+
+    /// Maps a wildcard or unknown local address to the advertised candidate str0m expects.
+    fn local_destination(&self, source: SocketAddr, destination: SocketAddr) -> SocketAddr {
+        let locals = &self.config.local_addrs;
+        if locals.contains(&destination) {
+            return destination;
+        }
+        let same_family = |a: &&SocketAddr| a.is_ipv4() == source.is_ipv4();
+        locals
+            .iter()
+            .filter(same_family)
+            .find(|a| a.ip().is_loopback() == source.ip().is_loopback())
+            .or_else(|| locals.iter().find(same_family))
+            .copied()
+            .unwrap_or(destination)
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut next = self.last_now + Duration::from_secs(10);
+        for p in self.peers.values().filter(|p| !p.failed) {
+            if let Some(t) = p.next_timeout.filter(|_| p.rtc.is_some()) {
+                next = next.min(t);
+            }
+            if p.connected {
+                next = next.min(p.last_rx + self.config.peer_timeout);
+            } else if let Some(t) = p.first_offer {
+                next = next.min(t + self.config.connect_timeout);
+            }
+        }
+        for t in self.tracks.values() {
+            if let Some(d) = t.keyframe.deadline(self.config.keyframe_request_interval) {
+                next = next.min(d);
+            }
+        }
+        next.max(self.last_now)
+    }
+}

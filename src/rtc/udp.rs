@@ -1,0 +1,515 @@
+//! The UDP I/O shell: one socket for every peer of every room.
+//!
+//! How this works: [`UdpMux::spawn`] takes the bound socket and starts one receive task. Each
+//! room registers itself ([`UdpMuxHandle::register`]) and gets a [`RoomUdp`]: a bounded inbox of
+//! [`Datagram`]s and a way to send. The receive task routes every datagram:
+//!
+//! 1. a STUN message carrying a `USERNAME` goes to the room that owns the local ufrag (the part
+//!    before the `:`); rooms publish their current ufrags with [`RoomUdp::set_ufrags`] after every
+//!    negotiation (each re-offer is an ICE restart with new ufrags). The source address is then
+//!    remembered for that room;
+//! 2. everything else (DTLS, SRTP, SRTCP, STUN without `USERNAME`) goes to the room that last
+//!    received a STUN request from that source address;
+//! 3. anything else is dropped.
+//!
+//! Queue policy: a room's inbox holds [`ROOM_INBOX_CAPACITY`] datagrams; when it is full the
+//! datagram is dropped (UDP semantics: the peers' NACK/PLI machinery recovers) and a counter is
+//! logged. Learnt addresses that have been silent for [`ADDR_IDLE_EXPIRY`] are forgotten.
+//! The receive buffer is one `BytesMut` that datagrams are split off, so receiving allocates
+//! only once per ~64 KiB of traffic, not per packet.
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::rtc::sfu::Transmit;
+
+/// How many datagrams a room's inbox holds before new ones are dropped.
+pub const ROOM_INBOX_CAPACITY: usize = 2048;
+/// How many registration commands may wait for the mux task.
+const COMMAND_CAPACITY: usize = 256;
+/// The largest datagram we receive whole (WebRTC keeps packets below the path MTU).
+const MAX_DATAGRAM: usize = 2048;
+/// Block size of the receive buffer that datagrams are split off.
+const RECV_BLOCK: usize = 64 * 1024;
+/// Source addresses not heard from for this long are forgotten.
+pub const ADDR_IDLE_EXPIRY: Duration = Duration::from_secs(30);
+
+/// One received datagram, as handed to a room.
+#[derive(Debug, Clone)]
+pub struct Datagram {
+    /// Remote address (IPv4-mapped IPv6 addresses are turned back into IPv4).
+    pub source: SocketAddr,
+    /// The local socket address (may be unspecified, e.g. `0.0.0.0:50000`; the SFU maps it to
+    /// one of its candidates).
+    pub destination: SocketAddr,
+    /// When the datagram was read from the socket.
+    pub received: Instant,
+    /// The datagram.
+    pub contents: Bytes,
+}
+
+/// Identifies a registered room inside the mux.
+type RoomKey = u64;
+
+enum Command {
+    Register {
+        key: RoomKey,
+        label: String,
+        inbox: mpsc::Sender<Datagram>,
+    },
+    Unregister {
+        key: RoomKey,
+    },
+    SetUfrags {
+        key: RoomKey,
+        ufrags: Vec<String>,
+    },
+}
+
+/// The running mux: cloneable handle used to register rooms.
+#[derive(Clone)]
+pub struct UdpMuxHandle {
+    socket: Arc<UdpSocket>,
+    commands: mpsc::Sender<Command>,
+    next_key: Arc<AtomicU64>,
+}
+
+/// The UDP demultiplexer (see the module docs).
+pub struct UdpMux;
+
+impl UdpMux {
+    /// Starts the receive task on the current tokio runtime; it ends when every handle and every
+    /// [`RoomUdp`] is dropped.
+    pub fn spawn(socket: UdpSocket) -> UdpMuxHandle {
+        let socket = Arc::new(socket);
+        let (commands, rx) = mpsc::channel(COMMAND_CAPACITY);
+        tokio::spawn(run(socket.clone(), rx));
+        UdpMuxHandle {
+            socket,
+            commands,
+            next_key: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+impl UdpMuxHandle {
+    /// The socket's local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Registers a room; `label` only appears in logs. Fails when the mux task has stopped.
+    pub async fn register(&self, label: &str) -> io::Result<RoomUdp> {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let (tx, inbox) = mpsc::channel(ROOM_INBOX_CAPACITY);
+        self.commands
+            .send(Command::Register {
+                key,
+                label: label.to_string(),
+                inbox: tx,
+            })
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "udp mux stopped"))?;
+        Ok(RoomUdp {
+            key,
+            inbox,
+            socket: self.socket.clone(),
+            commands: self.commands.clone(),
+        })
+    }
+}
+
+/// A room's view of the shared socket. Dropping it unregisters the room.
+pub struct RoomUdp {
+    key: RoomKey,
+    inbox: mpsc::Receiver<Datagram>,
+    socket: Arc<UdpSocket>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl RoomUdp {
+    /// The next datagram for this room (`None` once the mux stopped).
+    pub async fn recv(&mut self) -> Option<Datagram> {
+        self.inbox.recv().await
+    }
+
+    /// A datagram if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Datagram> {
+        self.inbox.try_recv().ok()
+    }
+
+    /// Replaces the set of local ICE ufrags whose STUN requests are routed to this room.
+    pub async fn set_ufrags(&self, ufrags: Vec<String>) {
+        // The mux only stops when nobody holds a sender; then nothing needs routing any more.
+        let _ = self
+            .commands
+            .send(Command::SetUfrags {
+                key: self.key,
+                ufrags,
+            })
+            .await;
+    }
+
+    /// Sends a datagram, waiting for the socket to be writable.
+    pub async fn send(&self, transmit: &Transmit) -> io::Result<()> {
+        let to = self.destination_for_socket(transmit.destination)?;
+        self.socket
+            .send_to(&transmit.contents, to)
+            .await
+            .map(|_| ())
+    }
+
+    /// Sends a datagram if the socket can take it now; otherwise it is dropped (UDP semantics).
+    pub fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        let to = self.destination_for_socket(transmit.destination)?;
+        self.socket.try_send_to(&transmit.contents, to).map(|_| ())
+    }
+
+    /// The shared socket's local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// An IPv6 socket reaches IPv4 peers through IPv4-mapped addresses.
+    fn destination_for_socket(&self, to: SocketAddr) -> io::Result<SocketAddr> {
+        let local = self.socket.local_addr()?;
+        Ok(match (local, to) {
+            (SocketAddr::V6(_), SocketAddr::V4(v4)) => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            _ => to,
+        })
+    }
+}
+
+impl Drop for RoomUdp {
+    fn drop(&mut self) {
+        // Best effort: if the command queue is full the mux still notices the closed inbox on
+        // the next datagram for this room and forgets it then.
+        let _ = self
+            .commands
+            .try_send(Command::Unregister { key: self.key });
+    }
+}
+
+struct RoomEntry {
+    label: String,
+    inbox: mpsc::Sender<Datagram>,
+    ufrags: Vec<String>,
+    dropped: u64,
+}
+
+#[derive(Default)]
+struct Routes {
+    rooms: HashMap<RoomKey, RoomEntry>,
+    by_ufrag: HashMap<String, RoomKey>,
+    /// Learnt source address → (room, last time heard).
+    by_addr: HashMap<SocketAddr, (RoomKey, Instant)>,
+}
+
+impl Routes {
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Register { key, label, inbox } => {
+                log::debug!("udp mux: room {label} registered");
+                self.rooms.insert(
+                    key,
+                    RoomEntry {
+                        label,
+                        inbox,
+                        ufrags: Vec::new(),
+                        dropped: 0,
+                    },
+                );
+            }
+            Command::Unregister { key } => self.remove_room(key),
+            Command::SetUfrags { key, ufrags } => {
+                let Some(room) = self.rooms.get_mut(&key) else {
+                    return;
+                };
+                for old in room.ufrags.drain(..) {
+                    if self.by_ufrag.get(&old) == Some(&key) {
+                        self.by_ufrag.remove(&old);
+                    }
+                }
+                for u in &ufrags {
+                    self.by_ufrag.insert(u.clone(), key);
+                }
+                room.ufrags = ufrags;
+            }
+        }
+    }
+
+    fn remove_room(&mut self, key: RoomKey) {
+        if let Some(room) = self.rooms.remove(&key) {
+            log::debug!("udp mux: room {} unregistered", room.label);
+            for u in room.ufrags {
+                if self.by_ufrag.get(&u) == Some(&key) {
+                    self.by_ufrag.remove(&u);
+                }
+            }
+        }
+        self.by_addr.retain(|_, (k, _)| *k != key);
+    }
+
+    /// Finds the room for a datagram (see the module docs for the rules).
+    fn route(&mut self, source: SocketAddr, contents: &[u8], now: Instant) -> Option<RoomKey> {
+        if let Some(ufrag) = stun_local_ufrag(contents)
+            && let Some(&key) = self.by_ufrag.get(ufrag)
+        {
+            self.by_addr.insert(source, (key, now));
+            return Some(key);
+        }
+        let (key, seen) = self.by_addr.get_mut(&source)?;
+        *seen = now;
+        Some(*key)
+    }
+
+    fn deliver(&mut self, key: RoomKey, datagram: Datagram) {
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
+        match room.inbox.try_send(datagram) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                room.dropped += 1;
+                if room.dropped.is_power_of_two() {
+                    log::warn!(
+                        "udp mux: room {} inbox full, {} datagrams dropped",
+                        room.label,
+                        room.dropped
+                    );
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.remove_room(key),
+        }
+    }
+
+    fn expire_addrs(&mut self, now: Instant) {
+        self.by_addr
+            .retain(|_, (_, seen)| now.duration_since(*seen) < ADDR_IDLE_EXPIRY);
+    }
+}
+
+async fn run(socket: Arc<UdpSocket>, mut commands: mpsc::Receiver<Command>) {
+    let local = match socket.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            log::error!("udp mux: no local address: {e}");
+            return;
+        }
+    };
+    let mut routes = Routes::default();
+    let mut buf = BytesMut::with_capacity(RECV_BLOCK);
+    let mut expiry = tokio::time::interval(ADDR_IDLE_EXPIRY / 3);
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if buf.capacity() < MAX_DATAGRAM {
+            buf.reserve(RECV_BLOCK);
+        }
+        tokio::select! {
+            // Commands first: a room publishes its new ufrags before its answer leaves, so they
+            // must be in place before the peer's STUN requests can arrive.
+            biased;
+            command = commands.recv() => match command {
+                Some(c) => routes.apply(c),
+                None => break,
+            },
+            _ = expiry.tick() => routes.expire_addrs(Instant::now()),
+            received = socket.recv_buf_from(&mut buf) => {
+                let (len, source) = match received {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // ICMP errors (e.g. port unreachable) surface here on some systems;
+                        // they concern one peer, never the socket.
+                        log::debug!("udp mux: receive error: {e}");
+                        buf.clear();
+                        continue;
+                    }
+                };
+                let contents = buf.split_to(len).freeze();
+                let now = Instant::now();
+                let source = canonical(source);
+                if let Some(key) = routes.route(source, &contents, now) {
+                    routes.deliver(key, Datagram { source, destination: local, received: now, contents });
+                }
+            }
+        }
+    }
+    log::debug!("udp mux: stopped");
+}
+
+/// `::ffff:a.b.c.d` → `a.b.c.d`, so addresses compare equal to the IPv4 candidates.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// The local ufrag of a STUN message's `USERNAME` (`"<local>:<remote>"`), if it has one.
+fn stun_local_ufrag(d: &[u8]) -> Option<&str> {
+    // STUN: first two bits zero, magic cookie, length a multiple of 4 (RFC 5389 §6).
+    if d.len() < 20 || d[0] & 0xC0 != 0 || d[4..8] != [0x21, 0x12, 0xA4, 0x42] {
+        return None;
+    }
+    let mut attrs = &d[20..];
+    while attrs.len() >= 4 {
+        let typ = u16::from_be_bytes([attrs[0], attrs[1]]);
+        let len = u16::from_be_bytes([attrs[2], attrs[3]]) as usize;
+        let value = attrs.get(4..4 + len)?;
+        if typ == 0x0006 {
+            let user = std::str::from_utf8(value).ok()?;
+            return Some(user.split(':').next().unwrap_or(user));
+        }
+        let padded = 4 + len.div_ceil(4) * 4;
+        attrs = attrs.get(padded..)?;
+    }
+    None
+}
+
+/// The addresses of every local interface (IPv4, plus global IPv6) with `port`, loopback first.
+///
+/// Read from `/proc/net/fib_trie` and `/proc/net/if_inet6` (Linux) so no extra crate is needed;
+/// elsewhere, or if that fails, the address of the default route (found by "connecting" a UDP
+/// socket, which sends nothing) plus loopback.
+pub fn local_interface_addrs(port: u16) -> Vec<SocketAddr> {
+    let mut ips: Vec<IpAddr> = Vec::new();
+    if let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") {
+        ips.extend(parse_fib_trie(&trie).into_iter().map(IpAddr::V4));
+    }
+    if let Ok(inet6) = std::fs::read_to_string("/proc/net/if_inet6") {
+        ips.extend(parse_if_inet6(&inet6).into_iter().map(IpAddr::V6));
+    }
+    if ips.is_empty() {
+        ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        if let Some(ip) = default_route_ip() {
+            ips.push(ip);
+        }
+    }
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for ip in ips {
+        let a = SocketAddr::new(ip, port);
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out.sort_by_key(|a| (!a.ip().is_loopback(), a.is_ipv6()));
+    out
+}
+
+/// The candidate addresses for a socket bound to `bound`: its own address if it is bound to a
+/// specific IP, else every local interface of the socket's family; plus `external_ip` if given.
+pub fn candidate_addrs(bound: SocketAddr, external_ip: Option<IpAddr>) -> Vec<SocketAddr> {
+    let port = bound.port();
+    let mut out: Vec<SocketAddr> = if bound.ip().is_unspecified() {
+        local_interface_addrs(port)
+            .into_iter()
+            // A dual-stack `[::]` socket serves both families; `0.0.0.0` only IPv4.
+            .filter(|a| bound.is_ipv6() || a.is_ipv4())
+            .collect()
+    } else {
+        vec![bound]
+    };
+    if let Some(ip) = external_ip {
+        let a = SocketAddr::new(ip, port);
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+fn parse_fib_trie(trie: &str) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut last: Option<Ipv4Addr> = None;
+    for line in trie.lines() {
+        let t = line.trim();
+        if let Some(ip) = t.strip_prefix("|-- ") {
+            last = ip.parse().ok();
+        } else if t.starts_with("/32 host LOCAL")
+            && let Some(ip) = last.take()
+            && !out.contains(&ip)
+        {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+fn parse_if_inet6(text: &str) -> Vec<Ipv6Addr> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(hex), Some(_idx), Some(_plen), Some(scope)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        // Only global scope (0x00): link-local addresses need a zone id browsers don't send.
+        if scope != "00" || hex.len() != 32 {
+            continue;
+        }
+        let Ok(bits) = u128::from_str_radix(hex, 16) else {
+            continue;
+        };
+        out.push(Ipv6Addr::from(bits));
+    }
+    out
+}
+
+fn default_route_ip() -> Option<IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // TEST-NET-1: connect() on UDP only picks a route, nothing is sent.
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fib_trie_yields_only_host_local_addresses() {
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n           |-- 127.0.0.0\n              /8 host LOCAL\n           |-- 127.0.0.1\n              /32 host LOCAL\n        |-- 127.255.255.255\n           /32 link BROADCAST\n           |-- 192.0.2.2\n              /32 host LOCAL\nLocal:\n           |-- 192.0.2.2\n              /32 host LOCAL\n";
+        assert_eq!(
+            parse_fib_trie(trie),
+            vec![Ipv4Addr::LOCALHOST, Ipv4Addr::new(192, 0, 2, 2)]
+        );
+    }
+
+    #[test]
+    fn if_inet6_skips_link_local_addresses() {
+        let text = "00000000000000000000000000000001 01 80 10 80       lo\nfd000000000000000000000000000002 04 40 00 82     eth0\nfe8000000000000000fc00fffe000001 04 40 20 80     eth0\n";
+        assert_eq!(
+            parse_if_inet6(text),
+            vec!["fd00::2".parse::<Ipv6Addr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn local_interface_addrs_include_loopback_first_with_the_port() {
+        let addrs = local_interface_addrs(4242);
+        assert!(addrs.iter().all(|a| a.port() == 4242));
+        assert!(
+            addrs.first().is_some_and(|a| a.ip().is_loopback()),
+            "{addrs:?}"
+        );
+    }
+
+    #[test]
+    fn stun_username_yields_the_local_ufrag() {
+        let mut m = vec![0x00, 0x01, 0x00, 0x10, 0x21, 0x12, 0xA4, 0x42];
+        m.extend_from_slice(&[7; 12]);
+        m.extend_from_slice(&[0x00, 0x06, 0x00, 0x09]);
+        m.extend_from_slice(b"abcd:efgh\0\0\0");
+        assert_eq!(stun_local_ufrag(&m), Some("abcd"));
+        assert_eq!(stun_local_ufrag(&m[..20]), None);
+        assert_eq!(stun_local_ufrag(&[0x80; 40]), None);
+    }
+}

@@ -1,0 +1,98 @@
+//! End-to-end: room lifecycle and admission with headless peers against the real server.
+
+#[allow(dead_code)]
+mod peer;
+
+use peer::client::{HeadlessPeer, PeerOptions};
+use peer::scenario::{LONG, assert_clean, join_accepted, wait_receiving};
+use peer::server::TestServer;
+use std::time::Duration;
+
+async fn bounded(test: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(120), test)
+        .await
+        .expect("scenario timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_beyond_the_maximum_gets_peer_denied_and_the_room_keeps_serving() {
+    bounded(async {
+        let server = TestServer::start_with(Some(2)).await;
+        let a = join_accepted(&server, "full", PeerOptions::new("a")).await;
+        let b = join_accepted(&server, "full", PeerOptions::new("b")).await;
+        let c = HeadlessPeer::join(&server.socket_url(), "full", PeerOptions::new("c"))
+            .await
+            .expect("the channel join itself succeeds");
+        c.wait_for("peerDenied", LONG, |o| o.denied.is_some())
+            .await
+            .unwrap();
+        c.observe(|o| {
+            assert!(o.peer_id.is_none(), "a denied peer is never accepted");
+            assert!(o.denied.as_ref().unwrap().is_object(), "peerDenied data is a map");
+            assert!(o.offers.is_empty() && o.remote.is_empty());
+        });
+        let c_events = c.observe(|o| o.events.len());
+        // The members never hear of the denied peer and keep exchanging media.
+        wait_receiving(&a, &[&b]).await;
+        wait_receiving(&b, &[&a]).await;
+        for member in [&a, &b] {
+            member.observe(|o| {
+                assert_eq!(o.peers.len(), 1, "{} knows {:?}", member.name, o.peers.keys());
+                assert_eq!(o.events_of("peerJoined").filter(|e| e.data["peer"]["id"] != o.peer_id.as_deref().unwrap_or_default()).count(), usize::from(member.name == "a"));
+            });
+        }
+        assert_eq!(c.observe(|o| o.events.len()), c_events, "the denied peer got more events");
+        assert_clean(&[&a, &b]);
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_starts_afresh_after_its_last_peer_left() {
+    bounded(async {
+        let server = TestServer::start().await;
+        let a = join_accepted(&server, "ephemeral", PeerOptions::new("a")).await;
+        let b = join_accepted(&server, "ephemeral", PeerOptions::new("b")).await;
+        wait_receiving(&a, &[&b]).await;
+        if let Some(rooms) = server.room_ids() {
+            assert_eq!(rooms, ["ephemeral"]);
+        }
+        let old_ids = [a.peer_id().unwrap(), b.peer_id().unwrap()];
+        // One leaves cleanly, the other's tab dies.
+        a.leave().await.unwrap();
+        b.drop_socket().await.unwrap();
+        // Past the room's grace period (0.5 s in tests) the room is gone from the registry...
+        if server.room_ids().is_some() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while server.room_ids().unwrap() != Vec::<String>::new() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "room still registered: {:?}",
+                    server.room_ids()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        // ...and a newcomer starts a fresh room with nobody in it.
+        let c = join_accepted(&server, "ephemeral", PeerOptions::new("c")).await;
+        c.observe(|o| {
+            let accepted = o.events_of("peerAccepted").next().unwrap();
+            assert_eq!(
+                accepted.data["peersInRoom"],
+                serde_json::json!([]),
+                "stale peers survived"
+            );
+            for event in &o.events {
+                for id in &old_ids {
+                    assert!(!event.data.to_string().contains(id.as_str()));
+                }
+            }
+        });
+        assert_clean(&[&c]);
+        server.stop().await;
+    })
+    .await;
+}

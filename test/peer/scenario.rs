@@ -1,0 +1,136 @@
+//! Building blocks of the end-to-end scenarios: join-and-wait, "is receiving everything",
+//! delivery assertions. Waits are generous (a loaded 2-core machine), assertions are exact.
+
+use super::client::{HeadlessPeer, Observations, PeerOptions};
+use super::media::{self, LocalTrackRecord};
+use super::server::TestServer;
+use std::time::{Duration, Instant};
+
+/// Upper bound for anything signalling-related (joins, negotiations, first media).
+pub const LONG: Duration = Duration::from_secs(45);
+
+/// Joins `room` and waits for `peerAccepted`.
+pub async fn join_accepted(server: &TestServer, room: &str, options: PeerOptions) -> HeadlessPeer {
+    let peer = HeadlessPeer::join(&server.socket_url(), room, options)
+        .await
+        .expect("join");
+    peer.wait_for("peerAccepted", LONG, |o| o.peer_id.is_some())
+        .await
+        .unwrap();
+    peer
+}
+
+/// Local tracks still published by `peer`.
+pub fn active_tracks(peer: &HeadlessPeer) -> Vec<LocalTrackRecord> {
+    peer.observe(|o| o.local.values().filter(|t| t.active).cloned().collect())
+}
+
+/// Whether `o` receives at least `min_packets` of every track in `tracks`, resolved to `publisher`.
+pub fn receives(
+    o: &Observations,
+    publisher: &str,
+    tracks: &[LocalTrackRecord],
+    min_packets: u64,
+) -> bool {
+    tracks.iter().all(|t| {
+        o.remote
+            .get(&t.track_id)
+            .is_some_and(|r| r.packets >= min_packets && r.peer_id.as_deref() == Some(publisher))
+    })
+}
+
+/// Waits until `subscriber` receives every active track of each of `publishers`.
+pub async fn wait_receiving(subscriber: &HeadlessPeer, publishers: &[&HeadlessPeer]) {
+    let expected: Vec<(String, Vec<LocalTrackRecord>)> = publishers
+        .iter()
+        .map(|p| (p.peer_id().expect("accepted"), active_tracks(p)))
+        .collect();
+    subscriber
+        .wait_for("media of every publisher", LONG, |o| {
+            expected
+                .iter()
+                .all(|(pid, tracks)| receives(o, pid, tracks, 10))
+        })
+        .await
+        .unwrap();
+}
+
+/// Asserts that `subscriber` got at least `percent`% of the packets `publisher` sent on each
+/// active track between `from` and `until`, with no sequence gap after `from`; prints figures.
+pub fn assert_delivery(
+    subscriber: &HeadlessPeer,
+    publisher: &HeadlessPeer,
+    from: Instant,
+    until: Instant,
+    percent: usize,
+) {
+    for sent in active_tracks(publisher) {
+        subscriber.observe(|o| {
+            let received = o.remote.get(&sent.track_id).unwrap_or_else(|| {
+                panic!(
+                    "{} never received {} ({:?}) of {}",
+                    subscriber.name, sent.track_id, sent.kind, publisher.name
+                )
+            });
+            let (expected, delivered) = media::delivery(&sent, received, from, until);
+            let missing = received.missing_since(from);
+            eprintln!(
+                "{} <- {} {:?}: {delivered}/{expected} delivered, {missing} sequence numbers missing, ssrcs {:?}",
+                subscriber.name, publisher.name, sent.kind, received.ssrcs
+            );
+            assert!(expected > 0, "{} sent nothing in the window", publisher.name);
+            assert!(
+                delivered * 100 >= expected * percent,
+                "{} got {delivered}/{expected} of {}'s {:?}",
+                subscriber.name,
+                publisher.name,
+                sent.kind
+            );
+            assert_eq!(
+                missing, 0,
+                "{} saw sequence gaps on {}'s {:?}: {:?}",
+                subscriber.name, publisher.name, sent.kind, received.gaps
+            );
+            assert_eq!(received.foreign_payloads, 0);
+        });
+    }
+}
+
+/// Asserts that no peer recorded a client-side error (failed lookups, SDP errors, `error`
+/// events) or an overlapping `offerData`.
+pub fn assert_clean(peers: &[&HeadlessPeer]) {
+    for peer in peers {
+        peer.observe(|o| {
+            assert!(
+                o.errors.is_empty(),
+                "{}: client errors {:?}",
+                peer.name,
+                o.errors
+            );
+            assert_eq!(
+                o.overlapping_offer_data, 0,
+                "{}: offerData while an offer was unanswered",
+                peer.name
+            );
+        });
+    }
+}
+
+/// mids of `o`'s last answer that map to one of `track_ids`, with their direction.
+pub fn answer_directions(o: &Observations, track_ids: &[String]) -> Vec<(String, String)> {
+    let Some(answer) = o.answers.last() else {
+        return Vec::new();
+    };
+    let sections = super::sdp::media_sections(&answer.sdp);
+    answer
+        .mid_to_track_id
+        .iter()
+        .filter(|(_, t)| track_ids.contains(t))
+        .map(|(mid, _)| {
+            let direction = super::sdp::section(&sections, mid)
+                .map(|s| s.direction.clone())
+                .unwrap_or_else(|| "missing".into());
+            (mid.clone(), direction)
+        })
+        .collect()
+}

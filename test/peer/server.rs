@@ -1,0 +1,121 @@
+//! Starts the real videoroom server in-process for end-to-end tests: HTTP/WebSocket on
+//! 127.0.0.1:0 and the media UDP socket on 127.0.0.1:0, so host candidates are loopback only.
+//! The wiring is `app::run`'s (registry, routes, drain), done here so the tests can inspect
+//! the room registry.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use videoroom::config::Config;
+use videoroom::phoenix::transport::Endpoint;
+use videoroom::room::RoomRegistry;
+
+/// A running server; shut down (drained) on drop.
+pub struct TestServer {
+    /// HTTP address.
+    pub http: SocketAddr,
+    /// Media UDP address.
+    pub udp: SocketAddr,
+    rooms: Option<RoomRegistry>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Starts a server with default settings.
+    pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts a server whose rooms admit at most `max_peers` peers.
+    ///
+    /// `VIDEOROOM_E2E_BACKEND=engine` runs the engine stand-in (`engine_server`) instead of
+    /// `app::run`, for as long as the room layer is not wired into the app.
+    pub async fn start_with(max_peers: Option<usize>) -> Self {
+        let _ = env_logger::builder().is_test(true).try_init();
+        if std::env::var("VIDEOROOM_E2E_BACKEND").as_deref() == Ok("engine") {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
+            let udp_socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+            let http = listener.local_addr().expect("tcp addr");
+            let udp = udp_socket.local_addr().expect("udp addr");
+            let task = tokio::spawn(super::engine_server::serve(listener, udp_socket, max_peers));
+            return Self {
+                http,
+                udp,
+                rooms: None,
+                shutdown: None,
+                task,
+            };
+        }
+        let mut config = Config {
+            bind: [127, 0, 0, 1].into(),
+            port: 0,
+            max_peers_per_room: max_peers.unwrap_or(0),
+            // Short, so "the room is gone" is observable quickly; still a real grace period.
+            room_grace_secs: 0.5,
+            ..Config::default()
+        };
+        config.udp_port = 0;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
+        let udp_socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+        let http = listener.local_addr().expect("tcp addr");
+        let udp = udp_socket.local_addr().expect("udp addr");
+        let (shutdown, stop) = oneshot::channel::<()>();
+        // What `app::run` does, keeping a handle on the room registry for inspection.
+        let rooms = videoroom::app::room_registry(&config, Some(udp_socket));
+        let endpoint = Endpoint::new();
+        let filter = videoroom::app::routes(&config, &endpoint, rooms.clone()).expect("routes");
+        let drain = endpoint.clone();
+        let task = tokio::spawn(async move {
+            warp::serve(filter)
+                .incoming(listener)
+                .graceful(async move {
+                    let _ = stop.await;
+                    drain.drain();
+                    drain.wait_drained(Duration::from_secs(5)).await;
+                })
+                .run()
+                .await;
+        });
+        Self {
+            http,
+            udp,
+            rooms: Some(rooms),
+            shutdown: Some(shutdown),
+            task,
+        }
+    }
+
+    /// The running rooms' ids, when the server exposes its registry (not the stand-in).
+    pub fn room_ids(&self) -> Option<Vec<String>> {
+        self.rooms.as_ref().map(RoomRegistry::room_ids)
+    }
+
+    /// The phoenix.js WebSocket URL (`vsn=2.0.0`).
+    pub fn socket_url(&self) -> String {
+        format!("ws://{}/socket/websocket?vsn=2.0.0", self.http)
+    }
+
+    /// Stops the server and waits for it (bounded by the drain timeout).
+    pub async fn stop(mut self) {
+        match self.shutdown.take() {
+            Some(shutdown) => {
+                let _ = shutdown.send(());
+            }
+            None => self.task.abort(),
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        } else {
+            self.task.abort();
+        }
+    }
+}
