@@ -209,7 +209,13 @@ export async function launchFirefox() {
   page.on("console", (msg) => {
     if (process.env.BROWSER_CONSOLE) console.log(`[firefox] ${msg.type()}: ${msg.text()}`);
   });
-  page.on("pageerror", (err) => console.log(`[firefox] page error: ${err.message ?? err}`));
+  page.on("pageerror", (err) => {
+    const message = String(err.message ?? err);
+    // Refused connections show up as page errors in Firefox; only print them when asked.
+    if (process.env.BROWSER_CONSOLE || !/can.t establish a connection|XML Parsing Error/.test(message)) {
+      console.log(`[firefox] page error: ${message}`);
+    }
+  });
   return {
     kind: "firefox",
     browser,
@@ -287,8 +293,9 @@ export async function waitInPage(page, fn, timeoutMs = 15_000, arg = null) {
  * tracks attached to it (framesDecoded, audio packets), found by matching the tile's stream tracks
  * against the connection's receivers.
  */
-export function readTiles(page) {
-  return page.evaluate(async () => {
+export async function readTiles(page) {
+  // As JSON: Puppeteer over BiDi and Playwright clone objects differently.
+  return JSON.parse(await page.evaluate(async () => {
     const webrtc = window.videoroom && window.videoroom.webrtc;
     const pc = webrtc && webrtc.connection;
     const receivers = pc ? pc.getReceivers() : [];
@@ -326,8 +333,8 @@ export function readTiles(page) {
         audioStats: audioTrack ? await statsOf(audioTrack) : null,
       });
     }
-    return tiles;
-  });
+    return JSON.stringify(tiles);
+  }));
 }
 
 /** The text of `#participants-list`. */
