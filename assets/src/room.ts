@@ -158,6 +158,9 @@ export class Room {
     }
     this.channelJoined = true;
     setupDisconnectButton(() => this.disconnect());
+    // Closing the tab: say goodbye so the others drop our tile at once (a LongPoll session
+    // would otherwise linger until the server's poll window expires).
+    window.addEventListener("pagehide", () => void this.leave());
     this.showConnectionState();
     this.webrtc.join({ displayName: this.displayName });
   };
