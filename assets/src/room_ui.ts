@@ -100,12 +100,13 @@ export function setTileMediaState(
   if (status) status.textContent = notes.join(" · ");
 }
 
-// Tiles per row: 1 → 1, 2 → 2, up to 4 → 2, up to 6 → 3, more → 4 (one column on narrow screens).
+// Tiles per row on wide screens: 1, 2, 3, then 2 for four (a square), 3 up to six, 4 beyond;
+// narrow screens always get one column.
 function resizeVideosGrid(): void {
   const grid = document.getElementById("videos-grid");
   if (!grid) return;
   const tiles = grid.children.length;
-  const perRow = tiles < 2 ? 1 : tiles < 5 ? 2 : tiles < 7 ? 3 : 4;
+  const perRow = tiles <= 3 ? Math.max(tiles, 1) : tiles === 4 ? 2 : tiles <= 6 ? 3 : 4;
   const stale = Array.from(grid.classList).filter((c) => c.includes("grid-cols"));
   grid.classList.remove(...stale);
   grid.classList.add("grid-cols-1", `md:grid-cols-${perRow}`);
