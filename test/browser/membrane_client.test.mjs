@@ -113,10 +113,13 @@ async function runScriptedSession(page) {
     const serverStream = new MediaStream([serverMedia.getVideoTracks()[0]]);
     let serverReceived = null;
     server.ontrack = (ev) => (serverReceived = ev.receiver);
+    let heldCandidates = null; // when an array, server candidates wait there
     server.onicecandidate = (ev) => {
       // libnice style "a=" prefix and null sdpMid, as the Elixir server sent them.
       if (ev.candidate && ev.candidate.candidate) {
-        deliver("candidate", { candidate: `a=${ev.candidate.candidate}`, sdpMLineIndex: 0, sdpMid: null, usernameFragment: null });
+        const data = { candidate: `a=${ev.candidate.candidate}`, sdpMLineIndex: 0, sdpMid: null, usernameFragment: null };
+        if (heldCandidates) heldCandidates.push(data);
+        else deliver("candidate", data);
       }
     };
     let candidatesApplied = 0;
@@ -131,7 +134,9 @@ async function runScriptedSession(page) {
       if (server.remoteDescription) applyClientCandidates();
     }, 50);
 
-    const answer = async (offerEvent, midToTrackId) => {
+    // candidatesFirst: the server's candidates reach the client before the answer does.
+    const answer = async (offerEvent, midToTrackId, { candidatesFirst = false } = {}) => {
+      if (candidatesFirst) heldCandidates = [];
       await server.setRemoteDescription(offerEvent.data.sdpOffer);
       for (const t of server.getTransceivers()) {
         // The client's recvonly video m-line gets the "other peer's" video.
@@ -143,6 +148,12 @@ async function runScriptedSession(page) {
       }
       const sdp = await server.createAnswer();
       await server.setLocalDescription(sdp);
+      if (candidatesFirst) {
+        await until("server gathering", () => server.iceGatheringState === "complete", 5000).catch(() => {});
+        out.earlyCandidates = heldCandidates.length;
+        heldCandidates.forEach((c) => deliver("candidate", c));
+        heldCandidates = null;
+      }
       deliver("sdpAnswer", { type: "answer", sdp: sdp.sdp, midToTrackId });
     };
 
@@ -150,7 +161,7 @@ async function runScriptedSession(page) {
     deliver("offerData", { audio: 0, video: 1 });
     const offer1 = await until("first sdpOffer", () => sentOf("sdpOffer")[0]);
     out.offer1 = offer1.data;
-    await answer(offer1, { "0": trackId, "1": "peer-b:v" });
+    await answer(offer1, { "0": trackId, "1": "peer-b:v" }, { candidatesFirst: true });
     await until("trackReady", () => ready.length > 0);
     const remoteVideo = document.createElement("video");
     remoteVideo.muted = true;
@@ -175,6 +186,12 @@ async function runScriptedSession(page) {
     const s1 = await within(10000, "server decodes", (async () => { for (;;) { const n = await framesAtServer(); if (n > 5) return n; await new Promise((r) => setTimeout(r, 100)); } })());
     out.firstMedia = { clientFrames: f1, serverFrames: s1, videoWidth: remoteVideo.videoWidth };
     out.candidatesSent = sentOf("candidate").map((e) => e.data);
+    // Remote candidates the client knows: "host" ones came from signalling, "prflx" ones only
+    // from connectivity checks.
+    out.remoteCandidateTypes = [];
+    (await client.connection.getStats()).forEach((st) => {
+      if (st.type === "remote-candidate") out.remoteCandidateTypes.push(st.candidateType);
+    });
 
     // Renegotiation with the same counts: an ICE restart, no new m-lines, media keeps flowing.
     deliver("offerData", { audio: 0, video: 1 });
@@ -292,6 +309,12 @@ for (const kind of ["chromium", "firefox"]) {
       assert.match(c.candidate, /^candidate:/);
       assert.equal(typeof c.sdpMLineIndex, "number");
     }
+  });
+
+  test("server candidates that arrive before the answer are kept and applied after it", async () => {
+    const t = await session();
+    assert.ok(t.earlyCandidates > 0);
+    assert.ok(t.remoteCandidateTypes.includes("host"), JSON.stringify(t.remoteCandidateTypes));
   });
 
   test("the answer's midToTrackId drives onTrackReady and real video flows both ways", async () => {

@@ -59,6 +59,8 @@ export class MembraneWebRTC {
   private midToTrackId = new Map<string, string>();
   /** A stand-in stream per peer, used only if the answer names no msid stream for its tracks. */
   private fallbackStreams = new Map<string, MediaStream>();
+  /** Server candidates that arrived while our offer was still unanswered (applied after the answer). */
+  private pendingCandidates: RTCIceCandidateInit[] = [];
   /** Incoming events are handled strictly one after another, async steps included. */
   private queue: Promise<void> = Promise.resolve();
   /** True between join() and cleanUp(): events outside a session are ignored. */
@@ -202,6 +204,7 @@ export class MembraneWebRTC {
     this.remoteTracks = new Map();
     this.midToTrackId = new Map();
     this.fallbackStreams = new Map();
+    this.pendingCandidates = [];
   };
 
   // ---------------------------------------------------------------------------------------------
@@ -392,6 +395,9 @@ export class MembraneWebRTC {
     // before ontrack fires inside setRemoteDescription.
     this.midToTrackId = new Map(Object.entries(data.midToTrackId ?? {}));
     await pc.setRemoteDescription({ type: "answer", sdp: data.sdp });
+    const pending = this.pendingCandidates;
+    this.pendingCandidates = [];
+    for (const candidate of pending) await this.addRemoteCandidate(pc, candidate);
   }
 
   private async onRemoteCandidate(data: {
@@ -402,18 +408,28 @@ export class MembraneWebRTC {
   }) {
     const pc = this.connection;
     if (!pc || !data || typeof data.candidate !== "string") return;
-    // The Elixir server sent libnice's "a=candidate:…"; the browser wants "candidate:…".
-    const candidate = data.candidate.replace(/^a=/, "");
+    const init: RTCIceCandidateInit = {
+      // The Elixir server sent libnice's "a=candidate:…"; the browser wants "candidate:…".
+      candidate: data.candidate.replace(/^a=/, ""),
+      sdpMLineIndex: data.sdpMLineIndex ?? 0,
+      sdpMid: data.sdpMid ?? undefined,
+      usernameFragment: data.usernameFragment ?? undefined,
+    };
+    // Before the answer to our current offer, a candidate would land in the previous ICE
+    // generation (or be refused): keep it until the answer is applied.
+    if (pc.signalingState === "have-local-offer" || !pc.remoteDescription) {
+      this.pendingCandidates.push(init);
+      return;
+    }
+    await this.addRemoteCandidate(pc, init);
+  }
+
+  private async addRemoteCandidate(pc: RTCPeerConnection, candidate: RTCIceCandidateInit) {
     try {
-      await pc.addIceCandidate({
-        candidate,
-        sdpMLineIndex: data.sdpMLineIndex ?? 0,
-        sdpMid: data.sdpMid ?? undefined,
-        usernameFragment: data.usernameFragment ?? undefined,
-      });
+      await pc.addIceCandidate(candidate);
     } catch (e) {
       // A candidate of an older ICE generation, for instance: not fatal.
-      console.warn("MembraneWebRTC: remote candidate rejected", candidate, e);
+      console.warn("MembraneWebRTC: remote candidate rejected", candidate.candidate, e);
     }
   }
 
