@@ -130,13 +130,19 @@ async function runScriptedSession(page) {
         await server.addIceCandidate({ candidate: c.candidate, sdpMLineIndex: c.sdpMLineIndex }).catch(() => {});
       }
     };
+    // Paused while a test step wants the client to hear of the server only through signalling
+    // (otherwise the server's connectivity checks would introduce it as peer-reflexive first).
+    let pumpPaused = false;
     const candidatePump = setInterval(() => {
-      if (server.remoteDescription) applyClientCandidates();
+      if (server.remoteDescription && !pumpPaused) applyClientCandidates();
     }, 50);
 
     // candidatesFirst: the server's candidates reach the client before the answer does.
     const answer = async (offerEvent, midToTrackId, { candidatesFirst = false } = {}) => {
-      if (candidatesFirst) heldCandidates = [];
+      if (candidatesFirst) {
+        heldCandidates = [];
+        pumpPaused = true;
+      }
       await server.setRemoteDescription(offerEvent.data.sdpOffer);
       for (const t of server.getTransceivers()) {
         // The client's recvonly video m-line gets the "other peer's" video.
@@ -155,6 +161,11 @@ async function runScriptedSession(page) {
         heldCandidates = null;
       }
       deliver("sdpAnswer", { type: "answer", sdp: sdp.sdp, midToTrackId });
+      if (candidatesFirst) {
+        // Let the client apply the answer and its kept candidates before the server checks.
+        await new Promise((r) => setTimeout(r, 500));
+        pumpPaused = false;
+      }
     };
 
     // First negotiation: 0 audio, 1 video to receive.
