@@ -139,9 +139,10 @@ export async function startServer() {
     udpPort,
     externalIp,
     log: () => log,
-    async stop() {
+    /** Stops the server: SIGINT is its graceful Ctrl-C path (sockets closed with 1012), SIGTERM ends it at once. */
+    async stop(signal = "SIGTERM") {
       if (exited) return;
-      child.kill("SIGTERM");
+      child.kill(signal);
       for (let i = 0; i < 50 && !exited; i++) await sleep(100);
       if (!exited) child.kill("SIGKILL");
     },

@@ -170,4 +170,23 @@ describe("the videoroom in real browsers", { timeout: 300_000 }, () => {
     assert.equal(await frank.page.evaluate(() => window.videoroom.room.transport), "websocket");
     assert.match(await participantsText(erin.page), /Erin, Frank/);
   });
+
+  test("when the server goes away the pages say the connection was lost", async () => {
+    const [erin, frank] = browsers.slice(-2);
+    await server.stop("SIGINT");
+    for (const p of [frank, erin]) {
+      await waitInPage(
+        p.page,
+        () =>
+          document.getElementById("connection-state").dataset.state === "disconnected" &&
+          document.getElementById("videochat-error").style.display === "block" &&
+          document.querySelectorAll("#videos-grid div[name='video-feed']").length === 1,
+        20_000,
+      );
+    }
+    assert.match(
+      await frank.page.evaluate(() => document.getElementById("videochat-error").textContent),
+      /connection to the server was lost/,
+    );
+  });
 });
