@@ -88,10 +88,10 @@ export function freeUdpPort() {
 /**
  * Starts the server binary ($VIDEOROOM_BIN) on a free TCP port (`SERVER_PORT`) and a free UDP
  * port (`UDP_PORT`), advertising a non-loopback address of this host (`EXTERNAL_IP`) so that
- * Firefox can reach the SFU. `$VIDEOROOM_ARGS` (space separated) adds flags. Resolves once
+ * Firefox can reach the SFU. `env` adds variables, `$VIDEOROOM_ARGS` (space separated) adds flags. Resolves once
  * `/healthcheck` answers 200.
  */
-export async function startServer() {
+export async function startServer({ env: extraEnv = {} } = {}) {
   const bin = process.env.VIDEOROOM_BIN;
   if (!bin) throw new Error("set VIDEOROOM_BIN to the videoroom server binary");
   const port = await freeTcpPort();
@@ -102,6 +102,7 @@ export async function startServer() {
     SERVER_PORT: String(port),
     UDP_PORT: String(udpPort),
     RUST_LOG: process.env.RUST_LOG ?? "info",
+    ...extraEnv,
   };
   if (externalIp) env.EXTERNAL_IP = externalIp;
   const args = (process.env.VIDEOROOM_ARGS ?? "").split(/\s+/).filter(Boolean);
