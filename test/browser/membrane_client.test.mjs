@@ -213,6 +213,21 @@ async function runScriptedSession(page) {
     await new Promise((r) => setTimeout(r, 2000));
     out.afterRestart = { before, after: await framesIn(), state: client.connection.connectionState };
 
+    // replaceTrack: other media on the same m-line, no renegotiation; new metadata sent.
+    const offersBefore = sentOf("sdpOffer").length;
+    const replacement = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 } });
+    const replaced = await client.replaceTrack(trackId, replacement.getVideoTracks()[0], { kind: "video", active: true, replaced: true });
+    const serverFramesBefore = await framesAtServer();
+    await new Promise((r) => setTimeout(r, 1500));
+    out.replace = {
+      result: replaced,
+      unknown: await client.replaceTrack("peer-a:nope", replacement.getVideoTracks()[0]),
+      senderHasNewTrack: client.connection.getSenders().some((s) => s.track === replacement.getVideoTracks()[0]),
+      metadataSent: sent.some((e) => e.type === "updateTrackMetadata" && e.data.trackMetadata.replaced === true),
+      newOffers: sentOf("sdpOffer").length - offersBefore,
+      serverFramesGrew: (await framesAtServer()) > serverFramesBefore,
+    };
+
     // Bookkeeping events.
     deliver("trackUpdated", { peerId: "peer-b", trackId: "peer-b:v", metadata: { kind: "video", active: false } });
     deliver("tracksAdded", { peerId: "peer-a", trackIdToMetadata: { [trackId]: {} } });
@@ -346,6 +361,18 @@ for (const kind of ["chromium", "firefox"]) {
     assert.deepEqual(t.offer2.midToTrackId, { "0": t.trackId });
     assert.equal(t.afterRestart.state, "connected");
     assert.ok(t.afterRestart.after > t.afterRestart.before, JSON.stringify(t.afterRestart));
+  });
+
+  test("replaceTrack swaps the sent media without renegotiation and sends the new metadata", async () => {
+    const t = await session();
+    assert.deepEqual(t.replace, {
+      result: true,
+      unknown: false,
+      senderHasNewTrack: true,
+      metadataSent: true,
+      newOffers: 0,
+      serverFramesGrew: true,
+    });
   });
 
   test("track and peer events update the app, ignoring our own echoes and unknown events", async () => {
