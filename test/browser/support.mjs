@@ -151,16 +151,19 @@ export async function startServer({ env: extraEnv = {} } = {}) {
 }
 
 /**
- * One participant's browser. `page` has the Playwright/Puppeteer page API subset the tests use
+ * One participant's browser (`withoutDevices`: no camera or microphone at all). `page` has the Playwright/Puppeteer page API subset the tests use
  * (goto, fill/type, click, evaluate, waitForFunction, screenshot); `kill()` ends the browser
  * process abruptly (SIGKILL), `close()` politely.
  */
-export async function launchChromium({ args = [] } = {}) {
+export async function launchChromium({ args = [], withoutDevices = false } = {}) {
   const profile = mkdtempSync(join(tmpdir(), "videoroom-chromium-"));
+  const base = withoutDevices
+    ? CHROMIUM_ARGS.filter((a) => a !== "--use-fake-device-for-media-stream")
+    : CHROMIUM_ARGS;
   const ctx = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
-    args: [...CHROMIUM_ARGS, ...args],
+    args: [...base, ...args],
     ignoreDefaultArgs: ["--mute-audio"],
     viewport: { width: 1280, height: 800 },
   });
