@@ -168,6 +168,24 @@ export async function launchChromium({ args = [], withoutDevices = false } = {})
     viewport: { width: 1280, height: 800 },
   });
   const page = ctx.pages()[0] ?? (await ctx.newPage());
+  // The browser's main process: the one started with this profile that is not a helper (`--type=`).
+  const mainPid = () => {
+    for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+      let cmdline;
+      try {
+        cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      } catch {
+        continue;
+      }
+      if (
+        cmdline.some((a) => a === `--user-data-dir=${profile}`) &&
+        !cmdline.some((a) => a.startsWith("--type="))
+      ) {
+        return Number(pid);
+      }
+    }
+    throw new Error("chromium main process not found");
+  };
   page.on("console", (msg) => {
     if (process.env.BROWSER_CONSOLE) console.log(`[chromium] ${msg.type()}: ${msg.text()}`);
   });
@@ -176,26 +194,50 @@ export async function launchChromium({ args = [], withoutDevices = false } = {})
     kind: "chromium",
     ctx,
     page,
-    /** The browser's main process: the one started with this profile that is not a helper (`--type=`). */
-    kill() {
+    /**
+     * Freezes (SIGSTOP) or thaws (SIGCONT) the browser and all its child processes: its sockets
+     * stay open but nothing is sent any more, like a machine that dropped off the network.
+     */
+    freeze(stop = true) {
+      const root = mainPid();
+      const children = new Map();
       for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
-        let cmdline;
         try {
-          cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+          const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+          const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+          if (!children.has(ppid)) children.set(ppid, []);
+          children.get(ppid).push(Number(pid));
         } catch {
-          continue;
-        }
-        if (
-          cmdline.some((a) => a === `--user-data-dir=${profile}`) &&
-          !cmdline.some((a) => a.startsWith("--type="))
-        ) {
-          process.kill(Number(pid), "SIGKILL");
-          return Number(pid);
+          // gone meanwhile
         }
       }
-      throw new Error("chromium main process not found");
+      const all = [];
+      const walk = (pid) => {
+        all.push(pid);
+        for (const c of children.get(pid) ?? []) walk(c);
+      };
+      walk(root);
+      for (const pid of all) {
+        try {
+          process.kill(pid, stop ? "SIGSTOP" : "SIGCONT");
+        } catch {
+          // gone meanwhile
+        }
+      }
+      return all.length;
+    },
+    /** Ends the browser's main process abruptly (SIGKILL). */
+    kill() {
+      const pid = mainPid();
+      process.kill(pid, "SIGKILL");
+      return pid;
     },
     async close() {
+      try {
+        this.freeze(false); // a frozen browser cannot be closed
+      } catch {
+        // already gone (killed)
+      }
       await ctx.close().catch(() => {});
       rmSync(profile, { recursive: true, force: true });
     },
