@@ -17,7 +17,11 @@ export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", 
 export const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 export const FIREFOX = process.env.FIREFOX_BIN ?? "/usr/bin/firefox-esr";
 
-/** Flags of browser-e2e.md: headless, fake devices without a prompt, real IPs in candidates. */
+/**
+ * Flags of browser-e2e.md (headless, fake devices without a prompt, real IPs in candidates, the
+ * two optional SFU flags), plus an autoplay policy so the tiles' <audio> elements play without a
+ * user gesture, as they would after a real user clicked "Enter".
+ */
 export const CHROMIUM_ARGS = [
   "--headless",
   "--no-sandbox",
@@ -34,7 +38,7 @@ export const CHROMIUM_ARGS = [
   "--autoplay-policy=no-user-gesture-required",
 ];
 
-/** Prefs of firefox-e2e.md: fake devices, no prompt, real host addresses in candidates. */
+/** Prefs of firefox-e2e.md (fake devices, no prompt, real host addresses in candidates), plus autoplay allowed. */
 export const FIREFOX_PREFS = {
   "media.navigator.streams.fake": true,
   "media.navigator.permission.disabled": true,
