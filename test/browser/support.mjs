@@ -155,9 +155,9 @@ export async function startServer({ env: extraEnv = {} } = {}) {
 }
 
 /**
- * One participant's browser (`withoutDevices`: no camera or microphone at all). `page` has the Playwright/Puppeteer page API subset the tests use
- * (goto, fill/type, click, evaluate, waitForFunction, screenshot); `kill()` ends the browser
- * process abruptly (SIGKILL), `close()` politely.
+ * One participant's Chromium (`withoutDevices`: no camera or microphone at all). Its `page`
+ * and Firefox's share the API subset the tests use (goto, type, click, evaluate, screenshot);
+ * `kill()` ends the browser abruptly (SIGKILL), `freeze()` stops it, `close()` ends it politely.
  */
 export async function launchChromium({ args = [], withoutDevices = false } = {}) {
   const profile = mkdtempSync(join(tmpdir(), "videoroom-chromium-"));
@@ -271,12 +271,6 @@ export async function launchFirefox() {
     kind: "firefox",
     browser,
     page,
-    kill() {
-      const pid = browser.process()?.pid;
-      if (!pid) throw new Error("firefox process not found");
-      process.kill(pid, "SIGKILL");
-      return pid;
-    },
     async close() {
       await browser.close().catch(() => {});
     },
