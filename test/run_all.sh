@@ -45,9 +45,8 @@ step "build the server and the fixture server"
 cargo build --bins --examples --quiet
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 export VIDEOROOM_BIN="$TARGET_DIR/debug/videoroom"
-if [ -x "$TARGET_DIR/debug/examples/phoenix_fixture_server" ]; then
-  export PHOENIX_FIXTURE_BIN="$TARGET_DIR/debug/examples/phoenix_fixture_server"
-fi
+export PHOENIX_FIXTURE_BIN="$TARGET_DIR/debug/examples/phoenix_fixture_server"
+export SFU_PROBE_BIN="$TARGET_DIR/debug/examples/sfu_probe"
 
 step "Rust tests (cargo nextest)"
 if ! cargo nextest --version >/dev/null 2>&1; then cargo install cargo-nextest --locked; fi

@@ -1,4 +1,4 @@
-// Real Chromium and Firefox ESR against rtc::sfu (through examples/sfu_probe, which offers a bare
+// Real Chromium and Firefox ESR against rtc::sfu (through test/support/sfu_probe.rs, which offers a bare
 // HTTP offer/answer endpoint instead of the Phoenix/media-event layers): both browsers publish,
 // both subscribe to both, video is decoded, audio+video of a publisher share one stream, and
 // ICE restarts on re-offers keep media flowing.
