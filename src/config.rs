@@ -10,6 +10,26 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The media UDP port when neither `--udp-port` nor `--port-range` is given.
+pub const DEFAULT_UDP_PORT: u16 = 50000;
+
+/// Parses the Elixir demo's `PORT_RANGE` value, `FIRST-LAST` (e.g. `50000-59999`).
+fn parse_port_range(value: &str) -> Result<(u16, u16), String> {
+    let (first, last) = value
+        .split_once('-')
+        .ok_or_else(|| format!("expected FIRST-LAST, got {value:?}"))?;
+    let parse = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|e| format!("bad port {p:?} in {value:?}: {e}"))
+    };
+    let (first, last) = (parse(first)?, parse(last)?);
+    if first > last {
+        return Err(format!("empty port range {value:?}"));
+    }
+    Ok((first, last))
+}
+
 /// All settings of the `videoroom` binary.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -72,9 +92,15 @@ pub struct Config {
     )]
     pub outbound_queue: usize,
 
-    /// UDP port of the media plane: one socket serves every peer of every room.
-    #[arg(long = "udp-port", env = "UDP_PORT", default_value_t = 50000)]
-    pub udp_port: u16,
+    /// UDP port of the media plane: one socket serves every peer of every room
+    /// (default: the first port of `--port-range`, else 50000).
+    #[arg(long = "udp-port", env = "UDP_PORT")]
+    pub udp_port: Option<u16>,
+
+    /// The Elixir demo's `PORT_RANGE` (`FIRST-LAST`), accepted for compatibility: we need one
+    /// UDP port only, so the range's first port is used unless `--udp-port` is given.
+    #[arg(long = "port-range", env = "PORT_RANGE", value_parser = parse_port_range)]
+    pub port_range: Option<(u16, u16)>,
 
     /// A public IP advertised as an extra ICE host candidate (server behind 1:1 NAT).
     #[arg(long = "external-ip", env = "EXTERNAL_IP")]
@@ -158,7 +184,8 @@ impl Config {
             tls_key: None,
             tls_self_signed: false,
             tls_names: Vec::new(),
-            udp_port: 50000,
+            udp_port: None,
+            port_range: None,
             external_ip: None,
             max_peers_per_room: 0,
             room_grace_secs: 2.0,
@@ -172,7 +199,14 @@ impl Config {
 
     /// The address of the media UDP socket (same IP as the HTTP listener).
     pub fn udp_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.bind, self.udp_port)
+        SocketAddr::new(self.bind, self.media_udp_port())
+    }
+
+    /// The media UDP port: `--udp-port`, else the first port of `--port-range`, else 50000.
+    pub fn media_udp_port(&self) -> u16 {
+        self.udp_port
+            .or(self.port_range.map(|(first, _)| first))
+            .unwrap_or(DEFAULT_UDP_PORT)
     }
 
     /// How long to wait for sockets to close on shutdown.
@@ -242,6 +276,23 @@ mod tests {
         assert_eq!(d.port, 4000);
         assert_eq!(d.max_channels, 100);
         assert_eq!(d.socket_settings().idle_timeout.as_secs(), 60);
+    }
+
+    #[test]
+    fn the_media_port_comes_from_udp_port_then_port_range_then_the_default() {
+        let port = |args: &[&str]| {
+            let mut all = vec!["videoroom"];
+            all.extend_from_slice(args);
+            Config::try_parse_from(all).expect("parse").media_udp_port()
+        };
+        assert_eq!(port(&[]), 50000);
+        assert_eq!(port(&["--port-range", "40000-40100"]), 40000);
+        assert_eq!(
+            port(&["--port-range", "40000-40100", "--udp-port", "41000"]),
+            41000
+        );
+        assert!(Config::try_parse_from(["videoroom", "--port-range", "9-2"]).is_err());
+        assert!(Config::try_parse_from(["videoroom", "--port-range", "abc"]).is_err());
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl TestServer {
             room_grace_secs: 0.5,
             ..Config::default()
         };
-        config.udp_port = 0;
+        config.udp_port = Some(0);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
         let udp_socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
         let http = listener.local_addr().expect("tcp addr");
