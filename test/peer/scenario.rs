@@ -74,6 +74,29 @@ pub fn assert_delivery(
             });
             let (expected, delivered) = media::delivery(&sent, received, from, until);
             let missing = received.missing_since(from);
+            if missing > 0 || delivered < expected {
+                let got = received.indices_of(sent.tag);
+                let lost: Vec<String> = sent
+                    .sent
+                    .iter()
+                    .filter(|p| !p.silent && p.at >= from && p.at <= until)
+                    .filter(|p| !got.is_some_and(|g| g.contains(&p.index)))
+                    .map(|p| format!("#{} sent at +{:?}", p.index, p.at - from))
+                    .collect();
+                let times = |o: &Observations| {
+                    let offers: Vec<String> = o.offers.iter().filter(|x| x.at >= from).map(|x| format!("{:?}", x.at - from)).collect();
+                    let answers: Vec<String> = o.answers.iter().filter(|x| x.at >= from).map(|x| format!("{:?}", x.at - from)).collect();
+                    format!("offers at +{offers:?}, answers at +{answers:?}")
+                };
+                let gaps: Vec<String> = received.gaps.iter().filter(|(at, _)| *at >= from).map(|(at, n)| format!("{n} before the packet at +{:?}", *at - from)).collect();
+                eprintln!(
+                    "  lost {lost:?}; gaps {gaps:?}\n  publisher {}: {}\n  subscriber {}: {}",
+                    publisher.name,
+                    publisher.observe(times),
+                    subscriber.name,
+                    times(o)
+                );
+            }
             eprintln!(
                 "{} <- {} {:?}: {delivered}/{expected} delivered, {missing} sequence numbers missing, ssrcs {:?}",
                 subscriber.name, publisher.name, sent.kind, received.ssrcs
