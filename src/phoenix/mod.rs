@@ -65,3 +65,34 @@ pub use presence::Presence;
 pub use pubsub::{LocalPubSub, PubSub, Published, SubscriptionId};
 pub use serializer::Serializer;
 pub use socket::{Output, SocketEnv, SocketLimits, SocketState};
+
+#[cfg(test)]
+mod layering {
+    /// `phoenix` is a reusable Channels server: it must not depend on the application.
+    #[test]
+    fn phoenix_never_imports_rooms_media_web_or_app() {
+        fn scan(dir: &std::path::Path, hits: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).expect("src/phoenix is readable") {
+                let path = entry.expect("dir entry").path();
+                if path.is_dir() {
+                    scan(&path, hits);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).expect("source is UTF-8");
+                    // Built at run time so this file does not match itself.
+                    for module in ["room", "rtc", "web", "app", "config"] {
+                        let forbidden = format!("crate::{module}");
+                        if text.contains(&forbidden) {
+                            hits.push(format!("{} uses {forbidden}", path.display()));
+                        }
+                    }
+                }
+            }
+        }
+        let mut hits = Vec::new();
+        scan(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/phoenix"),
+            &mut hits,
+        );
+        assert!(hits.is_empty(), "{hits:#?}");
+    }
+}

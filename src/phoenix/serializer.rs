@@ -9,7 +9,7 @@
 //!
 //! Decoding never panics: bad input is a [`DecodeError`] and the socket closes with 1011.
 
-use super::message::{Broadcast, Frame, Message, Outgoing, PHX_REPLY, Payload, Reply};
+use super::message::{Broadcast, Frame, Message, Outgoing, PHX_REPLY, Payload};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Map, Value, json};
 
@@ -349,7 +349,6 @@ pub fn encode_broadcast(serializer: Serializer, b: &Broadcast) -> Result<Frame, 
     serializer.encode(&Outgoing::Broadcast(b.clone()))
 }
 
-/// Convenience: encodes a reply.
-pub fn encode_reply(serializer: Serializer, r: Reply) -> Result<Frame, EncodeError> {
-    serializer.encode(&Outgoing::Reply(r))
-}
+#[cfg(test)]
+#[path = "serializer_tests.rs"]
+mod tests;

@@ -403,13 +403,13 @@ impl SocketState {
                     topic.clone(),
                     Entry {
                         instance,
-                        join_ref,
+                        join_ref: join_ref.clone(),
                         sub,
                         channel,
                         tracked: false,
                     },
                 );
-                self.apply_effects(&topic, effects);
+                self.apply_effects(&topic, &join_ref, effects);
             }
             Ok(Err(response)) => {
                 self.shared.env.pubsub.unsubscribe(&topic, sub);
@@ -482,7 +482,7 @@ impl SocketState {
             Some(msg.r#ref.clone()),
             |c, ctx| c.handle_in(&event, payload, ctx),
         );
-        self.apply_effects(&topic, effects);
+        self.apply_effects(&topic, &join_ref, effects);
         let reply = |status: String, payload: Payload| {
             Outgoing::Reply(Reply {
                 join_ref: join_ref.clone(),
@@ -544,7 +544,7 @@ impl SocketState {
                     None,
                     |c, ctx| c.handle_info(msg, ctx),
                 );
-                self.after_flow(&topic, "handle_info", result, effects);
+                self.after_flow(&topic, &join_ref, "handle_info", result, effects);
             }
         }
     }
@@ -552,11 +552,12 @@ impl SocketState {
     fn after_flow(
         &mut self,
         topic: &str,
+        join_ref: &Value,
         what: &str,
         result: Result<Flow, String>,
         effects: Vec<Effect>,
     ) {
-        self.apply_effects(topic, effects);
+        self.apply_effects(topic, join_ref, effects);
         match result {
             Ok(Flow::Continue) => {}
             Ok(Flow::Stop(reason)) => self.stop_channel(topic, reason),
@@ -588,17 +589,20 @@ impl SocketState {
             None,
             |c, ctx| c.handle_out(event, payload, ctx),
         );
-        self.after_flow(topic, "handle_out", result, effects);
+        self.after_flow(topic, &join_ref, "handle_out", result, effects);
     }
 
-    /// Applies a callback's effects in order, on behalf of the channel on `topic` (which may
-    /// already be removed, when the effects come from `terminate`).
-    fn apply_effects(&mut self, topic: &str, effects: Vec<Effect>) {
+    /// Applies a callback's effects in order, on behalf of the channel instance `join_ref` on
+    /// `topic` (which may already be removed, when the effects come from `terminate`).
+    fn apply_effects(&mut self, topic: &str, join_ref: &Value, effects: Vec<Effect>) {
         for effect in effects {
-            let (join_ref, sub) = match self.channels.get(topic) {
-                Some(e) => (e.join_ref.clone(), Some(e.sub)),
-                None => (Value::Null, None),
-            };
+            // Only a live instance (same join_ref) may track presence.
+            let sub = self
+                .channels
+                .get(topic)
+                .filter(|e| e.join_ref == *join_ref)
+                .map(|e| e.sub);
+            let join_ref = join_ref.clone();
             match effect {
                 Effect::Push { event, payload } => {
                     let m = Message {
@@ -745,7 +749,7 @@ impl SocketState {
                 self.label
             );
         }
-        self.apply_effects(topic, effects);
+        self.apply_effects(topic, &entry.join_ref, effects);
     }
 
     /// Server shutdown: close with 1012 so clients reconnect elsewhere.
@@ -805,3 +809,7 @@ impl Drop for SocketState {
         self.transport_closed();
     }
 }
+
+#[cfg(test)]
+#[path = "socket_tests.rs"]
+mod tests;
