@@ -920,6 +920,14 @@ async fn an_oversize_frame_closes_the_connection_with_1009() {
 }
 
 #[tokio::test]
+async fn a_text_frame_with_invalid_utf8_closes_the_connection_with_1007() {
+    let s = start_fixture().await;
+    let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
+    c.send_invalid_utf8_text().await;
+    assert_eq!(c.recv().await, Received::Closed(Some(1007)));
+}
+
+#[tokio::test]
 async fn draining_closes_every_socket_with_1012() {
     let s = start_fixture().await;
     let mut a = connect(s.addr, "/socket/websocket", Vsn::V2).await;

@@ -70,7 +70,7 @@ async fn two_rooms_never_see_each_others_events() {
 
 #[tokio::test]
 async fn a_room_is_gone_after_its_last_peer_leaves_and_the_grace_period() {
-    let server = start(rooms_config(Duration::from_millis(500), None)).await;
+    let server = start(rooms_config(Duration::from_millis(1000), None)).await;
     let (mut a, _) = Client::join_room(server.addr, "brief", "A").await;
     a.leave().await;
     assert!(
@@ -92,13 +92,18 @@ async fn a_room_is_gone_after_its_last_peer_leaves_and_the_grace_period() {
 }
 
 #[tokio::test]
-async fn a_peer_rejoining_within_the_grace_period_keeps_the_room() {
-    let server = start(rooms_config(Duration::from_millis(400), None)).await;
+async fn a_room_does_not_stop_while_a_peer_is_in_it() {
+    let server = start(rooms_config(Duration::from_millis(300), None)).await;
     let (mut a, _) = Client::join_room(server.addr, "keep", "A").await;
+    let (mut b, _) = Client::join_room(server.addr, "keep", "B").await;
     a.leave().await;
-    let (_b, _) = Client::join_room(server.addr, "keep", "B").await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
     assert!(server.registry.contains("keep"));
+    // Still the same room: B hears of a newcomer.
+    b.expect_media("peerJoined").await;
+    b.expect_media("peerLeft").await;
+    let (_c, acc) = Client::join_room(server.addr, "keep", "C").await;
+    assert_eq!(b.expect_media("peerJoined").await["peer"]["id"], acc["id"]);
 }
 
 #[tokio::test]
@@ -204,4 +209,64 @@ async fn bad_input_is_dropped_and_the_room_keeps_serving_the_others() {
         a.expect_media("peerJoined").await["peer"]["id"],
         acc_b["id"]
     );
+}
+
+/// An admission hook that panics for peers named "boom" (a bug in application code).
+struct PanickyAdmission;
+
+impl videoroom::room::Admission for PanickyAdmission {
+    fn admit(
+        &self,
+        _room: &str,
+        _peer: videoroom::rtc::ids::PeerId,
+        metadata: &serde_json::Value,
+        _members: usize,
+    ) -> Result<(), serde_json::Value> {
+        if metadata["displayName"] == "boom" {
+            panic!("admission hook bug");
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_one_room_closes_only_that_room() {
+    let mut config = rooms_config(GRACE, None);
+    config.admission = std::sync::Arc::new(PanickyAdmission);
+    let server = start(config).await;
+    let (mut calm, _) = Client::join_room(server.addr, "calm", "A").await;
+    calm.expect_media("peerJoined").await;
+    let (mut bystander, _) = Client::join_room(server.addr, "fragile", "Y").await;
+    bystander.expect_media("peerJoined").await;
+
+    let (mut culprit, _) = Client::join(server.addr, "room:fragile").await;
+    culprit
+        .media(
+            json!({"type":"join","data":{"receiveMedia":true,"metadata":{"displayName":"boom"}}}),
+        )
+        .await;
+    for c in [&mut culprit, &mut bystander] {
+        assert_eq!(
+            c.expect_media("error").await,
+            json!({"message":"room crashed"})
+        );
+        c.expect_frame("phx_close").await;
+    }
+    assert!(
+        eventually(Duration::from_secs(2), || !server
+            .registry
+            .contains("fragile"))
+        .await
+    );
+
+    // The other room never noticed and keeps serving.
+    let (_b, acc) = Client::join_room(server.addr, "calm", "B").await;
+    assert_eq!(acc["peersInRoom"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        calm.expect_media("peerJoined").await["peer"]["id"],
+        acc["id"]
+    );
+    // And the crashed room's id starts afresh.
+    let (_z, acc) = Client::join_room(server.addr, "fragile", "Z").await;
+    assert_eq!(acc["peersInRoom"], json!([]));
 }

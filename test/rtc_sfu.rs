@@ -67,6 +67,8 @@ struct World {
     events: Vec<(Instant, usize, SfuEvent)>,
     /// Datagrams seen by each SFU address (source, destination, contents), when recording.
     record: bool,
+    /// Hand the SFU every queued datagram before draining it (as a busy room actor may).
+    batch: bool,
     seen: Vec<(usize, SocketAddr, SocketAddr, Vec<u8>)>,
 }
 
@@ -93,6 +95,7 @@ impl World {
             queue: VecDeque::new(),
             events: Vec::new(),
             record: false,
+            batch: false,
             seen: Vec::new(),
         }
     }
@@ -342,6 +345,19 @@ impl World {
     }
 
     fn deliver(&mut self) {
+        if self.batch {
+            let mut rest = VecDeque::new();
+            while let Some((src, dst, data)) = self.queue.pop_front() {
+                match self.sfus.iter().position(|(a, _)| *a == dst) {
+                    Some(s) => self.sfus[s].1.handle_datagram(self.now, src, dst, &data),
+                    None => rest.push_back((src, dst, data)),
+                }
+            }
+            self.queue = rest;
+            for s in 0..self.sfus.len() {
+                self.drain_sfu(s);
+            }
+        }
         while let Some((src, dst, data)) = self.queue.pop_front() {
             let now = self.now;
             if let Some(s) = self.sfus.iter().position(|(a, _)| *a == dst) {
@@ -544,6 +560,29 @@ fn every_subscriber_receives_every_publisher_with_its_own_ssrc_pt_and_continuous
         w.got_from(2, 0, MediaKind::Video)
             .iter()
             .all(|g| *g.pt == 96)
+    );
+}
+
+#[test]
+fn datagrams_handed_over_in_a_batch_before_draining_are_all_forwarded() {
+    let mut w = three_peer_room();
+    w.batch = true;
+    w.run(Duration::from_millis(500));
+    let from = w.sent_seq(0, MediaKind::Audio);
+    w.run(Duration::from_secs(2));
+    assert_received(
+        &w.got_from(1, 0, MediaKind::Audio),
+        from,
+        w.sent_seq(0, MediaKind::Audio),
+        "audio 0 -> 1",
+    );
+    let from = w.sent_seq(2, MediaKind::Video);
+    w.run(Duration::from_secs(1));
+    assert_received(
+        &w.got_from(0, 2, MediaKind::Video),
+        from,
+        w.sent_seq(2, MediaKind::Video),
+        "video 2 -> 0",
     );
 }
 

@@ -21,6 +21,7 @@
 //! Failure isolation: every engine call runs under `catch_unwind`. A panic marks the room
 //! crashed: its peers get an `error` media event and their channels close, the room leaves the
 //! registry (the next join starts a fresh one) and its task ends. Other rooms never notice.
+//! A panic in the actor's own code is caught around the whole task as a last resort.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -108,8 +109,20 @@ impl Room {
         }
     }
 
+    /// The task body with a last line of defence: engine calls are already guarded, but should
+    /// the actor's own code panic, the room still leaves the registry (its peers learn it on
+    /// their next push, which fails with "room closed") and no other room is affected.
+    pub(crate) async fn run_supervised(self) {
+        use futures_util::FutureExt;
+        let (id, instance, registry) = (self.id.clone(), self.instance, self.registry.clone());
+        if AssertUnwindSafe(self.run()).catch_unwind().await.is_err() {
+            log::error!("room={id} task panicked; room removed");
+            registry.forget(&id, instance);
+        }
+    }
+
     /// The task body: runs until the room has been empty for the grace period, or crashes.
-    pub(crate) async fn run(mut self) {
+    async fn run(mut self) {
         if let Some(mux) = self.registry.inner().udp.clone() {
             match mux.register(&self.id).await {
                 Ok(udp) => self.udp = Some(udp),
@@ -197,10 +210,20 @@ impl Room {
 
     /// Runs one engine call, catching a panic (which marks the room crashed).
     fn engine_call<T>(&mut self, f: impl FnOnce(&mut Engine<Sfu>) -> T) -> Option<T> {
-        if self.crashed {
+        let engine = &mut self.engine;
+        Self::catch(&self.id, &mut self.crashed, || f(engine))
+    }
+
+    /// Runs `f`, catching a panic (which marks the room crashed).
+    fn guarded<T>(&mut self, f: impl FnOnce() -> T) -> Option<T> {
+        Self::catch(&self.id, &mut self.crashed, f)
+    }
+
+    fn catch<T>(id: &str, crashed: &mut bool, f: impl FnOnce() -> T) -> Option<T> {
+        if *crashed {
             return None;
         }
-        match std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut self.engine))) {
+        match std::panic::catch_unwind(AssertUnwindSafe(f)) {
             Ok(v) => Some(v),
             Err(panic) => {
                 let what = panic
@@ -208,8 +231,8 @@ impl Room {
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                log::error!("room={} crashed: {what}", self.id);
-                self.crashed = true;
+                log::error!("room={id} crashed: {what}");
+                *crashed = true;
                 None
             }
         }
@@ -226,13 +249,17 @@ impl Room {
                 EngineOutput::JoinRequest { peer, metadata } => {
                     let members = self.engine.member_count();
                     let admission = self.registry.inner().config.admission.clone();
-                    match admission.admit(&self.id, peer, &metadata, members) {
-                        Ok(()) => {
+                    let id = self.id.clone();
+                    // The hook is application code: a panic in it crashes this room only.
+                    let decision = self.guarded(|| admission.admit(&id, peer, &metadata, members));
+                    match decision {
+                        Some(Ok(())) => {
                             self.engine_call(|e| e.accept_peer(peer, Instant::now()));
                         }
-                        Err(data) => {
+                        Some(Err(data)) => {
                             self.engine_call(|e| e.deny_peer(peer, data));
                         }
+                        None => {}
                     }
                 }
                 EngineOutput::Send { to, event } => self.deliver(to, event),

@@ -49,6 +49,13 @@ pub trait PeerSink: Send + 'static {
     fn deliver(&self, msg: PeerMessage) -> bool;
 }
 
+/// A plain bounded channel as a sink (for embedders and tests): never waits, `false` when full.
+impl PeerSink for tokio::sync::mpsc::Sender<PeerMessage> {
+    fn deliver(&self, msg: PeerMessage) -> bool {
+        self.try_send(msg).is_ok()
+    }
+}
+
 /// Why a peer could not reach its room.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RoomError {

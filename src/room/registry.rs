@@ -160,7 +160,7 @@ impl RoomRegistry {
         };
         handle.try_send(command)?;
         let room = Room::new(room_id, instance, self.clone(), rx);
-        runtime.spawn(room.run());
+        runtime.spawn(room.run_supervised());
         log::info!("room={room_id} started");
         rooms.insert(
             room_id.to_owned(),
@@ -218,5 +218,69 @@ impl RoomRegistry {
     /// The shared settings.
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::PeerMessage;
+
+    fn peer_sink() -> (Box<dyn PeerSink>, mpsc::Receiver<PeerMessage>) {
+        let (tx, rx) = mpsc::channel(16);
+        (Box::new(tx), rx)
+    }
+
+    // A current-thread runtime does not run the spawned room until the test yields, so the
+    // room's inbox state is deterministic here.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_room_inbox_refuses_the_join_instead_of_waiting() {
+        let config = RoomsConfig {
+            inbox_capacity: 1,
+            ..RoomsConfig::default()
+        };
+        let registry = RoomRegistry::new(config, None);
+        let (sink, _rx1) = peer_sink();
+        let (_lease1, lease_rx) = oneshot::channel();
+        registry
+            .attach("r", PeerId::new_v4(), sink, lease_rx)
+            .expect("first join starts the room");
+        let (sink, _rx2) = peer_sink();
+        let (_lease2, lease_rx) = oneshot::channel();
+        let second = registry.attach("r", PeerId::new_v4(), sink, lease_rx);
+        assert_eq!(second.unwrap_err(), RoomError::Overloaded);
+        assert_eq!(registry.room_count(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_attaches_share_one_room() {
+        let registry = RoomRegistry::new(RoomsConfig::default(), None);
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let registry = registry.clone();
+            tasks.push(tokio::spawn(async move {
+                let (sink, rx) = peer_sink();
+                let (lease, lease_rx) = oneshot::channel();
+                let handle = registry.attach("same", PeerId::new_v4(), sink, lease_rx);
+                (handle.map(|h| h.room_id().to_owned()), lease, rx)
+            }));
+        }
+        let mut keep = Vec::new();
+        for t in tasks {
+            let (room, lease, rx) = t.await.unwrap();
+            assert_eq!(room.unwrap(), "same");
+            keep.push((lease, rx));
+        }
+        assert_eq!(registry.room_ids(), ["same"]);
+    }
+
+    #[test]
+    fn attaching_outside_a_runtime_is_an_error_not_a_panic() {
+        let registry = RoomRegistry::new(RoomsConfig::default(), None);
+        let (sink, _rx) = peer_sink();
+        let (_lease, lease_rx) = oneshot::channel();
+        let result = registry.attach("r", PeerId::new_v4(), sink, lease_rx);
+        assert_eq!(result.unwrap_err(), RoomError::NoRuntime);
+        assert_eq!(registry.room_count(), 0);
     }
 }

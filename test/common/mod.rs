@@ -219,6 +219,17 @@ impl WsClient {
             .expect("send binary");
     }
 
+    /// Sends a text frame whose bytes are not valid UTF-8.
+    pub async fn send_invalid_utf8_text(&mut self) {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let frame = Frame::message(vec![0x5b, 0xff, 0xfe, 0x5d], OpCode::Data(Data::Text), true);
+        self.ws
+            .send(WsMsg::Frame(frame))
+            .await
+            .expect("send raw frame");
+    }
+
     /// Joins `topic` (ref = join_ref = `r`) and asserts the ok reply; returns frames that came
     /// with it (pushes after the reply).
     pub async fn join(&mut self, topic: &str, r: &str, payload: Value) {

@@ -178,6 +178,19 @@ impl Client {
         ev["data"].clone()
     }
 
+    /// Waits for a frame whose event is `event` (skipping others); returns its payload.
+    pub async fn expect_frame(&mut self, event: &str) -> Value {
+        loop {
+            let frame = self
+                .read(WAIT)
+                .await
+                .unwrap_or_else(|| panic!("no {event} frame"));
+            if frame[3] == event {
+                return frame[4].clone();
+            }
+        }
+    }
+
     /// Asserts that no media event arrives within `wait`.
     pub async fn expect_silence(&mut self, wait: Duration) {
         if let Some(ev) = self.next_media(wait).await {

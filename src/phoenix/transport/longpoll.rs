@@ -169,6 +169,7 @@ impl Request {
         session: Option<mpsc::Sender<Command>>,
         params: Value,
     ) -> Response {
+        let token_given = token.is_some();
         if let (Some(token), Some(session)) = (token, session) {
             let (tx, rx) = oneshot::channel();
             if session.send(Command::Poll(tx)).await.is_ok() {
@@ -189,6 +190,12 @@ impl Request {
                     }
                 }
             }
+        }
+        if *self.endpoint.drain.borrow() {
+            // Shutting down: no new sessions. A client that had one is told it is gone (410),
+            // so phoenix.js ≥1.8.2 reconnects (elsewhere); a fresh client is refused.
+            let status = if token_given { 410 } else { 403 };
+            return json_response(json!({"status": status}));
         }
         self.open(params)
     }

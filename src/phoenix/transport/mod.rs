@@ -1,4 +1,4 @@
-//! Transports: the warp shells that move frames between HTTP and a [`SocketState`].
+//! Transports: the warp shells that move frames between HTTP and a [`SocketState`](super::SocketState).
 //!
 //! A [`SocketMount`] describes one socket (its path, [`SocketHandler`], [`Router`] and
 //! [`Settings`]); [`Endpoint::mount`] turns it into a warp filter serving

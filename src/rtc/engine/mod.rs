@@ -41,6 +41,7 @@
 //! event: that peer cannot go on, the client reports it and leaves. Nothing affects other peers.
 
 mod backend;
+mod member;
 mod sdp;
 #[cfg(test)]
 mod tests;
@@ -54,10 +55,12 @@ use serde_json::Value;
 pub use backend::SfuBackend;
 pub use sdp::mid_kinds;
 
-use crate::rtc::ids::{MediaKind, PeerId};
+use member::{Member, PublishedTrack, outbound};
+
+use crate::rtc::ids::PeerId;
 use crate::rtc::media_event::{
     JoinData, MediaEventError, MediaEventIn, MediaEventOut, OfferDataData, PeerAcceptedData,
-    PeerInfo, PeerJoinedData, PeerLeftData, PeerUpdatedData, SdpAnswerData, SdpOfferData,
+    PeerJoinedData, PeerLeftData, PeerUpdatedData, SdpAnswerData, SdpOfferData,
     ServerCandidateData, TrackUpdatedData, TracksAddedData, TracksRemovedData,
 };
 use crate::rtc::sfu::{OutboundTrack, Sfu, SfuEvent, SfuOutput, Transmit};
@@ -95,81 +98,6 @@ pub enum EngineOutput {
     Transmit(Transmit),
     /// Nothing more to do until this instant (or the next input).
     Timeout(Instant),
-}
-
-/// A track a member publishes.
-#[derive(Debug, Clone)]
-struct PublishedTrack {
-    track_id: String,
-    kind: MediaKind,
-    metadata: Value,
-}
-
-/// One member of the room.
-#[derive(Debug)]
-struct Member {
-    metadata: Value,
-    receive_media: bool,
-    /// Published tracks in mid order (from the latest accepted offer).
-    published: Vec<PublishedTrack>,
-    /// Track ids this member once published and then dropped.
-    unpublished: BTreeSet<String>,
-    /// Track ids the last offer declared without sending them (see the module docs).
-    last_unsent: BTreeSet<String>,
-    /// Desired outbound tracks (append-only; removed ones are marked inactive).
-    outbound: Vec<OutboundTrack>,
-    /// The outbound tracks the last answer negotiated.
-    negotiated: Vec<OutboundTrack>,
-    /// `Some(counts)` while an `offerData` with these counts awaits its `sdpOffer`.
-    outstanding: Option<OfferDataData>,
-    /// The counts of the last `offerData` (an unsolicited offer is answered against these).
-    last_counts: OfferDataData,
-}
-
-impl Member {
-    fn info(&self, id: PeerId) -> PeerInfo {
-        PeerInfo {
-            id: id.to_string(),
-            metadata: self.metadata.clone(),
-            track_id_to_metadata: self.track_map(),
-        }
-    }
-
-    fn track_map(&self) -> BTreeMap<String, Value> {
-        self.published
-            .iter()
-            .map(|t| (t.track_id.clone(), t.metadata.clone()))
-            .collect()
-    }
-
-    fn counts(&self) -> OfferDataData {
-        let audio = self
-            .outbound
-            .iter()
-            .filter(|t| t.kind == MediaKind::Audio)
-            .count();
-        OfferDataData {
-            audio: audio as u32,
-            video: (self.outbound.len() - audio) as u32,
-        }
-    }
-
-    /// The first `counts` tracks of each kind: what an offer made for `counts` can carry.
-    fn outbound_fitting(&self, counts: OfferDataData) -> Vec<OutboundTrack> {
-        let (mut audio, mut video) = (0, 0);
-        self.outbound
-            .iter()
-            .filter(|t| {
-                let (n, max) = match t.kind {
-                    MediaKind::Audio => (&mut audio, counts.audio),
-                    MediaKind::Video => (&mut video, counts.video),
-                };
-                *n += 1;
-                *n <= max
-            })
-            .cloned()
-            .collect()
-    }
 }
 
 /// The signalling engine of one room (see the module docs).
@@ -698,16 +626,5 @@ impl<S: SfuBackend> Engine<S> {
             to: self.order.clone(),
             event: event.to_json(),
         });
-    }
-}
-
-fn outbound(publisher: PeerId, track: &PublishedTrack) -> OutboundTrack {
-    OutboundTrack {
-        track_id: track.track_id.clone(),
-        publisher,
-        kind: track.kind,
-        // One msid stream per publisher: the demo attaches audio and video to one element.
-        stream_id: publisher.to_string(),
-        active: true,
     }
 }

@@ -27,24 +27,26 @@
 //!   RTP, RTCP and STUN consent checks every few hundred ms to 2.5 s), or one that did not
 //!   connect within `connect_timeout` of its first offer, or whose DTLS closed, is reported once
 //!   with [`SfuEvent::PeerFailed`] and no longer served.
+//!
+//! Driving it (the room actor): `add_peer` at join; on every offer `handle_offer`, then publish
+//! `ice_ufrags()` to the UDP mux (`RoomUdp::set_ufrags`) BEFORE sending the answer, then send
+//! `local_candidates()`; feed `handle_datagram` / `handle_timeout`; after each input (or batch
+//! of inputs) drain `poll_output` until it returns [`SfuOutput::Timeout`] and sleep until that
+//! instant. On [`SfuEvent::PeerFailed`] remove the peer (`remove_peer`) and tell the others.
+mod forward;
+mod negotiate;
 mod sdp;
 mod track;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
-use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
-use str0m::format::{Codec, CodecSpec};
-use str0m::media::{KeyframeRequestKind, Mid, Pt};
+use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
-use self::sdp::OfferSummary;
 use self::track::{KeyframeLimiter, SeqRewrite, SilenceDiscarder};
 use crate::rtc::ids::{MediaKind, PeerId};
 
@@ -154,8 +156,22 @@ pub enum SfuOutput {
     Timeout(Instant),
 }
 
+/// Counters of one [`Sfu`] since it started (for logs, tests and benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SfuStats {
+    /// RTP packets received from publishers.
+    pub rtp_in: u64,
+    /// RTP packets written to subscribers.
+    pub rtp_out: u64,
+    /// Opus packets dropped by the silence discarder.
+    pub silence_dropped: u64,
+    /// Keyframe requests (PLI) sent to publishers.
+    pub keyframe_requests: u64,
+}
+
 /// The forwarding core of one room. See the module docs.
 pub struct Sfu {
+    stats: SfuStats,
     config: SfuConfig,
     /// One certificate for every peer: generating one per `Rtc` would cost a key generation each.
     dtls_cert: Option<DtlsCert>,
@@ -165,6 +181,8 @@ pub struct Sfu {
     /// Peers whose `Rtc` must be drained (str0m's rule: drain after every mutation).
     dirty: VecDeque<PeerId>,
     events: VecDeque<SfuEvent>,
+    /// Datagrams drained from the peers, waiting for `poll_output`.
+    transmits: VecDeque<Transmit>,
     /// Last peer seen from a source address: the fast path of datagram demultiplexing.
     by_addr: HashMap<SocketAddr, PeerId>,
     last_now: Instant,
@@ -224,12 +242,14 @@ impl Sfu {
             );
         }
         Sfu {
+            stats: SfuStats::default(),
             config,
             dtls_cert,
             peers: HashMap::new(),
             tracks: HashMap::new(),
             dirty: VecDeque::new(),
             events: VecDeque::new(),
+            transmits: VecDeque::new(),
             by_addr: HashMap::new(),
             last_now: now,
         }
@@ -265,203 +285,6 @@ impl Sfu {
         self.dirty.retain(|p| *p != peer);
         self.by_addr.retain(|_, p| *p != peer);
         self.rebuild_routes();
-    }
-
-    /// Applies a browser offer (every re-offer is an ICE restart) and returns the answer.
-    ///
-    /// `inbound`: the peer's own sendonly m-lines, mid → track id (the offer's `midToTrackId`).
-    /// `outbound`: the ordered tracks this peer receives (active and disabled); the k-th audio
-    /// entry goes to the k-th recvonly audio m-line, same for video; disabled → `a=inactive`.
-    /// On error the peer's previous session (if any) is kept unchanged where str0m allows it.
-    pub fn handle_offer(
-        &mut self,
-        peer_id: PeerId,
-        offer_sdp: &str,
-        inbound: &BTreeMap<String, String>,
-        outbound: &[OutboundTrack],
-        now: Instant,
-    ) -> Result<Answer, SfuError> {
-        self.last_now = self.last_now.max(now);
-        if !self.peers.contains_key(&peer_id) {
-            return Err(SfuError::UnknownPeer(peer_id));
-        }
-        let room = self.config.room.clone();
-        let summary = OfferSummary::parse(offer_sdp).map_err(SfuError::InvalidSdp)?;
-        if let Some(bad) = summary
-            .sections
-            .iter()
-            .find(|s| s.kind.is_some() && !s.rejected && !s.usable_codec)
-        {
-            return Err(SfuError::NoUsableCodec(format!(
-                "m-line {} offers neither Opus, VP8 nor H264 42e01f",
-                bad.mid.as_deref().unwrap_or("?")
-            )));
-        }
-
-        // Map outbound tracks onto the offer's recvonly m-lines.
-        let mut mid_to_track_id: BTreeMap<String, String> = BTreeMap::new();
-        let mut inactive: Vec<&str> = Vec::new();
-        let mut assigned: Vec<(&str, &OutboundTrack)> = Vec::new();
-        for kind in [MediaKind::Audio, MediaKind::Video] {
-            let mut tracks = outbound.iter().filter(|t| t.kind == kind);
-            for section in summary.recvonly(kind) {
-                let Some(mid) = section.mid.as_deref() else {
-                    continue;
-                };
-                match tracks.next() {
-                    Some(t) => {
-                        mid_to_track_id.insert(mid.to_string(), t.track_id.clone());
-                        assigned.push((mid, t));
-                        if !t.active {
-                            inactive.push(mid);
-                        }
-                    }
-                    None => inactive.push(mid),
-                }
-            }
-            let surplus = tracks.count();
-            if surplus > 0 {
-                log::warn!(
-                    "room {room} peer {peer_id}: {surplus} {kind} tracks have no recvonly m-line"
-                );
-            }
-        }
-        let inbound_kinds: HashMap<&str, MediaKind> = summary
-            .sections
-            .iter()
-            .filter(|s| !s.rejected && matches!(s.dir, sdp::Dir::SendOnly | sdp::Dir::SendRecv))
-            .filter_map(|s| Some((s.mid.as_deref()?, s.kind?)))
-            .collect();
-        for (mid, track_id) in inbound {
-            mid_to_track_id.insert(mid.clone(), track_id.clone());
-        }
-
-        let offer_text = if inactive.is_empty() {
-            offer_sdp.to_string()
-        } else {
-            sdp::set_inactive(offer_sdp, &summary, &inactive)
-        };
-        let offer = SdpOffer::from_sdp_string(&offer_text)
-            .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-
-        let fresh_rtc = self.peers.get(&peer_id).is_some_and(|p| p.rtc.is_none());
-        if fresh_rtc {
-            let rtc = self.new_rtc(now);
-            if let Some(p) = self.peers.get_mut(&peer_id) {
-                p.rtc = Some(rtc);
-                p.failed = false;
-            }
-        }
-        let peer = self
-            .peers
-            .get_mut(&peer_id)
-            .ok_or(SfuError::UnknownPeer(peer_id))?;
-        let rtc = peer.rtc.as_mut().ok_or(SfuError::UnknownPeer(peer_id))?;
-        // str0m must never take the room down: a panic on a hostile offer only costs this peer.
-        let accepted = catch_unwind(AssertUnwindSafe(|| rtc.sdp_api().accept_offer(offer)));
-        let answer = match accepted {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => {
-                if fresh_rtc {
-                    peer.rtc = None;
-                }
-                return Err(SfuError::InvalidSdp(e.to_string()));
-            }
-            Err(_) => {
-                log::error!(
-                    "room {room} peer {peer_id}: str0m panicked on an offer; session dropped"
-                );
-                peer.rtc = None;
-                return Err(SfuError::InvalidSdp("offer could not be applied".into()));
-            }
-        };
-
-        // msids of the m-lines we send on (see the module docs for why we rewrite them).
-        let msids: BTreeMap<String, (String, String)> = assigned
-            .iter()
-            .map(|(mid, t)| {
-                let track = t.track_id.rsplit(':').next().unwrap_or(&t.track_id);
-                (
-                    mid.to_string(),
-                    (sdp::msid_token(&t.stream_id), sdp::msid_token(track)),
-                )
-            })
-            .collect();
-        let sdp = sdp::rewrite_msids(&answer.to_sdp_string(), &msids);
-
-        peer.ufrag = Some(rtc.direct_api().local_ice_credentials().ufrag);
-        peer.first_offer.get_or_insert(now);
-        let mut outbound_slots = HashMap::with_capacity(assigned.len());
-        for (mid_str, t) in &assigned {
-            let mid = Mid::from(*mid_str);
-            let sending = rtc.media(mid).is_some_and(|m| m.direction().is_sending());
-            let previous = peer
-                .outbound
-                .remove(&mid)
-                .filter(|s| s.track_id == t.track_id);
-            let slot = match previous {
-                Some(mut s) => {
-                    s.forwarding = t.active && sending;
-                    s
-                }
-                None => OutSlot {
-                    track_id: t.track_id.clone(),
-                    source: None,
-                    forwarding: t.active && sending,
-                    seq: SeqRewrite::default(),
-                    seq_start: rand::rng().random_range(1000..30000),
-                    pt_cache: None,
-                },
-            };
-            outbound_slots.insert(mid, slot);
-        }
-        peer.outbound = outbound_slots;
-        peer.inbound = inbound
-            .iter()
-            .filter(|(mid, _)| inbound_kinds.contains_key(mid.as_str()))
-            .map(|(mid, t)| (Mid::from(mid.as_str()), t.clone()))
-            .collect();
-        let new_inbound: Vec<(Mid, String, MediaKind)> = peer
-            .inbound
-            .iter()
-            .filter_map(|(mid, t)| {
-                Some((
-                    *mid,
-                    t.clone(),
-                    *inbound_kinds.get(mid.to_string().as_str())?,
-                ))
-            })
-            .collect();
-        self.mark_dirty(peer_id, true);
-
-        self.tracks.retain(|(p, mid), t| {
-            *p != peer_id
-                || new_inbound
-                    .iter()
-                    .any(|(m, id, _)| m == mid && *id == t.track_id)
-        });
-        for (mid, track_id, kind) in new_inbound {
-            self.tracks
-                .entry((peer_id, mid))
-                .or_insert_with(|| PubTrack {
-                    track_id,
-                    kind,
-                    silence: SilenceDiscarder::default(),
-                    keyframe: KeyframeLimiter::default(),
-                    subscribers: Vec::new(),
-                });
-        }
-        self.rebuild_routes();
-        log::debug!(
-            "room {room} peer {peer_id}: answered ({} inbound, {} outbound, {} inactive m-lines)",
-            inbound.len(),
-            assigned.len(),
-            inactive.len()
-        );
-        Ok(Answer {
-            sdp,
-            mid_to_track_id,
-        })
     }
 
     /// Adds a trickled remote candidate (`candidate:…`, with or without `a=`).
@@ -559,7 +382,7 @@ impl Sfu {
                 log::debug!("room {room} peer {id}: dropped a datagram: {e}");
             }
         }
-        self.mark_dirty(id, false);
+        self.drain_peer(id);
     }
 
     /// Advances time: str0m timers, failure detection and merged keyframe requests.
@@ -597,7 +420,7 @@ impl Sfu {
             }
         }
         for id in due {
-            self.mark_dirty(id, false);
+            self.drain_peer(id);
         }
         for (id, why) in failed {
             self.fail_peer(id, why);
@@ -617,47 +440,54 @@ impl Sfu {
     /// The next output; drain until it returns [`SfuOutput::Timeout`] after every input.
     pub fn poll_output(&mut self) -> SfuOutput {
         loop {
+            if let Some(t) = self.transmits.pop_front() {
+                return SfuOutput::Transmit(t);
+            }
             if let Some(e) = self.events.pop_front() {
                 return SfuOutput::Event(e);
             }
-            let Some(&id) = self.dirty.front() else { break };
-            let last_now = self.last_now;
+            let Some(id) = self.dirty.pop_front() else {
+                break;
+            };
+            self.drain_peer(id);
+        }
+        SfuOutput::Timeout(self.next_deadline())
+    }
+
+    /// Drains one peer's `Rtc` completely. This must follow every `handle_input` before the next
+    /// one: in RTP mode str0m keeps only ONE received packet for the next `poll_output`, so a
+    /// second datagram handled before draining would silently replace the first.
+    fn drain_peer(&mut self, id: PeerId) {
+        let last_now = self.last_now;
+        loop {
             let Some(peer) = self.peers.get_mut(&id) else {
-                self.dirty.pop_front();
-                continue;
+                return;
             };
-            let Some(rtc) = peer.rtc.as_mut() else {
-                peer.dirty = false;
-                self.dirty.pop_front();
-                continue;
-            };
+            peer.dirty = false;
+            let Some(rtc) = peer.rtc.as_mut() else { return };
             if peer.needs_tick {
+                // Written RTP is only scheduled for sending by the next input.
                 peer.needs_tick = false;
                 let _ = rtc.handle_input(Input::Timeout(last_now));
             }
             match rtc.poll_output() {
-                Ok(Output::Transmit(t)) => {
-                    return SfuOutput::Transmit(Transmit {
-                        source: t.source,
-                        destination: t.destination,
-                        contents: t.contents.into(),
-                    });
-                }
+                Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
                 Ok(Output::Timeout(t)) => {
                     peer.next_timeout = Some(t);
-                    peer.dirty = false;
-                    self.dirty.pop_front();
+                    return;
                 }
                 Ok(Output::Event(e)) => self.on_rtc_event(id, e),
                 Err(e) => {
                     log::warn!("room {} peer {id}: WebRTC error: {e}", self.config.room);
-                    peer.dirty = false;
-                    self.dirty.pop_front();
                     self.fail_peer(id, "WebRTC error");
+                    return;
                 }
             }
         }
-        SfuOutput::Timeout(self.next_deadline())
     }
 
     /// The current local ICE ufrags of all peers (they change with every ICE restart), so the
@@ -668,6 +498,11 @@ impl Sfu {
             .filter(|p| p.rtc.is_some())
             .filter_map(|p| p.ufrag.clone())
             .collect()
+    }
+
+    /// Counters since the SFU started.
+    pub fn stats(&self) -> SfuStats {
+        self.stats
     }
 
     fn new_rtc(&self, now: Instant) -> Rtc {
@@ -749,148 +584,6 @@ impl Sfu {
         }
     }
 
-    /// Rate-limited PLI to a publisher track (video only).
-    fn request_keyframe(&mut self, key: (PeerId, Mid)) {
-        let interval = self.config.keyframe_request_interval;
-        let now = self.last_now;
-        let Some(t) = self.tracks.get_mut(&key) else {
-            return;
-        };
-        if t.kind == MediaKind::Video && t.keyframe.request(now, interval) {
-            self.send_pli(key);
-        }
-    }
-
-    fn send_pli(&mut self, (publisher, mid): (PeerId, Mid)) {
-        let Some(rtc) = self.peers.get_mut(&publisher).and_then(|p| p.rtc.as_mut()) else {
-            return;
-        };
-        if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
-            rx.request_keyframe(KeyframeRequestKind::Pli);
-            log::debug!(
-                "room {} peer {publisher}: keyframe requested for mid {mid}",
-                self.config.room
-            );
-            self.mark_dirty(publisher, true);
-        }
-    }
-
-    /// The hot path: one publisher packet to every subscriber of its track.
-    fn forward(&mut self, publisher: PeerId, pkt: RtpPacket) {
-        let Some(p) = self.peers.get_mut(&publisher) else {
-            return;
-        };
-        let Some(rtc) = p.rtc.as_mut() else { return };
-        let Some(mid) = rtc
-            .direct_api()
-            .stream_rx(&pkt.header.ssrc)
-            .map(|s| s.mid())
-        else {
-            return;
-        };
-        let in_pt = pkt.header.payload_type;
-        let spec = rtc
-            .codec_config()
-            .iter()
-            .find(|c| c.pt() == in_pt)
-            .map(|c| c.spec());
-        let Some(track) = self.tracks.get_mut(&(publisher, mid)) else {
-            return;
-        };
-        if track.kind == MediaKind::Audio
-            && track.silence.should_drop(
-                pkt.header.ext_vals.audio_level,
-                self.config.silence_threshold,
-                self.config.silence_max_drops,
-            )
-        {
-            return;
-        }
-        let logical = (*pkt.seq_no).wrapping_sub(track.silence.dropped);
-        // Only end-to-end extensions travel on; str0m sets mid, transport-cc and abs-send-time
-        // itself per subscriber.
-        let ext = ExtensionValues {
-            audio_level: pkt.header.ext_vals.audio_level,
-            voice_activity: pkt.header.ext_vals.voice_activity,
-            video_orientation: pkt.header.ext_vals.video_orientation,
-            ..Default::default()
-        };
-        let nackable = track.kind == MediaKind::Video;
-        let mut needs_keyframe = false;
-        for &(sub_id, sub_mid) in &track.subscribers {
-            let Some(sub) = self.peers.get_mut(&sub_id) else {
-                continue;
-            };
-            if !sub.connected || sub.failed {
-                continue;
-            }
-            let (Some(slot), Some(rtc)) = (sub.outbound.get_mut(&sub_mid), sub.rtc.as_mut()) else {
-                continue;
-            };
-            if !slot.forwarding {
-                continue;
-            }
-            let out_pt = match slot.pt_cache {
-                Some((i, o)) if i == in_pt => o,
-                _ => {
-                    let Some(o) = spec.and_then(|s| subscriber_pt(rtc, sub_mid, &s)) else {
-                        continue;
-                    };
-                    slot.pt_cache = Some((in_pt, o));
-                    o
-                }
-            };
-            if !slot.seq.started() {
-                needs_keyframe = true;
-            }
-            let seq = slot.seq.map(logical, slot.seq_start);
-            let mut api = rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else {
-                continue;
-            };
-            tx.write_rtp(
-                RtpWrite::new(
-                    out_pt,
-                    seq.into(),
-                    pkt.header.timestamp,
-                    pkt.timestamp,
-                    pkt.payload.clone(),
-                )
-                .marker(pkt.header.marker)
-                .ext_vals(ext.clone())
-                .nackable(nackable),
-            );
-            sub.needs_tick = true;
-            if !sub.dirty {
-                sub.dirty = true;
-                self.dirty.push_back(sub_id);
-            }
-        }
-        if needs_keyframe {
-            self.request_keyframe((publisher, mid));
-        }
-    }
-
-    /// Recomputes which subscriber m-line carries which publisher track.
-    fn rebuild_routes(&mut self) {
-        let mut index: HashMap<&str, (PeerId, Mid)> = HashMap::new();
-        for (key, t) in &self.tracks {
-            index.insert(t.track_id.as_str(), *key);
-        }
-        let mut subs: HashMap<(PeerId, Mid), Vec<(PeerId, Mid)>> = HashMap::new();
-        for (sid, p) in &mut self.peers {
-            for (mid, slot) in &mut p.outbound {
-                slot.source = index.get(slot.track_id.as_str()).copied();
-                if let Some(key) = slot.source {
-                    subs.entry(key).or_default().push((*sid, *mid));
-                }
-            }
-        }
-        for (key, t) in &mut self.tracks {
-            t.subscribers = subs.remove(key).unwrap_or_default();
-        }
-    }
-
     /// Maps a wildcard or unknown local address to the advertised candidate str0m expects.
     fn local_destination(&self, source: SocketAddr, destination: SocketAddr) -> SocketAddr {
         let locals = &self.config.local_addrs;
@@ -926,20 +619,4 @@ impl Sfu {
         }
         next.max(self.last_now)
     }
-}
-
-/// The subscriber's payload type on `mid` for the publisher's codec, if it negotiated it.
-fn subscriber_pt(rtc: &Rtc, mid: Mid, spec: &CodecSpec) -> Option<Pt> {
-    let media = rtc.media(mid)?;
-    rtc.codec_config()
-        .iter()
-        .filter(|c| media.remote_pts().contains(&c.pt()))
-        .find(|c| {
-            let s = c.spec();
-            s.codec == spec.codec
-                && (s.codec != Codec::H264
-                    || (s.format.profile_level_id == spec.format.profile_level_id
-                        && s.format.packetization_mode == spec.format.packetization_mode))
-        })
-        .map(|c| c.pt())
 }
