@@ -7,8 +7,8 @@ mod peer;
 use peer::client::PeerOptions;
 use peer::media::Kind;
 use peer::scenario::{
-    LONG, active_tracks, answer_directions, assert_clean, assert_delivery, join_accepted,
-    wait_receiving,
+    LONG, active_tracks, answer_directions, assert_clean, assert_delivery,
+    assert_delivery_across_restarts, join_accepted, wait_receiving,
 };
 use peer::server::TestServer;
 use serde_json::json;
@@ -385,6 +385,45 @@ async fn a_late_subscriber_gets_a_keyframe_from_a_publisher_that_only_sends_them
         );
         viewer.observe(|o| assert_eq!(o.remote[&video.track_id].malformed_vp8, 0));
         assert_clean(&[&camera, &viewer]);
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_keeps_flowing_while_a_newcomer_makes_everyone_renegotiate_with_an_ice_restart() {
+    bounded(async {
+        let server = TestServer::start().await;
+        let a = join_accepted(&server, "restarts", PeerOptions::new("a")).await;
+        let b = join_accepted(&server, "restarts", PeerOptions::new("b")).await;
+        wait_receiving(&a, &[&b]).await;
+        wait_receiving(&b, &[&a]).await;
+        let offers_before = a.observe(|o| o.offers.len());
+        let from = Instant::now();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The newcomer's tracks make a and b renegotiate; every re-offer restarts ICE.
+        let c = join_accepted(&server, "restarts", PeerOptions::new("c")).await;
+        wait_receiving(&a, &[&c]).await;
+        wait_receiving(&b, &[&c]).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let until = Instant::now() - Duration::from_millis(300);
+        a.observe(|o| {
+            assert!(o.offers.len() > offers_before, "a never re-offered");
+            let ufrags: Vec<Option<String>> = o.offers[offers_before - 1..]
+                .iter()
+                .map(|offer| peer::sdp::media_sections(&offer.sdp)[0].ice_ufrag.clone())
+                .collect();
+            let distinct: HashSet<_> = ufrags.iter().collect();
+            assert_eq!(
+                distinct.len(),
+                ufrags.len(),
+                "a re-offer kept its ICE credentials"
+            );
+        });
+        // Across the restarts: everything a and b sent each other arrived, without gaps.
+        assert_delivery_across_restarts(&a, &b, from, until, 95);
+        assert_delivery_across_restarts(&b, &a, from, until, 95);
+        assert_clean(&[&a, &b, &c]);
         server.stop().await;
     })
     .await;

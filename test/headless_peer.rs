@@ -94,14 +94,15 @@ fn recorder_counts_gaps_reordering_and_wraparound() {
 type ServerLog = Arc<Mutex<Vec<Value>>>;
 
 enum ServerInput {
+    Raw(Value),
     Frame(Option<String>),
     Candidate(String),
 }
 
 /// Accepts one WebSocket and plays the server side of the flat media-event protocol with a
 /// webrtc-rs answerer that reflects the client's media back as the tracks of a fake peer
-/// `ghost`. After the first answer it sends a second `offerData`, so the client's ICE-restart
-/// path runs too.
+/// `ghost`. Two seconds after the first answer it sends a second `offerData`, so the client's
+/// ICE-restart path runs while media flows (and shows that webrtc-rs itself loses nothing there).
 async fn reflector(listener: TcpListener, log: ServerLog) {
     let (tcp, _) = listener.accept().await.unwrap();
     let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
@@ -130,6 +131,7 @@ async fn reflector(listener: TcpListener, log: ServerLog) {
         let push = |event: Value, join_ref: &Value| json!([join_ref, null, "room:selftest", "mediaEvent", {"data": event.to_string()}]);
         match item {
             ServerInput::Frame(None) => return,
+            ServerInput::Raw(v) => out.push(v),
             ServerInput::Candidate(candidate) => out.push(push(
                 json!({"type": "candidate", "data": {"candidate": candidate, "sdpMLineIndex": 0, "sdpMid": null, "usernameFragment": null}}),
                 &join_ref,
@@ -177,7 +179,12 @@ async fn reflector(listener: TcpListener, log: ServerLog) {
                                 out.push(push(json!({"type": "sdpAnswer", "data": {"type": "answer", "sdp": sdp, "midToTrackId": mids}}), &join_ref));
                                 answers += 1;
                                 if answers == 1 {
-                                    out.push(push(json!({"type": "offerData", "data": {"audio": 1, "video": 1}}), &join_ref));
+                                    let frame = push(json!({"type": "offerData", "data": {"audio": 1, "video": 1}}), &join_ref);
+                                    let tx = input_tx.clone();
+                                    tokio::spawn(async move {
+                                        tokio::time::sleep(Duration::from_secs(2)).await;
+                                        let _ = tx.send(ServerInput::Raw(frame)).await;
+                                    });
                                 }
                             }
                             "candidate" => {
@@ -432,7 +439,6 @@ async fn client_negotiates_restarts_ice_and_receives_its_reflected_media() {
         })
         .await
         .unwrap();
-        let negotiated = peer.observe(|o| o.negotiated_at.unwrap());
         tokio::time::sleep(Duration::from_secs(3)).await;
         peer.set_silent(true).await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -486,7 +492,8 @@ async fn client_negotiates_restarts_ice_and_receives_its_reflected_media() {
                 let (expected, delivered) = media::delivery(
                     sent,
                     received,
-                    negotiated + Duration::from_millis(500),
+                    // From the first negotiation on: the window spans the ICE restart.
+                    o.answers[0].at + Duration::from_millis(800),
                     silenced_at,
                 );
                 eprintln!(
@@ -499,6 +506,7 @@ async fn client_negotiates_restarts_ice_and_receives_its_reflected_media() {
                     "{kind:?}: {delivered}/{expected} delivered"
                 );
                 assert_eq!(received.foreign_payloads, 0);
+                assert_eq!(received.missing_sequence_numbers, 0, "{kind:?}: gaps {:?}", received.gaps);
             }
             let video = &o.remote["ghost:video"];
             assert!(video.keyframes > 0 && video.malformed_vp8 == 0);

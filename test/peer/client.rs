@@ -1305,6 +1305,7 @@ async fn send_media(
             // packetizer never loses a packet there, so a refused write is retried briefly
             // rather than turned into a sequence gap that would be blamed on the server.
             let mut result = track.write_rtp(packet.clone()).await;
+            let retried = result.is_err();
             for _ in 0..20 {
                 if result.is_ok() {
                     break;
@@ -1321,6 +1322,7 @@ async fn send_media(
                     index: g.trailer.index,
                     at: Instant::now(),
                     silent: g.silent,
+                    retried,
                 }),
                 Err(_) => record.refused += 1,
             }

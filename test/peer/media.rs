@@ -303,6 +303,8 @@ pub struct SentPacket {
     pub at: Instant,
     /// Whether it was digital silence.
     pub silent: bool,
+    /// webrtc-rs refused the first write (track being rebound around a renegotiation).
+    pub retried: bool,
 }
 
 /// Everything one local track sent.

@@ -3,7 +3,6 @@
 //! per-track recorders.
 
 pub mod client;
-pub mod engine_server;
 pub mod media;
 pub mod phoenix;
 pub mod scenario;

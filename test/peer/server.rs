@@ -18,7 +18,7 @@ pub struct TestServer {
     pub http: SocketAddr,
     /// Media UDP address.
     pub udp: SocketAddr,
-    rooms: Option<RoomRegistry>,
+    rooms: RoomRegistry,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -30,25 +30,8 @@ impl TestServer {
     }
 
     /// Starts a server whose rooms admit at most `max_peers` peers.
-    ///
-    /// `VIDEOROOM_E2E_BACKEND=engine` runs the engine stand-in (`engine_server`) instead of
-    /// `app::run`, for as long as the room layer is not wired into the app.
     pub async fn start_with(max_peers: Option<usize>) -> Self {
         let _ = env_logger::builder().is_test(true).try_init();
-        if std::env::var("VIDEOROOM_E2E_BACKEND").as_deref() == Ok("engine") {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
-            let udp_socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
-            let http = listener.local_addr().expect("tcp addr");
-            let udp = udp_socket.local_addr().expect("udp addr");
-            let task = tokio::spawn(super::engine_server::serve(listener, udp_socket, max_peers));
-            return Self {
-                http,
-                udp,
-                rooms: None,
-                shutdown: None,
-                task,
-            };
-        }
         let mut config = Config {
             bind: [127, 0, 0, 1].into(),
             port: 0,
@@ -82,15 +65,15 @@ impl TestServer {
         Self {
             http,
             udp,
-            rooms: Some(rooms),
+            rooms,
             shutdown: Some(shutdown),
             task,
         }
     }
 
-    /// The running rooms' ids, when the server exposes its registry (not the stand-in).
-    pub fn room_ids(&self) -> Option<Vec<String>> {
-        self.rooms.as_ref().map(RoomRegistry::room_ids)
+    /// The running rooms' ids (from the room registry).
+    pub fn room_ids(&self) -> Vec<String> {
+        self.rooms.room_ids()
     }
 
     /// The phoenix.js WebSocket URL (`vsn=2.0.0`).
