@@ -16,7 +16,10 @@
 //! (`outbound_queue` messages; overflow closes the session with a log line). LongPoll cannot
 //! carry binary frames to the client (as in Phoenix); they are dropped with a warning.
 
-use super::{Endpoint, LiveGuard, Refusal, SocketMount, admit, connect_info, header};
+use super::{
+    Endpoint, LiveGuard, Refusal, SocketMount, admit, connect_info, header, raw_query,
+    transport_path,
+};
 use crate::phoenix::mailbox::{Mailbox, Overflow, SocketEvent};
 use crate::phoenix::message::Frame;
 use crate::phoenix::socket::{Output, SocketState};
@@ -66,22 +69,8 @@ fn plain(code: StatusCode) -> Response {
 
 pub(super) fn filter(endpoint: Endpoint, mount: Arc<SocketMount>) -> BoxedFilter<(Response,)> {
     let sessions: Sessions = Arc::new(DashMap::new());
-    let matcher = mount.clone();
-    let path = warp::path::full().and_then(move |p: warp::path::FullPath| {
-        let m = matcher.clone();
-        async move {
-            match m
-                .settings
-                .longpoll
-                .then(|| m.match_path(p.as_str(), "longpoll"))
-                .flatten()
-            {
-                Some(vars) => Ok((p.as_str().to_owned(), vars)),
-                None => Err(warp::reject::not_found()),
-            }
-        }
-    });
-    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let path = transport_path(&mount, "longpoll", mount.settings.longpoll);
+    let query = raw_query();
     path.and(warp::method())
         .and(warp::header::headers_cloned())
         .and(query)

@@ -231,6 +231,36 @@ impl SocketMount {
     }
 }
 
+/// Matches `<mount path>/<transport>` when that transport is `enabled` (otherwise 404, so other
+/// routes may answer); extracts the request path and the mount's path variables.
+fn transport_path(
+    mount: &Arc<SocketMount>,
+    transport: &'static str,
+    enabled: bool,
+) -> impl Filter<Extract = ((String, serde_json::Map<String, Value>),), Error = warp::Rejection>
++ Clone
++ Send
++ Sync
++ 'static {
+    let mount = mount.clone();
+    warp::path::full().and_then(move |p: warp::path::FullPath| {
+        let vars = enabled
+            .then(|| mount.match_path(p.as_str(), transport))
+            .flatten();
+        async move {
+            match vars {
+                Some(vars) => Ok((p.as_str().to_owned(), vars)),
+                None => Err(warp::reject::not_found()),
+            }
+        }
+    })
+}
+
+/// The raw query string, empty when the request has none.
+fn raw_query() -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
 /// What sockets of one server share: PubSub, Presence, the drain signal.
 #[derive(Clone)]
 pub struct Endpoint {

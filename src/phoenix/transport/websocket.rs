@@ -11,6 +11,7 @@
 
 use super::{
     Endpoint, LiveGuard, Refusal, SocketMount, admit, connect_info, decode_bearer, header,
+    raw_query, transport_path,
 };
 use crate::phoenix::mailbox::Mailbox;
 use crate::phoenix::message::Frame;
@@ -36,22 +37,8 @@ fn status(code: StatusCode, body: &str) -> Response {
 }
 
 pub(super) fn filter(endpoint: Endpoint, mount: Arc<SocketMount>) -> BoxedFilter<(Response,)> {
-    let matcher = mount.clone();
-    let path = warp::path::full().and_then(move |p: warp::path::FullPath| {
-        let m = matcher.clone();
-        async move {
-            match m
-                .settings
-                .websocket
-                .then(|| m.match_path(p.as_str(), "websocket"))
-                .flatten()
-            {
-                Some(vars) => Ok((p.as_str().to_owned(), vars)),
-                None => Err(warp::reject::not_found()),
-            }
-        }
-    });
-    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let path = transport_path(&mount, "websocket", mount.settings.websocket);
+    let query = raw_query();
     let ws = warp::ws().map(Some).or(warp::any().map(|| None)).unify();
     path.and(warp::method())
         .and(warp::header::headers_cloned())
