@@ -55,6 +55,7 @@ pub fn routes(
 /// A server ready to run: routes built, certificate loaded, nothing listening yet.
 pub struct App {
     config: Config,
+    rooms: RoomRegistry,
     endpoint: Endpoint,
     filter: BoxedFilter<(Response,)>,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -67,14 +68,20 @@ impl App {
     pub fn new(config: Config, udp: Option<UdpSocket>) -> Result<Self, StartError> {
         let rooms = room_registry(&config, udp);
         let endpoint = Endpoint::new();
-        let filter = routes(&config, &endpoint, rooms)?;
+        let filter = routes(&config, &endpoint, rooms.clone())?;
         let tls = config.web_config().tls.acceptor()?;
         Ok(App {
             config,
+            rooms,
             endpoint,
             filter,
             tls,
         })
+    }
+
+    /// The room registry (a cheap handle): lets tests and operators see which rooms run.
+    pub fn rooms(&self) -> RoomRegistry {
+        self.rooms.clone()
     }
 
     /// The URL clients use for `addr`: `https://…` when TLS is on.

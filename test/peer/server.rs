@@ -1,7 +1,6 @@
 //! Starts the real videoroom server in-process for end-to-end tests: HTTP/WebSocket on
 //! 127.0.0.1:0 and the media UDP socket on 127.0.0.1:0, so host candidates are loopback only.
-//! The wiring is `app::run`'s (registry, routes, drain), done here so the tests can inspect
-//! the room registry.
+//! It runs the app's own `App` (registry, routes, drain), keeping its room registry for inspection.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,7 +8,6 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use videoroom::config::Config;
-use videoroom::phoenix::transport::Endpoint;
 use videoroom::room::RoomRegistry;
 
 /// A running server; shut down (drained) on drop.
@@ -46,22 +44,11 @@ impl TestServer {
         let http = listener.local_addr().expect("tcp addr");
         let udp = udp_socket.local_addr().expect("udp addr");
         let (shutdown, stop) = oneshot::channel::<()>();
-        // What `app::run` does, keeping a handle on the room registry for inspection.
-        let rooms = videoroom::app::room_registry(&config, Some(udp_socket));
-        let endpoint = Endpoint::new();
-        let filter = videoroom::app::routes(&config, &endpoint, rooms.clone()).expect("routes");
-        let drain = endpoint.clone();
-        let task = tokio::spawn(async move {
-            warp::serve(filter)
-                .incoming(listener)
-                .graceful(async move {
-                    let _ = stop.await;
-                    drain.drain();
-                    drain.wait_drained(Duration::from_secs(5)).await;
-                })
-                .run()
-                .await;
-        });
+        let app = videoroom::app::App::new(config, Some(udp_socket)).expect("app starts");
+        let rooms = app.rooms();
+        let task = tokio::spawn(app.run(listener, async move {
+            let _ = stop.await;
+        }));
         Self {
             http,
             udp,
