@@ -50,7 +50,10 @@ export SFU_PROBE_BIN="$TARGET_DIR/debug/examples/sfu_probe"
 
 step "Rust tests (cargo nextest)"
 if ! cargo nextest --version >/dev/null 2>&1; then cargo install cargo-nextest --locked; fi
-cargo nextest run --no-fail-fast --test-threads 2
+# One test at a time: the media tests send real UDP with timing, and on a shared 2-core machine
+# two of them side by side can starve each other into a lost packet. One retry absorbs a rare
+# load-induced loss; nextest still reports such a test as FLAKY in its summary.
+cargo nextest run --no-fail-fast --test-threads 1 --retries 1
 
 step "Rust doc tests"
 cargo test --doc --quiet
