@@ -86,7 +86,7 @@ impl App {
 
     /// The URL clients use for `addr`: `https://…` when TLS is on.
     pub fn url_for(&self, addr: std::net::SocketAddr) -> String {
-        crate::web::tls::url_for(addr, self.tls.is_some())
+        crate::web::serve::url_for(addr, self.tls.is_some())
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains sockets (1012).
@@ -103,10 +103,11 @@ impl App {
             drain.drain();
             drain.wait_drained(drain_timeout).await;
         };
-        crate::web::serve(
+        crate::web::serve_with(
             self.filter.with(warp::log("videoroom::http")),
             listener,
             self.tls,
+            self.config.serve_limits(),
             shutdown,
         )
         .await;

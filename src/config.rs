@@ -4,7 +4,7 @@
 //! `videoroom --help` lists them. Other modules add their own settings here.
 
 use crate::phoenix::transport::{CheckOrigin, Settings};
-use crate::web::{TlsMode, WebConfig};
+use crate::web::{ServeLimits, TlsMode, WebConfig};
 use clap::Parser;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -50,7 +50,7 @@ pub struct Config {
     #[arg(
         long = "idle-timeout",
         env = "IDLE_TIMEOUT_SECS",
-        default_value_t = 60.0
+        default_value_t = Settings::DEFAULT_IDLE_TIMEOUT_SECS
     )]
     pub idle_timeout_secs: f64,
 
@@ -64,19 +64,28 @@ pub struct Config {
     )]
     pub check_origin: Vec<String>,
 
-    /// Largest WebSocket message accepted, in bytes (bigger: close 1009).
-    #[arg(long = "max-frame-size", env = "MAX_FRAME_SIZE", default_value_t = 8 * 1024 * 1024)]
+    /// Largest WebSocket message or LongPoll request body accepted, in bytes (bigger: close
+    /// 1009, HTTP 413).
+    #[arg(
+        long = "max-frame-size",
+        env = "MAX_FRAME_SIZE",
+        default_value_t = Settings::DEFAULT_MAX_FRAME_SIZE
+    )]
     pub max_frame_size: usize,
 
     /// Maximum channels joined per socket.
-    #[arg(long = "max-channels", env = "MAX_CHANNELS", default_value_t = 100)]
+    #[arg(
+        long = "max-channels",
+        env = "MAX_CHANNELS",
+        default_value_t = Settings::DEFAULT_MAX_CHANNELS
+    )]
     pub max_channels: usize,
 
     /// LongPoll window in seconds (a session dies after 1.5 windows without a poll).
     #[arg(
         long = "longpoll-window",
         env = "LONGPOLL_WINDOW_SECS",
-        default_value_t = 10.0
+        default_value_t = Settings::DEFAULT_LONGPOLL_WINDOW_SECS
     )]
     pub longpoll_window_secs: f64,
 
@@ -88,9 +97,75 @@ pub struct Config {
     #[arg(
         long = "outbound-queue",
         env = "OUTBOUND_QUEUE",
-        default_value_t = 1024
+        default_value_t = Settings::DEFAULT_OUTBOUND_QUEUE
     )]
     pub outbound_queue: usize,
+
+    /// Bytes queued for one client before it is closed as not reading (close 1013).
+    #[arg(
+        long = "outbound-bytes",
+        env = "OUTBOUND_BYTES",
+        default_value_t = Settings::DEFAULT_OUTBOUND_BYTES
+    )]
+    pub outbound_bytes: usize,
+
+    /// Inbound messages per second per socket, bursts of as many allowed (more: close 1008).
+    #[arg(
+        long = "max-messages-per-sec",
+        env = "MAX_MESSAGES_PER_SEC",
+        default_value_t = Settings::DEFAULT_MAX_MESSAGES_PER_SEC
+    )]
+    pub max_messages_per_sec: u32,
+
+    /// Longest channel topic (`room:<id>`) a client may join, in bytes (longer: join error
+    /// `topic too long`).
+    #[arg(
+        long = "max-topic-bytes",
+        env = "MAX_TOPIC_BYTES",
+        default_value_t = Settings::DEFAULT_MAX_TOPIC_BYTES
+    )]
+    pub max_topic_bytes: usize,
+
+    /// Most LongPoll sessions open at once (more: `{"status":403}`).
+    #[arg(
+        long = "max-longpoll-sessions",
+        env = "MAX_LONGPOLL_SESSIONS",
+        default_value_t = Settings::DEFAULT_MAX_LONGPOLL_SESSIONS
+    )]
+    pub max_longpoll_sessions: usize,
+
+    /// Most open TCP connections, WebSockets included (more are closed at once).
+    #[arg(
+        long = "max-connections",
+        env = "MAX_CONNECTIONS",
+        default_value_t = ServeLimits::DEFAULT_MAX_CONNECTIONS
+    )]
+    pub max_connections: usize,
+
+    /// Most open TCP connections from one source IP (more are closed at once).
+    #[arg(
+        long = "max-connections-per-ip",
+        env = "MAX_CONNECTIONS_PER_IP",
+        default_value_t = ServeLimits::DEFAULT_MAX_CONNECTIONS_PER_IP
+    )]
+    pub max_connections_per_ip: usize,
+
+    /// Seconds a client has to send a request's headers, counted from the connection's start
+    /// or its previous response, so also the idle time before a WebSocket upgrade (then closed).
+    #[arg(
+        long = "header-read-timeout",
+        env = "HEADER_READ_TIMEOUT_SECS",
+        default_value_t = ServeLimits::DEFAULT_HEADER_READ_TIMEOUT_SECS
+    )]
+    pub header_read_timeout_secs: f64,
+
+    /// Largest request head (request line and headers) in bytes, at least 8192 (bigger: 431).
+    #[arg(
+        long = "max-header-bytes",
+        env = "MAX_HEADER_BYTES",
+        default_value_t = ServeLimits::DEFAULT_MAX_HEADER_BYTES
+    )]
+    pub max_header_bytes: usize,
 
     /// UDP port of the media plane: one socket serves every peer of every room
     /// (default: the first port of `--port-range`, else 50000).
@@ -159,39 +234,19 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// The documented defaults: the flags' own defaults, environment variables ignored (tests
+    /// build configs without reading the environment).
     fn default() -> Self {
-        // Parsing no arguments yields the documented defaults (env vars ignored on purpose:
-        // tests build configs without reading the environment).
-        Config::parse_from_iter_ignoring_env()
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Config::command().mut_args(|arg| arg.env(None));
+        let matches = command
+            .try_get_matches_from(["videoroom"])
+            .expect("no arguments always parse");
+        Config::from_arg_matches(&matches).expect("the defaults are valid settings")
     }
 }
 
 impl Config {
-    fn parse_from_iter_ignoring_env() -> Self {
-        Config {
-            port: 4000,
-            bind: IpAddr::from([0, 0, 0, 0]),
-            idle_timeout_secs: 60.0,
-            check_origin: Vec::new(),
-            max_frame_size: 8 * 1024 * 1024,
-            max_channels: 100,
-            longpoll_window_secs: 10.0,
-            no_longpoll: false,
-            outbound_queue: 1024,
-            drain_timeout_secs: 5.0,
-            static_dir: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_self_signed: false,
-            tls_names: Vec::new(),
-            udp_port: None,
-            port_range: None,
-            external_ip: None,
-            max_peers_per_room: 0,
-            room_grace_secs: 2.0,
-        }
-    }
-
     /// The address to listen on.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.bind, self.port)
@@ -258,24 +313,52 @@ impl Config {
             longpoll_window: Duration::from_secs_f64(self.longpoll_window_secs.max(0.01)),
             longpoll: !self.no_longpoll,
             outbound_queue: self.outbound_queue,
+            outbound_bytes: self.outbound_bytes,
+            max_messages_per_sec: self.max_messages_per_sec,
+            max_topic_bytes: self.max_topic_bytes,
+            max_longpoll_sessions: self.max_longpoll_sessions,
             ..Settings::default()
+        }
+    }
+
+    /// The connection-level limits of the HTTP server; after a drain, open requests get the
+    /// rest of a second.
+    pub fn serve_limits(&self) -> ServeLimits {
+        ServeLimits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            header_read_timeout: Duration::from_secs_f64(self.header_read_timeout_secs.max(0.001)),
+            max_header_bytes: self.max_header_bytes,
+            ..ServeLimits::default()
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Config;
+    use super::{Config, Settings};
     use clap::Parser;
 
     #[test]
     fn defaults_match_the_documented_values() {
-        let parsed = Config::try_parse_from(["videoroom"]).expect("no args parse");
         let d = Config::default();
-        assert_eq!(parsed.bind, d.bind);
         assert_eq!(d.port, 4000);
         assert_eq!(d.max_channels, 100);
-        assert_eq!(d.socket_settings().idle_timeout.as_secs(), 60);
+        let settings = d.socket_settings();
+        let defaults = Settings::default();
+        assert_eq!(settings.idle_timeout, defaults.idle_timeout);
+        assert_eq!(settings.max_frame_size, defaults.max_frame_size);
+        assert_eq!(settings.outbound_bytes, defaults.outbound_bytes);
+        assert_eq!(settings.max_messages_per_sec, defaults.max_messages_per_sec);
+        assert_eq!(settings.max_topic_bytes, defaults.max_topic_bytes);
+        assert_eq!(settings.longpoll_window, defaults.longpoll_window);
+        let limits = d.serve_limits();
+        let serve_defaults = crate::web::ServeLimits::default();
+        assert_eq!(
+            limits.header_read_timeout,
+            serve_defaults.header_read_timeout
+        );
+        assert_eq!(limits.max_connections, serve_defaults.max_connections);
     }
 
     #[test]
@@ -293,6 +376,53 @@ mod tests {
         );
         assert!(Config::try_parse_from(["videoroom", "--port-range", "9-2"]).is_err());
         assert!(Config::try_parse_from(["videoroom", "--port-range", "abc"]).is_err());
+    }
+
+    /// The README's settings table names every flag with its environment variable and its
+    /// default, as `--help` does (the clap attributes are the one source of the defaults).
+    #[test]
+    fn the_readme_settings_table_matches_the_flags() {
+        use clap::CommandFactory;
+        let readme = include_str!("../README.md");
+        let command = Config::command();
+        for arg in command.get_arguments() {
+            let Some(flag) = arg.get_long() else { continue };
+            if flag == "help" || flag == "version" {
+                continue;
+            }
+            let flag = format!("`--{flag}`");
+            let row = readme
+                .lines()
+                .find(|l| {
+                    l.starts_with('|') && l.split('|').nth(1).is_some_and(|c| c.contains(&flag))
+                })
+                .unwrap_or_else(|| panic!("README settings table has no row for {flag}"));
+            let env = arg.get_env().expect("every flag has an env var");
+            let env = format!("`{}`", env.to_string_lossy());
+            assert!(
+                row.contains(&env),
+                "README row of {flag} lacks {env}: {row}"
+            );
+            let default: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            let default_cell = row.split('|').nth(3).unwrap_or("").trim();
+            match default.as_slice() {
+                [] => {}
+                [d] if d.is_empty() => {}
+                [d] if d == "false" => assert!(
+                    default_cell.starts_with("off"),
+                    "README default of {flag} should be off: {row}"
+                ),
+                [d] => assert!(
+                    default_cell.starts_with(&format!("`{d}`")),
+                    "README default of {flag} should be `{d}`: {row}"
+                ),
+                more => panic!("{flag} has several defaults {more:?}"),
+            }
+        }
     }
 
     #[test]

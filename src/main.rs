@@ -31,6 +31,10 @@ async fn main() {
     let addr = listener.local_addr().unwrap_or(config.listen_addr());
     println!("videoroom listening on {}", app.url_for(addr));
     app.run(listener, shutdown_signal()).await;
+    // The drain deadline is the deadline: tasks still running (sockets of clients that never
+    // answered the close) do not keep the process alive.
+    log::info!("stopped");
+    std::process::exit(0);
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM: both drain the server (sockets closed with 1012).

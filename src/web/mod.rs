@@ -14,6 +14,7 @@
 //! Phoenix socket) by `or`. HEAD is answered wherever GET is.
 
 pub mod pages;
+pub mod serve;
 pub mod static_files;
 pub mod tls;
 
@@ -25,8 +26,9 @@ use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, Response, StatusCode, header};
 use warp::{Filter, Rejection, Reply};
 
+pub use serve::{ServeLimits, serve, serve_tls, serve_with};
 pub use static_files::{StaticDirError, StaticSource};
-pub use tls::{TlsError, TlsIdentity, TlsMode, serve, serve_tls};
+pub use tls::{TlsError, TlsIdentity, TlsMode};
 
 /// Settings of the web part (filled by `config.rs` from flags and environment variables).
 #[derive(Clone, Debug, Default)]

@@ -3,30 +3,16 @@
 //! Browsers only grant camera and microphone to pages on `https://` or `localhost`, so a user on
 //! the LAN needs TLS. warp 0.4 has no TLS of its own: connections are accepted here, the TLS
 //! handshake is done by tokio-rustls (rustls with the aws-lc-rs provider that str0m already
-//! links, so no second crypto library ends up in the binary), and each connection is served by
-//! hyper-util's HTTP/1.1+2 connection builder with upgrades (the Phoenix WebSocket) and graceful
-//! shutdown, the same way `warp::serve` serves plain connections.
+//! links, so no second crypto library ends up in the binary), and each connection is then served
+//! like a plain one ([`super::serve`]).
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use warp::{Filter, Rejection};
-
-/// A client that has not finished its TLS handshake by then is dropped (slow or idle clients
-/// must not hold a task and a socket forever).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the server speaks HTTPS (`--tls-cert`/`--tls-key`, `--tls-self-signed`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -165,85 +151,4 @@ impl TlsIdentity {
     pub fn acceptor(self) -> Result<TlsAcceptor, TlsError> {
         Ok(TlsAcceptor::from(Arc::new(self.server_config()?)))
     }
-}
-
-/// Serves `filter` on `listener`, over TLS when `tls` is set, until `shutdown` completes; then
-/// stops accepting and waits for open HTTP requests to finish (upgraded WebSockets are not
-/// waited for: their owners close them).
-pub async fn serve<F>(
-    filter: F,
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) where
-    F: Filter<Error = Rejection> + Clone + Send + Sync + 'static,
-    F::Extract: warp::Reply,
-{
-    match tls {
-        None => {
-            warp::serve(filter)
-                .incoming(listener)
-                .graceful(shutdown)
-                .run()
-                .await
-        }
-        Some(acceptor) => serve_tls(filter, listener, acceptor, shutdown).await,
-    }
-}
-
-/// Serves `filter` over TLS on `listener` until `shutdown` completes (see [`serve`]).
-pub async fn serve_tls<F>(
-    filter: F,
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) where
-    F: Filter<Error = Rejection> + Clone + Send + Sync + 'static,
-    F::Extract: warp::Reply,
-{
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // E.g. out of file descriptors: back off instead of spinning.
-                    log::warn!("https: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(warp::service(filter.clone()));
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    log::debug!("https: TLS handshake with {peer} failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    log::debug!("https: TLS handshake with {peer} timed out");
-                    return;
-                }
-            };
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection).await {
-                log::debug!("https: connection with {peer} ended with an error: {e}");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-}
-
-/// The local address to print for a listener, e.g. `https://127.0.0.1:4000`.
-pub fn url_for(addr: SocketAddr, tls: bool) -> String {
-    let scheme = if tls { "https" } else { "http" };
-    format!("{scheme}://{addr}")
 }

@@ -26,6 +26,23 @@
 //! The core never reads a clock, sleeps or touches a socket. Its only effects outside itself
 //! are non-blocking calls on the node's in-memory [`PubSub`] (subscribe, unsubscribe, publish
 //! with `try_send`) and [`Presence`] tables; the unit tests drive it entirely in memory.
+//!
+//! ## Close codes
+//!
+//! The WebSocket close codes this server sends, in one table (LongPoll ends the session
+//! instead). A client should reconnect after each of them except 1002/1007/1009, which mean
+//! the client itself is broken.
+//!
+//! | code | constant | when |
+//! |---|---|---|
+//! | 1001 | `CLOSE_GOING_AWAY` | `disconnect` broadcast on the socket id, idle timeout |
+//! | 1002 | `CLOSE_PROTOCOL_ERROR` | WebSocket protocol violation |
+//! | 1007 | `CLOSE_INVALID_DATA` | invalid UTF-8 in a text frame |
+//! | 1008 | `CLOSE_POLICY_VIOLATION` | more inbound messages per second than `--max-messages-per-sec` |
+//! | 1009 | `CLOSE_TOO_BIG` | a message larger than `--max-frame-size` |
+//! | 1011 | `CLOSE_INTERNAL_ERROR` | an undecodable message |
+//! | 1012 | `CLOSE_SERVICE_RESTART` | server shutdown (drain) |
+//! | 1013 | `CLOSE_TRY_AGAIN_LATER` | the socket's inbox or outbound queue overflowed (client not reading) |
 
 mod channels;
 
@@ -44,16 +61,22 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// WebSocket close code: going away (disconnect broadcast, idle timeout, overload).
+/// WebSocket close code: going away (disconnect broadcast, idle timeout).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// WebSocket close code: undecodable input.
-pub const CLOSE_INTERNAL_ERROR: u16 = 1011;
-/// WebSocket close code: frame larger than the limit.
-pub const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code: protocol error.
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 /// WebSocket close code: invalid UTF-8 in a text frame.
 pub const CLOSE_INVALID_DATA: u16 = 1007;
+/// WebSocket close code: policy violation (inbound message rate).
+pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
+/// WebSocket close code: frame larger than the limit.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code: undecodable input.
+pub const CLOSE_INTERNAL_ERROR: u16 = 1011;
 /// WebSocket close code: server restart (drain).
 pub const CLOSE_SERVICE_RESTART: u16 = 1012;
+/// WebSocket close code: try again later (a queue of the socket overflowed).
+pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 /// Event on the socket-id topic that force-closes every socket with that id.
 pub const DISCONNECT_EVENT: &str = "disconnect";
 
@@ -64,14 +87,79 @@ pub struct SocketLimits {
     pub max_channels: usize,
     /// Close the connection when nothing was received for this long (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// Inbound messages per second (a burst of as many is allowed); more: close 1008.
+    pub max_messages_per_sec: u32,
+    /// Longest topic a client may join, in bytes; longer: join error `topic too long`.
+    pub max_topic_bytes: usize,
+}
+
+impl SocketLimits {
+    /// Default for [`SocketLimits::max_channels`].
+    pub const DEFAULT_MAX_CHANNELS: usize = 100;
+    /// Default for [`SocketLimits::idle_timeout`], seconds.
+    pub const DEFAULT_IDLE_TIMEOUT_SECS: f64 = 60.0;
+    /// Default for [`SocketLimits::max_messages_per_sec`].
+    pub const DEFAULT_MAX_MESSAGES_PER_SEC: u32 = 200;
+    /// Default for [`SocketLimits::max_topic_bytes`].
+    pub const DEFAULT_MAX_TOPIC_BYTES: usize = 256;
 }
 
 impl Default for SocketLimits {
     fn default() -> Self {
         SocketLimits {
-            max_channels: 100,
-            idle_timeout: Some(Duration::from_secs(60)),
+            max_channels: Self::DEFAULT_MAX_CHANNELS,
+            idle_timeout: Some(Duration::from_secs_f64(Self::DEFAULT_IDLE_TIMEOUT_SECS)),
+            max_messages_per_sec: Self::DEFAULT_MAX_MESSAGES_PER_SEC,
+            max_topic_bytes: Self::DEFAULT_MAX_TOPIC_BYTES,
         }
+    }
+}
+
+/// A client-supplied string as it goes into a log line: at most 64 bytes (cut at a character
+/// boundary) and its full length, so an 8 MB topic writes one short line.
+pub struct Clip<'a>(pub &'a str);
+
+impl std::fmt::Display for Clip<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const MAX: usize = 64;
+        if self.0.len() <= MAX {
+            return write!(f, "{:?}", self.0);
+        }
+        let mut end = MAX;
+        while !self.0.is_char_boundary(end) {
+            end -= 1;
+        }
+        write!(f, "{:?}… ({} bytes)", &self.0[..end], self.0.len())
+    }
+}
+
+/// Inbound rate limit: a token bucket refilled at `rate` per second, holding at most `rate`.
+#[derive(Debug)]
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32, now: Instant) -> Self {
+        RateLimit {
+            rate: f64::from(rate.max(1)),
+            tokens: f64::from(rate.max(1)),
+            last: now,
+        }
+    }
+
+    /// Takes one token; false when the bucket is empty.
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
     }
 }
 
@@ -135,6 +223,9 @@ pub struct SocketState {
     out: VecDeque<Output>,
     closed: bool,
     label: String,
+    rate: RateLimit,
+    /// Frames on unmatched topics since the socket opened (logged once, then counted).
+    unmatched: u64,
 }
 
 impl std::fmt::Debug for SocketState {
@@ -211,7 +302,7 @@ impl SocketState {
         SocketState {
             serializer,
             router,
-            limits,
+            limits: limits.clone(),
             shared: Shared {
                 assigns,
                 socket_id,
@@ -227,6 +318,8 @@ impl SocketState {
             out: VecDeque::new(),
             closed: false,
             label,
+            rate: RateLimit::new(limits.max_messages_per_sec, now),
+            unmatched: 0,
         }
     }
 
@@ -283,6 +376,15 @@ impl SocketState {
             return;
         }
         self.last_activity = now;
+        if !self.rate.take(now) {
+            log::warn!(
+                "{}: closing with {CLOSE_POLICY_VIOLATION}, more than {} messages per second",
+                self.label,
+                self.limits.max_messages_per_sec
+            );
+            self.close(CLOSE_POLICY_VIOLATION, "too many messages");
+            return;
+        }
         match self.serializer.decode(frame) {
             Ok(msg) => self.handle_message(now, msg),
             Err(e) => {
@@ -314,12 +416,16 @@ impl SocketState {
     }
 
     fn unmatched(&mut self, msg: &Message) {
-        log::warn!(
-            "{}: ignoring {} on unmatched topic {:?}",
-            self.label,
-            msg.event,
-            msg.topic
-        );
+        // One line per socket: a flood of unmatched frames is answered, not logged per frame.
+        self.unmatched += 1;
+        if self.unmatched == 1 {
+            log::warn!(
+                "{}: ignoring {} on unmatched topic {} (further ones on this socket are not logged)",
+                self.label,
+                Clip(&msg.event),
+                Clip(&msg.topic)
+            );
+        }
         let reply = Reply::error_reason(
             Value::Null,
             msg.r#ref.clone(),
@@ -348,14 +454,27 @@ impl SocketState {
                 this.send(close);
             }
         };
+        if topic.len() > self.limits.max_topic_bytes {
+            log::warn!(
+                "{}: refusing join of {}: longer than {} bytes",
+                self.label,
+                Clip(&topic),
+                self.limits.max_topic_bytes
+            );
+            let reply =
+                Reply::error_reason(msg.join_ref.clone(), msg.r#ref, &topic, "topic too long");
+            self.send(Outgoing::Reply(reply));
+            return finish(self);
+        }
         let Some(mut channel) = self.router.create(&topic) else {
             self.unmatched(&msg);
             return finish(self);
         };
         if self.channels.len() >= self.limits.max_channels {
             log::warn!(
-                "{}: refusing join of {topic:?}: {} channels already joined",
+                "{}: refusing join of {}: {} channels already joined",
                 self.label,
+                Clip(&topic),
                 self.channels.len()
             );
             let reply = Reply::error_reason(
@@ -421,7 +540,7 @@ impl SocketState {
                 finish(self);
             }
             Err(panic) => {
-                log::error!("{}: join of {topic:?} crashed: {panic}", self.label);
+                log::error!("{}: join of {} crashed: {panic}", self.label, Clip(&topic));
                 self.shared.env.pubsub.unsubscribe(&topic, sub);
                 self.send(Outgoing::Reply(reply(
                     "error",
@@ -443,9 +562,9 @@ impl SocketState {
         };
         if Self::is_stale(entry, &msg) {
             log::debug!(
-                "{}: dropping stale phx_leave for {:?}",
+                "{}: dropping stale phx_leave for {}",
                 self.label,
-                msg.topic
+                Clip(&msg.topic)
             );
             return;
         }
@@ -466,10 +585,10 @@ impl SocketState {
         };
         if Self::is_stale(entry, &msg) {
             log::debug!(
-                "{}: dropping {} with stale join_ref on {:?}",
+                "{}: dropping {} with stale join_ref on {}",
                 self.label,
-                msg.event,
-                msg.topic
+                Clip(&msg.event),
+                Clip(&msg.topic)
             );
             return;
         }

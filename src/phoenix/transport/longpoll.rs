@@ -22,10 +22,11 @@ use super::{
 };
 use crate::phoenix::mailbox::{Mailbox, Overflow, SocketEvent};
 use crate::phoenix::message::Frame;
-use crate::phoenix::socket::{Output, SocketState};
+use crate::phoenix::socket::{CLOSE_TRY_AGAIN_LATER, Output, SocketState};
 use base64::Engine as _;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use dashmap::DashMap;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -41,6 +42,40 @@ use warp::reply::Response;
 const MAX_BATCH: usize = 100;
 
 type Sessions = Arc<DashMap<String, mpsc::Sender<Command>>>;
+
+/// A request body, read only after the request passed its checks, and only up to the limit.
+type BodyStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, warp::Error>> + Send>>;
+
+fn box_body<S, B>(body: S) -> BodyStream
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    B: Buf,
+{
+    Box::pin(body.map(|chunk| chunk.map(|mut b| b.copy_to_bytes(b.remaining()))))
+}
+
+/// Reads at most `limit` bytes of `body`; `Err(status)`: 413 when it is longer, 400 when the
+/// client broke off. A declared `content-length` over the limit is refused before any read.
+async fn read_bounded(
+    headers: &HeaderMap,
+    mut body: BodyStream,
+    limit: usize,
+) -> Result<Bytes, StatusCode> {
+    let declared = header(headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|_| StatusCode::BAD_REQUEST)?;
+        if buf.len() + chunk.len() > limit {
+            return Err(StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
 
 enum Command {
     Poll(oneshot::Sender<Vec<String>>),
@@ -74,8 +109,8 @@ pub(super) fn filter(endpoint: Endpoint, mount: Arc<SocketMount>) -> BoxedFilter
     path.and(warp::method())
         .and(warp::header::headers_cloned())
         .and(query)
-        .and(warp::addr::remote())
-        .and(warp::body::bytes())
+        .and(super::client_addr())
+        .and(warp::body::stream().map(box_body))
         .then(move |(path, vars), method, headers, query, peer, body| {
             let ctx = Request {
                 endpoint: endpoint.clone(),
@@ -104,7 +139,7 @@ struct Request {
 }
 
 impl Request {
-    async fn handle(self, method: Method, body: Bytes) -> Response {
+    async fn handle(self, method: Method, body: BodyStream) -> Response {
         if method == Method::OPTIONS {
             let mut r = plain(StatusCode::OK);
             let h = r.headers_mut();
@@ -134,7 +169,13 @@ impl Request {
             );
             return json_response(json!({"status": 403}));
         }
-        let params = super::params::parse_query(&self.query);
+        let params = match super::params::parse_query(&self.query) {
+            Ok(params) => params,
+            Err(e) => {
+                log::warn!("longpoll {}: refusing {e} (400)", self.path);
+                return plain(StatusCode::BAD_REQUEST);
+            }
+        };
         // The header wins over the query param (Phoenix ≥1.8.10).
         let token = header(&self.headers, "x-phoenix-longpoll-token").or_else(|| {
             params
@@ -213,6 +254,14 @@ impl Request {
             }
         };
         let settings = &self.mount.settings;
+        if self.sessions.len() >= settings.max_longpoll_sessions {
+            log::warn!(
+                "longpoll {}: refusing a session: {} open (limit --max-longpoll-sessions) (403)",
+                self.path,
+                self.sessions.len()
+            );
+            return json_response(json!({"status": 403}));
+        }
         let token = uuid::Uuid::new_v4().simple().to_string();
         let (mailbox, inbox, overflow) = Mailbox::new(settings.inbox);
         let state = SocketState::new(
@@ -235,7 +284,9 @@ impl Request {
             drain: self.endpoint.drain.subscribe(),
             window: settings.longpoll_window,
             max_buffer: settings.outbound_queue.max(1),
+            max_buffer_bytes: settings.outbound_bytes,
             buffer: VecDeque::new(),
+            buffer_bytes: 0,
             pending: None,
             last_poll: Instant::now(),
             _live: LiveGuard::new(&self.endpoint),
@@ -249,9 +300,20 @@ impl Request {
         json_response(json!({"status": 410, "token": token, "messages": []}))
     }
 
-    async fn post(self, session: Option<mpsc::Sender<Command>>, body: Bytes) -> Response {
+    async fn post(self, session: Option<mpsc::Sender<Command>>, body: BodyStream) -> Response {
         let Some(session) = session else {
             return json_response(json!({"status": 410}));
+        };
+        let limit = self.mount.settings.max_frame_size;
+        let body = match read_bounded(&self.headers, body, limit).await {
+            Ok(body) => body,
+            Err(code) => {
+                log::warn!(
+                    "longpoll {}: refusing a POST body ({code}, limit {limit} bytes)",
+                    self.path
+                );
+                return plain(code);
+            }
         };
         let ndjson = header(&self.headers, "content-type")
             .is_some_and(|c| c.starts_with("application/x-ndjson"));
@@ -303,7 +365,9 @@ struct Session {
     drain: watch::Receiver<bool>,
     window: Duration,
     max_buffer: usize,
+    max_buffer_bytes: usize,
     buffer: VecDeque<String>,
+    buffer_bytes: usize,
     pending: Option<(oneshot::Sender<Vec<String>>, Instant)>,
     last_poll: Instant,
     _live: LiveGuard,
@@ -315,15 +379,19 @@ impl Session {
         while let Some(out) = self.state.poll_output() {
             match out {
                 Output::Frame(Frame::Text(t)) => {
-                    if self.buffer.len() >= self.max_buffer {
+                    let over_bytes = self.buffer_bytes > 0
+                        && self.buffer_bytes + t.len() > self.max_buffer_bytes;
+                    if self.buffer.len() >= self.max_buffer || over_bytes {
                         log::warn!(
-                            "{}: closing LongPoll session, {} messages unread",
+                            "{}: closing LongPoll session, {} messages ({} bytes) unread",
                             self.state.label(),
-                            self.buffer.len()
+                            self.buffer.len(),
+                            self.buffer_bytes
                         );
                         self.state.transport_closed();
                         return false;
                     }
+                    self.buffer_bytes += t.len();
                     self.buffer.push_back(t);
                 }
                 Output::Frame(Frame::Binary(_)) => {
@@ -344,6 +412,7 @@ impl Session {
         if !self.buffer.is_empty()
             && let Some((reply, _)) = self.pending.take()
         {
+            self.buffer_bytes = 0;
             let _ = reply.send(self.buffer.drain(..).collect());
         }
         !self.state.is_closed()
@@ -370,6 +439,7 @@ impl Session {
                         if self.buffer.is_empty() {
                             self.pending = Some((reply, now + self.window));
                         } else {
+                            self.buffer_bytes = 0;
                             let _ = reply.send(self.buffer.drain(..).collect());
                         }
                     }
@@ -404,7 +474,7 @@ impl Session {
                 }
                 () = self.overflow.tripped() => {
                     log::warn!("{}: closing LongPoll session, inbox full", self.state.label());
-                    self.state.close(1013, "overloaded");
+                    self.state.close(CLOSE_TRY_AGAIN_LATER, "overloaded");
                 }
                 Ok(()) = self.drain.changed() => {
                     if *self.drain.borrow() {

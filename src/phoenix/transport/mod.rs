@@ -121,22 +121,58 @@ pub struct Settings {
     /// Events (broadcasts, handle_info messages) a socket may have queued before it is
     /// closed as overloaded (default 1024).
     pub inbox: usize,
+    /// Bytes a socket may have queued for its client before it is closed as overloaded (1013);
+    /// one frame bigger than this still goes out when nothing else is queued.
+    pub outbound_bytes: usize,
+    /// Inbound messages per second per socket (burst of as many); more: close 1008.
+    pub max_messages_per_sec: u32,
+    /// Longest joinable topic in bytes (join error `topic too long`).
+    pub max_topic_bytes: usize,
+    /// Most LongPoll sessions open at once per mount (more: `{"status":403}`).
+    pub max_longpoll_sessions: usize,
+}
+
+impl Settings {
+    /// Default for [`Settings::idle_timeout`], seconds.
+    pub const DEFAULT_IDLE_TIMEOUT_SECS: f64 = SocketLimits::DEFAULT_IDLE_TIMEOUT_SECS;
+    /// Default for [`Settings::max_frame_size`].
+    pub const DEFAULT_MAX_FRAME_SIZE: usize = 8 * 1024 * 1024;
+    /// Default for [`Settings::max_channels`].
+    pub const DEFAULT_MAX_CHANNELS: usize = SocketLimits::DEFAULT_MAX_CHANNELS;
+    /// Default for [`Settings::longpoll_window`], seconds.
+    pub const DEFAULT_LONGPOLL_WINDOW_SECS: f64 = 10.0;
+    /// Default for [`Settings::outbound_queue`].
+    pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+    /// Default for [`Settings::inbox`].
+    pub const DEFAULT_INBOX: usize = 1024;
+    /// Default for [`Settings::outbound_bytes`].
+    pub const DEFAULT_OUTBOUND_BYTES: usize = 4 * 1024 * 1024;
+    /// Default for [`Settings::max_messages_per_sec`].
+    pub const DEFAULT_MAX_MESSAGES_PER_SEC: u32 = SocketLimits::DEFAULT_MAX_MESSAGES_PER_SEC;
+    /// Default for [`Settings::max_topic_bytes`].
+    pub const DEFAULT_MAX_TOPIC_BYTES: usize = SocketLimits::DEFAULT_MAX_TOPIC_BYTES;
+    /// Default for [`Settings::max_longpoll_sessions`].
+    pub const DEFAULT_MAX_LONGPOLL_SESSIONS: usize = 10_000;
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             check_origin: CheckOrigin::SameHost,
-            idle_timeout: Duration::from_secs(60),
-            max_frame_size: 8 * 1024 * 1024,
-            max_channels: 100,
-            longpoll_window: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs_f64(Self::DEFAULT_IDLE_TIMEOUT_SECS),
+            max_frame_size: Self::DEFAULT_MAX_FRAME_SIZE,
+            max_channels: Self::DEFAULT_MAX_CHANNELS,
+            longpoll_window: Duration::from_secs_f64(Self::DEFAULT_LONGPOLL_WINDOW_SECS),
             websocket: true,
             longpoll: true,
             auth_token: true,
             subprotocols: Vec::new(),
-            outbound_queue: 1024,
-            inbox: 1024,
+            outbound_queue: Self::DEFAULT_OUTBOUND_QUEUE,
+            inbox: Self::DEFAULT_INBOX,
+            outbound_bytes: Self::DEFAULT_OUTBOUND_BYTES,
+            max_messages_per_sec: Self::DEFAULT_MAX_MESSAGES_PER_SEC,
+            max_topic_bytes: Self::DEFAULT_MAX_TOPIC_BYTES,
+            max_longpoll_sessions: Self::DEFAULT_MAX_LONGPOLL_SESSIONS,
         }
     }
 }
@@ -198,6 +234,8 @@ impl SocketMount {
         SocketLimits {
             max_channels: self.settings.max_channels,
             idle_timeout: idle.then_some(self.settings.idle_timeout),
+            max_messages_per_sec: self.settings.max_messages_per_sec,
+            max_topic_bytes: self.settings.max_topic_bytes,
         }
     }
 
@@ -259,6 +297,15 @@ fn transport_path(
 /// The raw query string, empty when the request has none.
 fn raw_query() -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
     warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+/// The client's address: put in the request's extensions as a plain [`SocketAddr`] by the
+/// server (`web::serve`), else warp's own remote address.
+fn client_addr()
+-> impl Filter<Extract = (Option<SocketAddr>,), Error = std::convert::Infallible> + Clone {
+    warp::ext::optional::<SocketAddr>()
+        .and(warp::addr::remote())
+        .map(|ext: Option<SocketAddr>, remote: Option<SocketAddr>| ext.or(remote))
 }
 
 /// What sockets of one server share: PubSub, Presence, the drain signal.

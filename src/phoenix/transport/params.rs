@@ -2,8 +2,34 @@
 //!
 //! `a=1` → `{"a":"1"}`; `a[b]=c` → `{"a":{"b":"c"}}`; `a[]=1&a[]=2` → `{"a":["1","2"]}`;
 //! `+` is a space and `%XX` is decoded. Every value is a string. Later keys win on conflict.
+//!
+//! The query comes from a stranger, so the parser is bounded: it walks the nesting with a loop
+//! (never one recursion per `[..]`), and refuses a query longer than [`MAX_QUERY_BYTES`], with
+//! more than [`MAX_PAIRS`] pairs or nested deeper than [`MAX_DEPTH`] (the transports answer 400).
 
 use serde_json::{Map, Value};
+
+/// Longest accepted query string in bytes (Cowboy's request-line limit is 8 KB; we allow more
+/// for a long auth token).
+pub const MAX_QUERY_BYTES: usize = 16 * 1024;
+/// Most `key=value` pairs in one query (Plug counts them too).
+pub const MAX_PAIRS: usize = 256;
+/// Deepest nesting of one key (`a[b][c]` is 3).
+pub const MAX_DEPTH: usize = 32;
+
+/// Why a query string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamsError {
+    /// Longer than [`MAX_QUERY_BYTES`].
+    #[error("query string of {0} bytes (limit {MAX_QUERY_BYTES})")]
+    TooLong(usize),
+    /// More than [`MAX_PAIRS`] pairs.
+    #[error("more than {MAX_PAIRS} query parameters")]
+    TooManyPairs,
+    /// A key nested deeper than [`MAX_DEPTH`].
+    #[error("a query parameter nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+}
 
 /// Decodes `%XX` escapes and `+` (as a space); invalid escapes are kept literally.
 pub fn percent_decode(s: &str) -> String {
@@ -56,63 +82,79 @@ fn key_path(key: &str) -> Vec<String> {
     path
 }
 
+/// Stores `value` at `path` under `target`, walking down one level per segment in a loop.
 fn insert(target: &mut Value, path: &[String], value: String) {
-    let Some((head, tail)) = path.split_first() else {
-        return;
-    };
-    if head.is_empty() {
-        // List segment.
-        if !target.is_array() {
-            *target = Value::Array(Vec::new());
+    let mut target = target;
+    let mut path = path;
+    while let Some((head, tail)) = path.split_first() {
+        if head.is_empty() {
+            // List segment.
+            if !target.is_array() {
+                *target = Value::Array(Vec::new());
+            }
+            let Value::Array(list) = target else { return };
+            if tail.is_empty() {
+                list.push(Value::String(value));
+                return;
+            }
+            // `a[][b]=1`: add to the last map unless it already has that key (Plug/Rack rule).
+            let needs_new = match list.last() {
+                Some(Value::Object(m)) => tail.first().is_none_or(|k| m.contains_key(k)),
+                _ => true,
+            };
+            if needs_new {
+                list.push(Value::Object(Map::new()));
+            }
+            let Some(last) = list.last_mut() else { return };
+            target = last;
+            path = tail;
+            continue;
         }
-        let Value::Array(list) = target else { return };
+        if !target.is_object() {
+            *target = Value::Object(Map::new());
+        }
+        let Value::Object(map) = target else { return };
         if tail.is_empty() {
-            list.push(Value::String(value));
+            map.insert(head.clone(), Value::String(value));
             return;
         }
-        // `a[][b]=1`: add to the last map unless it already has that key (Plug/Rack rule).
-        let needs_new = match list.last() {
-            Some(Value::Object(m)) => tail.first().is_none_or(|k| m.contains_key(k)),
-            _ => true,
-        };
-        if needs_new {
-            list.push(Value::Object(Map::new()));
-        }
-        if let Some(last) = list.last_mut() {
-            insert(last, tail, value);
-        }
-        return;
-    }
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    let Value::Object(map) = target else { return };
-    if tail.is_empty() {
-        map.insert(head.clone(), Value::String(value));
-    } else {
-        let child = map.entry(head.clone()).or_insert(Value::Null);
-        insert(child, tail, value);
+        target = map.entry(head.clone()).or_insert(Value::Null);
+        path = tail;
     }
 }
 
-/// Parses a raw query string into a JSON object of params.
-pub fn parse_query(query: &str) -> Value {
+/// Parses a raw query string into a JSON object of params; refuses one over the limits.
+pub fn parse_query(query: &str) -> Result<Value, ParamsError> {
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(ParamsError::TooLong(query.len()));
+    }
     let mut root = Value::Object(Map::new());
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
+    for (n, pair) in query.split('&').filter(|p| !p.is_empty()).enumerate() {
+        if n >= MAX_PAIRS {
+            return Err(ParamsError::TooManyPairs);
+        }
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let key = percent_decode(k);
         if key.is_empty() {
             continue;
         }
-        insert(&mut root, &key_path(&key), percent_decode(v));
+        let path = key_path(&key);
+        if path.len() > MAX_DEPTH {
+            return Err(ParamsError::TooDeep);
+        }
+        insert(&mut root, &path, percent_decode(v));
     }
-    root
+    Ok(root)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_query;
-    use serde_json::json;
+    use super::{MAX_DEPTH, MAX_PAIRS, ParamsError};
+    use serde_json::{Value, json};
+
+    fn parse_query(query: &str) -> Value {
+        super::parse_query(query).expect("within the limits")
+    }
 
     #[test]
     fn flat_params_are_strings() {
@@ -143,5 +185,50 @@ mod tests {
             json!({"%":"","a":"%zz","b":"%4"})
         );
         assert_eq!(parse_query("a[b=1"), json!({"a[b":"1"}));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_and_a_long_one_is_refused_by_length() {
+        let query = format!("a{}=1", "[a]".repeat(5000));
+        assert_eq!(super::parse_query(&query), Err(ParamsError::TooDeep));
+        // The attack of issue 8: 9,000 levels in a 27 KB URL.
+        let query = format!("a{}=1", "[a]".repeat(9000));
+        assert_eq!(super::parse_query(&query), Err(ParamsError::TooLong(27003)));
+    }
+
+    #[test]
+    fn inserting_a_million_levels_does_not_recurse() {
+        let path = vec!["a".to_owned(); 1_000_000];
+        let mut root = json!({});
+        super::insert(&mut root, &path, "1".into());
+        // Dropping a deep serde_json value recurses too: take it apart level by level.
+        let mut depth = 0;
+        let mut value = root;
+        while let Value::Object(mut map) = value {
+            value = map.remove("a").unwrap_or(Value::Null);
+            depth += 1;
+        }
+        assert_eq!((depth, value), (1_000_000, json!("1")));
+    }
+
+    #[test]
+    fn the_deepest_allowed_key_still_parses() {
+        let query = format!("a{}=1", "[a]".repeat(MAX_DEPTH - 1));
+        let mut value = parse_query(&query);
+        for _ in 0..MAX_DEPTH {
+            value = value["a"].take();
+        }
+        assert_eq!(value, json!("1"));
+    }
+
+    #[test]
+    fn too_many_pairs_and_too_long_queries_are_refused() {
+        let many = vec!["a=1"; MAX_PAIRS + 1].join("&");
+        assert_eq!(super::parse_query(&many), Err(ParamsError::TooManyPairs));
+        let long = "a=".to_owned() + &"x".repeat(super::MAX_QUERY_BYTES);
+        assert!(matches!(
+            super::parse_query(&long),
+            Err(ParamsError::TooLong(_))
+        ));
     }
 }

@@ -4,10 +4,11 @@
 //! token / subprotocol 403, vsn 403, connect 403/custom, not an upgrade 400), then upgrades.
 //! After the upgrade one task owns the [`SocketState`] and selects over: frames from the
 //! client, the socket's inbox, the idle deadline, the overflow signal and the drain signal.
-//! Frames to the client go through a bounded queue to a writer task; when that queue is full the
-//! client is not reading, and the socket is closed with a log line naming it. Close codes:
-//! 1009 oversize, 1007 invalid UTF-8, 1011 undecodable, 1001 idle/disconnect, 1012 drain,
-//! 1013 overloaded.
+//! Frames to the client go through a queue to a writer task, bounded in frames
+//! (`outbound_queue`) and in bytes (`outbound_bytes`); when it is full the client is not
+//! reading, and the socket is closed with 1013 and a log line naming it. That close frame
+//! jumps the queue (it follows at most the frame being written), so the client sees 1013 and
+//! not a dropped connection. Close codes: see the table in [`crate::phoenix::socket`].
 
 use super::{
     Endpoint, LiveGuard, Refusal, SocketMount, admit, connect_info, decode_bearer, header,
@@ -15,10 +16,14 @@ use super::{
 };
 use crate::phoenix::mailbox::Mailbox;
 use crate::phoenix::message::Frame;
-use crate::phoenix::socket::{CLOSE_INVALID_DATA, CLOSE_TOO_BIG, Output, SocketState};
+use crate::phoenix::socket::{
+    CLOSE_INVALID_DATA, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN_LATER, Output,
+    SocketState,
+};
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use warp::filters::BoxedFilter;
@@ -26,9 +31,6 @@ use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
 use warp::ws::{Message as WsMessage, WebSocket, Ws};
 use warp::{Filter, Reply};
-
-/// Close code when a socket's queues overflowed (Try Again Later).
-const CLOSE_OVERLOADED: u16 = 1013;
 
 fn status(code: StatusCode, body: &str) -> Response {
     let mut r = Response::new(body.to_owned().into());
@@ -43,7 +45,7 @@ pub(super) fn filter(endpoint: Endpoint, mount: Arc<SocketMount>) -> BoxedFilter
     path.and(warp::method())
         .and(warp::header::headers_cloned())
         .and(query)
-        .and(warp::addr::remote())
+        .and(super::client_addr())
         .and(ws)
         .map(move |(path, vars), method, headers, query, peer, ws| {
             handshake(
@@ -123,7 +125,13 @@ fn handshake(
         }
     };
     info.auth_token = token;
-    let mut params = super::params::parse_query(&query);
+    let mut params = match super::params::parse_query(&query) {
+        Ok(params) => params,
+        Err(e) => {
+            log::warn!("websocket {path}: refusing {e} (400)");
+            return status(StatusCode::BAD_REQUEST, "");
+        }
+    };
     let admitted = match admit(mount, &mut params, vars, &info) {
         Ok(a) => a,
         Err(Refusal::Forbidden(why)) => {
@@ -172,6 +180,7 @@ fn handshake(
         overflow,
         drain: endpoint.drain.subscribe(),
         outbound: settings.outbound_queue,
+        outbound_bytes: settings.outbound_bytes,
         _live: LiveGuard::new(endpoint),
     };
     let reply = ws.on_upgrade(move |socket| shell.run(socket));
@@ -187,7 +196,53 @@ struct Shell {
     overflow: Arc<crate::phoenix::mailbox::Overflow>,
     drain: tokio::sync::watch::Receiver<bool>,
     outbound: usize,
+    outbound_bytes: usize,
     _live: LiveGuard,
+}
+
+/// The writer task: sends queued frames in order; a frame on `urgent` (the overflow close)
+/// jumps the queue, even while a send is stuck on a client that does not read. `queued` counts
+/// the bytes of frames handed to the writer and not yet sent.
+async fn write_frames(
+    mut sink: futures_util::stream::SplitSink<WebSocket, WsMessage>,
+    mut frames: mpsc::Receiver<WsMessage>,
+    mut urgent: tokio::sync::oneshot::Receiver<WsMessage>,
+    queued: Arc<AtomicUsize>,
+) {
+    loop {
+        let msg = tokio::select! {
+            biased;
+            close = &mut urgent => {
+                if let Ok(close) = close {
+                    let _ = sink.send(close).await;
+                }
+                break;
+            }
+            msg = frames.recv() => match msg {
+                Some(msg) => msg,
+                None => break,
+            },
+        };
+        let len = msg.as_bytes().len();
+        let is_close = msg.is_close();
+        // A frame abandoned here is already in tungstenite's write buffer whole (start_send),
+        // so the close frame that follows it is written after it, never inside it.
+        let sent = tokio::select! {
+            biased;
+            close = &mut urgent => {
+                if let Ok(close) = close {
+                    let _ = sink.send(close).await;
+                }
+                break;
+            }
+            sent = sink.send(msg) => sent.is_ok(),
+        };
+        queued.fetch_sub(len, Ordering::SeqCst);
+        if !sent || is_close {
+            break;
+        }
+    }
+    let _ = sink.close().await;
 }
 
 /// Maps a read error to the close code to send (`None`: the connection is already gone).
@@ -199,24 +254,19 @@ fn read_error_close(err: &warp::Error) -> Option<(u16, &'static str)> {
     {
         Some(tungstenite::Error::Capacity(_)) => Some((CLOSE_TOO_BIG, "message too big")),
         Some(tungstenite::Error::Utf8(_)) => Some((CLOSE_INVALID_DATA, "invalid UTF-8")),
-        Some(tungstenite::Error::Protocol(_)) => Some((1002, "protocol error")),
+        Some(tungstenite::Error::Protocol(_)) => Some((CLOSE_PROTOCOL_ERROR, "protocol error")),
         _ => None,
     }
 }
 
 impl Shell {
     async fn run(mut self, socket: WebSocket) {
-        let (mut sink, mut stream) = socket.split();
-        let (out_tx, mut out_rx) = mpsc::channel::<WsMessage>(self.outbound.max(1));
-        let writer = tokio::spawn(async move {
-            while let Some(msg) = out_rx.recv().await {
-                let is_close = msg.is_close();
-                if sink.send(msg).await.is_err() || is_close {
-                    break;
-                }
-            }
-            let _ = sink.close().await;
-        });
+        let (sink, mut stream) = socket.split();
+        let (out_tx, out_rx) = mpsc::channel::<WsMessage>(self.outbound.max(1));
+        let (urgent_tx, urgent_rx) = tokio::sync::oneshot::channel();
+        let mut urgent_tx = Some(urgent_tx);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writer = tokio::spawn(write_frames(sink, out_rx, urgent_rx, queued.clone()));
         let label = self.state.label().to_owned();
         if *self.drain.borrow() {
             self.state.drain();
@@ -233,14 +283,24 @@ impl Shell {
                         WsMessage::close_with(code, reason)
                     }
                 };
-                if out_tx.try_send(msg).is_err() {
+                let len = msg.as_bytes().len();
+                let before = queued.fetch_add(len, Ordering::SeqCst);
+                // One frame bigger than the limit still goes out when nothing else waits.
+                let over_bytes = before > 0 && before + len > self.outbound_bytes;
+                if over_bytes || out_tx.try_send(msg).is_err() {
+                    queued.fetch_sub(len, Ordering::SeqCst);
                     log::warn!(
-                        "{label}: closing, outbound queue full ({} frames): the client is not reading",
+                        "{label}: closing with {CLOSE_TRY_AGAIN_LATER}, outbound queue full ({} bytes in {} frames at most): the client is not reading",
+                        self.outbound_bytes,
                         self.outbound
                     );
-                    self.state.transport_closed();
-                    writer.abort();
-                    return;
+                    self.state.close(CLOSE_TRY_AGAIN_LATER, "overloaded");
+                    if let Some(urgent) = urgent_tx.take() {
+                        let _ =
+                            urgent.send(WsMessage::close_with(CLOSE_TRY_AGAIN_LATER, "overloaded"));
+                    }
+                    closing = true;
+                    break;
                 }
             }
             if closing || self.state.is_closed() {
@@ -286,8 +346,8 @@ impl Shell {
                 Some(ev) = self.inbox.recv() => self.state.handle_event(Instant::now(), ev),
                 () = sleep => self.state.handle_timeout(Instant::now()),
                 () = self.overflow.tripped() => {
-                    log::warn!("{label}: closing, inbox full: the socket cannot keep up");
-                    self.state.close(CLOSE_OVERLOADED, "overloaded");
+                    log::warn!("{label}: closing with {CLOSE_TRY_AGAIN_LATER}, inbox full: the socket cannot keep up");
+                    self.state.close(CLOSE_TRY_AGAIN_LATER, "overloaded");
                 }
                 Ok(()) = self.drain.changed() => {
                     if *self.drain.borrow() {
@@ -299,5 +359,6 @@ impl Shell {
         drop(out_tx);
         // Give the close frame a moment to leave; a client that is not reading does not hold us.
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        drop(urgent_tx);
     }
 }

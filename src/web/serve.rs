@@ -1,0 +1,357 @@
+//! Serving: one accept loop for plain HTTP and HTTPS, with the connection-level limits.
+//!
+//! Every connection, plain or TLS, is served by hyper-util's HTTP/1.1 connection builder with
+//! upgrades (the Phoenix WebSocket) and graceful shutdown. The limits ([`ServeLimits`]) are
+//! applied here, before any request is parsed:
+//!
+//! | limit | answer |
+//! |---|---|
+//! | connections in total / per source IP | accepted and closed at once (no descriptor is held), one log line per offender |
+//! | TLS handshake time | connection closed |
+//! | header read time (also the idle time between requests, before an upgrade) | connection closed |
+//! | header size | 431 (hyper), connection closed |
+//!
+//! A connection is counted until its socket is closed, WebSocket included: the counter travels
+//! inside the I/O object that the upgrade hands to the WebSocket.
+//!
+//! Shutdown: when `shutdown` resolves the listener closes, idle connections close, and open
+//! HTTP requests get [`ServeLimits::shutdown_grace`] to finish; then the function returns
+//! whatever the clients do (half-open connections included).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use warp::{Filter, Rejection};
+
+/// Connection-level limits of the HTTP server (filled by `config.rs` from flags).
+#[derive(Debug, Clone)]
+pub struct ServeLimits {
+    /// Most open connections (WebSockets included); more are closed at once.
+    pub max_connections: usize,
+    /// Most open connections from one source IP; more are closed at once.
+    pub max_connections_per_ip: usize,
+    /// A client must send a request's complete headers within this time, counted from the
+    /// connection's start or the end of its previous response (slowloris, idle keep-alive).
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) in bytes; bigger: 431.
+    pub max_header_bytes: usize,
+    /// A TLS client must finish its handshake within this time.
+    pub tls_handshake_timeout: Duration,
+    /// After `shutdown` resolved, open HTTP requests get this long before the server returns.
+    pub shutdown_grace: Duration,
+}
+
+impl ServeLimits {
+    /// Default for [`ServeLimits::max_connections`].
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+    /// Default for [`ServeLimits::max_connections_per_ip`].
+    pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+    /// Default for [`ServeLimits::header_read_timeout`], seconds.
+    pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: f64 = 10.0;
+    /// Default for [`ServeLimits::max_header_bytes`] (hyper's smallest allowed buffer is 8192).
+    pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+    /// Default for [`ServeLimits::tls_handshake_timeout`], seconds.
+    pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS: f64 = 10.0;
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: Self::DEFAULT_MAX_CONNECTIONS_PER_IP,
+            header_read_timeout: Duration::from_secs_f64(Self::DEFAULT_HEADER_READ_TIMEOUT_SECS),
+            max_header_bytes: Self::DEFAULT_MAX_HEADER_BYTES,
+            tls_handshake_timeout: Duration::from_secs_f64(
+                Self::DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS,
+            ),
+            shutdown_grace: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Serves `filter` on `listener` (over TLS when `tls` is set) with default limits until
+/// `shutdown` completes.
+pub async fn serve<F>(
+    filter: F,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) where
+    F: Filter<Error = Rejection> + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    serve_with(filter, listener, tls, ServeLimits::default(), shutdown).await;
+}
+
+/// Serves `filter` over TLS on `listener` with default limits until `shutdown` completes.
+pub async fn serve_tls<F>(
+    filter: F,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) where
+    F: Filter<Error = Rejection> + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    serve(filter, listener, Some(acceptor), shutdown).await;
+}
+
+/// Serves `filter` on `listener` (over TLS when `tls` is set) with `limits` until `shutdown`
+/// completes (see the module docs).
+pub async fn serve_with<F>(
+    filter: F,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) where
+    F: Filter<Error = Rejection> + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    let graceful = GracefulShutdown::new();
+    let counter = Arc::new(ConnectionCounter::new(&limits));
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let builder = Arc::new(builder);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    log::warn!("http: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(guard) = counter.admit(peer.ip()) else {
+            // Refused: the descriptor is closed right here, before any byte is read.
+            drop(tcp);
+            continue;
+        };
+        let io = Counted {
+            io: tcp,
+            _guard: guard,
+        };
+        let service = with_client_addr(filter.clone(), peer);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let handshake_timeout = limits.tls_handshake_timeout;
+        tokio::spawn(async move {
+            let result = match tls {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(io)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                log::debug!("https: TLS handshake with {peer} failed: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                log::debug!("https: TLS handshake with {peer} timed out");
+                                return;
+                            }
+                        };
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
+                log::debug!("http: connection with {peer} ended with an error: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        log::info!(
+            "http: open requests did not finish within {:?}; stopping anyway",
+            limits.shutdown_grace
+        );
+    }
+}
+
+/// The hyper service for one connection: `filter`, with the client's address put in every
+/// request's extensions as a plain [`SocketAddr`] (what the Phoenix transports read).
+fn with_client_addr<F>(
+    filter: F,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = warp::reply::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<warp::reply::Response, std::convert::Infallible>> + Send,
+> + Clone
++ Send
++ 'static
+where
+    F: Filter<Error = Rejection> + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    let inner = TowerToHyperService::new(warp::service(filter));
+    hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(peer);
+        hyper::service::Service::call(&inner, request)
+    })
+}
+
+/// Counts open connections in total and per source IP.
+struct ConnectionCounter {
+    max_total: usize,
+    max_per_ip: usize,
+    total: AtomicUsize,
+    /// Open connections per IP, and whether that IP was already logged as over the limit.
+    per_ip: Mutex<HashMap<IpAddr, (usize, bool)>>,
+    /// Whether the total limit was logged since the server was last under it.
+    total_logged: std::sync::atomic::AtomicBool,
+}
+
+impl ConnectionCounter {
+    fn new(limits: &ServeLimits) -> Self {
+        ConnectionCounter {
+            max_total: limits.max_connections.max(1),
+            max_per_ip: limits.max_connections_per_ip.max(1),
+            total: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            total_logged: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Counts a new connection from `ip`, or `None` (with one log line per offender) when a
+    /// limit is reached.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionGuard> {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if self.total.load(Ordering::SeqCst) >= self.max_total {
+            if !self.total_logged.swap(true, Ordering::SeqCst) {
+                log::warn!(
+                    "http: refusing connections: {} open (limit --max-connections)",
+                    self.max_total
+                );
+            }
+            return None;
+        }
+        let entry = per_ip.entry(ip).or_insert((0, false));
+        if entry.0 >= self.max_per_ip {
+            if !entry.1 {
+                entry.1 = true;
+                log::warn!(
+                    "http: refusing connections from {ip}: {} open (limit --max-connections-per-ip)",
+                    self.max_per_ip
+                );
+            }
+            return None;
+        }
+        entry.0 += 1;
+        self.total.fetch_add(1, Ordering::SeqCst);
+        Some(ConnectionGuard {
+            counter: self.clone(),
+            ip,
+        })
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = per_ip.get_mut(&ip) {
+            entry.0 = entry.0.saturating_sub(1);
+            if entry.0 == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+        if self.total.fetch_sub(1, Ordering::SeqCst) <= self.max_total {
+            self.total_logged.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+/// One counted connection; released when dropped.
+struct ConnectionGuard {
+    counter: Arc<ConnectionCounter>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.counter.release(self.ip);
+    }
+}
+
+/// A TCP stream that holds its connection's place in the counter until it is dropped.
+struct Counted {
+    io: TcpStream,
+    _guard: ConnectionGuard,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// The local address to print for a listener, e.g. `https://127.0.0.1:4000`.
+pub fn url_for(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{addr}")
+}
