@@ -8,7 +8,7 @@
 //! |---|---|
 //! | connections in total / per source IP | accepted and closed at once (no descriptor is held), one log line per offender |
 //! | TLS handshake time | connection closed |
-//! | header read time (also the idle time between requests, before an upgrade) | connection closed |
+//! | time to the first byte, then to the end of the headers | connection closed |
 //! | header size | 431 (hyper), connection closed |
 //!
 //! A connection is counted until its socket is closed, WebSocket included: the counter travels
@@ -158,7 +158,19 @@ pub async fn serve_with<F>(
         let builder = builder.clone();
         let tls = tls.clone();
         let handshake_timeout = limits.tls_handshake_timeout;
+        let idle_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
+            // hyper's header timer starts with the first byte: a connection that sends nothing
+            // is closed here after the same time.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(idle_timeout, io.io.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return,
+                Err(_) => {
+                    log::debug!("http: {peer} sent nothing for {idle_timeout:?}; closing");
+                    return;
+                }
+            }
             let result = match tls {
                 None => {
                     let connection =

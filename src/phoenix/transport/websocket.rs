@@ -357,8 +357,21 @@ impl Shell {
             }
         }
         drop(out_tx);
-        // Give the close frame a moment to leave; a client that is not reading does not hold us.
-        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        // The closing handshake: the close frame leaves, and what the client still sends is read
+        // and discarded until its own close. Closing a TCP socket with unread input makes the
+        // kernel send a reset, which destroys the close frame in flight (the client then sees
+        // 1006). A client that does neither does not hold us beyond this bound.
+        let linger = async {
+            while let Some(Ok(msg)) = stream.next().await {
+                if msg.is_close() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = tokio::join!(writer, linger);
+        })
+        .await;
         drop(urgent_tx);
     }
 }

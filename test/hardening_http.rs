@@ -1,0 +1,429 @@
+//! Every HTTP / WebSocket / LongPoll limit, tried against the real `videoroom` binary over real
+//! loopback sockets: literal requests and frames, the exact answer asserted (status, close code,
+//! `phx_reply`), and a second client or socket checked to be unaffected.
+
+use futures_util::{SinkExt, StreamExt};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// The real binary, listening on a free loopback port; its log (stderr) goes to a file.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let log = std::env::temp_dir().join(format!(
+            "hardening-{}-{}.log",
+            std::process::id(),
+            uuid_like()
+        ));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_videoroom"))
+            .args(["--bind", "127.0.0.1", "--port", "0", "--udp-port", "0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start videoroom");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("listening line");
+        let addr = line
+            .trim()
+            .rsplit("://")
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Server { child, addr, log }
+    }
+
+    fn log_text(&self) -> String {
+        let mut text = String::new();
+        std::fs::File::open(&self.log)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .expect("read log");
+        text
+    }
+
+    async fn ws(&self, query: &str) -> Ws {
+        let url = format!("ws://{}/socket/websocket?{query}", self.addr);
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket");
+        ws
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+fn uuid_like() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+/// Sends raw bytes and reads the whole answer until the server closes (or 5 s pass).
+async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The status line of a raw HTTP answer.
+fn status_line(answer: &str) -> &str {
+    answer.lines().next().unwrap_or("")
+}
+
+async fn get(addr: SocketAddr, target: &str) -> String {
+    raw(
+        addr,
+        format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+}
+
+/// Whether the server closes `tcp` within `within` (EOF or reset on read).
+async fn closed_within(tcp: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(within, tcp.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+async fn text(ws: &mut Ws) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return t.to_string(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the close frame; returns its code.
+async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| f.code),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+async fn heartbeat_answers(ws: &mut Ws) {
+    ws.send(Message::text(r#"[null,"hb","phoenix","heartbeat",{}]"#))
+        .await
+        .expect("send");
+    assert_eq!(
+        text(ws).await,
+        r#"[null,"hb","phoenix","phx_reply",{"response":{},"status":"ok"}]"#
+    );
+}
+
+#[tokio::test]
+async fn a_query_nested_nine_thousand_levels_is_answered_400_on_both_transports_and_the_server_lives()
+ {
+    let server = Server::start(&[]);
+    let nested = format!("a{}=1", "[a]".repeat(9000));
+    for transport in ["websocket", "longpoll"] {
+        let answer = get(
+            server.addr,
+            &format!("/socket/{transport}?vsn=2.0.0&{nested}"),
+        )
+        .await;
+        assert_eq!(
+            status_line(&answer),
+            "HTTP/1.1 400 Bad Request",
+            "{transport}"
+        );
+    }
+    let deep = format!("a{}=1", "[a]".repeat(100));
+    let answer = get(server.addr, &format!("/socket/longpoll?vsn=2.0.0&{deep}")).await;
+    assert_eq!(status_line(&answer), "HTTP/1.1 400 Bad Request");
+    let answer = get(server.addr, "/healthcheck").await;
+    assert_eq!(status_line(&answer), "HTTP/1.1 200 OK");
+}
+
+#[tokio::test]
+async fn a_longpoll_body_over_the_limit_is_refused_413_before_it_is_sent_or_while_it_streams() {
+    let server = Server::start(&["--max-frame-size", "4096"]);
+    let open = get(server.addr, "/socket/longpoll?vsn=2.0.0").await;
+    let token = open
+        .split("\"token\":\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .expect("a session token")
+        .to_owned();
+    // Declared 200 MB: answered at once, without a byte of body.
+    let answer = raw(
+        server.addr,
+        format!(
+            "POST /socket/longpoll?vsn=2.0.0&token={token} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-ndjson\r\nContent-Length: 200000000\r\nConnection: close\r\n\r\n",
+            server.addr
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(status_line(&answer), "HTTP/1.1 413 Payload Too Large");
+    // Chunked, no length: refused once 4096 bytes have arrived.
+    let chunk = format!("2000\r\n{}\r\n", "x".repeat(0x2000));
+    let answer = raw(
+        server.addr,
+        format!(
+            "POST /socket/longpoll?vsn=2.0.0&token={token} HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunk}",
+            server.addr
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(status_line(&answer), "HTTP/1.1 413 Payload Too Large");
+    // The session itself is fine: a small POST is processed.
+    let body = r#"[null,"1","phoenix","heartbeat",{}]"#;
+    let answer = raw(
+        server.addr,
+        format!(
+            "POST /socket/longpoll?vsn=2.0.0&token={token} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            server.addr,
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(answer.ends_with(r#"{"status":200}"#), "{answer}");
+}
+
+#[tokio::test]
+async fn five_hundred_half_sent_headers_are_closed_after_the_header_timeout_and_others_are_served()
+{
+    let server = Server::start(&[
+        "--header-read-timeout",
+        "1",
+        "--max-connections-per-ip",
+        "1000",
+    ]);
+    let mut slow = Vec::new();
+    for _ in 0..500 {
+        let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .expect("write");
+        slow.push(tcp);
+    }
+    let answer = get(server.addr, "/healthcheck").await;
+    assert_eq!(status_line(&answer), "HTTP/1.1 200 OK");
+    let started = Instant::now();
+    for tcp in &mut slow {
+        assert!(closed_within(tcp, Duration::from_secs(5)).await);
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_before_any_upgrade_after_the_header_timeout() {
+    let server = Server::start(&["--header-read-timeout", "1"]);
+    let mut silent = TcpStream::connect(server.addr).await.expect("connect");
+    let started = Instant::now();
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn headers_larger_than_the_limit_are_answered_431() {
+    let server = Server::start(&["--max-header-bytes", "8192"]);
+    let answer = raw(
+        server.addr,
+        format!(
+            "GET /healthcheck HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(20_000)
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        status_line(&answer),
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_per_ip_limit_are_closed_at_once_and_the_place_frees_on_close() {
+    let server = Server::start(&["--max-connections-per-ip", "3"]);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(server.addr).await.expect("connect"));
+    }
+    // Let the server count them before the fourth arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = TcpStream::connect(server.addr).await.expect("connect");
+    assert!(closed_within(&mut fourth, Duration::from_millis(500)).await);
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = get(server.addr, "/healthcheck").await;
+    assert_eq!(status_line(&answer), "HTTP/1.1 200 OK");
+    let log = server.log_text();
+    assert_eq!(
+        log.matches("refusing connections from 127.0.0.1").count(),
+        1,
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_total_limit_are_closed_at_once() {
+    let server = Server::start(&["--max-connections", "2"]);
+    let _a = TcpStream::connect(server.addr).await.expect("connect");
+    let _b = TcpStream::connect(server.addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = TcpStream::connect(server.addr).await.expect("connect");
+    assert!(closed_within(&mut third, Duration::from_millis(500)).await);
+}
+
+#[tokio::test]
+async fn a_socket_sending_more_messages_per_second_than_allowed_is_closed_1008_and_others_are_not()
+{
+    let server = Server::start(&["--max-messages-per-sec", "10"]);
+    let mut calm = server.ws("vsn=2.0.0").await;
+    let mut flood = server.ws("vsn=2.0.0").await;
+    for _ in 0..30 {
+        flood
+            .send(Message::text(r#"[null,"1","phoenix","heartbeat",{}]"#))
+            .await
+            .expect("send");
+    }
+    assert_eq!(close_code(&mut flood).await, Some(CloseCode::Policy));
+    heartbeat_answers(&mut calm).await;
+    let log = server.log_text();
+    assert_eq!(log.matches("messages per second").count(), 1, "{log}");
+}
+
+#[tokio::test]
+async fn a_topic_longer_than_the_limit_gets_a_join_error_and_the_socket_stays_usable() {
+    let server = Server::start(&[]);
+    let mut ws = server.ws("vsn=2.0.0").await;
+    let topic = format!("room:{}", "x".repeat(300));
+    ws.send(Message::text(format!(
+        r#"["1","1","{topic}","phx_join",{{}}]"#
+    )))
+    .await
+    .expect("send");
+    assert_eq!(
+        text(&mut ws).await,
+        format!(
+            r#"["1","1","{topic}","phx_reply",{{"response":{{"reason":"topic too long"}},"status":"error"}}]"#
+        )
+    );
+    heartbeat_answers(&mut ws).await;
+}
+
+#[tokio::test]
+async fn an_unmatched_topic_flood_is_answered_frame_by_frame_but_logged_once_and_clipped() {
+    let server = Server::start(&[]);
+    let mut ws = server.ws("vsn=2.0.0").await;
+    let topic = format!("nowhere:{}", "y".repeat(100_000));
+    for n in 0..100 {
+        ws.send(Message::text(format!(
+            r#"[null,"{n}","{topic}","ping",{{}}]"#
+        )))
+        .await
+        .expect("send");
+        assert_eq!(
+            text(&mut ws).await,
+            format!(
+                r#"[null,"{n}","{topic}","phx_reply",{{"response":{{"reason":"unmatched topic"}},"status":"error"}}]"#
+            )
+        );
+    }
+    let log = server.log_text();
+    assert_eq!(log.matches("unmatched topic").count(), 1, "{log}");
+    assert!(log.len() < 4096, "log of {} bytes", log.len());
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_with_1013_which_reaches_it() {
+    let server = Server::start(&["--outbound-bytes", "65536"]);
+    let mut calm = server.ws("vsn=2.0.0").await;
+    let mut stuck = server.ws("vsn=2.0.0").await;
+    // Each frame is answered with a 200 KB reply that the client does not read.
+    let topic = format!("nowhere:{}", "z".repeat(200_000));
+    for n in 0..150 {
+        let frame = Message::text(format!(r#"[null,"{n}","{topic}","ping",{{}}]"#));
+        if stuck.send(frame).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut stuck).await, Some(CloseCode::Again));
+    heartbeat_answers(&mut calm).await;
+}
+
+#[tokio::test]
+async fn longpoll_sessions_over_the_total_limit_are_refused_403() {
+    let server = Server::start(&["--max-longpoll-sessions", "2"]);
+    for _ in 0..2 {
+        let answer = get(server.addr, "/socket/longpoll?vsn=2.0.0").await;
+        assert!(answer.contains(r#""status":410"#), "{answer}");
+    }
+    let answer = get(server.addr, "/socket/longpoll?vsn=2.0.0").await;
+    assert!(answer.ends_with(r#"{"status":403}"#), "{answer}");
+}
+
+#[tokio::test]
+async fn sigterm_exits_within_the_drain_timeout_plus_a_second_whatever_the_clients_do() {
+    let mut server = Server::start(&["--drain-timeout", "1"]);
+    // A WebSocket that never reads, a half-sent request, a LongPoll GET being held.
+    let mut deaf = server.ws("vsn=2.0.0").await;
+    deaf.send(Message::text(r#"["1","1","nowhere:x","phx_join",{}]"#))
+        .await
+        .expect("send");
+    let mut half = TcpStream::connect(server.addr).await.expect("connect");
+    half.write_all(b"POST /socket/longpoll HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let pid = server.child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = Duration::from_secs(2);
+    loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            started.elapsed() < deadline + Duration::from_millis(300),
+            "still running after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(started.elapsed() <= deadline + Duration::from_millis(300));
+}
