@@ -26,11 +26,44 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tungstenite::Message as WsMessage;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
-use warp::ws::{Message as WsMessage, WebSocket, Ws};
-use warp::{Filter, Reply};
+
+/// The upgraded connection.
+type WebSocket = ws_stream::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Bytes tungstenite reads from the socket at a time (its default, 128 KiB, is allocated for every
+/// connection up front). Larger messages are still read whole, in more reads.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// A close frame with `code` and `reason`.
+fn close_message(code: u16, reason: &str) -> WsMessage {
+    WsMessage::Close(Some(CloseFrame {
+        code: code.into(),
+        reason: reason.to_owned().into(),
+    }))
+}
+
+/// The `Sec-WebSocket-Key` of a valid WebSocket upgrade request (RFC 6455 §4.2.1), else `None`.
+fn upgrade_key(headers: &HeaderMap) -> Option<String> {
+    let lists = |name: &str, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    let valid = lists("connection", "upgrade")
+        && lists("upgrade", "websocket")
+        && header(headers, "sec-websocket-version").as_deref() == Some("13");
+    valid
+        .then(|| header(headers, "sec-websocket-key"))
+        .flatten()
+}
+use warp::Filter;
 
 fn status(code: StatusCode, body: &str) -> Response {
     let mut r = Response::new(body.to_owned().into());
@@ -41,7 +74,7 @@ fn status(code: StatusCode, body: &str) -> Response {
 pub(super) fn filter(endpoint: Endpoint, mount: Arc<SocketMount>) -> BoxedFilter<(Response,)> {
     let path = transport_path(&mount, "websocket", mount.settings.websocket);
     let query = raw_query();
-    let ws = warp::ws().map(Some).or(warp::any().map(|| None)).unify();
+    let ws = warp::ext::optional::<hyper::upgrade::OnUpgrade>();
     path.and(warp::method())
         .and(warp::header::headers_cloned())
         .and(query)
@@ -101,7 +134,7 @@ fn handshake(
     headers: HeaderMap,
     query: String,
     peer: Option<SocketAddr>,
-    ws: Option<Ws>,
+    ws: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response {
     if method != Method::GET {
         log::info!("websocket {path}: refusing {method} (400)");
@@ -146,7 +179,7 @@ fn handshake(
             );
         }
     };
-    let Some(ws) = ws else {
+    let (Some(on_upgrade), Some(key)) = (ws, upgrade_key(&headers)) else {
         log::info!("websocket {path}: not a valid upgrade request (400)");
         return status(
             StatusCode::BAD_REQUEST,
@@ -154,10 +187,13 @@ fn handshake(
         );
     };
     let settings = &mount.settings;
-    // tungstenite enforces the size limit before buffering a whole message.
-    let ws = ws
-        .max_message_size(settings.max_frame_size)
-        .max_frame_size(settings.max_frame_size);
+    // tungstenite enforces the size limit before buffering a whole message. Frames are written
+    // as they come (no write buffering target): the outbound queue is ours, bounded in bytes.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_message_size(Some(settings.max_frame_size))
+        .max_frame_size(Some(settings.max_frame_size));
     let (mailbox, inbox, overflow) = Mailbox::new(settings.inbox);
     let state = SocketState::new(
         admitted.serializer,
@@ -183,11 +219,31 @@ fn handshake(
         outbound_bytes: settings.outbound_bytes,
         _live: LiveGuard::new(endpoint),
     };
-    let reply = ws.on_upgrade(move |socket| shell.run(socket));
-    match protocol {
-        Some(p) => warp::reply::with_header(reply, "sec-websocket-protocol", p).into_response(),
-        None => reply.into_response(),
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let io = hyper_util::rt::TokioIo::new(upgraded);
+                let socket = WebSocket::from_raw_socket(io, Role::Server, Some(config)).await;
+                shell.run(socket).await;
+            }
+            Err(e) => log::debug!("websocket upgrade failed: {e}"),
+        }
+    });
+    let mut reply = status(StatusCode::SWITCHING_PROTOCOLS, "");
+    let h = reply.headers_mut();
+    h.insert(
+        "connection",
+        warp::http::HeaderValue::from_static("upgrade"),
+    );
+    h.insert("upgrade", warp::http::HeaderValue::from_static("websocket"));
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    if let Ok(v) = warp::http::HeaderValue::from_str(&accept) {
+        h.insert("sec-websocket-accept", v);
     }
+    if let Some(v) = protocol.and_then(|p| warp::http::HeaderValue::from_str(&p).ok()) {
+        h.insert("sec-websocket-protocol", v);
+    }
+    reply
 }
 
 struct Shell {
@@ -223,7 +279,7 @@ async fn write_frames(
                 None => break,
             },
         };
-        let len = msg.as_bytes().len();
+        let len = msg.len();
         let is_close = msg.is_close();
         // A frame abandoned here is already in tungstenite's write buffer whole (start_send),
         // so the close frame that follows it is written after it, never inside it.
@@ -246,15 +302,11 @@ async fn write_frames(
 }
 
 /// Maps a read error to the close code to send (`None`: the connection is already gone).
-fn read_error_close(err: &warp::Error) -> Option<(u16, &'static str)> {
-    use std::error::Error as _;
-    match err
-        .source()
-        .and_then(|s| s.downcast_ref::<tungstenite::Error>())
-    {
-        Some(tungstenite::Error::Capacity(_)) => Some((CLOSE_TOO_BIG, "message too big")),
-        Some(tungstenite::Error::Utf8(_)) => Some((CLOSE_INVALID_DATA, "invalid UTF-8")),
-        Some(tungstenite::Error::Protocol(_)) => Some((CLOSE_PROTOCOL_ERROR, "protocol error")),
+fn read_error_close(err: &tungstenite::Error) -> Option<(u16, &'static str)> {
+    match err {
+        tungstenite::Error::Capacity(_) => Some((CLOSE_TOO_BIG, "message too big")),
+        tungstenite::Error::Utf8(_) => Some((CLOSE_INVALID_DATA, "invalid UTF-8")),
+        tungstenite::Error::Protocol(_) => Some((CLOSE_PROTOCOL_ERROR, "protocol error")),
         _ => None,
     }
 }
@@ -280,10 +332,10 @@ impl Shell {
                     Output::Frame(Frame::Binary(b)) => WsMessage::binary(b),
                     Output::Close { code, reason } => {
                         closing = true;
-                        WsMessage::close_with(code, reason)
+                        close_message(code, &reason)
                     }
                 };
-                let len = msg.as_bytes().len();
+                let len = msg.len();
                 let before = queued.fetch_add(len, Ordering::SeqCst);
                 // One frame bigger than the limit still goes out when nothing else waits.
                 let over_bytes = before > 0 && before + len > self.outbound_bytes;
@@ -296,8 +348,7 @@ impl Shell {
                     );
                     self.state.close(CLOSE_TRY_AGAIN_LATER, "overloaded");
                     if let Some(urgent) = urgent_tx.take() {
-                        let _ =
-                            urgent.send(WsMessage::close_with(CLOSE_TRY_AGAIN_LATER, "overloaded"));
+                        let _ = urgent.send(close_message(CLOSE_TRY_AGAIN_LATER, "overloaded"));
                     }
                     closing = true;
                     break;
@@ -321,12 +372,12 @@ impl Shell {
                     Some(Ok(msg)) => {
                         let now = Instant::now();
                         if msg.is_text() {
-                            let text = msg.to_str().unwrap_or_default().to_owned();
+                            let text = msg.to_text().unwrap_or_default().to_owned();
                             self.state.handle_frame(now, &Frame::Text(text));
                         } else if msg.is_binary() {
-                            self.state.handle_frame(now, &Frame::Binary(msg.into_bytes()));
+                            self.state.handle_frame(now, &Frame::Binary(msg.into_data()));
                         } else if msg.is_close() {
-                            log::debug!("{label}: client closed {:?}", msg.close_frame());
+                            log::debug!("{label}: client closed {msg:?}");
                             self.state.transport_closed();
                         }
                         // Pings are answered by the WebSocket layer; pongs are ignored.

@@ -1,0 +1,187 @@
+//! Memory per connection of the real `videoroom` binary: opens N WebSockets (default 20,000 —
+//! this machine allows about 20,000 descriptors per process), joins a room channel on each
+//! (`room:mem-<i / 100>`, so 100 sockets per room and no media), and prints the server's RSS
+//! (`VmRSS` of `/proc/<pid>/status`) before, after the upgrades and after the joins, per socket.
+//!
+//! `cargo run --release --example socket_memory -- [N]` (builds and runs the binary next to the
+//! example, i.e. `target/<profile>/videoroom`). Traffic stays on loopback. The client side is
+//! raw TCP with hand-written frames, so the client's own memory stays small.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A client text frame (masked with a zero key, which RFC 6455 allows).
+fn text_frame(payload: &str) -> Vec<u8> {
+    let bytes = payload.as_bytes();
+    let mut frame = vec![0x81];
+    match bytes.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(bytes);
+    frame
+}
+
+/// Reads one unmasked server frame; returns its payload.
+async fn read_frame(tcp: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = [0u8; 2];
+    tcp.read_exact(&mut head).await?;
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            tcp.read_exact(&mut l).await?;
+            u64::from(u16::from_be_bytes(l))
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            tcp.read_exact(&mut l).await?;
+            u64::from_be_bytes(l)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; len as usize];
+    tcp.read_exact(&mut payload).await?;
+    Ok(payload)
+}
+
+async fn open(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let mut tcp = TcpStream::connect(addr).await?;
+    let request = format!(
+        "GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).await?;
+        answer.push(byte[0]);
+    }
+    if !answer.starts_with(b"HTTP/1.1 101") {
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&answer).into_owned(),
+        ));
+    }
+    Ok(tcp)
+}
+
+async fn join(tcp: &mut TcpStream, room: usize) -> std::io::Result<()> {
+    let frame = text_frame(&format!(r#"["1","1","room:mem-{room}","phx_join",{{}}]"#));
+    tcp.write_all(&frame).await?;
+    let reply = read_frame(tcp).await?;
+    if !String::from_utf8_lossy(&reply).contains(r#""status":"ok""#) {
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&reply).into_owned(),
+        ));
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20_000);
+    let exe = std::env::current_exe().expect("current exe");
+    let binary = exe
+        .parent()
+        .and_then(|examples| examples.parent())
+        .map(|dir| dir.join("videoroom"))
+        .expect("target dir");
+    let limit = (n + 100).to_string();
+    let mut server = Command::new(&binary)
+        .args(["--bind", "127.0.0.1", "--port", "0", "--udp-port", "0"])
+        .args([
+            "--max-connections",
+            &limit,
+            "--max-connections-per-ip",
+            &limit,
+        ])
+        .args(["--idle-timeout", "3600"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    let addr: SocketAddr = line
+        .trim()
+        .rsplit("://")
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("address");
+    let pid = server.id();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let base = rss_kib(pid);
+
+    let started = Instant::now();
+    let mut sockets = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in chunk {
+            tasks.spawn(open(addr));
+        }
+        while let Some(r) = tasks.join_next().await {
+            match r.expect("task") {
+                Ok(tcp) => sockets.push(tcp),
+                Err(e) => panic!("upgrade {} failed: {e}", sockets.len()),
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let upgraded = rss_kib(pid);
+    let upgrade_time = started.elapsed();
+
+    let started = Instant::now();
+    let mut joined = Vec::with_capacity(n);
+    let mut index = 0;
+    while !sockets.is_empty() {
+        let mut tasks = tokio::task::JoinSet::new();
+        for mut tcp in sockets.drain(..sockets.len().min(200)) {
+            let room = index / 100;
+            index += 1;
+            tasks.spawn(async move { join(&mut tcp, room).await.map(|()| tcp) });
+        }
+        while let Some(r) = tasks.join_next().await {
+            joined.push(r.expect("task").expect("join"));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after_join = rss_kib(pid);
+
+    let per = |kib: u64| kib as f64 * 1024.0 / n as f64 / 1024.0;
+    println!("socket_memory: {n} WebSockets against {}", binary.display());
+    println!("  server RSS idle:            {base:>9} KiB");
+    println!(
+        "  after {n} upgrades:      {upgraded:>9} KiB  ({:.1} KiB per bare WebSocket, {:.1?})",
+        per(upgraded.saturating_sub(base)),
+        upgrade_time
+    );
+    println!(
+        "  after {n} joins:         {after_join:>9} KiB  ({:.1} KiB per joined WebSocket, {:.1?})",
+        per(after_join.saturating_sub(base)),
+        started.elapsed()
+    );
+    drop(joined);
+    let _ = server.kill();
+    let _ = server.wait();
+}
