@@ -10,6 +10,11 @@
 //!   pushes, at most 100 lines; any other content type: one message) is handed to the session;
 //!   200 once processed, 408 if not processed within a window, 410 without a session.
 //! * A session with no poll for 1.5 windows ends (its channels terminate).
+//! * Limits: a query over the parser's bounds is HTTP 400; a POST body longer than
+//!   `max_frame_size` is HTTP 413 (a declared `content-length` is refused before any byte is
+//!   read, a chunked body once the limit is passed); more than `max_longpoll_sessions` open
+//!   sessions: a new one gets `{"status":403}`; unread messages over `outbound_queue` frames or
+//!   `outbound_bytes` bytes end the session.
 //!
 //! The token travels as query param `token` or header `X-Phoenix-Longpoll-Token` (the header
 //! wins). Each session is a task owning one [`SocketState`]; its outbound buffer is bounded
@@ -104,6 +109,7 @@ fn plain(code: StatusCode) -> Response {
 
 pub(super) fn filter(endpoint: Endpoint, mount: Arc<SocketMount>) -> BoxedFilter<(Response,)> {
     let sessions: Sessions = Arc::new(DashMap::new());
+    let full_logged = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let path = transport_path(&mount, "longpoll", mount.settings.longpoll);
     let query = raw_query();
     path.and(warp::method())
@@ -116,6 +122,7 @@ pub(super) fn filter(endpoint: Endpoint, mount: Arc<SocketMount>) -> BoxedFilter
                 endpoint: endpoint.clone(),
                 mount: mount.clone(),
                 sessions: sessions.clone(),
+                full_logged: full_logged.clone(),
                 path,
                 vars,
                 headers,
@@ -131,6 +138,8 @@ struct Request {
     endpoint: Endpoint,
     mount: Arc<SocketMount>,
     sessions: Sessions,
+    /// Whether the session limit was logged since the mount was last under it.
+    full_logged: Arc<std::sync::atomic::AtomicBool>,
     path: String,
     vars: serde_json::Map<String, Value>,
     headers: HeaderMap,
@@ -255,13 +264,21 @@ impl Request {
         };
         let settings = &self.mount.settings;
         if self.sessions.len() >= settings.max_longpoll_sessions {
-            log::warn!(
-                "longpoll {}: refusing a session: {} open (limit --max-longpoll-sessions) (403)",
-                self.path,
-                self.sessions.len()
-            );
+            // One line per episode of being full, not one per refused client.
+            if !self
+                .full_logged
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                log::warn!(
+                    "longpoll {}: refusing sessions: {} open (limit --max-longpoll-sessions) (403)",
+                    self.path,
+                    self.sessions.len()
+                );
+            }
             return json_response(json!({"status": 403}));
         }
+        self.full_logged
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         let token = uuid::Uuid::new_v4().simple().to_string();
         let (mailbox, inbox, overflow) = Mailbox::new(settings.inbox);
         let state = SocketState::new(

@@ -4,7 +4,9 @@
 //! [`Settings`]); [`Endpoint::mount`] turns it into a warp filter serving
 //! `<path>/websocket` and `<path>/longpoll`. Both transports run the same admission steps, in
 //! Phoenix's order: origin check (403), auth token / subprotocol (403), `vsn` (403), the
-//! handler's `connect` (403 or the handler's own status), socket id.
+//! handler's `connect` (403 or the handler's own status), socket id. A query string beyond
+//! [`params`]' bounds (length, pairs, nesting depth) is refused with 400 before anything else
+//! is parsed or buffered.
 //!
 //! The [`Endpoint`] holds what sockets share: PubSub, Presence, and the drain signal
 //! ([`Endpoint::drain`] closes every socket with 1012).
