@@ -4,7 +4,7 @@
 //! the LAN needs TLS. warp 0.4 has no TLS of its own: connections are accepted here, the TLS
 //! handshake is done by tokio-rustls (rustls with the aws-lc-rs provider that str0m already
 //! links, so no second crypto library ends up in the binary), and each connection is then served
-//! like a plain one ([`super::serve`]).
+//! like a plain one ([`super::serve()`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
