@@ -427,3 +427,33 @@ async fn sigterm_exits_within_the_drain_timeout_plus_a_second_whatever_the_clien
     }
     assert!(started.elapsed() <= deadline + Duration::from_millis(300));
 }
+
+#[tokio::test]
+async fn a_keep_alive_connection_idle_after_its_response_is_closed_after_the_header_timeout() {
+    let server = Server::start(&["--header-read-timeout", "1"]);
+    let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+    tcp.write_all(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 512];
+    let n = tcp.read(&mut buf).await.expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
+    let started = Instant::now();
+    assert!(closed_within(&mut tcp, Duration::from_secs(5)).await);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn a_frame_nested_a_hundred_thousand_levels_deep_is_closed_1011_and_others_are_not() {
+    let server = Server::start(&[]);
+    let mut calm = server.ws("vsn=2.0.0").await;
+    let mut deep = server.ws("vsn=2.0.0").await;
+    let payload = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    deep.send(Message::text(format!(
+        r#"[null,"1","nowhere:x","ping",{payload}]"#
+    )))
+    .await
+    .expect("send");
+    assert_eq!(close_code(&mut deep).await, Some(CloseCode::Error));
+    heartbeat_answers(&mut calm).await;
+}
