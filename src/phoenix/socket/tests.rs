@@ -516,3 +516,51 @@ fn v1_frames_never_carry_join_ref() {
     );
     assert!(out.iter().all(|f| f.get("join_ref").is_none()));
 }
+
+#[test]
+fn more_messages_in_a_second_than_the_rate_closes_the_socket_with_1008() {
+    let limits = SocketLimits {
+        max_messages_per_sec: 3,
+        ..SocketLimits::default()
+    };
+    let mut h = harness_with(Serializer::V2, limits, None, LocalPubSub::new());
+    let heartbeat = json!([null, "1", "phoenix", "heartbeat", {}]);
+    let ok = json!([null, "1", "phoenix", "phx_reply", {"status": "ok", "response": {}}]);
+    for _ in 0..3 {
+        assert_eq!(h.send(heartbeat.clone()), vec![ok.clone()]);
+    }
+    // A second later the bucket is full again.
+    h.now += Duration::from_secs(1);
+    for _ in 0..3 {
+        assert_eq!(h.send(heartbeat.clone()), vec![ok.clone()]);
+    }
+    assert_eq!(h.send(heartbeat), vec![json!({"close": 1008})]);
+    assert!(h.state.is_closed());
+}
+
+#[test]
+fn a_topic_longer_than_the_limit_gets_a_join_error_before_any_route_runs() {
+    let limits = SocketLimits {
+        max_topic_bytes: 10,
+        ..SocketLimits::default()
+    };
+    let mut h = harness_with(Serializer::V2, limits, None, LocalPubSub::new());
+    assert_eq!(
+        h.send(json!(["1", "1", "room:0123456", "phx_join", {}])),
+        vec![
+            json!(["1", "1", "room:0123456", "phx_reply", {"status": "error", "response": {"reason": "topic too long"}}])
+        ]
+    );
+    assert_eq!(h.state.channel_count(), 0);
+    assert!(h.log.lock().unwrap().is_empty());
+}
+
+#[test]
+fn client_strings_in_log_lines_are_clipped_to_64_bytes_with_their_length() {
+    assert_eq!(Clip("room:a").to_string(), "\"room:a\"");
+    let long = "é".repeat(40);
+    assert_eq!(
+        Clip(&long).to_string(),
+        format!("{:?}… (80 bytes)", "é".repeat(32))
+    );
+}
