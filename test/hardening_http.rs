@@ -457,3 +457,26 @@ async fn a_frame_nested_a_hundred_thousand_levels_deep_is_closed_1011_and_others
     assert_eq!(close_code(&mut deep).await, Some(CloseCode::Error));
     heartbeat_answers(&mut calm).await;
 }
+
+#[tokio::test]
+async fn a_seven_megabyte_topic_is_refused_and_logged_in_one_short_line() {
+    let server = Server::start(&[]);
+    let mut ws = server.ws("vsn=2.0.0").await;
+    let topic = format!("room:{}", "t".repeat(7 * 1024 * 1024));
+    ws.send(Message::text(format!(
+        r#"["1","1","{topic}","phx_join",{{}}]"#
+    )))
+    .await
+    .expect("send");
+    let reply = text(&mut ws).await;
+    assert!(
+        reply
+            .ends_with(r#""phx_reply",{"response":{"reason":"topic too long"},"status":"error"}]"#),
+        "{}",
+        &reply[reply.len() - 100..]
+    );
+    heartbeat_answers(&mut ws).await;
+    let log = server.log_text();
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(log.len() < 1024, "log of {} bytes", log.len());
+}
