@@ -159,6 +159,14 @@ pub struct Config {
     )]
     pub header_read_timeout_secs: f64,
 
+    /// Seconds an HTTPS client has to finish its TLS handshake (then the connection is closed).
+    #[arg(
+        long = "tls-handshake-timeout",
+        env = "TLS_HANDSHAKE_TIMEOUT_SECS",
+        default_value_t = ServeLimits::DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS
+    )]
+    pub tls_handshake_timeout_secs: f64,
+
     /// Largest request head (request line and headers) in bytes, at least 8192 (bigger: 431).
     #[arg(
         long = "max-header-bytes",
@@ -329,6 +337,9 @@ impl Config {
             max_connections_per_ip: self.max_connections_per_ip,
             header_read_timeout: Duration::from_secs_f64(self.header_read_timeout_secs.max(0.001)),
             max_header_bytes: self.max_header_bytes,
+            tls_handshake_timeout: Duration::from_secs_f64(
+                self.tls_handshake_timeout_secs.max(0.001),
+            ),
             ..ServeLimits::default()
         }
     }
