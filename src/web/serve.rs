@@ -123,13 +123,7 @@ pub async fn serve_with<F>(
 {
     let graceful = GracefulShutdown::new();
     let counter = Arc::new(ConnectionCounter::new(&limits));
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    let builder = Arc::new(builder);
+    let builder = Arc::new(http_builder(&limits));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -160,16 +154,8 @@ pub async fn serve_with<F>(
         let handshake_timeout = limits.tls_handshake_timeout;
         let idle_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            // hyper's header timer starts with the first byte: a connection that sends nothing
-            // is closed here after the same time.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(idle_timeout, io.io.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                Ok(_) => return,
-                Err(_) => {
-                    log::debug!("http: {peer} sent nothing for {idle_timeout:?}; closing");
-                    return;
-                }
+            if !first_byte_within(&io.io, idle_timeout, peer).await {
+                return;
             }
             let result = match tls {
                 None => {
@@ -178,18 +164,10 @@ pub async fn serve_with<F>(
                     watcher.watch(connection.into_owned()).await
                 }
                 Some(acceptor) => {
-                    let stream =
-                        match tokio::time::timeout(handshake_timeout, acceptor.accept(io)).await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(e)) => {
-                                log::debug!("https: TLS handshake with {peer} failed: {e}");
-                                return;
-                            }
-                            Err(_) => {
-                                log::debug!("https: TLS handshake with {peer} timed out");
-                                return;
-                            }
-                        };
+                    let Some(stream) = tls_accept(&acceptor, io, handshake_timeout, peer).await
+                    else {
+                        return;
+                    };
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     watcher.watch(connection.into_owned()).await
@@ -209,6 +187,54 @@ pub async fn serve_with<F>(
             "http: open requests did not finish within {:?}; stopping anyway",
             limits.shutdown_grace
         );
+    }
+}
+
+/// The HTTP/1.1 connection builder with the header timeout and size limit.
+fn http_builder(limits: &ServeLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+}
+
+/// Waits for the connection's first byte. hyper's header timer starts with the first byte, so a
+/// connection that sends nothing is closed here after the same time (`false`).
+async fn first_byte_within(tcp: &tokio::net::TcpStream, wait: Duration, peer: SocketAddr) -> bool {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(wait, tcp.peek(&mut first)).await {
+        Ok(Ok(n)) => n > 0,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            log::debug!("http: {peer} sent nothing for {wait:?}; closing");
+            false
+        }
+    }
+}
+
+/// The TLS handshake, bounded by `wait`; `None` (logged) when it fails or times out.
+async fn tls_accept<IO>(
+    acceptor: &TlsAcceptor,
+    io: IO,
+    wait: Duration,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(wait, acceptor.accept(io)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            log::debug!("https: TLS handshake with {peer} failed: {e}");
+            None
+        }
+        Err(_) => {
+            log::debug!("https: TLS handshake with {peer} timed out");
+            None
+        }
     }
 }
 

@@ -441,51 +441,70 @@ impl SocketState {
     }
 
     fn handle_join(&mut self, msg: Message) {
-        let topic = msg.topic.clone();
         // Duplicate join: the old instance ends first; its phx_close follows the new reply.
-        let old_close = self.channels.contains_key(&topic).then(|| {
-            let entry = self.remove_entry(&topic);
-            let close = self.close_frame(&topic, &entry.join_ref, PHX_CLOSE);
-            self.terminate_entry(&topic, entry, TerminateReason::DuplicateJoin);
+        let old_close = self.channels.contains_key(&msg.topic).then(|| {
+            let entry = self.remove_entry(&msg.topic);
+            let close = self.close_frame(&msg.topic, &entry.join_ref, PHX_CLOSE);
+            self.terminate_entry(&msg.topic, entry, TerminateReason::DuplicateJoin);
             close
         });
+        match self.open_channel(&msg) {
+            Some(channel) => self.join_channel(msg, channel, old_close),
+            None => {
+                if let Some(close) = old_close {
+                    self.send(close);
+                }
+            }
+        }
+    }
+
+    /// A new channel for the join's topic, or `None` after sending the refusal (topic too long,
+    /// unmatched topic, too many channels).
+    fn open_channel(&mut self, msg: &Message) -> Option<Box<dyn AnyChannel>> {
+        let topic = &msg.topic;
+        let refusal = if topic.len() > self.limits.max_topic_bytes {
+            log::warn!(
+                "{}: refusing join of {}: longer than {} bytes",
+                self.label,
+                Clip(topic),
+                self.limits.max_topic_bytes
+            );
+            "topic too long"
+        } else {
+            let Some(channel) = self.router.create(topic) else {
+                self.unmatched(msg);
+                return None;
+            };
+            if self.channels.len() < self.limits.max_channels {
+                return Some(channel);
+            }
+            log::warn!(
+                "{}: refusing join of {}: {} channels already joined",
+                self.label,
+                Clip(topic),
+                self.channels.len()
+            );
+            "too many channels joined"
+        };
+        let reply = Reply::error_reason(msg.join_ref.clone(), msg.r#ref.clone(), topic, refusal);
+        self.send(Outgoing::Reply(reply));
+        None
+    }
+
+    /// Runs the channel's `join` callback and answers it; `old_close` (a duplicate join's
+    /// phx_close) goes right after the reply, before anything the new instance pushes.
+    fn join_channel(
+        &mut self,
+        msg: Message,
+        mut channel: Box<dyn AnyChannel>,
+        old_close: Option<Outgoing>,
+    ) {
+        let topic = msg.topic.clone();
         let finish = |this: &mut Self| {
             if let Some(close) = old_close {
                 this.send(close);
             }
         };
-        if topic.len() > self.limits.max_topic_bytes {
-            log::warn!(
-                "{}: refusing join of {}: longer than {} bytes",
-                self.label,
-                Clip(&topic),
-                self.limits.max_topic_bytes
-            );
-            let reply =
-                Reply::error_reason(msg.join_ref.clone(), msg.r#ref, &topic, "topic too long");
-            self.send(Outgoing::Reply(reply));
-            return finish(self);
-        }
-        let Some(mut channel) = self.router.create(&topic) else {
-            self.unmatched(&msg);
-            return finish(self);
-        };
-        if self.channels.len() >= self.limits.max_channels {
-            log::warn!(
-                "{}: refusing join of {}: {} channels already joined",
-                self.label,
-                Clip(&topic),
-                self.channels.len()
-            );
-            let reply = Reply::error_reason(
-                msg.join_ref.clone(),
-                msg.r#ref,
-                &topic,
-                "too many channels joined",
-            );
-            self.send(Outgoing::Reply(reply));
-            return finish(self);
-        }
         let join_ref = if msg.join_ref.is_null() {
             msg.r#ref.clone()
         } else {
