@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
         let peer = PeerId::new_v4();
         engine.handle_media_event(
             peer,
-            r#"{"type":"join","data":{"metadata":{"displayName":"f"}}}"#,
+            r#"{"type":"join","data":{"receiveMedia":true,"metadata":{"displayName":"f"}}}"#,
             now,
         );
         for p in drain(engine) {
