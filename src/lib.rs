@@ -18,6 +18,9 @@
 
 pub mod app;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod phoenix;
 pub mod room;
 pub mod rtc;

@@ -58,6 +58,8 @@ cargo nextest run --no-fail-fast --test-threads 1 --retries 1
 step "Rust doc tests"
 cargo test --doc --quiet
 
+step "fuzz targets, 25 s each (test/fuzz/run.sh)"; bash test/fuzz/run.sh
+
 step "Node and browser tests"
 node_tests=()
 for dir in test/node test/browser; do

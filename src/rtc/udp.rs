@@ -352,7 +352,7 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 }
 
 /// The local ufrag of a STUN message's `USERNAME` (`"<local>:<remote>"`), if it has one.
-fn stun_local_ufrag(d: &[u8]) -> Option<&str> {
+pub(crate) fn stun_local_ufrag(d: &[u8]) -> Option<&str> {
     // STUN: first two bits zero, magic cookie, length a multiple of 4 (RFC 5389 §6).
     if d.len() < 20 || d[0] & 0xC0 != 0 || d[4..8] != [0x21, 0x12, 0xA4, 0x42] {
         return None;
