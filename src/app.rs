@@ -11,8 +11,8 @@ use crate::config::Config;
 use crate::phoenix::transport::{Endpoint, SocketMount};
 use crate::phoenix::{EchoChannel, Router};
 use crate::room::{MaxPeers, RoomRegistry, RoomsConfig};
+use crate::rtc::driver::MediaPlane;
 use crate::rtc::sfu::SfuConfig;
-use crate::rtc::udp::{UdpMux, candidate_addrs};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,28 +117,18 @@ impl App {
 /// The room registry for `config`, sharing the media socket `udp` (no media plane if `None`).
 /// Must run inside the tokio runtime (it starts the UDP mux task).
 pub fn room_registry(config: &Config, udp: Option<UdpSocket>) -> RoomRegistry {
-    let mux = udp.map(UdpMux::spawn);
-    let local_addrs = match mux.as_ref().map(|m| m.local_addr()) {
-        Some(Ok(bound)) => candidate_addrs(bound, config.external_ip),
-        Some(Err(e)) => {
-            log::error!("media socket has no local address: {e}");
-            Vec::new()
-        }
-        None => Vec::new(),
+    let media = match udp {
+        Some(socket) => MediaPlane::on_socket(socket, config.external_ip, SfuConfig::default()),
+        None => MediaPlane::default(),
     };
-    log::info!("media: host candidates {local_addrs:?}");
     let rooms = RoomsConfig {
-        sfu: SfuConfig {
-            local_addrs,
-            ..SfuConfig::default()
-        },
         empty_grace: Duration::from_secs_f64(config.room_grace_secs.max(0.0)),
         admission: Arc::new(MaxPeers {
             max_peers: (config.max_peers_per_room > 0).then_some(config.max_peers_per_room),
         }),
         ..RoomsConfig::default()
     };
-    RoomRegistry::new(rooms, mux)
+    RoomRegistry::new(rooms, media)
 }
 
 /// Builds the app from `config` and serves it on `listener` until `shutdown` resolves.

@@ -1,5 +1,5 @@
 //! Two rooms share one real UDP socket through `rtc::udp::UdpMux`: each room is a tokio task
-//! driving its own `Sfu`; str0m "browsers" on their own loopback sockets publish and subscribe.
+//! running the real media driver (`rtc::driver`) around its own `Sfu`; str0m "browsers" on their own loopback sockets publish and subscribe.
 //! Media reaches the right subscribers only, in real time.
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
@@ -12,9 +12,10 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::sync::{mpsc, oneshot};
+use videoroom::rtc::driver::{MediaDriver, MediaShell};
 use videoroom::rtc::ids::{MediaKind, PeerId};
-use videoroom::rtc::sfu::{OutboundTrack, Sfu, SfuConfig, SfuEvent, SfuOutput};
-use videoroom::rtc::udp::{RoomUdp, UdpMux, candidate_addrs};
+use videoroom::rtc::sfu::{OutboundTrack, Sfu, SfuConfig, SfuEvent};
+use videoroom::rtc::udp::{UdpMux, candidate_addrs};
 
 enum Command {
     AddPeer(PeerId),
@@ -30,49 +31,39 @@ struct Offer {
     reply: oneshot::Sender<String>,
 }
 
-/// A minimal room actor: owns the Sfu, feeds it datagrams, offers and timeouts, sends its output.
+/// A minimal room actor on the real media driver: signalling calls in, SFU events out.
 async fn room_task(
-    mut sfu: Sfu,
-    mut udp: RoomUdp,
+    mut media: MediaShell<Sfu>,
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::UnboundedSender<SfuEvent>,
 ) {
     loop {
-        let deadline = loop {
-            match sfu.poll_output() {
-                SfuOutput::Transmit(t) => {
-                    let _ = udp.send(&t).await;
-                }
-                SfuOutput::Event(e) => {
-                    let _ = events.send(e);
-                }
-                SfuOutput::Timeout(t) => break t,
-            }
-        };
+        while let Some(e) = media.poll_event() {
+            let _ = events.send(e);
+        }
         tokio::select! {
-            command = commands.recv() => {
-                let o = match command {
-                    None => return,
-                    Some(Command::AddPeer(p)) => {
-                        sfu.add_peer(p, Instant::now());
-                        continue;
+            command = commands.recv() => match command {
+                None => return,
+                Some(Command::AddPeer(p)) => {
+                    media.driver().signal(|sfu| sfu.add_peer(p, Instant::now()));
+                }
+                Some(Command::Stats(reply)) => {
+                    let _ = reply.send(media.driver().core().stats());
+                }
+                Some(Command::Offer(o)) => {
+                    let answer = media
+                        .driver()
+                        .signal(|sfu| sfu.handle_offer(o.peer, &o.sdp, &o.inbound, &o.outbound, Instant::now()))
+                        .expect("no panic")
+                        .expect("answer");
+                    // The driver publishes the new ufrags while draining: before the answer leaves.
+                    while let Some(e) = media.poll_event() {
+                        let _ = events.send(e);
                     }
-                    Some(Command::Offer(o)) => o,
-                    Some(Command::Stats(reply)) => {
-                        let _ = reply.send(sfu.stats());
-                        continue;
-                    }
-                };
-                let answer = sfu.handle_offer(o.peer, &o.sdp, &o.inbound, &o.outbound, Instant::now()).expect("answer");
-                // The new ufrags must be routable before the answer leaves.
-                udp.set_ufrags(sfu.ice_ufrags()).await;
-                let _ = o.reply.send(answer.sdp);
-            }
-            d = udp.recv() => {
-                let Some(d) = d else { return };
-                sfu.handle_datagram(d.received, d.source, d.destination, &d.contents);
-            }
-            _ = tokio::time::sleep_until(deadline.into()) => sfu.handle_timeout(Instant::now()),
+                    let _ = o.reply.send(answer.sdp);
+                }
+            },
+            () = media.wait() => {}
         }
     }
 }
@@ -283,16 +274,16 @@ fn two_rooms_share_one_udp_socket_and_never_see_each_others_media() {
     let (event_tx, mut event_rx) = mpsc::unbounded_channel();
     let mut rooms = Vec::new();
     for r in 0..2 {
-        let udp = rt.block_on(mux.register(&format!("room{r}"))).unwrap();
+        let udp = mux.open_route(&format!("room{r}"));
         let config = SfuConfig {
             room: format!("room{r}"),
             local_addrs: local.clone(),
             ..SfuConfig::default()
         };
         let (tx, rx) = mpsc::channel(8);
+        let driver = MediaDriver::new(format!("room{r}"), Sfu::new(config, Instant::now()));
         rt.spawn(room_task(
-            Sfu::new(config, Instant::now()),
-            udp,
+            MediaShell::new(driver, Some(udp)),
             rx,
             event_tx.clone(),
         ));

@@ -1,11 +1,11 @@
-//! The room actor: one tokio task per room that owns the room's [`Engine`] (and through it the
-//! SFU), fed by a bounded inbox of [`RoomCommand`]s, the room's share of the UDP socket, the
-//! peers' leases and the engine's timer.
+//! The room actor: one tokio task per room that owns the room's [`RoomMedia`] (the media driver
+//! around its [`Engine`] and SFU, with its own UDP route and timer), fed by a bounded inbox of
+//! [`RoomCommand`]s and the peers' leases.
 //!
-//! How this works: every input is one engine call followed by a full drain of
-//! [`Engine::poll_output`] (the sans-IO drain rule). Outputs fan out here: media events go to
-//! the peers' channels, transmits to the shared socket, ufrags to the UDP mux, join requests to
-//! the admission hook.
+//! How this works: every input is one driver call followed by a full drain of
+//! [`RoomMedia::poll_event`] (the sans-IO drain rule; the driver sends transmits and publishes
+//! ufrags itself). The room handles what concerns members: media events go to the peers'
+//! channels, join requests to the admission hook.
 //!
 //! Queue policies:
 //! - The inbox is bounded ([`super::RoomsConfig::inbox_capacity`]). Senders never wait: a join
@@ -16,28 +16,29 @@
 //!   removes the peer, so a departure is never lost and happens exactly once.
 //! - Media events to a peer go through its channel's bounded mailbox without waiting; if that is
 //!   full the Phoenix layer closes the socket (the peer stopped reading), which ends the lease.
-//! - Datagrams arrive through the UDP mux's bounded per-room queue (dropped when full).
+//! - Datagrams arrive through the UDP mux's bounded per-route queue (dropped when full).
 //!
-//! Failure isolation: every engine call runs under `catch_unwind`. A panic marks the room
+//! Failure isolation: every engine call runs under `catch_unwind` (in the driver). A panic marks the room
 //! crashed: its peers get an `error` media event and their channels close, the room leaves the
 //! registry (the next join starts a fresh one) and its task ends. Other rooms never notice.
 //! A panic in the actor's own code is caught around the whole task as a last resort.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 
-use super::registry::RoomRegistry;
+use super::admission::Admission;
+use super::registry::{RoomRegistry, RoomsConfig};
 use super::{PeerMessage, PeerSink};
+use crate::rtc::driver::RoomMedia;
 use crate::rtc::engine::{Engine, EngineOutput};
 use crate::rtc::ids::PeerId;
 use crate::rtc::media_event::MediaEventOut;
-use crate::rtc::sfu::Sfu;
-use crate::rtc::udp::{Datagram, RoomUdp};
 
 /// A message to a room.
 pub enum RoomCommand {
@@ -74,36 +75,35 @@ pub(crate) struct Room {
     instance: u64,
     registry: RoomRegistry,
     inbox: mpsc::Receiver<RoomCommand>,
-    engine: Engine<Sfu>,
+    media: RoomMedia,
+    admission: Arc<dyn Admission>,
+    empty_grace: Duration,
     /// The channels attached to this room.
     peers: HashMap<PeerId, Box<dyn PeerSink>>,
-    udp: Option<RoomUdp>,
-    /// When the engine wants `handle_timeout`.
-    engine_deadline: Option<Instant>,
     /// Since when the room has had no peers.
     empty_since: Option<tokio::time::Instant>,
     crashed: bool,
 }
 
 impl Room {
+    /// A room handed everything it needs when spawned: its settings and its media.
     pub(crate) fn new(
         id: &str,
         instance: u64,
         registry: RoomRegistry,
         inbox: mpsc::Receiver<RoomCommand>,
+        config: &RoomsConfig,
+        media: RoomMedia,
     ) -> Self {
-        let mut config = registry.inner().config.sfu.clone();
-        config.room = id.to_owned();
-        let sfu = Sfu::new(config, Instant::now());
         Room {
             id: id.to_owned(),
             instance,
-            engine: Engine::new(id, sfu),
             registry,
             inbox,
+            media,
+            admission: config.admission.clone(),
+            empty_grace: config.empty_grace,
             peers: HashMap::new(),
-            udp: None,
-            engine_deadline: None,
             empty_since: Some(tokio::time::Instant::now()),
             crashed: false,
         }
@@ -123,28 +123,17 @@ impl Room {
 
     /// The task body: runs until the room has been empty for the grace period, or crashes.
     async fn run(mut self) {
-        if let Some(mux) = self.registry.inner().udp.clone() {
-            match mux.register(&self.id).await {
-                Ok(udp) => self.udp = Some(udp),
-                Err(e) => {
-                    log::error!("room={} cannot register with the UDP mux: {e}", self.id);
-                    self.close_all("failed to start room");
-                    self.registry.forget(&self.id, self.instance);
-                    return;
-                }
-            }
-        }
-        // The SFU may want a timer before any input.
-        self.drain().await;
         let mut leases: FuturesUnordered<_> = FuturesUnordered::new();
-        let grace = self.registry.inner().config.empty_grace;
+        let grace = self.empty_grace;
         loop {
-            let engine_deadline = self.engine_deadline.map(tokio::time::Instant::from_std);
+            // The driver may want a timer before any input, and after every input.
+            self.drain();
+            if self.crashed {
+                self.close_all("room crashed");
+                self.registry.forget(&self.id, self.instance);
+                return;
+            }
             let retire_at = self.empty_since.map(|t| t + grace);
-            let wake = match (engine_deadline, retire_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
             tokio::select! {
                 command = self.inbox.recv() => match command {
                     Some(RoomCommand::Attach { peer, sink, lease }) => {
@@ -175,116 +164,69 @@ impl Room {
                         self.empty_since = Some(tokio::time::Instant::now());
                     }
                 }
-                datagram = recv_datagram(&mut self.udp) => match datagram {
-                    Some(d) => {
-                        self.engine_call(|e| e.handle_datagram(Instant::now(), d.source, d.destination, &d.contents));
-                    }
-                    None => {
-                        log::warn!("room={} UDP mux stopped; media is off", self.id);
-                        self.udp = None;
-                    }
-                },
-                _ = sleep_until(wake) => {
-                    let now = tokio::time::Instant::now();
-                    if retire_at.is_some_and(|t| t <= now)
-                        && self.peers.is_empty()
+                () = self.media.wait() => {}
+                _ = sleep_until(retire_at) => {
+                    if self.peers.is_empty()
                         && self.registry.retire_if_idle(&self.id, self.instance, &self.inbox)
                     {
                         log::info!("room={} stopped: empty for {grace:?}", self.id);
                         return;
                     }
-                    if engine_deadline.is_some_and(|t| t <= now) {
-                        self.engine_deadline = None;
-                        self.engine_call(|e| e.handle_timeout(Instant::now()));
-                    }
                 }
             }
-            self.drain().await;
-            if self.crashed {
-                self.close_all("room crashed");
-                self.registry.forget(&self.id, self.instance);
-                return;
-            }
         }
     }
 
-    /// Runs one engine call, catching a panic (which marks the room crashed).
-    fn engine_call<T>(&mut self, f: impl FnOnce(&mut Engine<Sfu>) -> T) -> Option<T> {
-        let engine = &mut self.engine;
-        Self::catch(&self.id, &mut self.crashed, || f(engine))
+    /// Runs one signalling call on the engine (a panic marks the room crashed).
+    fn engine_call<T>(&mut self, f: impl FnOnce(&mut Engine) -> T) -> Option<T> {
+        let out = self.media.driver().signal(f);
+        self.crashed |= self.media.driver().crashed().is_some();
+        out
     }
 
-    /// Runs `f`, catching a panic (which marks the room crashed).
-    fn guarded<T>(&mut self, f: impl FnOnce() -> T) -> Option<T> {
-        Self::catch(&self.id, &mut self.crashed, f)
-    }
-
-    fn catch<T>(id: &str, crashed: &mut bool, f: impl FnOnce() -> T) -> Option<T> {
-        if *crashed {
-            return None;
-        }
-        match std::panic::catch_unwind(AssertUnwindSafe(f)) {
-            Ok(v) => Some(v),
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                log::error!("room={id} crashed: {what}");
-                *crashed = true;
-                None
-            }
-        }
-    }
-
-    /// Drains the engine's outputs and fans them out.
-    async fn drain(&mut self) {
-        while let Some(output) = self.engine_call(Engine::poll_output) {
+    /// Drains the driver's events and fans them out (no `.await`: the driver sends transmits and
+    /// publishes ufrags itself).
+    fn drain(&mut self) {
+        while let Some(output) = self.media.poll_event() {
             match output {
-                EngineOutput::Timeout(t) => {
-                    self.engine_deadline = Some(t);
-                    return;
-                }
-                EngineOutput::JoinRequest { peer, metadata } => {
-                    let members = self.engine.member_count();
-                    let admission = self.registry.inner().config.admission.clone();
-                    let id = self.id.clone();
-                    // The hook is application code: a panic in it crashes this room only.
-                    let decision = self.guarded(|| admission.admit(&id, peer, &metadata, members));
-                    match decision {
-                        Some(Ok(())) => {
-                            self.engine_call(|e| e.accept_peer(peer, Instant::now()));
-                        }
-                        Some(Err(data)) => {
-                            self.engine_call(|e| e.deny_peer(peer, data));
-                        }
-                        None => {}
-                    }
-                }
+                EngineOutput::JoinRequest { peer, metadata } => self.admit(peer, &metadata),
                 EngineOutput::Send { to, event } => self.deliver(to, event),
                 EngineOutput::Broadcast { to, event } => {
                     for peer in to {
                         self.deliver(peer, event.clone());
                     }
                 }
-                EngineOutput::IceUfrags(ufrags) => {
-                    if let Some(udp) = &self.udp {
-                        udp.set_ufrags(ufrags).await;
-                    }
-                }
                 EngineOutput::PeerRemoved(peer) => {
                     log::debug!("room={} peer={peer} is no longer a member", self.id);
                 }
-                EngineOutput::Transmit(t) => {
-                    if let Some(Err(e)) = self.udp.as_ref().map(|udp| udp.try_send(&t)) {
-                        log::debug!(
-                            "room={} datagram to {} dropped: {e}",
-                            self.id,
-                            t.destination
-                        );
-                    }
-                }
+                // The driver consumes these; they never reach the room.
+                EngineOutput::IceUfrags(_)
+                | EngineOutput::Transmit(_)
+                | EngineOutput::Timeout(_) => {}
+            }
+        }
+        self.crashed |= self.media.driver().crashed().is_some();
+    }
+
+    /// Asks the admission hook about `peer` and tells the engine.
+    fn admit(&mut self, peer: PeerId, metadata: &serde_json::Value) {
+        let members = self.media.driver().core().member_count();
+        let admission = self.admission.clone();
+        let id = self.id.clone();
+        // The hook is application code: a panic in it crashes this room only.
+        let decision = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            admission.admit(&id, peer, metadata, members)
+        }));
+        match decision {
+            Ok(Ok(())) => {
+                self.engine_call(|e| e.accept_peer(peer, Instant::now()));
+            }
+            Ok(Err(data)) => {
+                self.engine_call(|e| e.deny_peer(peer, data));
+            }
+            Err(_) => {
+                log::error!("room={} crashed: admission hook panicked", self.id);
+                self.crashed = true;
             }
         }
     }
@@ -312,13 +254,6 @@ impl Room {
                 error_event: event.clone(),
             });
         }
-    }
-}
-
-async fn recv_datagram(udp: &mut Option<RoomUdp>) -> Option<Datagram> {
-    match udp {
-        Some(u) => u.recv().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -5,7 +5,7 @@
 //!   for the room, starting it if needed (never two rooms for one id), assigns the peer a UUID v4
 //!   id and attaches it to the room. The join reply is `{}` (or
 //!   `{"reason": "failed to start room"}`).
-//! - The browser's `mediaEvent` pushes go to the room actor ([`actor`]), which owns the room's
+//! - The browser's `mediaEvent` pushes go to the room actor, which owns the room's
 //!   [`crate::rtc::engine::Engine`]; the engine's events come back as `mediaEvent` pushes.
 //! - A `join` media event asks the room's [`Admission`] hook (default [`MaxPeers`]: everyone,
 //!   up to an optional maximum → `peerDenied {"reason": "room is full"}`).
@@ -13,13 +13,15 @@
 //! - A room with no peer for [`RoomsConfig::empty_grace`] leaves the registry and stops.
 //!
 //! # Ownership
-//! The registry owns the map of room ids to [`RoomHandle`]s; each room task owns its engine,
-//! its SFU and its share of the UDP socket; each channel owns its peer's lease. Nothing is
+//! The registry owns the map of room ids to [`RoomHandle`]s and hands each room it spawns its
+//! settings and its media ([`crate::rtc::driver::MediaPlane::room`]: the media driver with the
+//! engine, the SFU and the room's UDP route); each room task owns those; each channel owns its
+//! peer's lease. `room` never touches the UDP socket or the SFU itself: the driver does. Nothing is
 //! shared mutably across tasks except the registry's map (a short, never-awaited lock).
 //!
 //! Every log line carries `room=<id>` and, where a peer is concerned, `peer=<id>`.
 
-pub mod actor;
+mod actor;
 mod admission;
 mod peer_channel;
 mod registry;

@@ -20,15 +20,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::actor::{Room, RoomCommand};
 use super::admission::{Admission, MaxPeers};
 use super::{PeerSink, RoomError};
+use crate::rtc::driver::MediaPlane;
 use crate::rtc::ids::PeerId;
-use crate::rtc::sfu::SfuConfig;
-use crate::rtc::udp::UdpMuxHandle;
 
 /// Settings shared by every room.
 #[derive(Clone)]
 pub struct RoomsConfig {
-    /// SFU settings of every room (host candidates included).
-    pub sfu: SfuConfig,
     /// How long an empty room waits for a new peer before it stops.
     pub empty_grace: Duration,
     /// Capacity of a room's command inbox (see [`super::actor`] for the full-queue policy).
@@ -40,7 +37,6 @@ pub struct RoomsConfig {
 impl Default for RoomsConfig {
     fn default() -> Self {
         RoomsConfig {
-            sfu: SfuConfig::default(),
             empty_grace: Duration::from_secs(2),
             inbox_capacity: 1024,
             admission: Arc::new(MaxPeers::default()),
@@ -51,7 +47,6 @@ impl Default for RoomsConfig {
 impl std::fmt::Debug for RoomsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RoomsConfig")
-            .field("sfu", &self.sfu)
             .field("empty_grace", &self.empty_grace)
             .field("inbox_capacity", &self.inbox_capacity)
             .finish_non_exhaustive()
@@ -87,11 +82,11 @@ struct Entry {
     handle: RoomHandle,
 }
 
-pub(crate) struct Inner {
+struct Inner {
     /// Room id → running room. Locked only for map operations and non-blocking sends.
     rooms: Mutex<HashMap<String, Entry>>,
-    pub(crate) config: RoomsConfig,
-    pub(crate) udp: Option<UdpMuxHandle>,
+    config: RoomsConfig,
+    media: MediaPlane,
     next_instance: AtomicU64,
 }
 
@@ -110,13 +105,13 @@ impl std::fmt::Debug for RoomRegistry {
 }
 
 impl RoomRegistry {
-    /// A registry whose rooms use `config` and share `udp` (no media plane when `None`).
-    pub fn new(config: RoomsConfig, udp: Option<UdpMuxHandle>) -> Self {
+    /// A registry whose rooms use `config` and get their media from `media`.
+    pub fn new(config: RoomsConfig, media: MediaPlane) -> Self {
         RoomRegistry {
             inner: Arc::new(Inner {
                 rooms: Mutex::new(HashMap::new()),
                 config,
-                udp,
+                media,
                 next_instance: AtomicU64::new(1),
             }),
         }
@@ -159,7 +154,15 @@ impl RoomRegistry {
             tx,
         };
         handle.try_send(command)?;
-        let room = Room::new(room_id, instance, self.clone(), rx);
+        let media = self.inner.media.room(room_id);
+        let room = Room::new(
+            room_id,
+            instance,
+            self.clone(),
+            rx,
+            &self.inner.config,
+            media,
+        );
         runtime.spawn(room.run_supervised());
         log::info!("room={room_id} started");
         rooms.insert(
@@ -214,11 +217,6 @@ impl RoomRegistry {
         ids.sort();
         ids
     }
-
-    /// The shared settings.
-    pub(crate) fn inner(&self) -> &Inner {
-        &self.inner
-    }
 }
 
 #[cfg(test)]
@@ -239,7 +237,7 @@ mod tests {
             inbox_capacity: 1,
             ..RoomsConfig::default()
         };
-        let registry = RoomRegistry::new(config, None);
+        let registry = RoomRegistry::new(config, MediaPlane::default());
         let (sink, _rx1) = peer_sink();
         let (_lease1, lease_rx) = oneshot::channel();
         registry
@@ -254,7 +252,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_first_attaches_share_one_room() {
-        let registry = RoomRegistry::new(RoomsConfig::default(), None);
+        let registry = RoomRegistry::new(RoomsConfig::default(), MediaPlane::default());
         let mut tasks = Vec::new();
         for _ in 0..32 {
             let registry = registry.clone();
@@ -276,7 +274,7 @@ mod tests {
 
     #[test]
     fn attaching_outside_a_runtime_is_an_error_not_a_panic() {
-        let registry = RoomRegistry::new(RoomsConfig::default(), None);
+        let registry = RoomRegistry::new(RoomsConfig::default(), MediaPlane::default());
         let (sink, _rx) = peer_sink();
         let (_lease, lease_rx) = oneshot::channel();
         let result = registry.attach("r", PeerId::new_v4(), sink, lease_rx);

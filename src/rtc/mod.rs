@@ -6,7 +6,11 @@
 //! - [`engine`]: the sans-IO per-room signalling engine (peers, tracks, metadata, negotiation
 //!   coalescing, event order) that drives one [`sfu::Sfu`].
 //! - [`sfu::Sfu`]: the sans-IO forwarding core (one per room, one `str0m::Rtc` per peer).
-//! - [`udp`]: the thin I/O shell that shares one UDP socket between every room.
+//! - [`driver`]: the media driver of one room: a sans-IO [`driver::MediaDriver`] (datagrams,
+//!   signalling and time in; transmits, events, deadlines and ICE ufrags out) and the thin
+//!   tokio [`driver::MediaShell`] around it that owns the room's route in the UDP mux.
+//! - [`udp`]: the network shell that shares one UDP socket between every media driver.
+//! - [`net`]: the packet types ([`net::Datagram`], [`net::Transmit`]) between the two.
 //! - [`ids`]: the identifiers both sides use.
 //!
 //! # Negotiation (the browser always offers)
@@ -16,8 +20,10 @@
 //! then its ICE candidates. A publisher's new tracks are announced with `tracksAdded` to everyone
 //! before any answer maps them, and `peerJoined` always precedes `tracksAdded` of that peer.
 
+pub mod driver;
 pub mod engine;
 pub mod ids;
 pub mod media_event;
+pub mod net;
 pub mod sfu;
 pub mod udp;

@@ -1,18 +1,23 @@
-//! The UDP I/O shell: one socket for every peer of every room.
+//! The UDP I/O shell: one socket for every peer of every media driver.
 //!
 //! How this works: [`UdpMux::spawn`] takes the bound socket and starts one receive task. Each
-//! room registers itself ([`UdpMuxHandle::register`]) and gets a [`RoomUdp`]: a bounded inbox of
-//! [`Datagram`]s and a way to send. The receive task routes every datagram:
+//! consumer (one media driver per room) opens a route ([`UdpMuxHandle::open_route`]) and gets a
+//! [`UdpRoute`]: a bounded inbox of [`Datagram`]s and a way to send. The receive task routes
+//! every datagram:
 //!
-//! 1. a STUN message carrying a `USERNAME` goes to the room that owns the local ufrag (the part
-//!    before the `:`); rooms publish their current ufrags with [`RoomUdp::set_ufrags`] after every
-//!    negotiation (each re-offer is an ICE restart with new ufrags). The source address is then
-//!    remembered for that room;
-//! 2. everything else (DTLS, SRTP, SRTCP, STUN without `USERNAME`) goes to the room that last
+//! 1. a STUN message carrying a `USERNAME` goes to the route that owns the local ufrag (the part
+//!    before the `:`); routes publish their current ufrags with [`UdpRoute::set_ufrags`] after
+//!    every negotiation (each re-offer is an ICE restart with new ufrags). The source address is
+//!    then remembered for that route;
+//! 2. everything else (DTLS, SRTP, SRTCP, STUN without `USERNAME`) goes to the route that last
 //!    received a STUN request from that source address;
 //! 3. anything else is dropped.
 //!
-//! Queue policy: a room's inbox holds [`ROOM_INBOX_CAPACITY`] datagrams; when it is full the
+//! The routing table is shared behind a `std::sync::Mutex` held only for map operations and a
+//! non-blocking `try_send`, never across an `.await`; so [`UdpRoute::set_ufrags`] is a plain
+//! synchronous call and the new ufrags are routable before the caller sends its answer.
+//!
+//! Queue policy: a route's inbox holds [`ROUTE_INBOX_CAPACITY`] datagrams; when it is full the
 //! datagram is dropped (UDP semantics: the peers' NACK/PLI machinery recovers) and a counter is
 //! logged. Learnt addresses that have been silent for [`ADDR_IDLE_EXPIRY`] are forgotten.
 //! The receive buffer is one `BytesMut` that datagrams are split off, so receiving allocates
@@ -20,20 +25,18 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::rtc::sfu::Transmit;
+pub use crate::rtc::net::{Datagram, Transmit};
 
-/// How many datagrams a room's inbox holds before new ones are dropped.
-pub const ROOM_INBOX_CAPACITY: usize = 2048;
-/// How many registration commands may wait for the mux task.
-const COMMAND_CAPACITY: usize = 256;
+/// How many datagrams a route's inbox holds before new ones are dropped.
+pub const ROUTE_INBOX_CAPACITY: usize = 2048;
 /// The largest datagram we receive whole (WebRTC keeps packets below the path MTU).
 const MAX_DATAGRAM: usize = 2048;
 /// Block size of the receive buffer that datagrams are split off.
@@ -41,43 +44,22 @@ const RECV_BLOCK: usize = 64 * 1024;
 /// Source addresses not heard from for this long are forgotten.
 pub const ADDR_IDLE_EXPIRY: Duration = Duration::from_secs(30);
 
-/// One received datagram, as handed to a room.
-#[derive(Debug, Clone)]
-pub struct Datagram {
-    /// Remote address (IPv4-mapped IPv6 addresses are turned back into IPv4).
-    pub source: SocketAddr,
-    /// The local socket address (may be unspecified, e.g. `0.0.0.0:50000`; the SFU maps it to
-    /// one of its candidates).
-    pub destination: SocketAddr,
-    /// When the datagram was read from the socket.
-    pub received: Instant,
-    /// The datagram.
-    pub contents: Bytes,
+/// Identifies an open route inside the mux.
+type RouteKey = u64;
+
+/// The shared routing table.
+type Table = Arc<Mutex<Routes>>;
+
+fn lock(table: &Table) -> MutexGuard<'_, Routes> {
+    // Only HashMap operations run under the lock; the maps stay consistent on a panic.
+    table.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Identifies a registered room inside the mux.
-type RoomKey = u64;
-
-enum Command {
-    Register {
-        key: RoomKey,
-        label: String,
-        inbox: mpsc::Sender<Datagram>,
-    },
-    Unregister {
-        key: RoomKey,
-    },
-    SetUfrags {
-        key: RoomKey,
-        ufrags: Vec<String>,
-    },
-}
-
-/// The running mux: cloneable handle used to register rooms.
+/// The running mux: cloneable handle used to open routes.
 #[derive(Clone)]
 pub struct UdpMuxHandle {
     socket: Arc<UdpSocket>,
-    commands: mpsc::Sender<Command>,
+    table: Table,
     next_key: Arc<AtomicU64>,
 }
 
@@ -86,14 +68,14 @@ pub struct UdpMux;
 
 impl UdpMux {
     /// Starts the receive task on the current tokio runtime; it ends when every handle and every
-    /// [`RoomUdp`] is dropped.
+    /// [`UdpRoute`] is dropped.
     pub fn spawn(socket: UdpSocket) -> UdpMuxHandle {
         let socket = Arc::new(socket);
-        let (commands, rx) = mpsc::channel(COMMAND_CAPACITY);
-        tokio::spawn(run(socket.clone(), rx));
+        let table: Table = Arc::default();
+        tokio::spawn(run(socket.clone(), Arc::downgrade(&table)));
         UdpMuxHandle {
             socket,
-            commands,
+            table,
             next_key: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -105,56 +87,47 @@ impl UdpMuxHandle {
         self.socket.local_addr()
     }
 
-    /// Registers a room; `label` only appears in logs. Fails when the mux task has stopped.
-    pub async fn register(&self, label: &str) -> io::Result<RoomUdp> {
+    /// Opens a route; `label` only appears in logs.
+    pub fn open_route(&self, label: &str) -> UdpRoute {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let (tx, inbox) = mpsc::channel(ROOM_INBOX_CAPACITY);
-        self.commands
-            .send(Command::Register {
-                key,
-                label: label.to_string(),
+        let (tx, inbox) = mpsc::channel(ROUTE_INBOX_CAPACITY);
+        log::debug!("udp mux: route {label} opened");
+        lock(&self.table).routes.insert(
+            key,
+            RouteEntry {
+                label: label.to_owned(),
                 inbox: tx,
-            })
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "udp mux stopped"))?;
-        Ok(RoomUdp {
+                ufrags: Vec::new(),
+                dropped: 0,
+            },
+        );
+        UdpRoute {
             key,
             inbox,
             socket: self.socket.clone(),
-            commands: self.commands.clone(),
-        })
+            table: self.table.clone(),
+        }
     }
 }
 
-/// A room's view of the shared socket. Dropping it unregisters the room.
-pub struct RoomUdp {
-    key: RoomKey,
+/// One consumer's view of the shared socket. Dropping it closes the route.
+pub struct UdpRoute {
+    key: RouteKey,
     inbox: mpsc::Receiver<Datagram>,
     socket: Arc<UdpSocket>,
-    commands: mpsc::Sender<Command>,
+    table: Table,
 }
 
-impl RoomUdp {
-    /// The next datagram for this room (`None` once the mux stopped).
+impl UdpRoute {
+    /// The next datagram for this route (`None` once the mux stopped). Cancel-safe.
     pub async fn recv(&mut self) -> Option<Datagram> {
         self.inbox.recv().await
     }
 
-    /// A datagram if one is waiting.
-    pub fn try_recv(&mut self) -> Option<Datagram> {
-        self.inbox.try_recv().ok()
-    }
-
-    /// Replaces the set of local ICE ufrags whose STUN requests are routed to this room.
-    pub async fn set_ufrags(&self, ufrags: Vec<String>) {
-        // The mux only stops when nobody holds a sender; then nothing needs routing any more.
-        let _ = self
-            .commands
-            .send(Command::SetUfrags {
-                key: self.key,
-                ufrags,
-            })
-            .await;
+    /// Replaces the set of local ICE ufrags whose STUN requests are routed here; effective
+    /// before this call returns.
+    pub fn set_ufrags(&self, ufrags: &[String]) {
+        lock(&self.table).set_ufrags(self.key, ufrags);
     }
 
     /// Sends a datagram, waiting for the socket to be writable.
@@ -172,11 +145,6 @@ impl RoomUdp {
         self.socket.try_send_to(&transmit.contents, to).map(|_| ())
     }
 
-    /// The shared socket's local address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
-    }
-
     /// An IPv6 socket reaches IPv4 peers through IPv4-mapped addresses.
     fn destination_for_socket(&self, to: SocketAddr) -> io::Result<SocketAddr> {
         let local = self.socket.local_addr()?;
@@ -189,17 +157,13 @@ impl RoomUdp {
     }
 }
 
-impl Drop for RoomUdp {
+impl Drop for UdpRoute {
     fn drop(&mut self) {
-        // Best effort: if the command queue is full the mux still notices the closed inbox on
-        // the next datagram for this room and forgets it then.
-        let _ = self
-            .commands
-            .try_send(Command::Unregister { key: self.key });
+        lock(&self.table).remove_route(self.key);
     }
 }
 
-struct RoomEntry {
+struct RouteEntry {
     label: String,
     inbox: mpsc::Sender<Datagram>,
     ufrags: Vec<String>,
@@ -208,49 +172,32 @@ struct RoomEntry {
 
 #[derive(Default)]
 struct Routes {
-    rooms: HashMap<RoomKey, RoomEntry>,
-    by_ufrag: HashMap<String, RoomKey>,
-    /// Learnt source address → (room, last time heard).
-    by_addr: HashMap<SocketAddr, (RoomKey, Instant)>,
+    routes: HashMap<RouteKey, RouteEntry>,
+    by_ufrag: HashMap<String, RouteKey>,
+    /// Learnt source address → (route, last time heard).
+    by_addr: HashMap<SocketAddr, (RouteKey, Instant)>,
 }
 
 impl Routes {
-    fn apply(&mut self, command: Command) {
-        match command {
-            Command::Register { key, label, inbox } => {
-                log::debug!("udp mux: room {label} registered");
-                self.rooms.insert(
-                    key,
-                    RoomEntry {
-                        label,
-                        inbox,
-                        ufrags: Vec::new(),
-                        dropped: 0,
-                    },
-                );
-            }
-            Command::Unregister { key } => self.remove_room(key),
-            Command::SetUfrags { key, ufrags } => {
-                let Some(room) = self.rooms.get_mut(&key) else {
-                    return;
-                };
-                for old in room.ufrags.drain(..) {
-                    if self.by_ufrag.get(&old) == Some(&key) {
-                        self.by_ufrag.remove(&old);
-                    }
-                }
-                for u in &ufrags {
-                    self.by_ufrag.insert(u.clone(), key);
-                }
-                room.ufrags = ufrags;
+    fn set_ufrags(&mut self, key: RouteKey, ufrags: &[String]) {
+        let Some(route) = self.routes.get_mut(&key) else {
+            return;
+        };
+        for old in route.ufrags.drain(..) {
+            if self.by_ufrag.get(&old) == Some(&key) {
+                self.by_ufrag.remove(&old);
             }
         }
+        for u in ufrags {
+            self.by_ufrag.insert(u.clone(), key);
+        }
+        route.ufrags = ufrags.to_vec();
     }
 
-    fn remove_room(&mut self, key: RoomKey) {
-        if let Some(room) = self.rooms.remove(&key) {
-            log::debug!("udp mux: room {} unregistered", room.label);
-            for u in room.ufrags {
+    fn remove_route(&mut self, key: RouteKey) {
+        if let Some(route) = self.routes.remove(&key) {
+            log::debug!("udp mux: route {} closed", route.label);
+            for u in route.ufrags {
                 if self.by_ufrag.get(&u) == Some(&key) {
                     self.by_ufrag.remove(&u);
                 }
@@ -259,8 +206,8 @@ impl Routes {
         self.by_addr.retain(|_, (k, _)| *k != key);
     }
 
-    /// Finds the room for a datagram (see the module docs for the rules).
-    fn route(&mut self, source: SocketAddr, contents: &[u8], now: Instant) -> Option<RoomKey> {
+    /// Finds the route for a datagram (see the module docs for the rules).
+    fn route(&mut self, source: SocketAddr, contents: &[u8], now: Instant) -> Option<RouteKey> {
         if let Some(ufrag) = stun_local_ufrag(contents)
             && let Some(&key) = self.by_ufrag.get(ufrag)
         {
@@ -272,23 +219,23 @@ impl Routes {
         Some(*key)
     }
 
-    fn deliver(&mut self, key: RoomKey, datagram: Datagram) {
-        let Some(room) = self.rooms.get_mut(&key) else {
+    fn deliver(&mut self, key: RouteKey, datagram: Datagram) {
+        let Some(route) = self.routes.get_mut(&key) else {
             return;
         };
-        match room.inbox.try_send(datagram) {
+        match route.inbox.try_send(datagram) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                room.dropped += 1;
-                if room.dropped.is_power_of_two() {
+                route.dropped += 1;
+                if route.dropped.is_power_of_two() {
                     log::warn!(
-                        "udp mux: room {} inbox full, {} datagrams dropped",
-                        room.label,
-                        room.dropped
+                        "udp mux: route {} inbox full, {} datagrams dropped",
+                        route.label,
+                        route.dropped
                     );
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.remove_room(key),
+            Err(mpsc::error::TrySendError::Closed(_)) => self.remove_route(key),
         }
     }
 
@@ -298,7 +245,7 @@ impl Routes {
     }
 }
 
-async fn run(socket: Arc<UdpSocket>, mut commands: mpsc::Receiver<Command>) {
+async fn run(socket: Arc<UdpSocket>, table: std::sync::Weak<Mutex<Routes>>) {
     let local = match socket.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -306,7 +253,6 @@ async fn run(socket: Arc<UdpSocket>, mut commands: mpsc::Receiver<Command>) {
             return;
         }
     };
-    let mut routes = Routes::default();
     let mut buf = BytesMut::with_capacity(RECV_BLOCK);
     let mut expiry = tokio::time::interval(ADDR_IDLE_EXPIRY / 3);
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -315,14 +261,11 @@ async fn run(socket: Arc<UdpSocket>, mut commands: mpsc::Receiver<Command>) {
             buf.reserve(RECV_BLOCK);
         }
         tokio::select! {
-            // Commands first: a room publishes its new ufrags before its answer leaves, so they
-            // must be in place before the peer's STUN requests can arrive.
-            biased;
-            command = commands.recv() => match command {
-                Some(c) => routes.apply(c),
-                None => break,
-            },
-            _ = expiry.tick() => routes.expire_addrs(Instant::now()),
+            _ = expiry.tick() => {
+                // Every handle and route is gone: nobody can use the mux any more.
+                let Some(table) = table.upgrade() else { break };
+                lock(&table).expire_addrs(Instant::now());
+            }
             received = socket.recv_buf_from(&mut buf) => {
                 let (len, source) = match received {
                     Ok(r) => r,
@@ -337,6 +280,8 @@ async fn run(socket: Arc<UdpSocket>, mut commands: mpsc::Receiver<Command>) {
                 let contents = buf.split_to(len).freeze();
                 let now = Instant::now();
                 let source = canonical(source);
+                let Some(table) = table.upgrade() else { break };
+                let mut routes = lock(&table);
                 if let Some(key) = routes.route(source, &contents, now) {
                     routes.deliver(key, Datagram { source, destination: local, received: now, contents });
                 }

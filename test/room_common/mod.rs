@@ -14,8 +14,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use videoroom::phoenix::Router;
 use videoroom::phoenix::transport::{CheckOrigin, Endpoint, SocketMount};
 use videoroom::room::{RoomRegistry, RoomsConfig};
+use videoroom::rtc::driver::MediaPlane;
 use videoroom::rtc::sfu::SfuConfig;
-use videoroom::rtc::udp::UdpMux;
 
 /// A running server.
 pub struct Server {
@@ -26,15 +26,11 @@ pub struct Server {
 }
 
 /// Starts the room server with `config` (its SFU host candidate is the loopback UDP socket).
-pub async fn start(mut config: RoomsConfig) -> Server {
+pub async fn start(config: RoomsConfig) -> Server {
     let _ = env_logger::builder().is_test(true).try_init();
     let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mux = UdpMux::spawn(udp);
-    config.sfu = SfuConfig {
-        local_addrs: vec![mux.local_addr().unwrap()],
-        ..config.sfu
-    };
-    let registry = RoomRegistry::new(config, Some(mux));
+    let media = MediaPlane::on_socket(udp, None, SfuConfig::default());
+    let registry = RoomRegistry::new(config, media);
     let endpoint = Endpoint::new();
     let mount = SocketMount::new(
         "/socket",

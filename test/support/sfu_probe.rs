@@ -1,5 +1,5 @@
 //! A one-room SFU with a bare HTTP offer/answer endpoint, for probing real browsers against
-//! `rtc::sfu` without the Phoenix/media-event layers (used by test/browser/rtc_sfu_browsers.test.mjs).
+//! `rtc::sfu` on the real media driver, without the Phoenix/media-event layers (used by test/browser/rtc_sfu_browsers.test.mjs).
 //!
 //! `GET /` serves a page; `POST /offer` takes `{name, sdp, tracks: [{mid, trackId, kind}],
 //! receive}` and answers `{sdp, midToTrackId}`. A receiving peer gets every track published so
@@ -9,9 +9,10 @@ use std::time::Instant;
 
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
+use videoroom::rtc::driver::{MediaDriver, MediaShell};
 use videoroom::rtc::ids::{MediaKind, PeerId};
-use videoroom::rtc::sfu::{OutboundTrack, Sfu, SfuConfig, SfuEvent, SfuOutput};
-use videoroom::rtc::udp::{RoomUdp, UdpMux, candidate_addrs};
+use videoroom::rtc::sfu::{OutboundTrack, Sfu, SfuConfig, SfuEvent};
+use videoroom::rtc::udp::{UdpMux, candidate_addrs};
 use warp::Filter;
 
 #[derive(Deserialize)]
@@ -32,24 +33,11 @@ struct OfferBody {
 
 type Reply = oneshot::Sender<Result<serde_json::Value, String>>;
 
-async fn room(mut sfu: Sfu, mut udp: RoomUdp, mut offers: mpsc::Receiver<(OfferBody, Reply)>) {
+async fn room(mut media: MediaShell<Sfu>, mut offers: mpsc::Receiver<(OfferBody, Reply)>) {
     let mut peers: HashMap<String, PeerId> = HashMap::new();
     let mut published: Vec<OutboundTrack> = Vec::new();
     loop {
-        let deadline = loop {
-            match sfu.poll_output() {
-                SfuOutput::Transmit(t) => {
-                    let _ = udp.send(&t).await;
-                }
-                SfuOutput::Event(e) => {
-                    eprintln!("sfu event: {e:?}");
-                    if let SfuEvent::PeerFailed(p) = e {
-                        sfu.remove_peer(p);
-                    }
-                }
-                SfuOutput::Timeout(t) => break t,
-            }
-        };
+        drain(&mut media);
         tokio::select! {
             offer = offers.recv() => {
                 let Some((body, reply)) = offer else { return };
@@ -57,7 +45,7 @@ async fn room(mut sfu: Sfu, mut udp: RoomUdp, mut offers: mpsc::Receiver<(OfferB
                 let peer = *peers.entry(body.name.clone()).or_insert_with(|| {
                     let p = PeerId::new_v4();
                     eprintln!("peer {} is {p}", body.name);
-                    sfu.add_peer(p, now);
+                    media.driver().signal(|sfu| sfu.add_peer(p, now));
                     p
                 });
                 let inbound: BTreeMap<String, String> =
@@ -79,19 +67,29 @@ async fn room(mut sfu: Sfu, mut udp: RoomUdp, mut offers: mpsc::Receiver<(OfferB
                 } else {
                     Vec::new()
                 };
-                let result = sfu.handle_offer(peer, &body.sdp, &inbound, &outbound, now);
-                udp.set_ufrags(sfu.ice_ufrags()).await;
+                let result = media
+                    .driver()
+                    .signal(|sfu| sfu.handle_offer(peer, &body.sdp, &inbound, &outbound, now))
+                    .unwrap_or_else(|| Err(videoroom::rtc::sfu::SfuError::InvalidSdp("sfu crashed".into())));
+                // Publishes the new ufrags before the answer leaves.
+                drain(&mut media);
                 let _ = reply.send(
                     result
                         .map(|a| serde_json::json!({"sdp": a.sdp, "midToTrackId": a.mid_to_track_id}))
                         .map_err(|e| e.to_string()),
                 );
             }
-            d = udp.recv() => {
-                let Some(d) = d else { return };
-                sfu.handle_datagram(d.received, d.source, d.destination, &d.contents);
-            }
-            _ = tokio::time::sleep_until(deadline.into()) => sfu.handle_timeout(Instant::now()),
+            () = media.wait() => {}
+        }
+    }
+}
+
+/// Sends what the driver has to send; logs the SFU's events and removes failed peers.
+fn drain(media: &mut MediaShell<Sfu>) {
+    while let Some(e) = media.poll_event() {
+        eprintln!("sfu event: {e:?}");
+        if let SfuEvent::PeerFailed(p) = e {
+            media.driver().signal(|sfu| sfu.remove_peer(p));
         }
     }
 }
@@ -150,14 +148,15 @@ async fn main() {
     let local_addrs = candidate_addrs(socket.local_addr().expect("udp addr"), None);
     eprintln!("candidates: {local_addrs:?}");
     let mux = UdpMux::spawn(socket);
-    let udp = mux.register("probe").await.expect("register");
+    let udp = mux.open_route("probe");
     let config = SfuConfig {
         room: "probe".into(),
         local_addrs,
         ..SfuConfig::default()
     };
     let (tx, rx) = mpsc::channel::<(OfferBody, Reply)>(16);
-    tokio::spawn(room(Sfu::new(config, Instant::now()), udp, rx));
+    let driver = MediaDriver::new("probe", Sfu::new(config, Instant::now()));
+    tokio::spawn(room(MediaShell::new(driver, Some(udp)), rx));
 
     let page = warp::path::end()
         .and(warp::get())

@@ -29,7 +29,7 @@
 //!   with [`SfuEvent::PeerFailed`] and no longer served.
 //!
 //! Driving it (the room actor): `add_peer` at join; on every offer `handle_offer`, then publish
-//! `ice_ufrags()` to the UDP mux (`RoomUdp::set_ufrags`) BEFORE sending the answer, then send
+//! `ice_ufrags()` to the UDP mux (`rtc::driver` does this) BEFORE sending the answer, then send
 //! `local_candidates()`; feed `handle_datagram` / `handle_timeout`; after each input (or batch
 //! of inputs) drain `poll_output` until it returns [`SfuOutput::Timeout`] and sleep until that
 //! instant. On [`SfuEvent::PeerFailed`] remove the peer (`remove_peer`) and tell the others.
@@ -134,16 +134,7 @@ pub enum SfuEvent {
     PeerFailed(PeerId),
 }
 
-/// A datagram to send through the shared UDP socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// Local address the datagram should leave from (one of the advertised candidates).
-    pub source: SocketAddr,
-    /// Remote address.
-    pub destination: SocketAddr,
-    /// The datagram.
-    pub contents: Vec<u8>,
-}
+pub use crate::rtc::net::Transmit;
 
 /// One output of [`Sfu::poll_output`].
 #[derive(Debug)]

@@ -1,0 +1,342 @@
+//! The media driver: owns one room's media plane and its I/O.
+//!
+//! How this works, in two layers (the str0m/quinn pattern):
+//! - [`MediaDriver`] is sans-IO: datagrams, signalling calls and time go in, [`DriverOutput`]s
+//!   come out (transmits, the core's events, the next deadline, and the set of local ICE ufrags
+//!   whenever it changed). It is generic over the [`MediaCore`] it drives: the room's
+//!   [`Engine`] in production, a bare [`Sfu`] in SFU-level tests. Every core call runs under
+//!   `catch_unwind`; a panic marks the driver crashed and it does nothing more.
+//! - [`MediaShell`] is the thin tokio shell around it: it owns the driver's [`UdpRoute`] in the
+//!   shared [`crate::rtc::udp`] mux, publishes the ufrags there synchronously (so they are
+//!   routable before the answer that carries them leaves), sends transmits without waiting and
+//!   sleeps until the next datagram or deadline. [`MediaPlane`] makes one shell per room.
+//!
+//! "Which route owns this ufrag" has one home: the driver diffs the core's ufrags after every
+//! signalling call (and at most once a second after timeouts, which is when failed peers are
+//! dropped; a stale ufrag only routes STUN for a gone peer to a driver that ignores it) and the
+//! shell hands the diff to the mux.
+
+use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+
+use crate::rtc::engine::{Engine, EngineOutput, SfuBackend};
+use crate::rtc::net::{Datagram, Transmit};
+use crate::rtc::sfu::{Sfu, SfuConfig, SfuEvent, SfuOutput};
+use crate::rtc::udp::{UdpMux, UdpMuxHandle, UdpRoute, candidate_addrs};
+
+/// How often, at most, timeouts re-read the core's ufrags.
+const UFRAG_RECHECK: Duration = Duration::from_secs(1);
+
+/// One output of a [`MediaCore`].
+#[derive(Debug)]
+pub enum CoreOutput<E> {
+    /// Send this datagram.
+    Transmit(Transmit),
+    /// Something for the owner (media events, peer failures, …).
+    Event(E),
+    /// Nothing more until this instant (or the next input).
+    Timeout(Instant),
+}
+
+/// A sans-IO media state machine a [`MediaDriver`] can run.
+pub trait MediaCore {
+    /// What the core tells its owner.
+    type Event;
+    /// Feeds a received datagram.
+    fn handle_datagram(&mut self, datagram: &Datagram);
+    /// Advances time.
+    fn handle_timeout(&mut self, now: Instant);
+    /// The local ICE ufrags of every peer now.
+    fn ice_ufrags(&self) -> Vec<String>;
+    /// The next output; drained until [`CoreOutput::Timeout`] after every input.
+    fn poll_output(&mut self) -> CoreOutput<Self::Event>;
+}
+
+impl<S: SfuBackend> MediaCore for Engine<S> {
+    type Event = EngineOutput;
+    fn handle_datagram(&mut self, d: &Datagram) {
+        Engine::handle_datagram(self, d.received, d.source, d.destination, &d.contents);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Engine::handle_timeout(self, now);
+    }
+    fn ice_ufrags(&self) -> Vec<String> {
+        self.sfu().ice_ufrags()
+    }
+    fn poll_output(&mut self) -> CoreOutput<EngineOutput> {
+        loop {
+            return match Engine::poll_output(self) {
+                EngineOutput::Transmit(t) => CoreOutput::Transmit(t),
+                EngineOutput::Timeout(t) => CoreOutput::Timeout(t),
+                // The driver tracks ufrags itself (one home); the engine's copy is redundant.
+                EngineOutput::IceUfrags(_) => continue,
+                other => CoreOutput::Event(other),
+            };
+        }
+    }
+}
+
+impl MediaCore for Sfu {
+    type Event = SfuEvent;
+    fn handle_datagram(&mut self, d: &Datagram) {
+        Sfu::handle_datagram(self, d.received, d.source, d.destination, &d.contents);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Sfu::handle_timeout(self, now);
+    }
+    fn ice_ufrags(&self) -> Vec<String> {
+        Sfu::ice_ufrags(self)
+    }
+    fn poll_output(&mut self) -> CoreOutput<SfuEvent> {
+        match Sfu::poll_output(self) {
+            SfuOutput::Transmit(t) => CoreOutput::Transmit(t),
+            SfuOutput::Event(e) => CoreOutput::Event(e),
+            SfuOutput::Timeout(t) => CoreOutput::Timeout(t),
+        }
+    }
+}
+
+/// One output of [`MediaDriver::poll_output`].
+#[derive(Debug)]
+pub enum DriverOutput<E> {
+    /// The local ICE ufrags changed: route STUN for exactly these to this driver from now on.
+    Ufrags(Vec<String>),
+    /// Send this datagram.
+    Transmit(Transmit),
+    /// An event of the core for the owner.
+    Event(E),
+    /// Nothing more until this instant (or the next input).
+    Timeout(Instant),
+}
+
+/// The sans-IO media driver (see the module docs).
+pub struct MediaDriver<C> {
+    label: String,
+    core: C,
+    published: Vec<String>,
+    ufrags_changed: bool,
+    next_ufrag_check: Option<Instant>,
+    deadline: Option<Instant>,
+    crash: Option<String>,
+}
+
+impl<C: MediaCore> MediaDriver<C> {
+    /// A driver around `core`; `label` only appears in logs.
+    pub fn new(label: impl Into<String>, core: C) -> Self {
+        MediaDriver {
+            label: label.into(),
+            core,
+            published: Vec::new(),
+            ufrags_changed: false,
+            next_ufrag_check: None,
+            deadline: None,
+            crash: None,
+        }
+    }
+
+    /// The core, read-only.
+    pub fn core(&self) -> &C {
+        &self.core
+    }
+
+    /// Why the driver crashed, if it did (a core call panicked).
+    pub fn crashed(&self) -> Option<&str> {
+        self.crash.as_deref()
+    }
+
+    /// When the driver wants [`Self::handle_timeout`].
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Runs a signalling call on the core (offers, media events, peers joining or leaving),
+    /// then re-reads its ufrags. `None` if the core panicked (now or before).
+    pub fn signal<T>(&mut self, f: impl FnOnce(&mut C) -> T) -> Option<T> {
+        let out = self.guarded(f);
+        self.refresh_ufrags();
+        out
+    }
+
+    /// Feeds a received datagram.
+    pub fn handle_datagram(&mut self, datagram: &Datagram) {
+        self.guarded(|c| c.handle_datagram(datagram));
+    }
+
+    /// Advances time.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.deadline = None;
+        self.guarded(|c| c.handle_timeout(now));
+        if self.next_ufrag_check.is_none_or(|t| t <= now) {
+            self.next_ufrag_check = Some(now + UFRAG_RECHECK);
+            self.refresh_ufrags();
+        }
+    }
+
+    /// The next output; drain until [`DriverOutput::Timeout`] after every input. A crashed
+    /// driver returns a far deadline.
+    pub fn poll_output(&mut self) -> DriverOutput<C::Event> {
+        if self.ufrags_changed {
+            self.ufrags_changed = false;
+            return DriverOutput::Ufrags(self.published.clone());
+        }
+        match self.guarded(C::poll_output) {
+            Some(CoreOutput::Transmit(t)) => DriverOutput::Transmit(t),
+            Some(CoreOutput::Event(e)) => DriverOutput::Event(e),
+            Some(CoreOutput::Timeout(t)) => {
+                self.deadline = Some(t);
+                DriverOutput::Timeout(t)
+            }
+            None => {
+                self.deadline = None;
+                DriverOutput::Timeout(Instant::now() + Duration::from_secs(3600))
+            }
+        }
+    }
+
+    fn refresh_ufrags(&mut self) {
+        if let Some(ufrags) = self.guarded(|c| c.ice_ufrags())
+            && ufrags != self.published
+        {
+            self.published = ufrags;
+            self.ufrags_changed = true;
+        }
+    }
+
+    fn guarded<T>(&mut self, f: impl FnOnce(&mut C) -> T) -> Option<T> {
+        if self.crash.is_some() {
+            return None;
+        }
+        let core = &mut self.core;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f(core))) {
+            Ok(v) => Some(v),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                log::error!("{} media core crashed: {what}", self.label);
+                self.crash = Some(what);
+                None
+            }
+        }
+    }
+}
+
+/// The tokio shell around a [`MediaDriver`] (see the module docs).
+pub struct MediaShell<C> {
+    driver: MediaDriver<C>,
+    route: Option<UdpRoute>,
+}
+
+impl<C: MediaCore> MediaShell<C> {
+    /// A shell for `driver` on `route` (`None`: no media socket, signalling only).
+    pub fn new(driver: MediaDriver<C>, route: Option<UdpRoute>) -> Self {
+        MediaShell { driver, route }
+    }
+
+    /// The driver, for signalling calls ([`MediaDriver::signal`]).
+    pub fn driver(&mut self) -> &mut MediaDriver<C> {
+        &mut self.driver
+    }
+
+    /// Drains the driver without waiting: publishes ufrags, sends transmits (dropped if the
+    /// socket cannot take them now: UDP semantics), and returns the next event for the owner;
+    /// `None` when the driver is idle until its deadline. Call until `None` after every input.
+    pub fn poll_event(&mut self) -> Option<C::Event> {
+        loop {
+            match self.driver.poll_output() {
+                DriverOutput::Ufrags(ufrags) => {
+                    if let Some(route) = &self.route {
+                        route.set_ufrags(&ufrags);
+                    }
+                }
+                DriverOutput::Transmit(t) => {
+                    if let Some(Err(e)) = self.route.as_ref().map(|r| r.try_send(&t)) {
+                        log::debug!(
+                            "{} datagram to {} dropped: {e}",
+                            self.driver.label,
+                            t.destination
+                        );
+                    }
+                }
+                DriverOutput::Event(e) => return Some(e),
+                DriverOutput::Timeout(_) => return None,
+            }
+        }
+    }
+
+    /// Waits for the next datagram or the deadline and feeds it to the driver (then call
+    /// [`Self::poll_event`]). Cancel-safe: nothing is lost if another branch wins a `select!`.
+    pub async fn wait(&mut self) {
+        let deadline = self.driver.deadline.map(tokio::time::Instant::from_std);
+        let sleep = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let recv = async {
+            match &mut self.route {
+                Some(r) => r.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            datagram = recv => match datagram {
+                Some(d) => self.driver.handle_datagram(&d),
+                None => {
+                    log::warn!("{} UDP mux stopped; media is off", self.driver.label);
+                    self.route = None;
+                }
+            },
+            () = sleep => self.driver.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// A room's media: its engine and SFU behind one driver and shell.
+pub type RoomMedia = MediaShell<Engine<Sfu>>;
+
+/// What every room's media is made from: the SFU settings and the shared UDP mux.
+#[derive(Clone, Default)]
+pub struct MediaPlane {
+    sfu: SfuConfig,
+    udp: Option<UdpMuxHandle>,
+}
+
+impl MediaPlane {
+    /// Rooms with `sfu` settings on `udp` (`None`: signalling only, no media).
+    pub fn new(sfu: SfuConfig, udp: Option<UdpMuxHandle>) -> Self {
+        MediaPlane { sfu, udp }
+    }
+
+    /// Starts the UDP mux on `socket` (inside a tokio runtime) and advertises its host
+    /// candidates (plus `external_ip`) in `sfu`.
+    pub fn on_socket(socket: UdpSocket, external_ip: Option<IpAddr>, sfu: SfuConfig) -> Self {
+        let mux = UdpMux::spawn(socket);
+        let local_addrs: Vec<SocketAddr> = match mux.local_addr() {
+            Ok(bound) => candidate_addrs(bound, external_ip),
+            Err(e) => {
+                log::error!("media socket has no local address: {e}");
+                Vec::new()
+            }
+        };
+        log::info!("media: host candidates {local_addrs:?}");
+        MediaPlane::new(SfuConfig { local_addrs, ..sfu }, Some(mux))
+    }
+
+    /// The media of room `room_id`, starting now.
+    pub fn room(&self, room_id: &str) -> RoomMedia {
+        let config = SfuConfig {
+            room: room_id.to_owned(),
+            ..self.sfu.clone()
+        };
+        let engine = Engine::new(room_id, Sfu::new(config, Instant::now()));
+        let route = self.udp.as_ref().map(|m| m.open_route(room_id));
+        MediaShell::new(MediaDriver::new(format!("room={room_id}"), engine), route)
+    }
+}
