@@ -93,7 +93,7 @@ impl Room {
         inbox: mpsc::Receiver<RoomCommand>,
     ) -> Self {
         let mut config = registry.inner().config.sfu.clone();
-        config.room = id.to_owned();
+        config.room = id.into();
         let sfu = Sfu::new(config, Instant::now());
         Room {
             id: id.to_owned(),

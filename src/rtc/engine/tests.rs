@@ -20,7 +20,7 @@ struct FakeSfu {
     peers: Vec<PeerId>,
     removed: Vec<PeerId>,
     /// Every `handle_offer` call: (peer, outbound tracks handed over).
-    offers: Vec<(PeerId, Vec<OutboundTrack>)>,
+    offers: Vec<(PeerId, Vec<ConsumerSpec>)>,
     events: VecDeque<SfuEvent>,
     ufrag_generation: u32,
 }
@@ -38,7 +38,7 @@ impl SfuBackend for FakeSfu {
         peer: PeerId,
         offer_sdp: &str,
         inbound: &BTreeMap<String, String>,
-        outbound: &[OutboundTrack],
+        outbound: &[ConsumerSpec],
         _now: Instant,
     ) -> Result<Answer, SfuError> {
         if !offer_sdp.starts_with("v=0") {
