@@ -12,8 +12,8 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::sync::{mpsc, oneshot};
-use videoroom::rtc::ids::{MediaKind, PeerId};
-use videoroom::rtc::sfu::{OutboundTrack, Sfu, SfuConfig, SfuEvent, SfuOutput};
+use videoroom::rtc::ids::{MediaKind, PeerId, TrackId};
+use videoroom::rtc::sfu::{ConsumerSpec, Sfu, SfuConfig, SfuEvent, SfuOutput};
 use videoroom::rtc::udp::{RoomUdp, UdpMux, candidate_addrs};
 
 enum Command {
@@ -25,8 +25,8 @@ enum Command {
 struct Offer {
     peer: PeerId,
     sdp: String,
-    inbound: BTreeMap<String, String>,
-    outbound: Vec<OutboundTrack>,
+    inbound: BTreeMap<Mid, TrackId>,
+    outbound: Vec<ConsumerSpec>,
     reply: oneshot::Sender<String>,
 }
 
@@ -126,11 +126,11 @@ impl Browser {
         }
     }
 
-    fn outbound(&self) -> Vec<OutboundTrack> {
+    fn outbound(&self) -> Vec<ConsumerSpec> {
         self.tracks
             .iter()
-            .map(|(_, kind, id)| OutboundTrack {
-                track_id: id.clone(),
+            .map(|(_, kind, id)| ConsumerSpec {
+                track_id: id.as_str().into(),
                 publisher: self.peer,
                 kind: *kind,
                 stream_id: self.peer.to_string(),
@@ -139,7 +139,7 @@ impl Browser {
             .collect()
     }
 
-    fn offer(&mut self, receive: usize) -> (String, BTreeMap<String, String>, SdpPendingOffer) {
+    fn offer(&mut self, receive: usize) -> (String, BTreeMap<Mid, TrackId>, SdpPendingOffer) {
         let mut api = self.rtc.sdp_api();
         for (mid, kind, id) in &mut self.tracks {
             let k = if *kind == MediaKind::Audio {
@@ -163,7 +163,7 @@ impl Browser {
         let inbound = self
             .tracks
             .iter()
-            .map(|(m, _, id)| (m.to_string(), id.clone()))
+            .map(|(m, _, id)| (*m, id.as_str().into()))
             .collect();
         (offer.to_sdp_string(), inbound, pending)
     }
@@ -241,7 +241,7 @@ fn negotiate(
     receive: &[&Browser],
 ) {
     let (sdp, inbound, pending) = b.offer(receive.len());
-    let outbound: Vec<OutboundTrack> = receive.iter().flat_map(|p| p.outbound()).collect();
+    let outbound: Vec<ConsumerSpec> = receive.iter().flat_map(|p| p.outbound()).collect();
     let (reply, answer) = oneshot::channel();
     let offer = Offer {
         peer: b.peer,
@@ -285,7 +285,7 @@ fn two_rooms_share_one_udp_socket_and_never_see_each_others_media() {
     for r in 0..2 {
         let udp = rt.block_on(mux.register(&format!("room{r}"))).unwrap();
         let config = SfuConfig {
-            room: format!("room{r}"),
+            room: format!("room{r}").into(),
             local_addrs: local.clone(),
             ..SfuConfig::default()
         };

@@ -71,5 +71,7 @@ impl Limit {
 
 /// The serialized size of a JSON value (what the others would receive).
 pub(super) fn json_size(v: &serde_json::Value) -> usize {
-    serde_json::to_string(v).map(|s| s.len()).unwrap_or(usize::MAX)
+    serde_json::to_string(v)
+        .map(|s| s.len())
+        .unwrap_or(usize::MAX)
 }

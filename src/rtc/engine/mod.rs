@@ -539,7 +539,11 @@ impl<S: SfuBackend> Engine<S> {
                     .unwrap_or_else(|| Value::Object(Default::default())),
             })
             .collect();
-        let old: BTreeSet<TrackId> = member.published.iter().map(|t| t.track_id.clone()).collect();
+        let old: BTreeSet<TrackId> = member
+            .published
+            .iter()
+            .map(|t| t.track_id.clone())
+            .collect();
         let new: BTreeSet<TrackId> = published.iter().map(|t| t.track_id.clone()).collect();
         let removed: Vec<TrackId> = old.difference(&new).cloned().collect();
         let added: Vec<ConsumerSpec> = published

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::rtc::ids::MediaKind;
 use crate::rtc::sfu::{Answer, SfuError};
 
 #[derive(Default)]
@@ -37,7 +38,7 @@ impl SfuBackend for FakeSfu {
         &mut self,
         peer: PeerId,
         offer_sdp: &str,
-        inbound: &BTreeMap<String, String>,
+        inbound: &BTreeMap<Mid, TrackId>,
         outbound: &[ConsumerSpec],
         _now: Instant,
     ) -> Result<Answer, SfuError> {
@@ -46,13 +47,37 @@ impl SfuBackend for FakeSfu {
         }
         self.offers.push((peer, outbound.to_vec()));
         self.ufrag_generation += 1;
-        let mut mid_to_track_id = inbound.clone();
+        // The fake publishes every inbound mid whose m-line (by its `a=mid`) is audio or video.
+        let mut kind = None;
+        let mut producers = Vec::new();
+        for line in offer_sdp.lines() {
+            if let Some(m) = line.strip_prefix("m=") {
+                kind = match m.split(' ').next() {
+                    Some("audio") => Some(MediaKind::Audio),
+                    Some("video") => Some(MediaKind::Video),
+                    _ => None,
+                };
+            } else if let (Some(mid), Some(kind)) = (line.strip_prefix("a=mid:"), kind)
+                && let Some(track_id) = inbound.get(&Mid::from(mid.trim()))
+            {
+                producers.push(ProducedTrack {
+                    mid: Mid::from(mid.trim()),
+                    track_id: track_id.clone(),
+                    kind,
+                });
+            }
+        }
+        let mut mid_to_track_id: BTreeMap<Mid, TrackId> = producers
+            .iter()
+            .map(|p| (p.mid, p.track_id.clone()))
+            .collect();
         for (i, t) in outbound.iter().enumerate() {
-            mid_to_track_id.insert(format!("out{i}"), t.track_id.clone());
+            mid_to_track_id.insert(Mid::from(format!("out{i}").as_str()), t.track_id.clone());
         }
         Ok(Answer {
             sdp: "v=0\r\n".into(),
             mid_to_track_id,
+            producers,
         })
     }
     fn handle_remote_candidate(&mut self, _peer: PeerId, candidate: &str) -> Result<(), SfuError> {

@@ -43,9 +43,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use str0m::config::DtlsCert;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use str0m::config::DtlsCert;
 pub use str0m::media::Mid;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};

@@ -232,9 +232,11 @@ impl<'a> MlinePlan<'a> {
                 plan.surplus.push((kind, surplus));
             }
         }
-        for s in summary.sections.iter().filter(|s| {
-            !s.rejected && matches!(s.dir, sdp::Dir::SendOnly | sdp::Dir::SendRecv)
-        }) {
+        for s in summary
+            .sections
+            .iter()
+            .filter(|s| !s.rejected && matches!(s.dir, sdp::Dir::SendOnly | sdp::Dir::SendRecv))
+        {
             let (Some(mid), Some(kind)) = (s.mid.as_deref(), s.kind) else {
                 continue;
             };
