@@ -130,6 +130,9 @@ impl Out {
 struct Harness {
     engine: Engine<FakeSfu>,
     now: Instant,
+    /// Track ids are written `"a:1"` in the tests; on the wire they are `"<peer a>:1"` (the
+    /// engine only accepts a peer's own namespace). (peer, short name) for the translation.
+    names: Vec<(PeerId, String)>,
 }
 
 impl Harness {
@@ -137,7 +140,17 @@ impl Harness {
         Harness {
             engine: Engine::new("test", FakeSfu::default()),
             now: Instant::now(),
+            names: Vec::new(),
         }
+    }
+
+    /// The event with every `"<peer>:` written back as its short name.
+    fn short(&self, event: &str) -> Value {
+        let mut text = event.to_owned();
+        for (peer, name) in &self.names {
+            text = text.replace(&format!("{peer}:"), &format!("{name}:"));
+        }
+        serde_json::from_str(&text).unwrap()
     }
 
     fn drain(&mut self) -> Vec<Out> {
@@ -146,11 +159,9 @@ impl Harness {
             match self.engine.poll_output() {
                 EngineOutput::Timeout(_) => return outs,
                 EngineOutput::JoinRequest { peer, .. } => outs.push(Out::Join(peer)),
-                EngineOutput::Send { to, event } => {
-                    outs.push(Out::To(to, serde_json::from_str(&event).unwrap()))
-                }
+                EngineOutput::Send { to, event } => outs.push(Out::To(to, self.short(&event))),
                 EngineOutput::Broadcast { to, event } => {
-                    outs.push(Out::All(to, serde_json::from_str(&event).unwrap()))
+                    outs.push(Out::All(to, self.short(&event)))
                 }
                 EngineOutput::IceUfrags(_) => outs.push(Out::Ufrags),
                 EngineOutput::PeerRemoved(p) => outs.push(Out::Removed(p)),
@@ -160,8 +171,19 @@ impl Harness {
     }
 
     fn event(&mut self, from: PeerId, event: Value) -> Vec<Out> {
-        self.engine
-            .handle_media_event(from, &event.to_string(), self.now);
+        let mut text = event.to_string();
+        // A sender's first short track id (`"a:…`) names it.
+        if !self.names.iter().any(|(p, _)| *p == from)
+            && let Some(name) = (b'a'..=b'z')
+                .map(|c| (c as char).to_string())
+                .find(|c| text.contains(&format!("\"{c}:")))
+        {
+            self.names.push((from, name));
+        }
+        for (peer, name) in &self.names {
+            text = text.replace(&format!("\"{name}:"), &format!("\"{peer}:"));
+        }
+        self.engine.handle_media_event(from, &text, self.now);
         self.drain()
     }
 
@@ -183,6 +205,11 @@ impl Harness {
         let mut metadata = serde_json::Map::new();
         let mut mid = 0;
         for (kind, track) in tracks {
+            let (name, n) = track.split_once(':').unwrap();
+            if !self.names.iter().any(|(p, _)| *p == peer) {
+                self.names.push((peer, name.to_owned()));
+            }
+            let track = &format!("{peer}:{n}");
             sdp += &format!("m={kind} 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\na=mid:{mid}\r\n");
             mid_to_track_id.insert(mid.to_string(), json!(track));
             metadata.insert((*track).to_owned(), json!({}));
@@ -422,9 +449,9 @@ fn changes_during_an_outstanding_round_queue_exactly_one_follow_up() {
     assert_eq!(
         handed
             .iter()
-            .map(|t| t.track_id.as_str())
+            .map(|t| t.track_id.to_string())
             .collect::<Vec<_>>(),
-        ["a:1", "a:2"]
+        [format!("{a}:1"), format!("{a}:2")]
     );
     let outs = h.offer(viewer, &[], (2, 2));
     assert_eq!(kinds(&outs), ["IceUfrags", "sdpAnswer", "candidate"]);
