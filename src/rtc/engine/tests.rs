@@ -608,3 +608,56 @@ impl Out {
         }
     }
 }
+
+#[test]
+fn a_track_under_another_peers_id_is_not_published_and_the_sender_gets_an_error() {
+    let mut h = Harness::new();
+    let a = PeerId::new_v4();
+    let b = PeerId::new_v4();
+    h.join(a, true);
+    h.join(b, true);
+    let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\na=mid:0\r\n";
+    let frame = format!(
+        r#"{{"type":"sdpOffer","data":{{"sdpOffer":{{"type":"offer","sdp":"{}"}},"trackIdToTrackMetadata":{{"{a}:1":{{}}}},"midToTrackId":{{"0":"{a}:1"}}}}}}"#,
+        sdp.replace("\r\n", "\\r\\n")
+    );
+    h.engine.handle_media_event(b, &frame, h.now);
+    let outs = h.drain();
+    assert!(outs.contains(&Out::To(
+        b,
+        json!({"type":"error","data":{"message":"track ids must be \"<your peer id>:<id>\" and unique"}})
+    )));
+    assert!(!kinds(&outs).contains(&"tracksAdded"), "{outs:?}");
+}
+
+#[test]
+fn a_join_whose_metadata_is_too_big_is_denied() {
+    let mut h = Harness::new();
+    let a = PeerId::new_v4();
+    let big = "x".repeat(5000);
+    let frame = format!(
+        r#"{{"type":"join","data":{{"receiveMedia":true,"metadata":{{"displayName":"{big}"}}}}}}"#
+    );
+    h.engine.handle_media_event(a, &frame, h.now);
+    assert_eq!(
+        h.drain(),
+        [Out::To(
+            a,
+            json!({"type":"peerDenied","data":{"reason":"peer metadata too large"}})
+        )]
+    );
+}
+
+#[test]
+fn a_media_event_nested_deeper_than_serde_json_allows_is_dropped_not_a_crash() {
+    // serde_json stops at 128 levels (its default recursion limit): no stack overflow.
+    let mut h = Harness::new();
+    let a = PeerId::new_v4();
+    let frame = format!(
+        r#"{{"type":"join","data":{{"receiveMedia":true,"metadata":{}1{}}}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    h.engine.handle_media_event(a, &frame, h.now);
+    assert!(h.drain().is_empty());
+}
