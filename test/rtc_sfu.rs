@@ -11,8 +11,8 @@ use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind as StrKi
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
-use videoroom::rtc::ids::{MediaKind, PeerId};
-use videoroom::rtc::sfu::{OutboundTrack, Sfu, SfuConfig, SfuEvent, SfuOutput};
+use videoroom::rtc::ids::{MediaKind, PeerId, TrackId};
+use videoroom::rtc::sfu::{ConsumerSpec, Sfu, SfuConfig, SfuEvent, SfuOutput};
 
 /// Payload types a browser uses: Chrome-like (111/96) or Firefox-like (109/120).
 #[derive(Clone, Copy)]
@@ -81,7 +81,7 @@ impl World {
             .map(|i| {
                 let addr: SocketAddr = format!("10.0.0.{}:50000", i + 1).parse().unwrap();
                 let config = SfuConfig {
-                    room: format!("room{i}"),
+                    room: format!("room{i}").into(),
                     local_addrs: vec![addr],
                     ..SfuConfig::default()
                 };
@@ -165,12 +165,12 @@ impl World {
     }
 
     /// The tracks browser `i` publishes, as the engine would list them for subscribers.
-    fn tracks_of(&self, i: usize, active: bool) -> Vec<OutboundTrack> {
+    fn tracks_of(&self, i: usize, active: bool) -> Vec<ConsumerSpec> {
         let b = &self.browsers[i];
         b.send
             .iter()
-            .map(|t| OutboundTrack {
-                track_id: t.track_id.clone(),
+            .map(|t| ConsumerSpec {
+                track_id: t.track_id.clone().into(),
                 publisher: b.peer,
                 kind: t.kind,
                 stream_id: b.peer.to_string(),
@@ -181,7 +181,7 @@ impl World {
 
     /// One offer/answer round started by browser `i` (an ICE restart after the first), like the
     /// tutorial's client: own tracks sendonly, then recvonly transceivers up to the counts.
-    fn negotiate(&mut self, i: usize, outbound: &[OutboundTrack]) {
+    fn negotiate(&mut self, i: usize, outbound: &[ConsumerSpec]) {
         let now = self.now;
         let b = &mut self.browsers[i];
         let mut api = b.rtc.sdp_api();
@@ -221,10 +221,10 @@ impl World {
         }
         let (offer, pending): (SdpOffer, SdpPendingOffer) = api.apply().expect("changes to offer");
         b.offered = true;
-        let inbound: BTreeMap<String, String> = b
+        let inbound: BTreeMap<Mid, TrackId> = b
             .send
             .iter()
-            .map(|t| (t.mid.to_string(), t.track_id.clone()))
+            .map(|t| (t.mid, t.track_id.as_str().into()))
             .collect();
         let answer = self.sfus[b.sfu]
             .1
@@ -485,7 +485,7 @@ fn three_peer_room() -> World {
         assert!(connected(&w, i), "browser {i} connected");
     }
     for i in [a, b, c] {
-        let others: Vec<OutboundTrack> = [a, b, c]
+        let others: Vec<ConsumerSpec> = [a, b, c]
             .iter()
             .filter(|&&j| j != i)
             .flat_map(|&j| w.tracks_of(j, true))

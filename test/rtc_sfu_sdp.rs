@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use videoroom::rtc::ids::{MediaKind, PeerId};
-use videoroom::rtc::sfu::{Answer, OutboundTrack, Sfu, SfuConfig, SfuError};
+use videoroom::rtc::ids::{MediaKind, PeerId, TrackId};
+use videoroom::rtc::sfu::{Answer, ConsumerSpec, Mid, Sfu, SfuConfig, SfuError};
 
 const CHROME_PUBLISHER: &str = include_str!("fixtures/sdp/chromium-156/publisher-first-offer.sdp");
 const CHROME_JOINER: &str = include_str!("fixtures/sdp/chromium-156/joiner-offer-1pub.sdp");
@@ -25,16 +25,16 @@ fn sfu() -> Sfu {
     Sfu::new(config, Instant::now())
 }
 
-fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<Mid, TrackId> {
     pairs
         .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .map(|(k, v)| (Mid::from(*k), TrackId::from(*v)))
         .collect()
 }
 
-fn track(publisher: PeerId, kind: MediaKind, n: u32, active: bool) -> OutboundTrack {
-    OutboundTrack {
-        track_id: format!("{publisher}:0000000{n}-aaaa-4bbb-8ccc-dddddddddddd"),
+fn track(publisher: PeerId, kind: MediaKind, n: u32, active: bool) -> ConsumerSpec {
+    ConsumerSpec {
+        track_id: format!("{publisher}:0000000{n}-aaaa-4bbb-8ccc-dddddddddddd").into(),
         publisher,
         kind,
         stream_id: publisher.to_string(),
@@ -83,8 +83,8 @@ fn answer(
     sfu: &mut Sfu,
     peer: PeerId,
     offer: &str,
-    inbound: &BTreeMap<String, String>,
-    outbound: &[OutboundTrack],
+    inbound: &BTreeMap<Mid, TrackId>,
+    outbound: &[ConsumerSpec],
 ) -> Answer {
     sfu.handle_offer(peer, offer, inbound, outbound, Instant::now())
         .expect("answer")
@@ -169,7 +169,7 @@ fn joiner_gets_one_shared_msid_stream(offer: &str) {
     for (mid, t) in [("2", &outbound[0]), ("3", &outbound[1])] {
         let lines = section(&ans.sdp, mid);
         assert_eq!(direction(&lines), "a=sendonly", "{}", ans.sdp);
-        let track_part = t.track_id.rsplit(':').next().unwrap();
+        let track_part = t.track_id.as_str().rsplit(':').next().unwrap();
         assert!(
             lines.contains(&format!("a=msid:{stream} {track_part}").as_str()),
             "{}",
@@ -214,8 +214,8 @@ fn disabled_tracks_become_inactive(offer: &str) {
         "disabled tracks keep their mids: {:?}",
         ans.mid_to_track_id
     );
-    assert_eq!(ans.mid_to_track_id["0"], outbound[0].track_id);
-    assert_eq!(ans.mid_to_track_id["3"], outbound[3].track_id);
+    assert_eq!(ans.mid_to_track_id[&Mid::from("0")], outbound[0].track_id);
+    assert_eq!(ans.mid_to_track_id[&Mid::from("3")], outbound[3].track_id);
     assert_eq!(direction(&section(&ans.sdp, "0")), "a=sendonly");
     assert_eq!(direction(&section(&ans.sdp, "1")), "a=sendonly");
     assert_eq!(
@@ -244,7 +244,10 @@ fn surplus_recvonly_m_lines_are_inactive_and_unmapped() {
     sfu.add_peer(v, Instant::now());
     let outbound = [track(a, MediaKind::Video, 2, true)];
     let ans = answer(&mut sfu, v, CHROME_VIEWER, &BTreeMap::new(), &outbound);
-    assert_eq!(ans.mid_to_track_id, map(&[("1", &outbound[0].track_id)]));
+    assert_eq!(
+        ans.mid_to_track_id,
+        map(&[("1", outbound[0].track_id.as_str())])
+    );
     assert_eq!(direction(&section(&ans.sdp, "0")), "a=inactive");
     assert_eq!(direction(&section(&ans.sdp, "1")), "a=sendonly");
     assert_eq!(direction(&section(&ans.sdp, "2")), "a=inactive");

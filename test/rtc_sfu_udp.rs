@@ -13,8 +13,8 @@ use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::sync::{mpsc, oneshot};
 use videoroom::rtc::driver::{MediaDriver, MediaShell};
-use videoroom::rtc::ids::{MediaKind, PeerId};
-use videoroom::rtc::sfu::{OutboundTrack, Sfu, SfuConfig, SfuEvent};
+use videoroom::rtc::ids::{MediaKind, PeerId, TrackId};
+use videoroom::rtc::sfu::{ConsumerSpec, Sfu, SfuConfig, SfuEvent};
 use videoroom::rtc::udp::{UdpMux, candidate_addrs};
 
 enum Command {
@@ -26,8 +26,8 @@ enum Command {
 struct Offer {
     peer: PeerId,
     sdp: String,
-    inbound: BTreeMap<String, String>,
-    outbound: Vec<OutboundTrack>,
+    inbound: BTreeMap<Mid, TrackId>,
+    outbound: Vec<ConsumerSpec>,
     reply: oneshot::Sender<String>,
 }
 
@@ -117,11 +117,11 @@ impl Browser {
         }
     }
 
-    fn outbound(&self) -> Vec<OutboundTrack> {
+    fn outbound(&self) -> Vec<ConsumerSpec> {
         self.tracks
             .iter()
-            .map(|(_, kind, id)| OutboundTrack {
-                track_id: id.clone(),
+            .map(|(_, kind, id)| ConsumerSpec {
+                track_id: id.as_str().into(),
                 publisher: self.peer,
                 kind: *kind,
                 stream_id: self.peer.to_string(),
@@ -130,7 +130,7 @@ impl Browser {
             .collect()
     }
 
-    fn offer(&mut self, receive: usize) -> (String, BTreeMap<String, String>, SdpPendingOffer) {
+    fn offer(&mut self, receive: usize) -> (String, BTreeMap<Mid, TrackId>, SdpPendingOffer) {
         let mut api = self.rtc.sdp_api();
         for (mid, kind, id) in &mut self.tracks {
             let k = if *kind == MediaKind::Audio {
@@ -154,7 +154,7 @@ impl Browser {
         let inbound = self
             .tracks
             .iter()
-            .map(|(m, _, id)| (m.to_string(), id.clone()))
+            .map(|(m, _, id)| (*m, id.as_str().into()))
             .collect();
         (offer.to_sdp_string(), inbound, pending)
     }
@@ -232,7 +232,7 @@ fn negotiate(
     receive: &[&Browser],
 ) {
     let (sdp, inbound, pending) = b.offer(receive.len());
-    let outbound: Vec<OutboundTrack> = receive.iter().flat_map(|p| p.outbound()).collect();
+    let outbound: Vec<ConsumerSpec> = receive.iter().flat_map(|p| p.outbound()).collect();
     let (reply, answer) = oneshot::channel();
     let offer = Offer {
         peer: b.peer,
@@ -276,7 +276,7 @@ fn two_rooms_share_one_udp_socket_and_never_see_each_others_media() {
     for r in 0..2 {
         let udp = mux.open_route(&format!("room{r}"));
         let config = SfuConfig {
-            room: format!("room{r}"),
+            room: format!("room{r}").into(),
             local_addrs: local.clone(),
             ..SfuConfig::default()
         };

@@ -332,7 +332,7 @@ impl MediaPlane {
     /// The media of room `room_id`, starting now.
     pub fn room(&self, room_id: &str) -> RoomMedia {
         let config = SfuConfig {
-            room: room_id.to_owned(),
+            room: room_id.into(),
             ..self.sfu.clone()
         };
         let engine = Engine::new(room_id, Sfu::new(config, Instant::now()));

@@ -54,3 +54,91 @@ impl fmt::Display for MediaKind {
         f.write_str(self.as_str())
     }
 }
+
+/// A room's name (the topic suffix of `room:<id>`), shared cheaply by every log line of the room.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct RoomId(std::sync::Arc<str>);
+
+impl RoomId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for RoomId {
+    fn from(s: &str) -> Self {
+        RoomId(s.into())
+    }
+}
+
+impl From<String> for RoomId {
+    fn from(s: String) -> Self {
+        RoomId(s.into())
+    }
+}
+
+impl fmt::Display for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A published track's id as the clients know it (`"<peerId>:<uuid>"` from the membrane client).
+///
+/// The server only accepts a track id from the peer it names (see [`TrackId::is_owned_by`]), so
+/// one id never stands for two publishers' tracks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrackId(std::sync::Arc<str>);
+
+impl TrackId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the id is in `peer`'s namespace: `"<peer>:<anything non-empty>"`.
+    pub fn is_owned_by(&self, peer: PeerId) -> bool {
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let prefix = peer.0.hyphenated().encode_lower(&mut buf);
+        self.0
+            .strip_prefix(&*prefix)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .is_some_and(|rest| !rest.is_empty())
+    }
+}
+
+impl From<&str> for TrackId {
+    fn from(s: &str) -> Self {
+        TrackId(s.into())
+    }
+}
+
+impl From<String> for TrackId {
+    fn from(s: String) -> Self {
+        TrackId(s.into())
+    }
+}
+
+impl fmt::Display for TrackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: &str = "6f1c3c2e-5a4b-4c3d-9e8f-0a1b2c3d4e5f";
+
+    #[test]
+    fn a_track_id_belongs_to_the_peer_it_starts_with() {
+        let peer: PeerId = PEER.parse().unwrap();
+        assert!(TrackId::from(format!("{PEER}:a1")).is_owned_by(peer));
+        assert!(!TrackId::from(format!("{PEER}:")).is_owned_by(peer));
+        assert!(!TrackId::from(PEER).is_owned_by(peer));
+        assert!(!TrackId::from("someone-else:a1").is_owned_by(peer));
+        assert!(!TrackId::from(format!("x{PEER}:a1")).is_owned_by(peer));
+    }
+}

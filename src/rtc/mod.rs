@@ -13,6 +13,14 @@
 //! - [`net`]: the packet types ([`net::Datagram`], [`net::Transmit`]) between the two.
 //! - [`ids`]: the identifiers both sides use.
 //!
+//! # Vocabulary
+//! - **producer**: one published track, i.e. one sendonly m-line of its publisher, named by a
+//!   [`ids::TrackId`] in the publisher's namespace (`"<peerId>:<id>"`).
+//! - **consumer**: one producer's copy towards one subscriber, i.e. one recvonly m-line of the
+//!   subscriber ([`sfu::ConsumerSpec`] is what the engine asks for; the SFU's own `Consumer`
+//!   keeps the forwarding state: payload type, sequence numbers).
+//! - m-lines are str0m's [`sfu::Mid`]; rooms are [`ids::RoomId`], peers [`ids::PeerId`].
+//!
 //! # Negotiation (the browser always offers)
 //! The server starts every (re)negotiation with `offerData {audio, video}` (how many tracks it will
 //! send to that peer); the browser adds recvonly transceivers up to those counts, restarts ICE and

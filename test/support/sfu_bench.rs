@@ -15,7 +15,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Input, Output, Rtc, RtcConfig};
 use videoroom::rtc::ids::{MediaKind, PeerId};
-use videoroom::rtc::sfu::{OutboundTrack, Sfu, SfuConfig, SfuOutput};
+use videoroom::rtc::sfu::{ConsumerSpec, Sfu, SfuConfig, SfuOutput};
 
 struct Peer {
     id: PeerId,
@@ -73,8 +73,8 @@ fn main() {
                 Some(v_id.clone()),
                 None,
             );
-            inbound.insert(a.to_string(), a_id.clone());
-            inbound.insert(v.to_string(), v_id.clone());
+            inbound.insert(a, a_id.as_str().into());
+            inbound.insert(v, v_id.as_str().into());
             mids = vec![a, v];
         } else {
             api.add_media(StrKind::Audio, Direction::RecvOnly, None, None, None);
@@ -93,8 +93,8 @@ fn main() {
                 (a_id.clone(), MediaKind::Audio),
                 (v_id.clone(), MediaKind::Video),
             ] {
-                outbound.push(OutboundTrack {
-                    track_id,
+                outbound.push(ConsumerSpec {
+                    track_id: track_id.as_str().into(),
                     publisher: p.id,
                     kind,
                     stream_id: p.id.to_string(),

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use videoroom::rtc::driver::{MediaDriver, MediaShell};
 use videoroom::rtc::ids::{MediaKind, PeerId};
-use videoroom::rtc::sfu::{OutboundTrack, Sfu, SfuConfig, SfuEvent};
+use videoroom::rtc::sfu::{ConsumerSpec, Sfu, SfuConfig, SfuEvent};
 use videoroom::rtc::udp::{UdpMux, candidate_addrs};
 use warp::Filter;
 
@@ -35,7 +35,7 @@ type Reply = oneshot::Sender<Result<serde_json::Value, String>>;
 
 async fn room(mut media: MediaShell<Sfu>, mut offers: mpsc::Receiver<(OfferBody, Reply)>) {
     let mut peers: HashMap<String, PeerId> = HashMap::new();
-    let mut published: Vec<OutboundTrack> = Vec::new();
+    let mut published: Vec<ConsumerSpec> = Vec::new();
     loop {
         drain(&mut media);
         tokio::select! {
@@ -48,13 +48,13 @@ async fn room(mut media: MediaShell<Sfu>, mut offers: mpsc::Receiver<(OfferBody,
                     media.driver().signal(|sfu| sfu.add_peer(p, now));
                     p
                 });
-                let inbound: BTreeMap<String, String> =
-                    body.tracks.iter().map(|t| (t.mid.clone(), t.track_id.clone())).collect();
+                let inbound: BTreeMap<videoroom::rtc::sfu::Mid, videoroom::rtc::ids::TrackId> =
+                    body.tracks.iter().map(|t| (t.mid.as_str().into(), t.track_id.as_str().into())).collect();
                 for t in &body.tracks {
-                    if !published.iter().any(|p| p.track_id == t.track_id) {
+                    if !published.iter().any(|p| p.track_id.as_str() == t.track_id) {
                         let kind = if t.kind == "audio" { MediaKind::Audio } else { MediaKind::Video };
-                        published.push(OutboundTrack {
-                            track_id: t.track_id.clone(),
+                        published.push(ConsumerSpec {
+                            track_id: t.track_id.as_str().into(),
                             publisher: peer,
                             kind,
                             stream_id: peer.to_string(),
@@ -62,7 +62,7 @@ async fn room(mut media: MediaShell<Sfu>, mut offers: mpsc::Receiver<(OfferBody,
                         });
                     }
                 }
-                let outbound: Vec<OutboundTrack> = if body.receive {
+                let outbound: Vec<ConsumerSpec> = if body.receive {
                     published.iter().filter(|t| t.publisher != peer).cloned().collect()
                 } else {
                     Vec::new()
@@ -75,7 +75,7 @@ async fn room(mut media: MediaShell<Sfu>, mut offers: mpsc::Receiver<(OfferBody,
                 drain(&mut media);
                 let _ = reply.send(
                     result
-                        .map(|a| serde_json::json!({"sdp": a.sdp, "midToTrackId": a.mid_to_track_id}))
+                        .map(|a| serde_json::json!({"sdp": a.sdp, "midToTrackId": a.mid_to_track_id.iter().map(|(m, t)| (m.to_string(), t.to_string())).collect::<BTreeMap<_, _>>()}))
                         .map_err(|e| e.to_string()),
                 );
             }

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::rtc::ids::PeerId;
-use crate::rtc::sfu::{Answer, OutboundTrack, Sfu, SfuError, SfuOutput};
+use crate::rtc::ids::{PeerId, TrackId};
+use crate::rtc::sfu::{Answer, ConsumerSpec, Mid, Sfu, SfuError, SfuOutput};
 
 /// What [`super::Engine`] needs from an SFU; mirrors [`Sfu`]'s inherent methods one to one.
 pub trait SfuBackend {
@@ -22,8 +22,8 @@ pub trait SfuBackend {
         &mut self,
         peer: PeerId,
         offer_sdp: &str,
-        inbound: &BTreeMap<String, String>,
-        outbound: &[OutboundTrack],
+        inbound: &BTreeMap<Mid, TrackId>,
+        outbound: &[ConsumerSpec],
         now: Instant,
     ) -> Result<Answer, SfuError>;
     /// See [`Sfu::handle_remote_candidate`].
@@ -59,8 +59,8 @@ impl SfuBackend for Sfu {
         &mut self,
         peer: PeerId,
         offer_sdp: &str,
-        inbound: &BTreeMap<String, String>,
-        outbound: &[OutboundTrack],
+        inbound: &BTreeMap<Mid, TrackId>,
+        outbound: &[ConsumerSpec],
         now: Instant,
     ) -> Result<Answer, SfuError> {
         Sfu::handle_offer(self, peer, offer_sdp, inbound, outbound, now)

@@ -4,15 +4,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::rtc::ids::{MediaKind, PeerId};
+use super::limits::Limit;
+use crate::rtc::ids::{MediaKind, PeerId, TrackId};
 use crate::rtc::media_event::{OfferDataData, PeerInfo};
-use crate::rtc::sfu::OutboundTrack;
+use crate::rtc::sfu::ConsumerSpec;
 
-/// A track a member publishes.
+/// A track a member publishes (a producer), as the engine knows it.
 #[derive(Debug, Clone)]
-pub(super) struct PublishedTrack {
+pub(super) struct Producer {
     /// The client's track id (`"<peerId>:<uuid>"`).
-    pub(super) track_id: String,
+    pub(super) track_id: TrackId,
     /// From the m-line of the offer that published it.
     pub(super) kind: MediaKind,
     /// From the offer's `trackIdToTrackMetadata` or `updateTrackMetadata`.
@@ -27,19 +28,23 @@ pub(super) struct Member {
     /// `join`'s `receiveMedia`: false → no outbound tracks at all.
     pub(super) receive_media: bool,
     /// Published tracks in mid order (from the latest accepted offer).
-    pub(super) published: Vec<PublishedTrack>,
+    pub(super) published: Vec<Producer>,
     /// Track ids this member once published and then dropped.
-    pub(super) unpublished: BTreeSet<String>,
+    pub(super) unpublished: BTreeSet<TrackId>,
     /// Track ids the last offer declared without sending them (see the module docs).
-    pub(super) last_unsent: BTreeSet<String>,
+    pub(super) last_unsent: BTreeSet<TrackId>,
     /// Desired outbound tracks (append-only; removed ones are marked inactive).
-    pub(super) outbound: Vec<OutboundTrack>,
+    pub(super) outbound: Vec<ConsumerSpec>,
     /// The outbound tracks the last answer negotiated.
-    pub(super) negotiated: Vec<OutboundTrack>,
+    pub(super) negotiated: Vec<ConsumerSpec>,
     /// `Some(counts)` while an `offerData` with these counts awaits its `sdpOffer`.
     pub(super) outstanding: Option<OfferDataData>,
     /// The counts of the last `offerData` (an unsolicited offer is answered against these).
     pub(super) last_counts: OfferDataData,
+    /// Candidates trickled since the last offer (bounded by the limits).
+    pub(super) candidates: usize,
+    /// The limits this member hit (each is logged once).
+    pub(super) limits_hit: BTreeSet<Limit>,
 }
 
 impl Member {
@@ -56,7 +61,7 @@ impl Member {
     pub(super) fn track_map(&self) -> BTreeMap<String, Value> {
         self.published
             .iter()
-            .map(|t| (t.track_id.clone(), t.metadata.clone()))
+            .map(|t| (t.track_id.to_string(), t.metadata.clone()))
             .collect()
     }
 
@@ -74,7 +79,7 @@ impl Member {
     }
 
     /// The first `counts` tracks of each kind: what an offer made for `counts` can carry.
-    pub(super) fn outbound_fitting(&self, counts: OfferDataData) -> Vec<OutboundTrack> {
+    pub(super) fn outbound_fitting(&self, counts: OfferDataData) -> Vec<ConsumerSpec> {
         let (mut audio, mut video) = (0, 0);
         self.outbound
             .iter()
@@ -92,8 +97,8 @@ impl Member {
 }
 
 /// The outbound copy of a published track, as subscribers receive it.
-pub(super) fn outbound(publisher: PeerId, track: &PublishedTrack) -> OutboundTrack {
-    OutboundTrack {
+pub(super) fn outbound(publisher: PeerId, track: &Producer) -> ConsumerSpec {
+    ConsumerSpec {
         track_id: track.track_id.clone(),
         publisher,
         kind: track.kind,

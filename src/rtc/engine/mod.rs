@@ -41,8 +41,8 @@
 //! event: that peer cannot go on, the client reports it and leaves. Nothing affects other peers.
 
 mod backend;
+mod limits;
 mod member;
-mod sdp;
 #[cfg(test)]
 mod tests;
 
@@ -53,17 +53,20 @@ use std::time::Instant;
 use serde_json::Value;
 
 pub use backend::SfuBackend;
-pub use sdp::mid_kinds;
+pub use limits::EngineLimits;
 
-use member::{Member, PublishedTrack, outbound};
+use limits::{Limit, json_size};
+use member::{Member, Producer, outbound};
 
-use crate::rtc::ids::PeerId;
+use crate::rtc::ids::{PeerId, RoomId, TrackId};
 use crate::rtc::media_event::{
     JoinData, MediaEventError, MediaEventIn, MediaEventOut, OfferDataData, PeerAcceptedData,
     PeerJoinedData, PeerLeftData, PeerUpdatedData, SdpAnswerData, SdpOfferData,
     ServerCandidateData, TrackUpdatedData, TracksAddedData, TracksRemovedData,
 };
-use crate::rtc::sfu::{OutboundTrack, Sfu, SfuEvent, SfuOutput, Transmit};
+use crate::rtc::sfu::{
+    Answer, ConsumerSpec, Mid, ProducedTrack, Sfu, SfuError, SfuEvent, SfuOutput, Transmit,
+};
 
 /// One output of [`Engine::poll_output`].
 #[derive(Debug)]
@@ -103,8 +106,9 @@ pub enum EngineOutput {
 /// The signalling engine of one room (see the module docs).
 pub struct Engine<S: SfuBackend = Sfu> {
     /// Room id, only for logs.
-    room: String,
+    room: RoomId,
     sfu: S,
+    limits: EngineLimits,
     /// Members in join order (the order of `peersInRoom` and of outbound tracks).
     order: Vec<PeerId>,
     members: BTreeMap<PeerId, Member>,
@@ -115,11 +119,17 @@ pub struct Engine<S: SfuBackend = Sfu> {
 }
 
 impl<S: SfuBackend> Engine<S> {
-    /// An engine with no peers; `room` only appears in logs.
-    pub fn new(room: impl Into<String>, sfu: S) -> Self {
+    /// An engine with no peers and the default [`EngineLimits`]; `room` only appears in logs.
+    pub fn new(room: impl Into<RoomId>, sfu: S) -> Self {
+        Self::with_limits(room, sfu, EngineLimits::default())
+    }
+
+    /// An engine with no peers and the given limits.
+    pub fn with_limits(room: impl Into<RoomId>, sfu: S, limits: EngineLimits) -> Self {
         Engine {
             room: room.into(),
             sfu,
+            limits,
             order: Vec::new(),
             members: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -187,13 +197,20 @@ impl<S: SfuBackend> Engine<S> {
             MediaEventIn::RenegotiateTracks(_) => self.handle_renegotiate(from),
             MediaEventIn::SdpOffer(offer) => self.handle_offer(from, offer, now),
             MediaEventIn::Candidate(c) => {
-                if let Err(e) = self.sfu.handle_remote_candidate(from, &c.candidate) {
+                if let Some(limit) = self.candidate_over_limit(from, &c.candidate) {
+                    self.refuse(from, limit, "candidate");
+                } else if let Err(e) = self.sfu.handle_remote_candidate(from, &c.candidate) {
                     log::warn!(
                         "room={} peer={from} dropping candidate {:?}: {e}",
                         self.room,
                         c.candidate
                     );
                 }
+            }
+            MediaEventIn::UpdatePeerMetadata(d)
+                if json_size(&d.metadata) > self.limits.max_peer_metadata_bytes =>
+            {
+                self.refuse(from, Limit::PeerMetadata, "updatePeerMetadata");
             }
             MediaEventIn::UpdatePeerMetadata(d) => {
                 if let Some(m) = self.members.get_mut(&from) {
@@ -231,6 +248,8 @@ impl<S: SfuBackend> Engine<S> {
             negotiated: Vec::new(),
             outstanding: None,
             last_counts: OfferDataData { audio: 0, video: 0 },
+            candidates: 0,
+            limits_hit: BTreeSet::new(),
         };
         let peers_in_room = self
             .order
@@ -343,6 +362,17 @@ impl<S: SfuBackend> Engine<S> {
             );
             return;
         }
+        let size = json_size(&data.metadata);
+        if size > self.limits.max_peer_metadata_bytes {
+            log::info!(
+                "room={} peer={peer} join denied: metadata of {size} bytes (limit {})",
+                self.room,
+                self.limits.max_peer_metadata_bytes
+            );
+            let reason = serde_json::json!({ "reason": Limit::PeerMetadata.client_message() });
+            self.send(peer, MediaEventOut::PeerDenied(reason));
+            return;
+        }
         log::info!("room={} peer={peer} asks to join", self.room);
         let metadata = data.metadata.clone();
         self.pending.insert(peer, data);
@@ -374,10 +404,14 @@ impl<S: SfuBackend> Engine<S> {
         let Some(member) = self.members.get_mut(&peer) else {
             return;
         };
+        if json_size(&d.track_metadata) > self.limits.max_track_metadata_bytes {
+            self.refuse(peer, Limit::TrackMetadata, "updateTrackMetadata");
+            return;
+        }
         let Some(track) = member
             .published
             .iter_mut()
-            .find(|t| t.track_id == d.track_id)
+            .find(|t| t.track_id.as_str() == d.track_id)
         else {
             log::warn!(
                 "room={} peer={peer} dropping updateTrackMetadata for unknown track {:?}",
@@ -394,9 +428,11 @@ impl<S: SfuBackend> Engine<S> {
         }));
     }
 
+    /// An `sdpOffer`: m-line plan and answer by the SFU, then the steps below in event order
+    /// (see the module docs): producers diff, announce, answer, update subscribers, next round.
     fn handle_offer(&mut self, peer: PeerId, offer: SdpOfferData, now: Instant) {
         if offer.sdp_offer.kind != "offer" {
-            log::warn!(
+            log::info!(
                 "room={} peer={peer} sdpOffer of type {:?}",
                 self.room,
                 offer.sdp_offer.kind
@@ -404,9 +440,15 @@ impl<S: SfuBackend> Engine<S> {
             self.fail_offer(peer, "sdpOffer must have type \"offer\"");
             return;
         }
-        let Some(member) = self.members.get(&peer) else {
+        if let Some(limit) = self.offer_over_limit(&offer) {
+            self.note_limit(peer, limit, "sdpOffer");
+            self.fail_offer(peer, limit.client_message());
+            return;
+        }
+        let Some(member) = self.members.get_mut(&peer) else {
             return;
         };
+        member.candidates = 0;
         let counts = member.outstanding.unwrap_or(member.last_counts);
         if member.outstanding.is_none() {
             log::info!(
@@ -414,101 +456,151 @@ impl<S: SfuBackend> Engine<S> {
                 self.room
             );
         }
-        let answer_outbound = member.outbound_fitting(counts);
-
-        // The tracks this offer publishes: mids the SDP has, in mid order.
-        let kinds = mid_kinds(&offer.sdp_offer.sdp);
-        let mut published = Vec::new();
-        let mut inbound = BTreeMap::new();
-        let mut mids: Vec<(&String, &String)> = offer.mid_to_track_id.iter().collect();
-        mids.sort_by_key(|(mid, _)| (mid.parse::<u64>().unwrap_or(u64::MAX), (*mid).clone()));
-        for (mid, track_id) in mids {
-            let Some(kind) = kinds.get(mid) else {
-                log::warn!(
-                    "room={} peer={peer} ignoring track {track_id:?}: mid {mid:?} is not an audio/video m-line of the offer",
-                    self.room
-                );
-                continue;
-            };
-            inbound.insert(mid.clone(), track_id.clone());
-            published.push(PublishedTrack {
-                track_id: track_id.clone(),
-                kind: *kind,
-                metadata: offer
-                    .track_id_to_track_metadata
-                    .get(track_id)
-                    .cloned()
-                    .unwrap_or_else(|| Value::Object(Default::default())),
-            });
-        }
-
-        let answer =
-            match self
-                .sfu
-                .handle_offer(peer, &offer.sdp_offer.sdp, &inbound, &answer_outbound, now)
-            {
-                Ok(answer) => answer,
-                Err(e) => {
-                    log::warn!("room={} peer={peer} cannot answer offer: {e}", self.room);
-                    self.fail_offer(peer, &e.to_string());
-                    return;
-                }
-            };
-
-        // Publisher side: announce removed and added tracks before anything maps them.
-        let Some(member) = self.members.get_mut(&peer) else {
+        let consumers = member.outbound_fitting(counts);
+        let inbound = self.owned_inbound(peer, &offer);
+        let sdp = &offer.sdp_offer.sdp;
+        let answer = match self.sfu.handle_offer(peer, sdp, &inbound, &consumers, now) {
+            Ok(answer) => answer,
+            Err(e) => {
+                log::info!("room={} peer={peer} cannot answer offer: {e}", self.room);
+                self.fail_offer(peer, offer_error_text(&e));
+                return;
+            }
+        };
+        let Some(change) = self.apply_producers(peer, &answer.producers, &offer) else {
             return;
         };
-        let old: BTreeSet<String> = member
+        self.announce(peer, &change);
+        self.send_answer(peer, answer, consumers);
+        self.update_subscribers(peer, &change);
+        if change.needs_follow_up {
+            log::debug!(
+                "room={} peer={peer} offer lacked declared tracks, one more round",
+                self.room
+            );
+            self.start_round(peer);
+        } else {
+            self.reconcile(peer);
+        }
+        let others: Vec<PeerId> = self.order.iter().copied().filter(|p| *p != peer).collect();
+        for other in others {
+            self.reconcile(other);
+        }
+    }
+
+    /// The offer's `midToTrackId` entries the sender may publish: track ids in its own
+    /// namespace, each once, on mids str0m keeps as they are, and no more than the limit. Any
+    /// other entry is left out (its m-line publishes nothing) and the sender gets one `error`.
+    fn owned_inbound(&mut self, peer: PeerId, offer: &SdpOfferData) -> BTreeMap<Mid, TrackId> {
+        let mut inbound = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        let mut refused = None;
+        for (mid, track_id) in &offer.mid_to_track_id {
+            let id = TrackId::from(track_id.as_str());
+            let owned = id.is_owned_by(peer) && seen.insert(id.clone());
+            let metadata_fits = offer
+                .track_id_to_track_metadata
+                .get(track_id)
+                .is_none_or(|m| json_size(m) <= self.limits.max_track_metadata_bytes);
+            let mid_kept = !mid.is_empty() && &*Mid::from(mid.as_str()) == mid;
+            if !owned || !mid_kept {
+                refused = Some(Limit::TrackOwnership);
+            } else if !metadata_fits {
+                refused = Some(Limit::TrackMetadata);
+            } else if inbound.len() >= self.limits.max_tracks_per_peer {
+                refused = Some(Limit::TracksPerPeer);
+            } else {
+                inbound.insert(Mid::from(mid.as_str()), id);
+            }
+        }
+        if let Some(limit) = refused {
+            self.refuse(peer, limit, "sdpOffer track");
+        }
+        inbound
+    }
+
+    /// Replaces the member's producers by the ones the answer confirmed; returns what changed.
+    fn apply_producers(
+        &mut self,
+        peer: PeerId,
+        produced: &[ProducedTrack],
+        offer: &SdpOfferData,
+    ) -> Option<ProducerChange> {
+        let member = self.members.get_mut(&peer)?;
+        let published: Vec<Producer> = produced
+            .iter()
+            .map(|p| Producer {
+                track_id: p.track_id.clone(),
+                kind: p.kind,
+                metadata: offer
+                    .track_id_to_track_metadata
+                    .get(p.track_id.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(Default::default())),
+            })
+            .collect();
+        let old: BTreeSet<TrackId> = member
             .published
             .iter()
             .map(|t| t.track_id.clone())
             .collect();
-        let new: BTreeSet<String> = published.iter().map(|t| t.track_id.clone()).collect();
-        let removed: Vec<String> = old.difference(&new).cloned().collect();
-        let added: Vec<&PublishedTrack> = published
+        let new: BTreeSet<TrackId> = published.iter().map(|t| t.track_id.clone()).collect();
+        let removed: Vec<TrackId> = old.difference(&new).cloned().collect();
+        let added: Vec<ConsumerSpec> = published
             .iter()
             .filter(|t| !old.contains(&t.track_id))
+            .map(|t| outbound(peer, t))
             .collect();
-        let added_outbound: Vec<OutboundTrack> = added.iter().map(|t| outbound(peer, t)).collect();
         member.unpublished.extend(removed.iter().cloned());
         member.published = published;
-        // Declared but not sent, and not a track it dropped earlier: added during the offer.
-        let unsent: BTreeSet<String> = offer
+        // Declared but not sent, own, and not dropped earlier: added while the offer was built.
+        let unsent: BTreeSet<TrackId> = offer
             .track_id_to_track_metadata
             .keys()
-            .filter(|t| !new.contains(*t) && !member.unpublished.contains(*t))
-            .cloned()
+            .map(|t| TrackId::from(t.as_str()))
+            .filter(|t| t.is_owned_by(peer) && !new.contains(t) && !member.unpublished.contains(t))
+            .take(self.limits.max_tracks_per_peer)
             .collect();
         let needs_follow_up = !unsent.is_empty() && unsent != member.last_unsent;
         member.last_unsent = unsent;
-        let track_map = member.track_map();
+        Some(ProducerChange {
+            removed,
+            added,
+            track_map: member.track_map(),
+            needs_follow_up,
+        })
+    }
 
-        if !removed.is_empty() {
+    /// `tracksRemoved` / `tracksAdded` to everyone, before any answer maps the new tracks.
+    fn announce(&mut self, peer: PeerId, change: &ProducerChange) {
+        if !change.removed.is_empty() {
             self.broadcast(MediaEventOut::TracksRemoved(TracksRemovedData {
                 peer_id: peer.to_string(),
-                track_ids: removed.clone(),
+                track_ids: change.removed.iter().map(TrackId::to_string).collect(),
             }));
         }
-        if !added_outbound.is_empty() {
+        if !change.added.is_empty() {
             self.broadcast(MediaEventOut::TracksAdded(TracksAddedData {
                 peer_id: peer.to_string(),
-                track_id_to_metadata: track_map,
+                track_id_to_metadata: change.track_map.clone(),
             }));
         }
+    }
 
-        // The answer, preceded by the ufrags the mux must route and followed by candidates.
-        let ufrags = self.sfu.ice_ufrags();
-        if ufrags != self.last_ufrags {
-            self.last_ufrags = ufrags.clone();
-            self.outputs.push_back(EngineOutput::IceUfrags(ufrags));
-        }
+    /// The answer, preceded by the ufrags the mux must route and followed by our candidates;
+    /// the round is over.
+    fn send_answer(&mut self, peer: PeerId, answer: Answer, consumers: Vec<ConsumerSpec>) {
+        self.publish_ufrags();
         self.send(
             peer,
             MediaEventOut::SdpAnswer(SdpAnswerData {
                 kind: "answer".into(),
                 sdp: answer.sdp,
-                mid_to_track_id: answer.mid_to_track_id,
+                mid_to_track_id: answer
+                    .mid_to_track_id
+                    .iter()
+                    .map(|(mid, t)| (mid.to_string(), t.to_string()))
+                    .collect(),
             }),
         );
         for candidate in self.sfu.local_candidates() {
@@ -518,36 +610,74 @@ impl<S: SfuBackend> Engine<S> {
             );
         }
         if let Some(member) = self.members.get_mut(&peer) {
-            member.negotiated = answer_outbound;
+            member.negotiated = consumers;
             member.outstanding = None;
         }
+    }
 
-        // Subscribers: new tracks appended, removed ones disabled, then renegotiate.
-        let others: Vec<PeerId> = self.order.iter().copied().filter(|p| *p != peer).collect();
-        for other in &others {
-            let Some(sub) = self.members.get_mut(other) else {
+    /// Every other receiving member: the publisher's new tracks appended, removed ones disabled.
+    fn update_subscribers(&mut self, peer: PeerId, change: &ProducerChange) {
+        for (id, sub) in self.members.iter_mut() {
+            if *id == peer || !sub.receive_media {
                 continue;
-            };
-            if sub.receive_media {
-                for t in sub.outbound.iter_mut() {
-                    if t.publisher == peer && removed.contains(&t.track_id) {
-                        t.active = false;
-                    }
-                }
-                sub.outbound.extend(added_outbound.iter().cloned());
             }
+            for t in sub.outbound.iter_mut() {
+                if t.publisher == peer && change.removed.contains(&t.track_id) {
+                    t.active = false;
+                }
+            }
+            sub.outbound.extend(change.added.iter().cloned());
         }
-        if needs_follow_up {
-            log::debug!(
-                "room={} peer={peer} offer lacked declared tracks, one more round",
+    }
+
+    /// [`EngineOutput::IceUfrags`] if the SFU's ufrags changed since it was last published.
+    fn publish_ufrags(&mut self) {
+        let ufrags = self.sfu.ice_ufrags();
+        if ufrags != self.last_ufrags {
+            self.last_ufrags = ufrags.clone();
+            self.outputs.push_back(EngineOutput::IceUfrags(ufrags));
+        }
+    }
+
+    /// The first offer limit `offer` breaks (size, m-lines), counted before anything parses it.
+    fn offer_over_limit(&self, offer: &SdpOfferData) -> Option<Limit> {
+        let sdp = &offer.sdp_offer.sdp;
+        if sdp.len() > self.limits.max_offer_bytes {
+            return Some(Limit::OfferSize);
+        }
+        let m_lines = sdp.lines().filter(|l| l.starts_with("m=")).count();
+        (m_lines > self.limits.max_offer_m_lines).then_some(Limit::OfferMLines)
+    }
+
+    /// The candidate limit this candidate breaks, if any; otherwise it is counted.
+    fn candidate_over_limit(&mut self, peer: PeerId, candidate: &str) -> Option<Limit> {
+        if candidate.len() > self.limits.max_candidate_bytes {
+            return Some(Limit::CandidateSize);
+        }
+        let member = self.members.get_mut(&peer)?;
+        if member.candidates >= self.limits.max_candidates_per_offer {
+            return Some(Limit::Candidates);
+        }
+        member.candidates += 1;
+        None
+    }
+
+    /// A peer hit a limit: it gets `error` with our text (the input is dropped).
+    fn refuse(&mut self, peer: PeerId, limit: Limit, what: &str) {
+        self.note_limit(peer, limit, what);
+        self.send(peer, MediaEventOut::error(limit.client_message()));
+    }
+
+    /// Logs a limit hit once per peer and limit.
+    fn note_limit(&mut self, peer: PeerId, limit: Limit, what: &str) {
+        let Some(member) = self.members.get_mut(&peer) else {
+            return;
+        };
+        if member.limits_hit.insert(limit) {
+            log::info!(
+                "room={} peer={peer} refused {what}: {limit:?} limit (further ones not logged)",
                 self.room
             );
-            self.start_round(peer);
-        } else {
-            self.reconcile(peer);
-        }
-        for other in others {
-            self.reconcile(other);
         }
     }
 
@@ -591,11 +721,7 @@ impl<S: SfuBackend> Engine<S> {
             peer_id: peer.to_string(),
         }));
         self.outputs.push_back(EngineOutput::PeerRemoved(peer));
-        let ufrags = self.sfu.ice_ufrags();
-        if ufrags != self.last_ufrags {
-            self.last_ufrags = ufrags.clone();
-            self.outputs.push_back(EngineOutput::IceUfrags(ufrags));
-        }
+        self.publish_ufrags();
         let others = self.order.clone();
         for other in &others {
             if let Some(sub) = self.members.get_mut(other) {
@@ -626,5 +752,25 @@ impl<S: SfuBackend> Engine<S> {
             to: self.order.clone(),
             event: event.to_json(),
         });
+    }
+}
+
+/// What an accepted offer changed in its publisher's producers.
+struct ProducerChange {
+    removed: Vec<TrackId>,
+    /// The new producers, as consumers for the subscribers.
+    added: Vec<ConsumerSpec>,
+    /// The publisher's full `trackIdToMetadata` after the change.
+    track_map: BTreeMap<String, Value>,
+    /// The offer declared own tracks it did not send: one more round will carry them.
+    needs_follow_up: bool,
+}
+
+/// The client-facing text for an offer the SFU refused (the details go to the log).
+fn offer_error_text(e: &SfuError) -> &'static str {
+    match e {
+        SfuError::InvalidSdp(_) => "invalid SDP offer",
+        SfuError::NoUsableCodec(_) => "no supported codec in the SDP offer (Opus, VP8, H264)",
+        SfuError::UnknownPeer(_) | SfuError::BadCandidate(_) => "the SDP offer cannot be answered",
     }
 }

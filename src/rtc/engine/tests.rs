@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::rtc::ids::MediaKind;
 use crate::rtc::sfu::{Answer, SfuError};
 
 #[derive(Default)]
@@ -20,7 +21,7 @@ struct FakeSfu {
     peers: Vec<PeerId>,
     removed: Vec<PeerId>,
     /// Every `handle_offer` call: (peer, outbound tracks handed over).
-    offers: Vec<(PeerId, Vec<OutboundTrack>)>,
+    offers: Vec<(PeerId, Vec<ConsumerSpec>)>,
     events: VecDeque<SfuEvent>,
     ufrag_generation: u32,
 }
@@ -37,8 +38,8 @@ impl SfuBackend for FakeSfu {
         &mut self,
         peer: PeerId,
         offer_sdp: &str,
-        inbound: &BTreeMap<String, String>,
-        outbound: &[OutboundTrack],
+        inbound: &BTreeMap<Mid, TrackId>,
+        outbound: &[ConsumerSpec],
         _now: Instant,
     ) -> Result<Answer, SfuError> {
         if !offer_sdp.starts_with("v=0") {
@@ -46,13 +47,37 @@ impl SfuBackend for FakeSfu {
         }
         self.offers.push((peer, outbound.to_vec()));
         self.ufrag_generation += 1;
-        let mut mid_to_track_id = inbound.clone();
+        // The fake publishes every inbound mid whose m-line (by its `a=mid`) is audio or video.
+        let mut kind = None;
+        let mut producers = Vec::new();
+        for line in offer_sdp.lines() {
+            if let Some(m) = line.strip_prefix("m=") {
+                kind = match m.split(' ').next() {
+                    Some("audio") => Some(MediaKind::Audio),
+                    Some("video") => Some(MediaKind::Video),
+                    _ => None,
+                };
+            } else if let (Some(mid), Some(kind)) = (line.strip_prefix("a=mid:"), kind)
+                && let Some(track_id) = inbound.get(&Mid::from(mid.trim()))
+            {
+                producers.push(ProducedTrack {
+                    mid: Mid::from(mid.trim()),
+                    track_id: track_id.clone(),
+                    kind,
+                });
+            }
+        }
+        let mut mid_to_track_id: BTreeMap<Mid, TrackId> = producers
+            .iter()
+            .map(|p| (p.mid, p.track_id.clone()))
+            .collect();
         for (i, t) in outbound.iter().enumerate() {
-            mid_to_track_id.insert(format!("out{i}"), t.track_id.clone());
+            mid_to_track_id.insert(Mid::from(format!("out{i}").as_str()), t.track_id.clone());
         }
         Ok(Answer {
             sdp: "v=0\r\n".into(),
             mid_to_track_id,
+            producers,
         })
     }
     fn handle_remote_candidate(&mut self, _peer: PeerId, candidate: &str) -> Result<(), SfuError> {
@@ -105,6 +130,9 @@ impl Out {
 struct Harness {
     engine: Engine<FakeSfu>,
     now: Instant,
+    /// Track ids are written `"a:1"` in the tests; on the wire they are `"<peer a>:1"` (the
+    /// engine only accepts a peer's own namespace). (peer, short name) for the translation.
+    names: Vec<(PeerId, String)>,
 }
 
 impl Harness {
@@ -112,7 +140,17 @@ impl Harness {
         Harness {
             engine: Engine::new("test", FakeSfu::default()),
             now: Instant::now(),
+            names: Vec::new(),
         }
+    }
+
+    /// The event with every `"<peer>:` written back as its short name.
+    fn short(&self, event: &str) -> Value {
+        let mut text = event.to_owned();
+        for (peer, name) in &self.names {
+            text = text.replace(&format!("{peer}:"), &format!("{name}:"));
+        }
+        serde_json::from_str(&text).unwrap()
     }
 
     fn drain(&mut self) -> Vec<Out> {
@@ -121,11 +159,9 @@ impl Harness {
             match self.engine.poll_output() {
                 EngineOutput::Timeout(_) => return outs,
                 EngineOutput::JoinRequest { peer, .. } => outs.push(Out::Join(peer)),
-                EngineOutput::Send { to, event } => {
-                    outs.push(Out::To(to, serde_json::from_str(&event).unwrap()))
-                }
+                EngineOutput::Send { to, event } => outs.push(Out::To(to, self.short(&event))),
                 EngineOutput::Broadcast { to, event } => {
-                    outs.push(Out::All(to, serde_json::from_str(&event).unwrap()))
+                    outs.push(Out::All(to, self.short(&event)))
                 }
                 EngineOutput::IceUfrags(_) => outs.push(Out::Ufrags),
                 EngineOutput::PeerRemoved(p) => outs.push(Out::Removed(p)),
@@ -135,8 +171,19 @@ impl Harness {
     }
 
     fn event(&mut self, from: PeerId, event: Value) -> Vec<Out> {
-        self.engine
-            .handle_media_event(from, &event.to_string(), self.now);
+        let mut text = event.to_string();
+        // A sender's first short track id (`"a:…`) names it.
+        if !self.names.iter().any(|(p, _)| *p == from)
+            && let Some(name) = (b'a'..=b'z')
+                .map(|c| (c as char).to_string())
+                .find(|c| text.contains(&format!("\"{c}:")))
+        {
+            self.names.push((from, name));
+        }
+        for (peer, name) in &self.names {
+            text = text.replace(&format!("\"{name}:"), &format!("\"{peer}:"));
+        }
+        self.engine.handle_media_event(from, &text, self.now);
         self.drain()
     }
 
@@ -158,6 +205,11 @@ impl Harness {
         let mut metadata = serde_json::Map::new();
         let mut mid = 0;
         for (kind, track) in tracks {
+            let (name, n) = track.split_once(':').unwrap();
+            if !self.names.iter().any(|(p, _)| *p == peer) {
+                self.names.push((peer, name.to_owned()));
+            }
+            let track = &format!("{peer}:{n}");
             sdp += &format!("m={kind} 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\na=mid:{mid}\r\n");
             mid_to_track_id.insert(mid.to_string(), json!(track));
             metadata.insert((*track).to_owned(), json!({}));
@@ -397,9 +449,9 @@ fn changes_during_an_outstanding_round_queue_exactly_one_follow_up() {
     assert_eq!(
         handed
             .iter()
-            .map(|t| t.track_id.as_str())
+            .map(|t| t.track_id.to_string())
             .collect::<Vec<_>>(),
-        ["a:1", "a:2"]
+        [format!("{a}:1"), format!("{a}:2")]
     );
     let outs = h.offer(viewer, &[], (2, 2));
     assert_eq!(kinds(&outs), ["IceUfrags", "sdpAnswer", "candidate"]);
@@ -555,4 +607,57 @@ impl Out {
             _ => panic!("no value"),
         }
     }
+}
+
+#[test]
+fn a_track_under_another_peers_id_is_not_published_and_the_sender_gets_an_error() {
+    let mut h = Harness::new();
+    let a = PeerId::new_v4();
+    let b = PeerId::new_v4();
+    h.join(a, true);
+    h.join(b, true);
+    let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\na=mid:0\r\n";
+    let frame = format!(
+        r#"{{"type":"sdpOffer","data":{{"sdpOffer":{{"type":"offer","sdp":"{}"}},"trackIdToTrackMetadata":{{"{a}:1":{{}}}},"midToTrackId":{{"0":"{a}:1"}}}}}}"#,
+        sdp.replace("\r\n", "\\r\\n")
+    );
+    h.engine.handle_media_event(b, &frame, h.now);
+    let outs = h.drain();
+    assert!(outs.contains(&Out::To(
+        b,
+        json!({"type":"error","data":{"message":"track ids must be \"<your peer id>:<id>\" and unique"}})
+    )));
+    assert!(!kinds(&outs).contains(&"tracksAdded"), "{outs:?}");
+}
+
+#[test]
+fn a_join_whose_metadata_is_too_big_is_denied() {
+    let mut h = Harness::new();
+    let a = PeerId::new_v4();
+    let big = "x".repeat(5000);
+    let frame = format!(
+        r#"{{"type":"join","data":{{"receiveMedia":true,"metadata":{{"displayName":"{big}"}}}}}}"#
+    );
+    h.engine.handle_media_event(a, &frame, h.now);
+    assert_eq!(
+        h.drain(),
+        [Out::To(
+            a,
+            json!({"type":"peerDenied","data":{"reason":"peer metadata too large"}})
+        )]
+    );
+}
+
+#[test]
+fn a_media_event_nested_deeper_than_serde_json_allows_is_dropped_not_a_crash() {
+    // serde_json stops at 128 levels (its default recursion limit): no stack overflow.
+    let mut h = Harness::new();
+    let a = PeerId::new_v4();
+    let frame = format!(
+        r#"{{"type":"join","data":{{"receiveMedia":true,"metadata":{}1{}}}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    h.engine.handle_media_event(a, &frame, h.now);
+    assert!(h.drain().is_empty());
 }

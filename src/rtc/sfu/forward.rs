@@ -1,20 +1,19 @@
 //! The forwarding hot path and keyframe requests (see the module docs of [`super`]).
 use std::collections::HashMap;
 
-use str0m::Rtc;
-use str0m::format::{Codec, CodecSpec};
-use str0m::media::{KeyframeRequestKind, Mid, Pt};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::media::{KeyframeRequestKind, Mid};
+use str0m::rtp::{ExtensionValues, RtpPacket};
 
 use super::Sfu;
-use crate::rtc::ids::{MediaKind, PeerId};
+use super::consumer::{Outgoing, Written};
+use crate::rtc::ids::{MediaKind, PeerId, TrackId};
 
 impl Sfu {
-    /// Rate-limited PLI to a publisher track (video only).
+    /// Rate-limited PLI to a producer (video only).
     pub(super) fn request_keyframe(&mut self, key: (PeerId, Mid)) {
         let interval = self.config.keyframe_request_interval;
         let now = self.last_now;
-        let Some(t) = self.tracks.get_mut(&key) else {
+        let Some(t) = self.producers.get_mut(&key) else {
             return;
         };
         if t.kind == MediaKind::Video && t.keyframe.request(now, interval) {
@@ -30,19 +29,18 @@ impl Sfu {
             rx.request_keyframe(KeyframeRequestKind::Pli);
             self.stats.keyframe_requests += 1;
             log::debug!(
-                "room {} peer {publisher}: keyframe requested for mid {mid}",
+                "room={} peer={publisher} keyframe requested for mid {mid}",
                 self.config.room
             );
             self.mark_dirty(publisher, true);
         }
     }
 
-    /// The hot path: one publisher packet to every subscriber of its track.
+    /// The hot path: one publisher packet to every consumer of its producer.
     pub(super) fn forward(&mut self, publisher: PeerId, pkt: RtpPacket) {
-        let Some(p) = self.peers.get_mut(&publisher) else {
+        let Some(rtc) = self.peers.get_mut(&publisher).and_then(|p| p.rtc.as_mut()) else {
             return;
         };
-        let Some(rtc) = p.rtc.as_mut() else { return };
         let Some(mid) = rtc
             .direct_api()
             .stream_rx(&pkt.header.ssrc)
@@ -50,18 +48,17 @@ impl Sfu {
         else {
             return;
         };
-        let in_pt = pkt.header.payload_type;
-        let spec = rtc
+        let codec = rtc
             .codec_config()
             .iter()
-            .find(|c| c.pt() == in_pt)
+            .find(|c| c.pt() == pkt.header.payload_type)
             .map(|c| c.spec());
         self.stats.rtp_in += 1;
-        let Some(track) = self.tracks.get_mut(&(publisher, mid)) else {
+        let Some(producer) = self.producers.get_mut(&(publisher, mid)) else {
             return;
         };
-        if track.kind == MediaKind::Audio
-            && track.silence.should_drop(
+        if producer.kind == MediaKind::Audio
+            && producer.silence.should_drop(
                 pkt.header.ext_vals.audio_level,
                 self.config.silence_threshold,
                 self.config.silence_max_drops,
@@ -70,60 +67,36 @@ impl Sfu {
             self.stats.silence_dropped += 1;
             return;
         }
-        let logical = (*pkt.seq_no).wrapping_sub(track.silence.dropped);
-        // Only end-to-end extensions travel on; str0m sets mid, transport-cc and abs-send-time
-        // itself per subscriber.
-        let ext = ExtensionValues {
-            audio_level: pkt.header.ext_vals.audio_level,
-            voice_activity: pkt.header.ext_vals.voice_activity,
-            video_orientation: pkt.header.ext_vals.video_orientation,
-            ..Default::default()
+        let out = Outgoing {
+            packet: &pkt,
+            codec,
+            logical_seq: (*pkt.seq_no).wrapping_sub(producer.silence.dropped),
+            // Only end-to-end extensions travel on; str0m sets mid, transport-cc and
+            // abs-send-time itself per subscriber.
+            ext: ExtensionValues {
+                audio_level: pkt.header.ext_vals.audio_level,
+                voice_activity: pkt.header.ext_vals.voice_activity,
+                video_orientation: pkt.header.ext_vals.video_orientation,
+                ..Default::default()
+            },
+            nackable: producer.kind == MediaKind::Video,
         };
-        let nackable = track.kind == MediaKind::Video;
         let mut needs_keyframe = false;
-        for &(sub_id, sub_mid) in &track.subscribers {
+        for &(sub_id, sub_mid) in &producer.subscribers {
             let Some(sub) = self.peers.get_mut(&sub_id) else {
                 continue;
             };
             if !sub.connected || sub.failed {
                 continue;
             }
-            let (Some(slot), Some(rtc)) = (sub.outbound.get_mut(&sub_mid), sub.rtc.as_mut()) else {
+            let (Some(consumer), Some(rtc)) = (sub.consumers.get_mut(&sub_mid), sub.rtc.as_mut())
+            else {
                 continue;
             };
-            if !slot.forwarding {
-                continue;
-            }
-            let out_pt = match slot.pt_cache {
-                Some((i, o)) if i == in_pt => o,
-                _ => {
-                    let Some(o) = spec.and_then(|s| subscriber_pt(rtc, sub_mid, &s)) else {
-                        continue;
-                    };
-                    slot.pt_cache = Some((in_pt, o));
-                    o
-                }
-            };
-            if !slot.seq.started() {
-                needs_keyframe = true;
-            }
-            let seq = slot.seq.map(logical, slot.seq_start);
-            let mut api = rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else {
+            let Written::Sent { first } = consumer.write(rtc, sub_mid, &out) else {
                 continue;
             };
-            tx.write_rtp(
-                RtpWrite::new(
-                    out_pt,
-                    seq.into(),
-                    pkt.header.timestamp,
-                    pkt.timestamp,
-                    pkt.payload.clone(),
-                )
-                .marker(pkt.header.marker)
-                .ext_vals(ext.clone())
-                .nackable(nackable),
-            );
+            needs_keyframe |= first;
             self.stats.rtp_out += 1;
             sub.needs_tick = true;
             if !sub.dirty {
@@ -136,39 +109,26 @@ impl Sfu {
         }
     }
 
-    /// Recomputes which subscriber m-line carries which publisher track.
+    /// Recomputes which consumer carries which producer. Routes are keyed by (publisher,
+    /// track id), never by the track id alone: two peers naming the same id cannot cross.
     pub(super) fn rebuild_routes(&mut self) {
-        let mut index: HashMap<&str, (PeerId, Mid)> = HashMap::new();
-        for (key, t) in &self.tracks {
-            index.insert(t.track_id.as_str(), *key);
+        let mut index: HashMap<(PeerId, &TrackId), (PeerId, Mid)> = HashMap::new();
+        for (key, t) in &self.producers {
+            index.insert((key.0, &t.track_id), *key);
         }
         let mut subs: HashMap<(PeerId, Mid), Vec<(PeerId, Mid)>> = HashMap::new();
         for (sid, p) in &mut self.peers {
-            for (mid, slot) in &mut p.outbound {
-                slot.source = index.get(slot.track_id.as_str()).copied();
-                if let Some(key) = slot.source {
+            for (mid, consumer) in &mut p.consumers {
+                consumer.source = index
+                    .get(&(consumer.publisher, &consumer.track_id))
+                    .copied();
+                if let Some(key) = consumer.source {
                     subs.entry(key).or_default().push((*sid, *mid));
                 }
             }
         }
-        for (key, t) in &mut self.tracks {
+        for (key, t) in &mut self.producers {
             t.subscribers = subs.remove(key).unwrap_or_default();
         }
     }
-}
-
-/// The subscriber's payload type on `mid` for the publisher's codec, if it negotiated it.
-fn subscriber_pt(rtc: &Rtc, mid: Mid, spec: &CodecSpec) -> Option<Pt> {
-    let media = rtc.media(mid)?;
-    rtc.codec_config()
-        .iter()
-        .filter(|c| media.remote_pts().contains(&c.pt()))
-        .find(|c| {
-            let s = c.spec();
-            s.codec == spec.codec
-                && (s.codec != Codec::H264
-                    || (s.format.profile_level_id == spec.format.profile_level_id
-                        && s.format.packetization_mode == spec.format.packetization_mode))
-        })
-        .map(|c| c.pt())
 }

@@ -7,7 +7,7 @@
 //!   credentials, same DTLS/SRTP, and media keeps flowing on the old path meanwhile.
 //! - Codecs: Opus, VP8 and H264 profile 42e01f (packetization-mode 1), in that order of
 //!   preference; str0m locks their payload types to each peer's own offer.
-//! - Outbound m-line mapping: the k-th audio entry of `outbound` goes to the k-th recvonly audio
+//! - Consumer m-line mapping: the k-th audio entry of `consumers` goes to the k-th recvonly audio
 //!   m-line of the offer (same for video). Disabled entries and surplus m-lines are turned
 //!   `a=inactive` in the offer before str0m answers it (so the answer says inactive). str0m
 //!   invents the msid of media created from a remote offer and has no setter for it, so the
@@ -33,6 +33,7 @@
 //! `local_candidates()`; feed `handle_datagram` / `handle_timeout`; after each input (or batch
 //! of inputs) drain `poll_output` until it returns [`SfuOutput::Timeout`] and sleep until that
 //! instant. On [`SfuEvent::PeerFailed`] remove the peer (`remove_peer`) and tell the others.
+mod consumer;
 mod forward;
 mod negotiate;
 mod sdp;
@@ -42,19 +43,22 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use str0m::config::DtlsCert;
-use str0m::media::{Mid, Pt};
+pub use str0m::media::Mid;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
-use self::track::{KeyframeLimiter, SeqRewrite, SilenceDiscarder};
-use crate::rtc::ids::{MediaKind, PeerId};
+use self::consumer::Consumer;
+use self::track::{KeyframeLimiter, SilenceDiscarder};
+use crate::rtc::ids::{MediaKind, PeerId, RoomId, TrackId};
 
 /// Settings of one [`Sfu`].
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
     /// The room id, only used to tag log lines.
-    pub room: String,
+    pub room: RoomId,
     /// Host candidates to advertise (every local interface address plus EXTERNAL_IP, one UDP port).
     pub local_addrs: Vec<SocketAddr>,
     /// A connected peer from which no datagram arrived for this long is reported as failed.
@@ -67,27 +71,36 @@ pub struct SfuConfig {
     pub silence_threshold: Option<u8>,
     /// After this many consecutive dropped silent packets one is let through.
     pub silence_max_drops: u32,
+    /// Seeds the SFU's only randomness (the first sequence number of each consumer), so a test
+    /// replays the same numbers; the default draws one from the OS at configuration time.
+    pub seed: u64,
+    /// The DTLS certificate every peer of this SFU presents. `None`: [`Sfu::new`] generates one
+    /// (one key generation per SFU); tests and callers that make many SFUs pass one in.
+    pub dtls_cert: Option<DtlsCert>,
 }
 
 impl Default for SfuConfig {
     fn default() -> Self {
         SfuConfig {
-            room: String::new(),
+            room: RoomId::default(),
             local_addrs: Vec::new(),
             peer_timeout: Duration::from_secs(4),
             connect_timeout: Duration::from_secs(15),
             keyframe_request_interval: Duration::from_millis(500),
             silence_threshold: Some(127),
             silence_max_drops: 1000,
+            seed: rand::random(),
+            dtls_cert: None,
         }
     }
 }
 
-/// A track a subscriber receives (or received: `active == false` marks it disabled).
+/// What the engine wants one subscriber to receive: one consumer of a producer (see the
+/// vocabulary in [`crate::rtc`]); `active == false` marks one that was removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboundTrack {
-    /// The publisher's track id (`"<peerId>:<uuid>"`).
-    pub track_id: String,
+pub struct ConsumerSpec {
+    /// The producer's track id (`"<peerId>:<uuid>"`).
+    pub track_id: TrackId,
     /// The peer that publishes the track.
     pub publisher: PeerId,
     /// Audio or video.
@@ -103,8 +116,22 @@ pub struct OutboundTrack {
 pub struct Answer {
     /// The SDP answer text.
     pub sdp: String,
-    /// Every mid of the answer (inbound, outbound and inactive) → track id.
-    pub mid_to_track_id: BTreeMap<String, String>,
+    /// Every mid of the answer (produced, consumed and inactive) → track id.
+    pub mid_to_track_id: BTreeMap<Mid, TrackId>,
+    /// The producers this offer publishes, in m-line order: the `inbound` entries whose mid is a
+    /// sendonly/sendrecv audio or video m-line of the offer (the engine announces exactly these).
+    pub producers: Vec<ProducedTrack>,
+}
+
+/// One producer of an [`Answer`]: a publisher's sendonly m-line and the track id it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducedTrack {
+    /// The m-line.
+    pub mid: Mid,
+    /// The track id the publisher gave it.
+    pub track_id: TrackId,
+    /// The m-line's media type.
+    pub kind: MediaKind,
 }
 
 /// Why an SFU operation failed. Each error concerns one peer only.
@@ -167,8 +194,10 @@ pub struct Sfu {
     /// One certificate for every peer: generating one per `Rtc` would cost a key generation each.
     dtls_cert: Option<DtlsCert>,
     peers: HashMap<PeerId, Peer>,
-    /// Publisher tracks by (publisher, its mid).
-    tracks: HashMap<(PeerId, Mid), PubTrack>,
+    /// Producers by (publisher, its mid).
+    producers: HashMap<(PeerId, Mid), Producer>,
+    /// The only randomness of the SFU, seeded by [`SfuConfig::seed`].
+    rng: StdRng,
     /// Peers whose `Rtc` must be drained (str0m's rule: drain after every mutation).
     dirty: VecDeque<PeerId>,
     events: VecDeque<SfuEvent>,
@@ -183,10 +212,8 @@ struct Peer {
     /// Created by the first offer; dropped when the peer failed.
     rtc: Option<Rtc>,
     ufrag: Option<String>,
-    /// The peer's own sendonly m-lines: mid → track id.
-    inbound: HashMap<Mid, String>,
-    /// Tracks this peer receives, by the mid of the m-line that carries them.
-    outbound: HashMap<Mid, OutSlot>,
+    /// What this peer receives, by the mid of the m-line that carries it.
+    consumers: HashMap<Mid, Consumer>,
     connected: bool,
     failed: bool,
     first_offer: Option<Instant>,
@@ -199,45 +226,38 @@ struct Peer {
     needs_tick: bool,
 }
 
-struct OutSlot {
-    track_id: String,
-    /// The publisher track this slot carries, once known.
-    source: Option<(PeerId, Mid)>,
-    /// Active outbound track on an m-line str0m answered sendonly.
-    forwarding: bool,
-    seq: SeqRewrite,
-    seq_start: u16,
-    /// Last publisher payload type seen → ours.
-    pt_cache: Option<(Pt, Pt)>,
-}
-
-struct PubTrack {
-    track_id: String,
+/// One published track (a publisher's sendonly m-line) and its forwarding state.
+struct Producer {
+    track_id: TrackId,
     kind: MediaKind,
     silence: SilenceDiscarder,
     keyframe: KeyframeLimiter,
-    /// (subscriber, its mid) pairs, rebuilt on every negotiation.
+    /// Its consumers as (subscriber, its mid) pairs, rebuilt on every negotiation.
     subscribers: Vec<(PeerId, Mid)>,
 }
 
 impl Sfu {
     /// A new SFU with no peers.
     pub fn new(config: SfuConfig, now: Instant) -> Self {
-        let dtls_cert = str0m::crypto::from_feature_flags()
-            .dtls_provider
-            .generate_certificate();
+        let dtls_cert = config.dtls_cert.clone().or_else(|| {
+            str0m::crypto::from_feature_flags()
+                .dtls_provider
+                .generate_certificate()
+        });
         if dtls_cert.is_none() {
             log::warn!(
-                "room {}: no shared DTLS certificate, each peer generates one",
+                "room={} no shared DTLS certificate, each peer generates one",
                 config.room
             );
         }
+        let rng = StdRng::seed_from_u64(config.seed);
         Sfu {
             stats: SfuStats::default(),
             config,
             dtls_cert,
             peers: HashMap::new(),
-            tracks: HashMap::new(),
+            producers: HashMap::new(),
+            rng,
             dirty: VecDeque::new(),
             events: VecDeque::new(),
             transmits: VecDeque::new(),
@@ -251,8 +271,7 @@ impl Sfu {
         self.peers.entry(peer).or_insert_with(|| Peer {
             rtc: None,
             ufrag: None,
-            inbound: HashMap::new(),
-            outbound: HashMap::new(),
+            consumers: HashMap::new(),
             connected: false,
             failed: false,
             first_offer: None,
@@ -268,11 +287,8 @@ impl Sfu {
         if self.peers.remove(&peer).is_none() {
             return;
         }
-        log::debug!(
-            "room {} peer {peer}: removed from the SFU",
-            self.config.room
-        );
-        self.tracks.retain(|(p, _), _| *p != peer);
+        log::debug!("room={} peer={peer} removed from the SFU", self.config.room);
+        self.producers.retain(|(p, _), _| *p != peer);
         self.dirty.retain(|p| *p != peer);
         self.by_addr.retain(|_, p| *p != peer);
         self.rebuild_routes();
@@ -341,7 +357,7 @@ impl Sfu {
         let destination = self.local_destination(source, destination);
         let Ok(recv) = Receive::new(Protocol::Udp, source, destination, datagram) else {
             log::trace!(
-                "room {}: unparseable datagram from {source}",
+                "room={} unparseable datagram from {source}",
                 self.config.room
             );
             return;
@@ -370,7 +386,7 @@ impl Sfu {
             if let Some(rtc) = peer.rtc.as_mut()
                 && let Err(e) = rtc.handle_input(input)
             {
-                log::debug!("room {room} peer {id}: dropped a datagram: {e}");
+                log::debug!("room={room} peer={id} dropped a datagram: {e}");
             }
         }
         self.drain_peer(id);
@@ -403,7 +419,7 @@ impl Sfu {
             {
                 if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
                     log::debug!(
-                        "room {} peer {id}: timeout handling failed: {e}",
+                        "room={} peer={id} timeout handling failed: {e}",
                         self.config.room
                     );
                 }
@@ -418,7 +434,7 @@ impl Sfu {
         }
         let interval = self.config.keyframe_request_interval;
         let mut plis = Vec::new();
-        for (key, t) in &mut self.tracks {
+        for (key, t) in &mut self.producers {
             if t.keyframe.poll(now, interval) {
                 plis.push(*key);
             }
@@ -473,7 +489,7 @@ impl Sfu {
                 }
                 Ok(Output::Event(e)) => self.on_rtc_event(id, e),
                 Err(e) => {
-                    log::warn!("room {} peer {id}: WebRTC error: {e}", self.config.room);
+                    log::warn!("room={} peer={id} WebRTC error: {e}", self.config.room);
                     self.fail_peer(id, "WebRTC error");
                     return;
                 }
@@ -514,7 +530,7 @@ impl Sfu {
                 Ok(c) => {
                     rtc.add_local_candidate(c);
                 }
-                Err(e) => log::warn!("room {}: candidate {addr} unusable: {e}", self.config.room),
+                Err(e) => log::warn!("room={} candidate {addr} unusable: {e}", self.config.room),
             }
         }
         rtc
@@ -537,7 +553,7 @@ impl Sfu {
         if p.failed {
             return;
         }
-        log::info!("room {} peer {id}: failed ({why})", self.config.room);
+        log::info!("room={} peer={id} failed ({why})", self.config.room);
         p.failed = true;
         if let Some(mut rtc) = p.rtc.take() {
             rtc.disconnect();
@@ -553,7 +569,7 @@ impl Sfu {
                 let source = self
                     .peers
                     .get(&id)
-                    .and_then(|p| p.outbound.get(&req.mid))
+                    .and_then(|p| p.consumers.get(&req.mid))
                     .and_then(|s| s.source);
                 if let Some(key) = source {
                     self.request_keyframe(key);
@@ -564,11 +580,11 @@ impl Sfu {
                     p.connected = true;
                     p.last_rx = self.last_now;
                 }
-                log::info!("room {} peer {id}: connected", self.config.room);
+                log::info!("room={} peer={id} connected", self.config.room);
                 self.events.push_back(SfuEvent::PeerConnected(id));
             }
             Event::IceConnectionStateChange(s) => {
-                log::debug!("room {} peer {id}: ICE {s:?}", self.config.room);
+                log::debug!("room={} peer={id} ICE {s:?}", self.config.room);
             }
             Event::Closed => self.fail_peer(id, "DTLS closed"),
             _ => {}
@@ -603,7 +619,7 @@ impl Sfu {
                 next = next.min(t + self.config.connect_timeout);
             }
         }
-        for t in self.tracks.values() {
+        for t in self.producers.values() {
             if let Some(d) = t.keyframe.deadline(self.config.keyframe_request_interval) {
                 next = next.min(d);
             }

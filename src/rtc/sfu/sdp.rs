@@ -158,12 +158,16 @@ fn is_h264_42e01f(params: &str) -> bool {
 }
 
 /// The offer with the direction of the given sections replaced by `a=inactive`.
-pub(crate) fn set_inactive(sdp: &str, summary: &OfferSummary, mids: &[&str]) -> String {
+pub(crate) fn set_inactive(sdp: &str, summary: &OfferSummary, mids: &[impl AsRef<str>]) -> String {
     let mut out = String::with_capacity(sdp.len() + 16);
     let targets: Vec<&std::ops::Range<usize>> = summary
         .sections
         .iter()
-        .filter(|s| s.mid.as_deref().is_some_and(|m| mids.contains(&m)))
+        .filter(|s| {
+            s.mid
+                .as_deref()
+                .is_some_and(|m| mids.iter().any(|x| x.as_ref() == m))
+        })
         .map(|s| &s.lines)
         .collect();
     for (i, line) in sdp.lines().enumerate() {

@@ -1,0 +1,77 @@
+//! Bounds on what one peer may make the engine hold or parse.
+//!
+//! The defaults follow careful production servers: a few KB of metadata (LiveKit caps
+//! participant metadata at a few KB too), at most 16 published tracks, an SDP offer that fits a
+//! large room (one PeerConnection carries every subscription, ~1.5–3 KB per m-line), and a few
+//! dozen ICE candidates per negotiation (a browser sends one or two per interface and family).
+//! An offender gets the protocol's own answer (`peerDenied` for a join, `error` otherwise) and
+//! the server writes one log line per peer and limit, not one per event.
+
+/// The per-peer limits of an [`super::Engine`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineLimits {
+    /// Serialized size of `join`'s and `updatePeerMetadata`'s metadata (display name included).
+    pub max_peer_metadata_bytes: usize,
+    /// Serialized size of one track's metadata (`trackIdToTrackMetadata`, `updateTrackMetadata`).
+    pub max_track_metadata_bytes: usize,
+    /// Tracks one peer may publish at once (entries of an offer's `midToTrackId`).
+    pub max_tracks_per_peer: usize,
+    /// Size of an `sdpOffer`'s SDP text.
+    pub max_offer_bytes: usize,
+    /// m-lines of one offer (its own tracks plus one per track it receives).
+    pub max_offer_m_lines: usize,
+    /// Candidates a peer may trickle per negotiation (the count restarts with each offer).
+    pub max_candidates_per_offer: usize,
+    /// Length of one candidate string.
+    pub max_candidate_bytes: usize,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        EngineLimits {
+            max_peer_metadata_bytes: 4 * 1024,
+            max_track_metadata_bytes: 4 * 1024,
+            max_tracks_per_peer: 16,
+            max_offer_bytes: 256 * 1024,
+            max_offer_m_lines: 128,
+            max_candidates_per_offer: 50,
+            max_candidate_bytes: 512,
+        }
+    }
+}
+
+/// The limits a peer can hit, named for logs (one line per peer and limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Limit {
+    PeerMetadata,
+    TrackMetadata,
+    TracksPerPeer,
+    OfferSize,
+    OfferMLines,
+    Candidates,
+    CandidateSize,
+    TrackOwnership,
+}
+
+impl Limit {
+    /// The text the offender's client gets in its `error` event (chosen by us, stable).
+    pub(super) fn client_message(self) -> &'static str {
+        match self {
+            Limit::PeerMetadata => "peer metadata too large",
+            Limit::TrackMetadata => "track metadata too large",
+            Limit::TracksPerPeer => "too many tracks",
+            Limit::OfferSize => "SDP offer too large",
+            Limit::OfferMLines => "SDP offer has too many m-lines",
+            Limit::Candidates => "too many ICE candidates",
+            Limit::CandidateSize => "ICE candidate too large",
+            Limit::TrackOwnership => "track ids must be \"<your peer id>:<id>\" and unique",
+        }
+    }
+}
+
+/// The serialized size of a JSON value (what the others would receive).
+pub(super) fn json_size(v: &serde_json::Value) -> usize {
+    serde_json::to_string(v)
+        .map(|s| s.len())
+        .unwrap_or(usize::MAX)
+}

@@ -1,0 +1,117 @@
+//! A consumer: one producer's copy towards one subscriber (mediasoup's idea), with the state
+//! that makes the copy the subscriber's own: payload type, sequence numbers, whether it flows.
+use str0m::Rtc;
+use str0m::format::{Codec, CodecSpec};
+use str0m::media::{Mid, Pt};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+
+use super::track::SeqRewrite;
+use crate::rtc::ids::{PeerId, TrackId};
+
+/// One subscriber m-line that carries (or carried) a producer.
+pub(super) struct Consumer {
+    /// The producer's publisher and track id, as the engine named them.
+    pub(super) publisher: PeerId,
+    pub(super) track_id: TrackId,
+    /// The producer (publisher, its mid) this consumer carries, once it is published.
+    pub(super) source: Option<(PeerId, Mid)>,
+    /// Active in the engine's list and answered sendonly by str0m.
+    pub(super) forwarding: bool,
+    seq: SeqRewrite,
+    /// The first sequence number this subscriber sees (random, from the SFU's seeded RNG).
+    seq_start: u16,
+    /// Last publisher payload type seen → ours.
+    pt_cache: Option<(Pt, Pt)>,
+}
+
+/// One producer packet as every consumer of it writes it (computed once per packet).
+pub(super) struct Outgoing<'a> {
+    pub(super) packet: &'a RtpPacket,
+    /// The publisher's codec for the packet's payload type.
+    pub(super) codec: Option<CodecSpec>,
+    /// The publisher's extended sequence number minus the silent packets dropped before it.
+    pub(super) logical_seq: u64,
+    /// The end-to-end header extensions that travel on.
+    pub(super) ext: ExtensionValues,
+    /// Video is kept in str0m's RTX cache for NACKs.
+    pub(super) nackable: bool,
+}
+
+/// What [`Consumer::write`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Written {
+    /// Not forwarding, no matching codec, or no send stream yet.
+    Skipped,
+    /// Written; `first` when it was the first packet this subscriber got of the track (the
+    /// producer should then be asked for a keyframe).
+    Sent { first: bool },
+}
+
+impl Consumer {
+    /// A consumer that has not forwarded anything yet.
+    pub(super) fn new(publisher: PeerId, track_id: TrackId, seq_start: u16) -> Self {
+        Consumer {
+            publisher,
+            track_id,
+            source: None,
+            forwarding: false,
+            seq: SeqRewrite::default(),
+            seq_start,
+            pt_cache: None,
+        }
+    }
+
+    /// Writes one producer packet on the subscriber's m-line `mid` of `rtc`.
+    pub(super) fn write(&mut self, rtc: &mut Rtc, mid: Mid, out: &Outgoing<'_>) -> Written {
+        if !self.forwarding {
+            return Written::Skipped;
+        }
+        let in_pt = out.packet.header.payload_type;
+        let out_pt = match self.pt_cache {
+            Some((i, o)) if i == in_pt => o,
+            _ => {
+                let Some(o) = out.codec.and_then(|s| subscriber_pt(rtc, mid, &s)) else {
+                    return Written::Skipped;
+                };
+                self.pt_cache = Some((in_pt, o));
+                o
+            }
+        };
+        let mut api = rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+            return Written::Skipped;
+        };
+        let first = !self.seq.started();
+        let seq = self.seq.map(out.logical_seq, self.seq_start);
+        let pkt = out.packet;
+        tx.write_rtp(
+            RtpWrite::new(
+                out_pt,
+                seq.into(),
+                pkt.header.timestamp,
+                pkt.timestamp,
+                pkt.payload.clone(),
+            )
+            .marker(pkt.header.marker)
+            .ext_vals(out.ext.clone())
+            .nackable(out.nackable),
+        );
+        Written::Sent { first }
+    }
+}
+
+/// The subscriber's payload type on `mid` for the publisher's codec, if it negotiated it.
+fn subscriber_pt(rtc: &Rtc, mid: Mid, spec: &CodecSpec) -> Option<Pt> {
+    let media = rtc.media(mid)?;
+    rtc.codec_config()
+        .iter()
+        .filter(|c| media.remote_pts().contains(&c.pt()))
+        .find(|c| {
+            let s = c.spec();
+            s.codec == spec.codec
+                && (s.codec != Codec::H264
+                    || (s.format.profile_level_id == spec.format.profile_level_id
+                        && s.format.packetization_mode == spec.format.packetization_mode))
+        })
+        .map(|c| c.pt())
+}
