@@ -120,7 +120,8 @@ pub fn room_registry(config: &Config, udp: Option<UdpSocket>) -> RoomRegistry {
     let media = match udp {
         Some(socket) => MediaPlane::on_socket(socket, config.external_ip, SfuConfig::default()),
         None => MediaPlane::default(),
-    };
+    }
+    .with_limits(config.engine_limits());
     let rooms = RoomsConfig {
         empty_grace: Duration::from_secs_f64(config.room_grace_secs.max(0.0)),
         admission: Arc::new(MaxPeers {

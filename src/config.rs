@@ -4,6 +4,7 @@
 //! `videoroom --help` lists them. Other modules add their own settings here.
 
 use crate::phoenix::transport::{CheckOrigin, Settings};
+use crate::rtc::engine::EngineLimits;
 use crate::web::{ServeLimits, TlsMode, WebConfig};
 use clap::Parser;
 use std::net::{IpAddr, SocketAddr};
@@ -80,6 +81,62 @@ pub struct Config {
         default_value_t = Settings::DEFAULT_MAX_CHANNELS
     )]
     pub max_channels: usize,
+
+    /// Largest peer metadata (display name included) in `join`/`updatePeerMetadata`, in bytes (bigger: `peerDenied`, or an `error` media event).
+    #[arg(
+        long = "max-peer-metadata-bytes",
+        env = "MAX_PEER_METADATA_BYTES",
+        default_value_t = EngineLimits::DEFAULT_MAX_PEER_METADATA_BYTES
+    )]
+    pub max_peer_metadata_bytes: usize,
+
+    /// Largest metadata of one track, in bytes (bigger: an `error` media event).
+    #[arg(
+        long = "max-track-metadata-bytes",
+        env = "MAX_TRACK_METADATA_BYTES",
+        default_value_t = EngineLimits::DEFAULT_MAX_TRACK_METADATA_BYTES
+    )]
+    pub max_track_metadata_bytes: usize,
+
+    /// Tracks one peer may publish at once (more: an `error` media event).
+    #[arg(
+        long = "max-tracks-per-peer",
+        env = "MAX_TRACKS_PER_PEER",
+        default_value_t = EngineLimits::DEFAULT_MAX_TRACKS_PER_PEER
+    )]
+    pub max_tracks_per_peer: usize,
+
+    /// Largest SDP offer, in bytes (bigger: an `error` media event).
+    #[arg(
+        long = "max-offer-bytes",
+        env = "MAX_OFFER_BYTES",
+        default_value_t = EngineLimits::DEFAULT_MAX_OFFER_BYTES
+    )]
+    pub max_offer_bytes: usize,
+
+    /// Most m-lines in one SDP offer (more: an `error` media event).
+    #[arg(
+        long = "max-offer-m-lines",
+        env = "MAX_OFFER_M_LINES",
+        default_value_t = EngineLimits::DEFAULT_MAX_OFFER_M_LINES
+    )]
+    pub max_offer_m_lines: usize,
+
+    /// ICE candidates a peer may send per negotiation (more: an `error` media event).
+    #[arg(
+        long = "max-candidates-per-offer",
+        env = "MAX_CANDIDATES_PER_OFFER",
+        default_value_t = EngineLimits::DEFAULT_MAX_CANDIDATES_PER_OFFER
+    )]
+    pub max_candidates_per_offer: usize,
+
+    /// Longest ICE candidate string, in bytes (longer: an `error` media event).
+    #[arg(
+        long = "max-candidate-bytes",
+        env = "MAX_CANDIDATE_BYTES",
+        default_value_t = EngineLimits::DEFAULT_MAX_CANDIDATE_BYTES
+    )]
+    pub max_candidate_bytes: usize,
 
     /// LongPoll window in seconds (a session dies after 1.5 windows without a poll).
     #[arg(
@@ -326,6 +383,19 @@ impl Config {
             max_topic_bytes: self.max_topic_bytes,
             max_longpoll_sessions: self.max_longpoll_sessions,
             ..Settings::default()
+        }
+    }
+
+    /// What each room holds its peers to (metadata, tracks, offers, candidates).
+    pub fn engine_limits(&self) -> EngineLimits {
+        EngineLimits {
+            max_peer_metadata_bytes: self.max_peer_metadata_bytes,
+            max_track_metadata_bytes: self.max_track_metadata_bytes,
+            max_tracks_per_peer: self.max_tracks_per_peer,
+            max_offer_bytes: self.max_offer_bytes,
+            max_offer_m_lines: self.max_offer_m_lines,
+            max_candidates_per_offer: self.max_candidates_per_offer,
+            max_candidate_bytes: self.max_candidate_bytes,
         }
     }
 

@@ -480,3 +480,50 @@ async fn a_seven_megabyte_topic_is_refused_and_logged_in_one_short_line() {
     assert_eq!(log.lines().count(), 1, "{log}");
     assert!(log.len() < 1024, "log of {} bytes", log.len());
 }
+
+#[tokio::test]
+async fn a_display_name_over_the_metadata_setting_is_denied_and_a_short_one_in_the_same_room_is_accepted()
+ {
+    let server = Server::start(&["--max-peer-metadata-bytes", "64"]);
+    let join = |name: &str| {
+        let event = format!(
+            r#"{{"type":"join","data":{{"receiveMedia":true,"metadata":{{"displayName":"{name}"}}}}}}"#
+        );
+        let data = serde_json::to_string(&event).expect("json string");
+        format!(r#"["1","2","room:limits","mediaEvent",{{"data":{data}}}]"#)
+    };
+    let mut big = server.ws("vsn=2.0.0").await;
+    big.send(Message::text(r#"["1","1","room:limits","phx_join",{}]"#))
+        .await
+        .expect("send");
+    assert_eq!(
+        text(&mut big).await,
+        r#"["1","1","room:limits","phx_reply",{"response":{},"status":"ok"}]"#
+    );
+    big.send(Message::text(join(&"B".repeat(100))))
+        .await
+        .expect("send");
+    let denied = r#"{"type":"peerDenied","data":{"reason":"peer metadata too large"}}"#;
+    assert_eq!(
+        text(&mut big).await,
+        format!(
+            r#"["1",null,"room:limits","mediaEvent",{{"data":{}}}]"#,
+            serde_json::to_string(denied).unwrap()
+        )
+    );
+
+    let mut small = server.ws("vsn=2.0.0").await;
+    small
+        .send(Message::text(r#"["1","1","room:limits","phx_join",{}]"#))
+        .await
+        .expect("send");
+    text(&mut small).await;
+    small.send(Message::text(join("Ann"))).await.expect("send");
+    let accepted = text(&mut small).await;
+    assert!(
+        accepted.starts_with(
+            r#"["1",null,"room:limits","mediaEvent",{"data":"{\"type\":\"peerAccepted\""#
+        ),
+        "{accepted}"
+    );
+}

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
-use crate::rtc::engine::{Engine, EngineOutput, SfuBackend};
+use crate::rtc::engine::{Engine, EngineLimits, EngineOutput, SfuBackend};
 use crate::rtc::net::{Datagram, Transmit};
 use crate::rtc::sfu::{Sfu, SfuConfig, SfuEvent, SfuOutput};
 use crate::rtc::udp::{UdpMux, UdpMuxHandle, UdpRoute, candidate_addrs};
@@ -306,12 +306,22 @@ pub type RoomMedia = MediaShell<Engine<Sfu>>;
 pub struct MediaPlane {
     sfu: SfuConfig,
     udp: Option<UdpMuxHandle>,
+    limits: EngineLimits,
 }
 
 impl MediaPlane {
     /// Rooms with `sfu` settings on `udp` (`None`: signalling only, no media).
     pub fn new(sfu: SfuConfig, udp: Option<UdpMuxHandle>) -> Self {
-        MediaPlane { sfu, udp }
+        MediaPlane {
+            sfu,
+            udp,
+            limits: EngineLimits::default(),
+        }
+    }
+
+    /// The same plane whose rooms hold their peers to `limits`.
+    pub fn with_limits(self, limits: EngineLimits) -> Self {
+        MediaPlane { limits, ..self }
     }
 
     /// Starts the UDP mux on `socket` (inside a tokio runtime) and advertises its host
@@ -331,11 +341,14 @@ impl MediaPlane {
 
     /// The media of room `room_id`, starting now.
     pub fn room(&self, room_id: &str) -> RoomMedia {
+        // Each room draws its own seed here, at the I/O edge: rooms never share a sequence.
         let config = SfuConfig {
             room: room_id.into(),
+            seed: rand::random(),
             ..self.sfu.clone()
         };
-        let engine = Engine::new(room_id, Sfu::new(config, Instant::now()));
+        let sfu = Sfu::new(config, Instant::now());
+        let engine = Engine::with_limits(room_id, sfu, self.limits.clone());
         let route = self.udp.as_ref().map(|m| m.open_route(room_id));
         MediaShell::new(MediaDriver::new(format!("room={room_id}"), engine), route)
     }
