@@ -1,15 +1,15 @@
 //! Wiring: builds the routes and runs the server until shutdown.
 //!
-//! [`routes`] composes everything served over HTTP; today that is the Phoenix socket at
-//! `/socket` (WebSocket + LongPoll) with the example `echo:*` channel, then the web app
-//! (pages, static files; [`crate::web`]), over HTTPS when TLS is configured. To extend: add channel
-//! routes in [`socket_router`] (e.g. the room channel on `room:*`) and more warp filters in
-//! [`routes`] (pages, static files). [`run`] serves them on a listener until `shutdown`
-//! resolves, then drains: every socket is closed with 1012 so clients reconnect elsewhere.
+//! [`routes`] composes everything served over HTTP: the Phoenix socket at `/socket` (WebSocket +
+//! LongPoll) with the `room:*` channel ([`socket_router`]), then the web app (pages, static
+//! files; [`crate::web`]), over HTTPS when TLS is configured. [`App::run`] serves them on a
+//! listener until `shutdown` resolves, then drains: every socket is closed with 1012 so clients
+//! reconnect elsewhere, and the process exits within the drain timeout. The media plane (one UDP
+//! socket, [`crate::rtc::driver::MediaPlane`]) is made in [`room_registry`].
 
 use crate::config::Config;
+use crate::phoenix::Router;
 use crate::phoenix::transport::{Endpoint, SocketMount};
-use crate::phoenix::{EchoChannel, Router};
 use crate::room::{MaxPeers, RoomRegistry, RoomsConfig};
 use crate::rtc::driver::MediaPlane;
 use crate::rtc::sfu::SfuConfig;
@@ -24,9 +24,10 @@ use warp::reply::Response;
 /// Mount path of the Phoenix socket (`/socket/websocket`, `/socket/longpoll`).
 pub const SOCKET_PATH: &str = "/socket";
 
-/// The channel routes of the `/socket` socket: `room:*` (rooms from `rooms`) and `echo:*`.
+/// The channel routes of the `/socket` socket: `room:*` (rooms from `rooms`). The example
+/// `echo:*` channel is not on the production endpoint; tests mount it on their own.
 pub fn socket_router(rooms: RoomRegistry) -> Router {
-    crate::room::mount(Router::new().channel("echo:*", || EchoChannel), rooms)
+    crate::room::mount(Router::new(), rooms)
 }
 
 /// Why the server could not start.
@@ -130,16 +131,4 @@ pub fn room_registry(config: &Config, udp: Option<UdpSocket>) -> RoomRegistry {
         ..RoomsConfig::default()
     };
     RoomRegistry::new(rooms, media)
-}
-
-/// Builds the app from `config` and serves it on `listener` until `shutdown` resolves.
-/// `udp` is the media socket shared by every room (`None`: signalling only, no media).
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    udp: Option<UdpSocket>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
-    App::new(config, udp)?.run(listener, shutdown).await;
-    Ok(())
 }

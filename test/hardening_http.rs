@@ -527,3 +527,16 @@ async fn a_display_name_over_the_metadata_setting_is_denied_and_a_short_one_in_t
         "{accepted}"
     );
 }
+
+#[tokio::test]
+async fn the_demo_echo_channel_is_not_on_the_production_endpoint() {
+    let server = Server::start(&[]);
+    let mut ws = server.ws("vsn=2.0.0").await;
+    ws.send(Message::text(r#"["1","1","echo:x","phx_join",{}]"#))
+        .await
+        .expect("send");
+    assert_eq!(
+        text(&mut ws).await,
+        r#"[null,"1","echo:x","phx_reply",{"response":{"reason":"unmatched topic"},"status":"error"}]"#
+    );
+}
