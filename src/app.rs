@@ -10,11 +10,10 @@
 use crate::config::Config;
 use crate::phoenix::Router;
 use crate::phoenix::transport::{Endpoint, SocketMount};
-use crate::room::{MaxPeers, RoomRegistry, RoomsConfig};
+use crate::room::{RoomRegistry, RoomsConfig};
 use crate::rtc::driver::MediaPlane;
 use crate::rtc::sfu::SfuConfig;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use warp::Filter;
@@ -125,9 +124,8 @@ pub fn room_registry(config: &Config, udp: Option<UdpSocket>) -> RoomRegistry {
     .with_limits(config.engine_limits());
     let rooms = RoomsConfig {
         empty_grace: Duration::from_secs_f64(config.room_grace_secs.max(0.0)),
-        admission: Arc::new(MaxPeers {
-            max_peers: (config.max_peers_per_room > 0).then_some(config.max_peers_per_room),
-        }),
+        max_peers: config.max_peers_per_room.max(1),
+        max_rooms: config.max_rooms,
         ..RoomsConfig::default()
     };
     RoomRegistry::new(rooms, media)

@@ -4,6 +4,7 @@
 //! `videoroom --help` lists them. Other modules add their own settings here.
 
 use crate::phoenix::transport::{CheckOrigin, Settings};
+use crate::room::RoomsConfig;
 use crate::rtc::engine::EngineLimits;
 use crate::web::{ServeLimits, TlsMode, WebConfig};
 use clap::Parser;
@@ -246,13 +247,25 @@ pub struct Config {
     #[arg(long = "external-ip", env = "EXTERNAL_IP")]
     pub external_ip: Option<IpAddr>,
 
-    /// Most peers per room (0 = no limit); further joiners get `peerDenied`.
+    /// Most peers per room (at least 1); further joiners get `peerDenied`, and channel joins
+    /// beyond twice as many get `{"reason":"room is busy"}`.
     #[arg(
         long = "max-peers-per-room",
         env = "MAX_PEERS_PER_ROOM",
-        default_value_t = 0
+        default_value_t = RoomsConfig::DEFAULT_MAX_PEERS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     pub max_peers_per_room: usize,
+
+    /// Most rooms running at once; a join that would start another gets
+    /// `{"reason":"too many rooms"}`.
+    #[arg(
+        long = "max-rooms",
+        env = "MAX_ROOMS",
+        default_value_t = RoomsConfig::DEFAULT_MAX_ROOMS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub max_rooms: usize,
 
     /// Seconds an empty room waits for a new peer before it stops.
     #[arg(long = "room-grace", env = "ROOM_GRACE_SECS", default_value_t = 2.0)]
@@ -425,6 +438,13 @@ mod tests {
         let d = Config::default();
         assert_eq!(d.port, 4000);
         assert_eq!(d.max_channels, 100);
+        assert_eq!(d.max_peers_per_room, 100);
+        assert_eq!(d.max_rooms, 1000);
+        let rooms = crate::room::RoomsConfig::default();
+        assert_eq!(
+            (d.max_peers_per_room, d.max_rooms),
+            (rooms.max_peers, rooms.max_rooms)
+        );
         let settings = d.socket_settings();
         let defaults = Settings::default();
         assert_eq!(settings.idle_timeout, defaults.idle_timeout);
@@ -503,6 +523,20 @@ mod tests {
                 ),
                 more => panic!("{flag} has several defaults {more:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_room_limit_of_zero_is_rejected_rather_than_meaning_unlimited() {
+        for flag in ["--max-peers-per-room", "--max-rooms"] {
+            assert!(
+                Config::try_parse_from(["videoroom", flag, "0"]).is_err(),
+                "{flag} 0"
+            );
+            assert!(
+                Config::try_parse_from(["videoroom", flag, "1"]).is_ok(),
+                "{flag} 1"
+            );
         }
     }
 

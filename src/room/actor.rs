@@ -7,15 +7,13 @@
 //! ufrags itself). The room handles what concerns members: media events go to the peers'
 //! channels, join requests to the admission hook.
 //!
-//! Queue policies:
-//! - The inbox is bounded ([`super::RoomsConfig::inbox_capacity`]). Senders never wait: a join
-//!   that finds it full is refused (`{"reason": "failed to start room"}`), and a peer whose
-//!   `mediaEvent` finds it full is disconnected (its channel closes, the others get `peerLeft`)
-//!   because silently dropping signalling would leave that peer half-negotiated.
+//! Queue policies (the inbox's is in [`super`]: each sender is bounded by its own share, so a
+//! burst refuses only the joiners beyond it and never evicts an admitted peer):
 //! - Peer departures do not use the inbox: each peer's channel holds a `oneshot` lease whose drop
 //!   removes the peer, so a departure is never lost and happens exactly once.
 //! - Media events to a peer go through its channel's bounded mailbox without waiting; if that is
 //!   full the Phoenix layer closes the socket (the peer stopped reading), which ends the lease.
+//!   An undeliverable event is logged once per peer, not once per event.
 //! - Datagrams arrive through the UDP mux's bounded per-route queue (dropped when full).
 //!
 //! Failure isolation: every engine call runs under `catch_unwind` (in the driver). A panic marks the room
@@ -23,9 +21,10 @@
 //! registry (the next join starts a fresh one) and its task ends. Other rooms never notice.
 //! A panic in the actor's own code is caught around the whole task as a last resort.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -33,7 +32,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 
 use super::admission::Admission;
-use super::registry::{RoomRegistry, RoomsConfig};
+use super::registry::{AttachSlot, RoomRegistry, RoomsConfig};
 use super::{PeerMessage, PeerSink};
 use crate::rtc::driver::RoomMedia;
 use crate::rtc::engine::{Engine, EngineOutput};
@@ -41,7 +40,7 @@ use crate::rtc::ids::PeerId;
 use crate::rtc::media_event::MediaEventOut;
 
 /// A message to a room.
-pub enum RoomCommand {
+pub(crate) enum RoomCommand {
     /// A channel joined the room's topic as `peer`.
     Attach {
         /// The peer id the channel assigned.
@@ -50,6 +49,8 @@ pub enum RoomCommand {
         sink: Box<dyn PeerSink>,
         /// Resolves (with an error) when the channel is gone: the peer is then removed.
         lease: oneshot::Receiver<()>,
+        /// The room's attach slot this channel holds until the peer is removed.
+        slot: AttachSlot,
     },
     /// The serialized media event a peer pushed.
     MediaEvent {
@@ -57,7 +58,32 @@ pub enum RoomCommand {
         peer: PeerId,
         /// The `data` string of its `mediaEvent` push.
         data: String,
+        /// The sender's share of the inbox this event uses until handled.
+        credit: Credit,
     },
+}
+
+/// One unit of a peer's share of its room's inbox: taken when its channel queues a media event,
+/// given back (dropped) once the room has handled it.
+pub(crate) struct Credit(Arc<AtomicUsize>);
+
+impl Credit {
+    /// Takes one of `share` units from `waiting` (the peer's count of queued events), or `None`
+    /// when the peer already has `share` events waiting.
+    pub(crate) fn take(waiting: &Arc<AtomicUsize>, share: usize) -> Option<Credit> {
+        waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < share).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Credit(waiting.clone()))
+    }
+}
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for RoomCommand {
@@ -74,12 +100,15 @@ pub(crate) struct Room {
     id: String,
     instance: u64,
     registry: RoomRegistry,
-    inbox: mpsc::Receiver<RoomCommand>,
+    inbox: mpsc::UnboundedReceiver<RoomCommand>,
     media: RoomMedia,
     admission: Arc<dyn Admission>,
+    max_peers: usize,
     empty_grace: Duration,
     /// The channels attached to this room.
     peers: HashMap<PeerId, Box<dyn PeerSink>>,
+    /// Attached peers an event could not be delivered to (logged once each).
+    undeliverable: HashSet<PeerId>,
     /// Since when the room has had no peers.
     empty_since: Option<tokio::time::Instant>,
     crashed: bool,
@@ -91,7 +120,7 @@ impl Room {
         id: &str,
         instance: u64,
         registry: RoomRegistry,
-        inbox: mpsc::Receiver<RoomCommand>,
+        inbox: mpsc::UnboundedReceiver<RoomCommand>,
         config: &RoomsConfig,
         media: RoomMedia,
     ) -> Self {
@@ -102,8 +131,10 @@ impl Room {
             inbox,
             media,
             admission: config.admission.clone(),
+            max_peers: config.max_peers.max(1),
             empty_grace: config.empty_grace,
             peers: HashMap::new(),
+            undeliverable: HashSet::new(),
             empty_since: Some(tokio::time::Instant::now()),
             crashed: false,
         }
@@ -136,19 +167,21 @@ impl Room {
             let retire_at = self.empty_since.map(|t| t + grace);
             tokio::select! {
                 command = self.inbox.recv() => match command {
-                    Some(RoomCommand::Attach { peer, sink, lease }) => {
+                    Some(RoomCommand::Attach { peer, sink, lease, slot }) => {
                         log::info!("room={} peer={peer} attached", self.id);
                         self.peers.insert(peer, sink);
                         self.empty_since = None;
                         leases.push(async move {
                             // Resolves when the channel sends or drops its end.
                             let _ = lease.await;
+                            drop(slot);
                             peer
                         });
                     }
-                    Some(RoomCommand::MediaEvent { peer, data }) => {
+                    Some(RoomCommand::MediaEvent { peer, data, credit }) => {
                         if self.peers.contains_key(&peer) {
                             self.engine_call(|e| e.handle_media_event(peer, &data, Instant::now()));
+                            drop(credit);
                         } else {
                             log::warn!("room={} peer={peer} media event from a detached peer dropped", self.id);
                         }
@@ -159,6 +192,7 @@ impl Room {
                 Some(peer) = leases.next(), if !leases.is_empty() => {
                     log::info!("room={} peer={peer} detached", self.id);
                     self.peers.remove(&peer);
+                    self.undeliverable.remove(&peer);
                     self.engine_call(|e| e.remove_peer(peer));
                     if self.peers.is_empty() {
                         self.empty_since = Some(tokio::time::Instant::now());
@@ -208,9 +242,16 @@ impl Room {
         self.crashed |= self.media.driver().crashed().is_some();
     }
 
-    /// Asks the admission hook about `peer` and tells the engine.
+    /// Checks the room's peer limit, then asks the admission hook about `peer`, and tells the
+    /// engine.
     fn admit(&mut self, peer: PeerId, metadata: &serde_json::Value) {
         let members = self.media.driver().core().member_count();
+        if members >= self.max_peers {
+            log::info!("room={} peer={peer} denied: room is full", self.id);
+            let data = serde_json::json!({ "reason": "room is full" });
+            self.engine_call(|e| e.deny_peer(peer, data));
+            return;
+        }
         let admission = self.admission.clone();
         let id = self.id.clone();
         // The hook is application code: a panic in it crashes this room only.
@@ -231,12 +272,15 @@ impl Room {
         }
     }
 
-    fn deliver(&self, peer: PeerId, event: String) {
+    /// Queues `event` for `peer`; the first event a peer misses is logged, later ones are not
+    /// (a peer that is gone misses every event until its departure is handled).
+    fn deliver(&mut self, peer: PeerId, event: String) {
         match self.peers.get(&peer) {
             Some(sink) => {
-                if !sink.deliver(PeerMessage::MediaEvent(event)) {
+                if !sink.deliver(PeerMessage::MediaEvent(event)) && self.undeliverable.insert(peer)
+                {
                     log::warn!(
-                        "room={} peer={peer} media event not delivered (channel full or gone)",
+                        "room={} peer={peer} media events not delivered (channel full or gone)",
                         self.id
                     );
                 }

@@ -3,12 +3,15 @@
 //! # Lifecycle
 //! - A browser joins the Phoenix topic `room:<id>`; [`PeerChannel`] asks the [`RoomRegistry`]
 //!   for the room, starting it if needed (never two rooms for one id), assigns the peer a UUID v4
-//!   id and attaches it to the room. The join reply is `{}` (or
-//!   `{"reason": "failed to start room"}`).
+//!   id and attaches it to the room. The join reply is `{}`, or an error: `{"reason": "room is
+//!   busy"}` (the room has [`RoomsConfig::max_attached`] channels), `{"reason": "too many
+//!   rooms"}` (starting it would exceed [`RoomsConfig::max_rooms`]), `{"reason": "failed to
+//!   start room"}` (anything else).
 //! - The browser's `mediaEvent` pushes go to the room actor, which owns the room's
 //!   [`crate::rtc::engine::Engine`]; the engine's events come back as `mediaEvent` pushes.
-//! - A `join` media event asks the room's [`Admission`] hook (default [`MaxPeers`]: everyone,
-//!   up to an optional maximum → `peerDenied {"reason": "room is full"}`).
+//! - A `join` media event is refused with `peerDenied {"reason": "room is full"}` when the room
+//!   has [`RoomsConfig::max_peers`] members, else asks the room's [`Admission`] hook (default
+//!   [`MaxPeers`]: everyone, up to an optional maximum → the same `peerDenied`).
 //! - When the channel ends for any reason the peer is removed once (`peerLeft` to the others).
 //! - A room with no peer for [`RoomsConfig::empty_grace`] leaves the registry and stops.
 //!
@@ -19,6 +22,27 @@
 //! peer's lease. `room` never touches the UDP socket or the SFU itself: the driver does. Nothing is
 //! shared mutably across tasks except the registry's map (a short, never-awaited lock).
 //!
+//! # Queue policy: admission never evicts
+//! A room's inbox is one channel, bounded by its senders rather than by a shared capacity, so
+//! that nobody's burst can fill it for someone else:
+//! - Attaches: each takes one of the room's [`RoomsConfig::max_attached`] slots (members plus as
+//!   many joiners in flight), counted when queued and given back when the room has removed the
+//!   peer. No slot: the channel join is refused `{"reason": "room is busy"}` and that joiner
+//!   alone is told; nobody attached notices.
+//! - Media events: each peer may have [`RoomsConfig::peer_queue`] of its own waiting. A peer
+//!   that exceeds its share is the one flooding: it alone is disconnected (`error` media event
+//!   `room overloaded`, channel closed), since silently dropping signalling would leave it
+//!   half-negotiated. An admitted peer within its share is never refused, however many others
+//!   join at once.
+//!
+//! So the inbox holds at most `max_attached` attaches and `max_attached × peer_queue` media
+//! events; a 1,500-joiner burst gets `max_attached` channels in (each admitted or
+//! `peerDenied`) and "room is busy" for the rest.
+//!
+//! Outbound, a media event to a peer whose channel is full or gone is dropped with one log line
+//! per peer (not per event: a mass departure would otherwise log N²/2 lines); the Phoenix
+//! layer closes a socket that stops reading, which ends its lease.
+//!
 //! Every log line carries `room=<id>` and, where a peer is concerned, `peer=<id>`.
 
 mod actor;
@@ -26,7 +50,7 @@ mod admission;
 mod peer_channel;
 mod registry;
 
-pub use actor::RoomCommand;
+pub(crate) use actor::{Credit, RoomCommand};
 pub use admission::{Admission, MaxPeers};
 pub use peer_channel::{PeerChannel, TOPIC_PREFIX};
 pub use registry::{RoomHandle, RoomRegistry, RoomsConfig};
@@ -61,9 +85,15 @@ impl PeerSink for tokio::sync::mpsc::Sender<PeerMessage> {
 /// Why a peer could not reach its room.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RoomError {
-    /// The room's inbox is full.
-    #[error("room inbox full")]
+    /// The peer has its whole share of the room's inbox waiting (it floods its room).
+    #[error("peer's share of the room inbox used up")]
     Overloaded,
+    /// The room has [`RoomsConfig::max_attached`] channels already.
+    #[error("room is busy")]
+    Busy,
+    /// The server runs [`RoomsConfig::max_rooms`] rooms already.
+    #[error("too many rooms")]
+    TooManyRooms,
     /// The room task has stopped.
     #[error("room stopped")]
     Stopped,

@@ -1,17 +1,22 @@
 //! `PeerChannel`: the Phoenix channel for `room:<id>` topics (the demo's `VideoRoomWeb.PeerChannel`).
 //!
 //! - join: find or start the room, assign a UUID v4 peer id, attach to the room, reply ok `{}`;
-//!   if the room cannot be reached or started: error `{"reason": "failed to start room"}`.
-//! - `mediaEvent {"data": "<string>"}` from the client → the room (no reply, like the demo).
+//!   refused: error `{"reason": "room is busy"}`, `{"reason": "too many rooms"}`, or (the room
+//!   cannot be reached or started) `{"reason": "failed to start room"}`; one log line each.
+//! - `mediaEvent {"data": "<string>"}` from the client → the room (no reply, like the demo),
+//!   within the peer's share of the room's inbox ([`super::RoomsConfig::peer_queue`]).
 //! - media events from the room → `mediaEvent {"data": "<string>"}` pushes.
 //! - the channel's end (leave, socket closed, duplicate join, crash) drops the lease, which
 //!   removes the peer from the room exactly once.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::registry::{RoomHandle, RoomRegistry};
-use super::{PeerMessage, PeerSink, RoomCommand, RoomError};
+use super::{Credit, PeerMessage, PeerSink, RoomCommand, RoomError};
 use crate::phoenix::{
     Channel, ChannelContext, ChannelSender, Flow, HandleIn, Payload, StopReason, TerminateReason,
 };
@@ -31,6 +36,8 @@ struct Joined {
     peer: PeerId,
     /// Dropping this removes the peer from the room.
     lease: Option<oneshot::Sender<()>>,
+    /// This peer's media events waiting in the room's inbox.
+    waiting: Arc<AtomicUsize>,
 }
 
 /// The `room:*` channel (one instance per joined topic per socket).
@@ -69,12 +76,20 @@ impl Channel for PeerChannel {
                     room,
                     peer,
                     lease: Some(lease),
+                    waiting: Arc::new(AtomicUsize::new(0)),
                 });
                 Ok(json!({}))
             }
             Err(e) => {
                 log::warn!("room={room_id} peer={peer} join refused: {e}");
-                Err(json!({ "reason": "failed to start room" }))
+                let reason = match e {
+                    RoomError::Busy => "room is busy",
+                    RoomError::TooManyRooms => "too many rooms",
+                    RoomError::Overloaded | RoomError::Stopped | RoomError::NoRuntime => {
+                        "failed to start room"
+                    }
+                };
+                Err(json!({ "reason": reason }))
             }
         }
     }
@@ -101,17 +116,24 @@ impl Channel for PeerChannel {
             log::warn!("room={room_id} peer={peer} mediaEvent without a string \"data\" dropped");
             return HandleIn::NoReply;
         };
-        let command = RoomCommand::MediaEvent {
-            peer,
-            data: data.to_owned(),
+        let sent = match Credit::take(&joined.waiting, self.registry.peer_queue()) {
+            Some(credit) => joined.room.send(RoomCommand::MediaEvent {
+                peer,
+                data: data.to_owned(),
+                credit,
+            }),
+            None => Err(RoomError::Overloaded),
         };
-        match joined.room.try_send(command) {
+        match sent {
             Ok(()) => HandleIn::NoReply,
             Err(e) => {
                 log::warn!("room={room_id} peer={peer} disconnected: {e}");
                 let reason = match e {
                     RoomError::Overloaded => "room overloaded",
-                    _ => "room closed",
+                    RoomError::Busy
+                    | RoomError::TooManyRooms
+                    | RoomError::Stopped
+                    | RoomError::NoRuntime => "room closed",
                 };
                 ctx.push(
                     "mediaEvent",

@@ -11,7 +11,7 @@
 //!   room sees the `Attach` and stays, or the join finds no entry and starts a fresh room.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -28,17 +28,49 @@ use crate::rtc::ids::PeerId;
 pub struct RoomsConfig {
     /// How long an empty room waits for a new peer before it stops.
     pub empty_grace: Duration,
-    /// Capacity of a room's command inbox (see [`super::actor`] for the full-queue policy).
-    pub inbox_capacity: usize,
-    /// Who may join.
+    /// The most members a room may have (at least 1); the next `join` media event gets
+    /// `peerDenied {"reason": "room is full"}`. A room also accepts at most twice as many
+    /// channels (members plus joiners not yet admitted or denied); further channel joins get
+    /// `{"reason": "room is busy"}` (see [`super`] for the queue policy).
+    pub max_peers: usize,
+    /// The most rooms running at once; a join that would start another gets
+    /// `{"reason": "too many rooms"}`.
+    pub max_rooms: usize,
+    /// Media events one peer may have waiting in its room's inbox; the peer that exceeds its own
+    /// share is disconnected (`error` media event `room overloaded`), nobody else.
+    pub peer_queue: usize,
+    /// Who may join (asked after the `max_peers` check).
     pub admission: Arc<dyn Admission>,
+}
+
+impl RoomsConfig {
+    /// Default [`RoomsConfig::max_peers`]. The SFU forwards every member's tracks to every other
+    /// member, so a room of N peers sends N×(N−1) streams: at 100 peers that is 9,900 video
+    /// streams, about 10 Gbit/s at 1 Mbit/s each, already more than one server's uplink, and the
+    /// client's tile grid is unusable long before. 100 keeps one room from eating the server
+    /// while no real meeting of this app comes near it.
+    pub const DEFAULT_MAX_PEERS: usize = 100;
+    /// Default [`RoomsConfig::max_rooms`]: with the default room size that is already far more
+    /// media than one machine forwards; it bounds the tasks and memory a stranger can start
+    /// by joining made-up room names.
+    pub const DEFAULT_MAX_ROOMS: usize = 1000;
+    /// Default [`RoomsConfig::peer_queue`]: a join, an SDP offer and a few dozen ICE candidates
+    /// are well under it, so only a peer flooding its room reaches it.
+    pub const DEFAULT_PEER_QUEUE: usize = 256;
+
+    /// The most channels attached to one room at once: members plus as many waiting joiners.
+    pub fn max_attached(&self) -> usize {
+        self.max_peers.max(1).saturating_mul(2)
+    }
 }
 
 impl Default for RoomsConfig {
     fn default() -> Self {
         RoomsConfig {
             empty_grace: Duration::from_secs(2),
-            inbox_capacity: 1024,
+            max_peers: Self::DEFAULT_MAX_PEERS,
+            max_rooms: Self::DEFAULT_MAX_ROOMS,
+            peer_queue: Self::DEFAULT_PEER_QUEUE,
             admission: Arc::new(MaxPeers::default()),
         }
     }
@@ -48,7 +80,9 @@ impl std::fmt::Debug for RoomsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RoomsConfig")
             .field("empty_grace", &self.empty_grace)
-            .field("inbox_capacity", &self.inbox_capacity)
+            .field("max_peers", &self.max_peers)
+            .field("max_rooms", &self.max_rooms)
+            .field("peer_queue", &self.peer_queue)
             .finish_non_exhaustive()
     }
 }
@@ -58,7 +92,11 @@ impl std::fmt::Debug for RoomsConfig {
 pub struct RoomHandle {
     /// The room id.
     pub(crate) room: Arc<str>,
-    pub(crate) tx: mpsc::Sender<RoomCommand>,
+    /// Unbounded as a channel, bounded by its senders: see [`super`]'s queue policy.
+    pub(crate) tx: mpsc::UnboundedSender<RoomCommand>,
+    /// Channels attached to the room (counted here when queued, given back by the room when the
+    /// peer is gone), at most [`RoomsConfig::max_attached`].
+    pub(crate) attached: Arc<AtomicUsize>,
 }
 
 impl RoomHandle {
@@ -67,12 +105,30 @@ impl RoomHandle {
         &self.room
     }
 
-    /// Queues a command without waiting; fails when the inbox is full or the room stopped.
-    pub(crate) fn try_send(&self, cmd: RoomCommand) -> Result<(), RoomError> {
-        self.tx.try_send(cmd).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => RoomError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => RoomError::Stopped,
-        })
+    /// Queues a command without waiting (its sender has checked its share of the inbox);
+    /// fails when the room stopped.
+    pub(crate) fn send(&self, cmd: RoomCommand) -> Result<(), RoomError> {
+        self.tx.send(cmd).map_err(|_| RoomError::Stopped)
+    }
+
+    /// Takes one attach slot of `max`, or `None` when the room has `max` channels.
+    fn reserve_attach(&self, max: usize) -> Option<AttachSlot> {
+        self.attached
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| AttachSlot(self.attached.clone()))
+    }
+}
+
+/// One of a room's attach slots: given back when dropped, i.e. when the room has removed the
+/// peer (or the attach never reached the room).
+pub(crate) struct AttachSlot(Arc<AtomicUsize>);
+
+impl Drop for AttachSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -134,26 +190,64 @@ impl RoomRegistry {
         lease: oneshot::Receiver<()>,
     ) -> Result<RoomHandle, RoomError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| RoomError::NoRuntime)?;
+        let max_attached = self.inner.config.max_attached();
         let mut rooms = self.lock();
-        let mut command = RoomCommand::Attach { peer, sink, lease };
         if let Some(entry) = rooms.get(room_id) {
-            match entry.handle.tx.try_send(command) {
+            let slot = entry
+                .handle
+                .reserve_attach(max_attached)
+                .ok_or(RoomError::Busy)?;
+            let command = RoomCommand::Attach {
+                peer,
+                sink,
+                lease,
+                slot,
+            };
+            match entry.handle.tx.send(command) {
                 Ok(()) => return Ok(entry.handle.clone()),
-                Err(mpsc::error::TrySendError::Full(_)) => return Err(RoomError::Overloaded),
                 // The room stopped (it crashed and has not removed itself yet): replace it.
-                Err(mpsc::error::TrySendError::Closed(c)) => {
+                Err(mpsc::error::SendError(command)) => {
                     rooms.remove(room_id);
-                    command = c;
+                    let RoomCommand::Attach {
+                        peer, sink, lease, ..
+                    } = command
+                    else {
+                        return Err(RoomError::Stopped);
+                    };
+                    return self.start_room(&runtime, &mut rooms, room_id, (peer, sink, lease));
                 }
             }
         }
+        if rooms.len() >= self.inner.config.max_rooms {
+            return Err(RoomError::TooManyRooms);
+        }
+        self.start_room(&runtime, &mut rooms, room_id, (peer, sink, lease))
+    }
+
+    /// Starts room `room_id` with `peer` as its first channel (the registry lock is held).
+    fn start_room(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        rooms: &mut HashMap<String, Entry>,
+        room_id: &str,
+        (peer, sink, lease): (PeerId, Box<dyn PeerSink>, oneshot::Receiver<()>),
+    ) -> Result<RoomHandle, RoomError> {
         let instance = self.inner.next_instance.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.inner.config.inbox_capacity.max(1));
+        let (tx, rx) = mpsc::unbounded_channel();
         let handle = RoomHandle {
             room: Arc::from(room_id),
             tx,
+            attached: Arc::new(AtomicUsize::new(0)),
         };
-        handle.try_send(command)?;
+        let slot = handle
+            .reserve_attach(self.inner.config.max_attached())
+            .ok_or(RoomError::Busy)?;
+        handle.send(RoomCommand::Attach {
+            peer,
+            sink,
+            lease,
+            slot,
+        })?;
         let media = self.inner.media.room(room_id);
         let room = Room::new(
             room_id,
@@ -181,7 +275,7 @@ impl RoomRegistry {
         &self,
         room_id: &str,
         instance: u64,
-        inbox: &mpsc::Receiver<RoomCommand>,
+        inbox: &mpsc::UnboundedReceiver<RoomCommand>,
     ) -> bool {
         let mut rooms = self.lock();
         if !inbox.is_empty() {
@@ -199,6 +293,11 @@ impl RoomRegistry {
         if rooms.get(room_id).is_some_and(|e| e.instance == instance) {
             rooms.remove(room_id);
         }
+    }
+
+    /// How many media events one peer may have waiting in its room's inbox.
+    pub(crate) fn peer_queue(&self) -> usize {
+        self.inner.config.peer_queue.max(1)
     }
 
     /// The number of running rooms.
@@ -229,25 +328,49 @@ mod tests {
         (Box::new(tx), rx)
     }
 
+    /// What keeps one attached test peer attached: its lease and its mailbox.
+    type Kept = (oneshot::Sender<()>, mpsc::Receiver<PeerMessage>);
+
+    /// Attaches a fresh peer to `room`.
+    fn attach_peer(registry: &RoomRegistry, room: &str) -> Result<Kept, RoomError> {
+        let (sink, rx) = peer_sink();
+        let (lease, lease_rx) = oneshot::channel();
+        registry.attach(room, PeerId::new_v4(), sink, lease_rx)?;
+        Ok((lease, rx))
+    }
+
     // A current-thread runtime does not run the spawned room until the test yields, so the
-    // room's inbox state is deterministic here.
+    // room's attach count is deterministic here.
     #[tokio::test(flavor = "current_thread")]
-    async fn a_full_room_inbox_refuses_the_join_instead_of_waiting() {
+    async fn a_room_with_twice_its_peer_limit_in_channels_refuses_the_next_join_as_busy() {
         let config = RoomsConfig {
-            inbox_capacity: 1,
+            max_peers: 1,
             ..RoomsConfig::default()
         };
         let registry = RoomRegistry::new(config, MediaPlane::default());
-        let (sink, _rx1) = peer_sink();
-        let (_lease1, lease_rx) = oneshot::channel();
-        registry
-            .attach("r", PeerId::new_v4(), sink, lease_rx)
-            .expect("first join starts the room");
-        let (sink, _rx2) = peer_sink();
-        let (_lease2, lease_rx) = oneshot::channel();
-        let second = registry.attach("r", PeerId::new_v4(), sink, lease_rx);
-        assert_eq!(second.unwrap_err(), RoomError::Overloaded);
+        let _kept: Vec<Kept> = (0..2)
+            .map(|_| attach_peer(&registry, "r").expect("within twice the peer limit"))
+            .collect();
+        assert_eq!(attach_peer(&registry, "r").unwrap_err(), RoomError::Busy);
         assert_eq!(registry.room_count(), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_join_that_would_start_a_room_beyond_the_limit_is_refused() {
+        let config = RoomsConfig {
+            max_rooms: 2,
+            ..RoomsConfig::default()
+        };
+        let registry = RoomRegistry::new(config, MediaPlane::default());
+        let _kept: Vec<Kept> = ["a", "b", "a"]
+            .into_iter()
+            .map(|room| attach_peer(&registry, room).expect("two rooms, and joins to them"))
+            .collect();
+        assert_eq!(
+            attach_peer(&registry, "c").unwrap_err(),
+            RoomError::TooManyRooms
+        );
+        assert_eq!(registry.room_ids(), ["a", "b"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

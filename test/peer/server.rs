@@ -33,7 +33,8 @@ impl TestServer {
         let mut config = Config {
             bind: [127, 0, 0, 1].into(),
             port: 0,
-            max_peers_per_room: max_peers.unwrap_or(0),
+            max_peers_per_room: max_peers
+                .unwrap_or(videoroom::room::RoomsConfig::DEFAULT_MAX_PEERS),
             // Short, so "the room is gone" is observable quickly; still a real grace period.
             room_grace_secs: 0.5,
             ..Config::default()

@@ -44,11 +44,11 @@ pub async fn start(config: RoomsConfig) -> Server {
     Server { addr, registry }
 }
 
-/// Room settings for tests: short grace.
+/// Room settings for tests: short grace, and `max_peers` (else the default).
 pub fn rooms_config(grace: Duration, max_peers: Option<usize>) -> RoomsConfig {
     RoomsConfig {
         empty_grace: grace,
-        admission: std::sync::Arc::new(videoroom::room::MaxPeers { max_peers }),
+        max_peers: max_peers.unwrap_or(RoomsConfig::DEFAULT_MAX_PEERS),
         ..RoomsConfig::default()
     }
 }

@@ -1,0 +1,222 @@
+//! Room limits over a real WebSocket against the real `room:*` channel and registry: a burst of
+//! joiners is admitted or refused and never evicts anyone admitted; the peers-per-room and
+//! rooms-per-server refusals with their exact replies; a mass departure logs linearly.
+//!
+//! The log lines are counted by a logger this binary installs before any server starts; lines are
+//! told apart by their `room=<id>` field, so tests running side by side do not mix.
+
+mod room_common;
+
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use room_common::{Client, eventually, start};
+use serde_json::{Value, json};
+use videoroom::room::RoomsConfig;
+
+/// Every log line at info or above, as written.
+struct CountingLogger {
+    lines: Mutex<Vec<String>>,
+}
+
+impl log::Log for CountingLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Info
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            let line = record.args().to_string();
+            self.lines.lock().unwrap().push(line);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn logger() -> &'static CountingLogger {
+    static LOGGER: OnceLock<&'static CountingLogger> = OnceLock::new();
+    LOGGER.get_or_init(|| {
+        let logger: &'static CountingLogger = Box::leak(Box::new(CountingLogger {
+            lines: Mutex::new(Vec::new()),
+        }));
+        log::set_logger(logger).expect("this binary installs the only logger");
+        log::set_max_level(log::LevelFilter::Info);
+        logger
+    })
+}
+
+/// The log lines so far about room `room` that contain `needle`.
+fn lines_about(room: &str, needle: &str) -> Vec<String> {
+    let tag = format!("room={room} ");
+    logger()
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with(&tag) && l.contains(needle))
+        .cloned()
+        .collect()
+}
+
+fn config(max_peers: usize, max_rooms: usize) -> RoomsConfig {
+    RoomsConfig {
+        empty_grace: Duration::from_millis(300),
+        max_peers,
+        max_rooms,
+        ..RoomsConfig::default()
+    }
+}
+
+fn join_event(name: &str) -> Value {
+    json!({"type":"join","data":{"receiveMedia":true,"metadata":{"displayName":name}}})
+}
+
+/// How one joiner of a burst ended up.
+enum Outcome {
+    Admitted(Client),
+    Denied(Client, Value),
+    Refused(Value),
+}
+
+async fn join_and_wait(addr: std::net::SocketAddr, room: &str, name: String) -> Outcome {
+    let (mut c, reply) = Client::join(addr, &format!("room:{room}")).await;
+    if reply["status"] != "ok" {
+        return Outcome::Refused(reply);
+    }
+    c.media(join_event(&name)).await;
+    let first = c
+        .next_media(Duration::from_secs(30))
+        .await
+        .expect("an attached joiner hears peerAccepted or peerDenied");
+    match first["type"].as_str() {
+        Some("peerAccepted") => Outcome::Admitted(c),
+        Some("peerDenied") => Outcome::Denied(c, first["data"].clone()),
+        _ => panic!("unexpected first media event {first}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_300_joiners_is_admitted_or_refused_and_never_evicts_an_admitted_peer() {
+    logger();
+    let server = start(config(100, 10)).await;
+    let joins: Vec<_> = (0..300)
+        .map(|i| tokio::spawn(join_and_wait(server.addr, "burst", format!("p{i}"))))
+        .collect();
+    let (mut admitted, mut denied, mut refused) = (Vec::new(), Vec::new(), Vec::new());
+    for j in joins {
+        match j.await.unwrap() {
+            Outcome::Admitted(c) => admitted.push(c),
+            Outcome::Denied(c, data) => denied.push((c, data)),
+            Outcome::Refused(reply) => refused.push(reply),
+        }
+    }
+    // 100 members, as many channels waiting (here: denied), the rest refused at the channel.
+    assert_eq!(admitted.len(), 100);
+    assert_eq!(denied.len(), 100);
+    assert_eq!(refused.len(), 100);
+    for (_, data) in &denied {
+        assert_eq!(data, &json!({"reason":"room is full"}));
+    }
+    for reply in &refused {
+        assert_eq!(
+            reply,
+            &json!({"status":"error","response":{"reason":"room is busy"}})
+        );
+    }
+    // Every admitted peer heard only of arrivals (no peerLeft, no error, no close) ...
+    let drains = admitted.iter_mut().map(|c| async move {
+        while let Some(ev) = c.next_media(Duration::from_millis(300)).await {
+            assert_eq!(ev["type"], "peerJoined", "an admitted peer got {ev}");
+        }
+    });
+    futures_util::future::join_all(drains).await;
+    // ... and its channel is still open: its leave is answered.
+    for c in &mut admitted {
+        c.leave().await;
+    }
+    assert!(lines_about("burst", "overloaded").is_empty());
+    assert!(lines_about("burst", "disconnected").is_empty());
+}
+
+#[tokio::test]
+async fn the_joiner_beyond_the_peer_limit_is_denied_and_beyond_twice_it_is_refused_as_busy() {
+    logger();
+    let server = start(config(2, 10)).await;
+    let (_a, _) = Client::join_room(server.addr, "small", "A").await;
+    let (_b, _) = Client::join_room(server.addr, "small", "B").await;
+    let (mut c, reply) = Client::join(server.addr, "room:small").await;
+    assert_eq!(reply, json!({"status":"ok","response":{}}));
+    c.media(join_event("C")).await;
+    assert_eq!(
+        c.expect_media("peerDenied").await,
+        json!({"reason":"room is full"})
+    );
+    let (_d, reply) = Client::join(server.addr, "room:small").await;
+    assert_eq!(reply, json!({"status":"ok","response":{}}));
+    let (_e, reply) = Client::join(server.addr, "room:small").await;
+    assert_eq!(
+        reply,
+        json!({"status":"error","response":{"reason":"room is busy"}})
+    );
+    assert_eq!(lines_about("small", "join refused: room is busy").len(), 1);
+}
+
+#[tokio::test]
+async fn a_join_that_would_start_one_room_too_many_gets_too_many_rooms_and_one_log_line() {
+    logger();
+    let server = start(config(10, 2)).await;
+    let (_a, _) = Client::join_room(server.addr, "first", "A").await;
+    let (_b, _) = Client::join_room(server.addr, "second", "B").await;
+    let (_c, reply) = Client::join(server.addr, "room:third").await;
+    assert_eq!(
+        reply,
+        json!({"status":"error","response":{"reason":"too many rooms"}})
+    );
+    assert_eq!(lines_about("third", "").len(), 1);
+    assert_eq!(
+        lines_about("third", "join refused: too many rooms").len(),
+        1
+    );
+    // A running room still takes joiners.
+    let (_d, reply) = Client::join(server.addr, "room:first").await;
+    assert_eq!(reply, json!({"status":"ok","response":{}}));
+    assert_eq!(server.registry.room_ids(), ["first", "second"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_peers_vanishing_at_once_log_a_linear_number_of_lines() {
+    logger();
+    const N: usize = 60;
+    let server = start(config(N, 10)).await;
+    let mut peers = Vec::new();
+    for i in 0..N {
+        let (c, _) = Client::join_room(server.addr, "depart", &format!("p{i}")).await;
+        peers.push(c);
+    }
+    // Every peer has heard of everyone, so each departure is broadcast to all who remain.
+    let drains = peers
+        .iter_mut()
+        .map(|c| async move { while c.next_media(Duration::from_millis(200)).await.is_some() {} });
+    futures_util::future::join_all(drains).await;
+    let before = lines_about("depart", "").len();
+    for c in peers {
+        c.vanish();
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || !server
+            .registry
+            .contains("depart"))
+        .await,
+        "the room stops after its last peer and the grace period"
+    );
+    let during = lines_about("depart", "").len() - before;
+    let not_delivered = lines_about("depart", "not delivered").len();
+    assert!(
+        not_delivered <= N,
+        "{not_delivered} 'not delivered' lines for {N} peers"
+    );
+    // A handful of lines per peer (channel ended, detached, perhaps not delivered) and the stop,
+    // where one line per undeliverable event would be N²/2 = 1800.
+    assert!(during <= 5 * N, "{during} lines for {N} departures");
+}
