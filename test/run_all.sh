@@ -3,7 +3,8 @@
 # installs the browsers, the npm packages and the Rust dependencies it needs, then runs
 #   1. formatting and lint checks (cargo fmt, cargo clippy -D warnings),
 #   2. the stale-bundle check of the web client (the committed priv/static build must match assets/),
-#   3. every Rust test (unit, integration, doc) with cargo-nextest (cargo test for doc tests),
+#   3. every Rust test (unit, integration, doc) with cargo-nextest (cargo test for doc tests), and
+#      the abuse suite (attacks against the real binary, test/support/abuse.rs),
 #   4. the Node tests (real phoenix npm clients) and the browser tests (Chromium and Firefox ESR).
 # Artifacts (screenshots, logs) go to $ARTIFACTS_DIR (default: test-artifacts/ at the repo root).
 set -euo pipefail
@@ -54,6 +55,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then cargo install cargo-nextest -
 # two of them side by side can starve each other into a lost packet. One retry absorbs a rare
 # load-induced loss; nextest still reports such a test as FLAKY in its summary.
 cargo nextest run --no-fail-fast --test-threads 1 --retries 1
+
+step "abuse suite: issue 8's attacks against the real binary, with a canary peer (test/support/abuse.rs)"
+cargo run --quiet --example abuse
 
 step "Rust doc tests"
 cargo test --doc --quiet
