@@ -44,6 +44,8 @@ struct Joined {
 pub struct PeerChannel {
     registry: RoomRegistry,
     joined: Option<Joined>,
+    /// An unknown event was logged already: a flood writes one line, not one per frame.
+    unknown_logged: bool,
 }
 
 impl PeerChannel {
@@ -52,6 +54,7 @@ impl PeerChannel {
         PeerChannel {
             registry,
             joined: None,
+            unknown_logged: false,
         }
     }
 }
@@ -105,7 +108,12 @@ impl Channel for PeerChannel {
         };
         let (room_id, peer) = (joined.room.room_id().to_owned(), joined.peer);
         if event != "mediaEvent" {
-            log::warn!("room={room_id} peer={peer} ignoring unknown event {event:?}");
+            if !std::mem::replace(&mut self.unknown_logged, true) {
+                log::warn!(
+                    "room={room_id} peer={peer} ignoring unknown event {} (further ones are not logged)",
+                    crate::phoenix::socket::Clip(event)
+                );
+            }
             return HandleIn::NoReply;
         }
         let Some(data) = payload
