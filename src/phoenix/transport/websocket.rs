@@ -187,39 +187,32 @@ fn handshake(endpoint: &Endpoint, mount: &Arc<SocketMount>, req: UpgradeRequest)
 /// Phoenix's checks in order: method 400, origin 403, auth token / subprotocol 403, query 400,
 /// vsn and connect 403/custom, not an upgrade 400. `Err` is the refusal to send.
 fn check(mount: &SocketMount, req: UpgradeRequest) -> Result<Accepted, (StatusCode, String)> {
-    let UpgradeRequest {
-        path,
-        vars,
-        method,
-        headers,
-        query,
-        peer,
-        ws,
-    } = req;
-    if method != Method::GET {
-        log::info!("websocket {path}: refusing {method} (400)");
+    let path = &req.path;
+    let headers = &req.headers;
+    if req.method != Method::GET {
+        log::info!("websocket {path}: refusing {} (400)", req.method);
         return Err((StatusCode::BAD_REQUEST, String::new()));
     }
-    let origin = header(&headers, "origin");
+    let origin = header(headers, "origin");
     if !mount
         .settings
         .check_origin
-        .allows(origin.as_deref(), header(&headers, "host").as_deref())
+        .allows(origin.as_deref(), header(headers, "host").as_deref())
     {
         log::warn!("websocket {path}: origin {origin:?} not allowed (403)");
         return Err((StatusCode::FORBIDDEN, String::new()));
     }
-    let mut info = connect_info("websocket", &headers, &path, &query, peer);
-    let (protocol, token) = negotiate_protocols(mount, &headers).map_err(|e| {
+    let mut info = connect_info("websocket", headers, path, &req.query, req.peer);
+    let (protocol, token) = negotiate_protocols(mount, headers).map_err(|e| {
         log::warn!("websocket {path}: {e} (403)");
         (StatusCode::FORBIDDEN, String::new())
     })?;
     info.auth_token = token;
-    let mut params = super::params::parse_query(&query).map_err(|e| {
+    let mut params = super::params::parse_query(&req.query).map_err(|e| {
         log::warn!("websocket {path}: refusing {e} (400)");
         (StatusCode::BAD_REQUEST, String::new())
     })?;
-    let admitted = admit(mount, &mut params, vars, &info).map_err(|refusal| match refusal {
+    let admitted = admit(mount, &mut params, req.vars, &info).map_err(|refusal| match refusal {
         Refusal::Forbidden(why) => {
             log::warn!("websocket {path}: {why} (403)");
             (StatusCode::FORBIDDEN, String::new())
@@ -232,7 +225,7 @@ fn check(mount: &SocketMount, req: UpgradeRequest) -> Result<Accepted, (StatusCo
             )
         }
     })?;
-    let (Some(on_upgrade), Some(key)) = (ws, upgrade_key(&headers)) else {
+    let (Some(on_upgrade), Some(key)) = (req.ws, upgrade_key(headers)) else {
         log::info!("websocket {path}: not a valid upgrade request (400)");
         return Err((
             StatusCode::BAD_REQUEST,
