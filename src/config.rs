@@ -3,6 +3,7 @@
 //! Every setting is a flag and an environment variable (`--port` / `SERVER_PORT`, …);
 //! `videoroom --help` lists them. Other modules add their own settings here.
 
+use crate::phoenix::transport::params::QueryLimits;
 use crate::phoenix::transport::{CheckOrigin, Settings};
 use crate::room::RoomsConfig;
 use crate::rtc::engine::EngineLimits;
@@ -14,6 +15,18 @@ use std::time::Duration;
 
 /// The media UDP port when neither `--udp-port` nor `--port-range` is given.
 pub const DEFAULT_UDP_PORT: u16 = 50000;
+
+/// Deepest `--max-query-depth` accepted: the parser never recurses, but each level costs a
+/// map, so an operator cannot raise the bound to "unlimited" by mistake.
+const MAX_QUERY_DEPTH_SETTING: usize = 1024;
+
+/// Parses `--max-query-depth`: 1 to [`MAX_QUERY_DEPTH_SETTING`].
+fn parse_query_depth(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(depth @ 1..=MAX_QUERY_DEPTH_SETTING) => Ok(depth),
+        _ => Err(format!("expected 1 to {MAX_QUERY_DEPTH_SETTING}")),
+    }
+}
 
 /// Parses the Elixir demo's `PORT_RANGE` value, `FIRST-LAST` (e.g. `50000-59999`).
 fn parse_port_range(value: &str) -> Result<(u16, u16), String> {
@@ -191,6 +204,32 @@ pub struct Config {
         default_value_t = Settings::DEFAULT_MAX_LONGPOLL_SESSIONS
     )]
     pub max_longpoll_sessions: usize,
+
+    /// Longest connect query string (`/socket/websocket?…`, `/socket/longpoll?…`) in bytes
+    /// (longer: 400).
+    #[arg(
+        long = "max-query-bytes",
+        env = "MAX_QUERY_BYTES",
+        default_value_t = QueryLimits::DEFAULT_MAX_BYTES
+    )]
+    pub max_query_bytes: usize,
+
+    /// Most `key=value` pairs in a connect query string (more: 400).
+    #[arg(
+        long = "max-query-params",
+        env = "MAX_QUERY_PARAMS",
+        default_value_t = QueryLimits::DEFAULT_MAX_PAIRS
+    )]
+    pub max_query_params: usize,
+
+    /// Deepest nesting of one connect query key, `a[b][c]` being 3 (deeper: 400).
+    #[arg(
+        long = "max-query-depth",
+        env = "MAX_QUERY_DEPTH",
+        default_value_t = QueryLimits::DEFAULT_MAX_DEPTH,
+        value_parser = parse_query_depth
+    )]
+    pub max_query_depth: usize,
 
     /// Most open TCP connections, WebSockets included (more are closed at once).
     #[arg(
@@ -395,6 +434,11 @@ impl Config {
             max_messages_per_sec: self.max_messages_per_sec,
             max_topic_bytes: self.max_topic_bytes,
             max_longpoll_sessions: self.max_longpoll_sessions,
+            query: QueryLimits {
+                max_bytes: self.max_query_bytes,
+                max_pairs: self.max_query_params,
+                max_depth: self.max_query_depth,
+            },
             ..Settings::default()
         }
     }
@@ -452,6 +496,7 @@ mod tests {
         assert_eq!(settings.outbound_bytes, defaults.outbound_bytes);
         assert_eq!(settings.max_messages_per_sec, defaults.max_messages_per_sec);
         assert_eq!(settings.max_topic_bytes, defaults.max_topic_bytes);
+        assert_eq!(settings.query, defaults.query);
         assert_eq!(settings.longpoll_window, defaults.longpoll_window);
         let limits = d.serve_limits();
         let serve_defaults = crate::web::ServeLimits::default();

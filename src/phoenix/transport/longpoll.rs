@@ -178,7 +178,7 @@ impl Request {
             );
             return json_response(json!({"status": 403}));
         }
-        let params = match super::params::parse_query(&self.query) {
+        let params = match super::params::parse_query(&self.query, &self.mount.settings.query) {
             Ok(params) => params,
             Err(e) => {
                 log::warn!("longpoll {}: refusing {e} (400)", self.path);

@@ -132,6 +132,8 @@ pub struct Settings {
     pub max_topic_bytes: usize,
     /// Most LongPoll sessions open at once per mount (more: `{"status":403}`).
     pub max_longpoll_sessions: usize,
+    /// Bounds of the connect query string (over them: 400).
+    pub query: params::QueryLimits,
 }
 
 impl Settings {
@@ -175,6 +177,7 @@ impl Default for Settings {
             max_messages_per_sec: Self::DEFAULT_MAX_MESSAGES_PER_SEC,
             max_topic_bytes: Self::DEFAULT_MAX_TOPIC_BYTES,
             max_longpoll_sessions: Self::DEFAULT_MAX_LONGPOLL_SESSIONS,
+            query: params::QueryLimits::default(),
         }
     }
 }

@@ -4,31 +4,61 @@
 //! `+` is a space and `%XX` is decoded. Every value is a string. Later keys win on conflict.
 //!
 //! The query comes from a stranger, so the parser is bounded: it walks the nesting with a loop
-//! (never one recursion per `[..]`), and refuses a query longer than [`MAX_QUERY_BYTES`], with
-//! more than [`MAX_PAIRS`] pairs or nested deeper than [`MAX_DEPTH`] (the transports answer 400).
+//! (never one recursion per `[..]`), and refuses a query over its [`QueryLimits`] (longer than
+//! `max_bytes`, with more than `max_pairs` pairs or nested deeper than `max_depth`); the
+//! transports answer 400.
 
 use serde_json::{Map, Value};
 
-/// Longest accepted query string in bytes (Cowboy's request-line limit is 8 KB; we allow more
-/// for a long auth token).
-pub const MAX_QUERY_BYTES: usize = 16 * 1024;
-/// Most `key=value` pairs in one query (Plug counts them too).
-pub const MAX_PAIRS: usize = 256;
-/// Deepest nesting of one key (`a[b][c]` is 3).
-pub const MAX_DEPTH: usize = 32;
+/// The bounds a connect query string must stay within (settings `--max-query-*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Longest accepted query string in bytes.
+    pub max_bytes: usize,
+    /// Most `key=value` pairs in one query.
+    pub max_pairs: usize,
+    /// Deepest nesting of one key (`a[b][c]` is 3).
+    pub max_depth: usize,
+}
+
+impl QueryLimits {
+    /// Default for [`QueryLimits::max_bytes`]: Cowboy's request-line limit is 8 KB; we allow more
+    /// for a long auth token.
+    pub const DEFAULT_MAX_BYTES: usize = 16 * 1024;
+    /// Default for [`QueryLimits::max_pairs`] (Plug counts pairs too).
+    pub const DEFAULT_MAX_PAIRS: usize = 256;
+    /// Default for [`QueryLimits::max_depth`]: far more than any client nests, far less than a
+    /// stack-hungry attacker wants.
+    pub const DEFAULT_MAX_DEPTH: usize = 32;
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+            max_pairs: Self::DEFAULT_MAX_PAIRS,
+            max_depth: Self::DEFAULT_MAX_DEPTH,
+        }
+    }
+}
 
 /// Why a query string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamsError {
-    /// Longer than [`MAX_QUERY_BYTES`].
-    #[error("query string of {0} bytes (limit {MAX_QUERY_BYTES})")]
-    TooLong(usize),
-    /// More than [`MAX_PAIRS`] pairs.
-    #[error("more than {MAX_PAIRS} query parameters")]
-    TooManyPairs,
-    /// A key nested deeper than [`MAX_DEPTH`].
-    #[error("a query parameter nested deeper than {MAX_DEPTH} levels")]
-    TooDeep,
+    /// Longer than [`QueryLimits::max_bytes`].
+    #[error("query string of {len} bytes (limit {limit})")]
+    TooLong {
+        /// The query's length.
+        len: usize,
+        /// The limit it broke.
+        limit: usize,
+    },
+    /// More than [`QueryLimits::max_pairs`] pairs.
+    #[error("more than {0} query parameters")]
+    TooManyPairs(usize),
+    /// A key nested deeper than [`QueryLimits::max_depth`].
+    #[error("a query parameter nested deeper than {0} levels")]
+    TooDeep(usize),
 }
 
 /// Decodes `%XX` escapes and `+` (as a space); invalid escapes are kept literally.
@@ -123,15 +153,18 @@ fn insert(target: &mut Value, path: &[String], value: String) {
     }
 }
 
-/// Parses a raw query string into a JSON object of params; refuses one over the limits.
-pub fn parse_query(query: &str) -> Result<Value, ParamsError> {
-    if query.len() > MAX_QUERY_BYTES {
-        return Err(ParamsError::TooLong(query.len()));
+/// Parses a raw query string into a JSON object of params; refuses one over `limits`.
+pub fn parse_query(query: &str, limits: &QueryLimits) -> Result<Value, ParamsError> {
+    if query.len() > limits.max_bytes {
+        return Err(ParamsError::TooLong {
+            len: query.len(),
+            limit: limits.max_bytes,
+        });
     }
     let mut root = Value::Object(Map::new());
     for (n, pair) in query.split('&').filter(|p| !p.is_empty()).enumerate() {
-        if n >= MAX_PAIRS {
-            return Err(ParamsError::TooManyPairs);
+        if n >= limits.max_pairs {
+            return Err(ParamsError::TooManyPairs(limits.max_pairs));
         }
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let key = percent_decode(k);
@@ -139,8 +172,8 @@ pub fn parse_query(query: &str) -> Result<Value, ParamsError> {
             continue;
         }
         let path = key_path(&key);
-        if path.len() > MAX_DEPTH {
-            return Err(ParamsError::TooDeep);
+        if path.len() > limits.max_depth {
+            return Err(ParamsError::TooDeep(limits.max_depth));
         }
         insert(&mut root, &path, percent_decode(v));
     }
@@ -149,11 +182,21 @@ pub fn parse_query(query: &str) -> Result<Value, ParamsError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_DEPTH, MAX_PAIRS, ParamsError};
+    use super::{ParamsError, QueryLimits};
     use serde_json::{Value, json};
 
+    const DEFAULTS: QueryLimits = QueryLimits {
+        max_bytes: QueryLimits::DEFAULT_MAX_BYTES,
+        max_pairs: QueryLimits::DEFAULT_MAX_PAIRS,
+        max_depth: QueryLimits::DEFAULT_MAX_DEPTH,
+    };
+
     fn parse_query(query: &str) -> Value {
-        super::parse_query(query).expect("within the limits")
+        super::parse_query(query, &DEFAULTS).expect("within the limits")
+    }
+
+    fn refusal(query: &str, limits: &QueryLimits) -> ParamsError {
+        super::parse_query(query, limits).expect_err("over the limits")
     }
 
     #[test]
@@ -190,10 +233,16 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused_and_a_long_one_is_refused_by_length() {
         let query = format!("a{}=1", "[a]".repeat(5000));
-        assert_eq!(super::parse_query(&query), Err(ParamsError::TooDeep));
+        assert_eq!(refusal(&query, &DEFAULTS), ParamsError::TooDeep(32));
         // The attack of issue 8: 9,000 levels in a 27 KB URL.
         let query = format!("a{}=1", "[a]".repeat(9000));
-        assert_eq!(super::parse_query(&query), Err(ParamsError::TooLong(27003)));
+        assert_eq!(
+            refusal(&query, &DEFAULTS),
+            ParamsError::TooLong {
+                len: 27003,
+                limit: 16384
+            }
+        );
     }
 
     #[test]
@@ -213,9 +262,9 @@ mod tests {
 
     #[test]
     fn the_deepest_allowed_key_still_parses() {
-        let query = format!("a{}=1", "[a]".repeat(MAX_DEPTH - 1));
+        let query = format!("a{}=1", "[a]".repeat(QueryLimits::DEFAULT_MAX_DEPTH - 1));
         let mut value = parse_query(&query);
-        for _ in 0..MAX_DEPTH {
+        for _ in 0..QueryLimits::DEFAULT_MAX_DEPTH {
             value = value["a"].take();
         }
         assert_eq!(value, json!("1"));
@@ -223,12 +272,41 @@ mod tests {
 
     #[test]
     fn too_many_pairs_and_too_long_queries_are_refused() {
-        let many = vec!["a=1"; MAX_PAIRS + 1].join("&");
-        assert_eq!(super::parse_query(&many), Err(ParamsError::TooManyPairs));
-        let long = "a=".to_owned() + &"x".repeat(super::MAX_QUERY_BYTES);
-        assert!(matches!(
-            super::parse_query(&long),
-            Err(ParamsError::TooLong(_))
-        ));
+        let many = vec!["a=1"; QueryLimits::DEFAULT_MAX_PAIRS + 1].join("&");
+        assert_eq!(refusal(&many, &DEFAULTS), ParamsError::TooManyPairs(256));
+        let long = "a=".to_owned() + &"x".repeat(QueryLimits::DEFAULT_MAX_BYTES);
+        assert_eq!(
+            refusal(&long, &DEFAULTS),
+            ParamsError::TooLong {
+                len: 16386,
+                limit: 16384
+            }
+        );
+    }
+
+    #[test]
+    fn an_operator_can_tighten_or_widen_each_limit() {
+        let tight = QueryLimits {
+            max_bytes: 20,
+            max_pairs: 2,
+            max_depth: 2,
+        };
+        assert_eq!(
+            refusal("token=0123456789abcdef", &tight),
+            ParamsError::TooLong { len: 22, limit: 20 }
+        );
+        assert_eq!(refusal("a=1&b=2&c=3", &tight), ParamsError::TooManyPairs(2));
+        assert_eq!(refusal("a[b][c]=1", &tight), ParamsError::TooDeep(2));
+        assert_eq!(
+            super::parse_query("a[b]=1&c=2", &tight),
+            Ok(json!({"a":{"b":"1"},"c":"2"}))
+        );
+        let wide = QueryLimits {
+            max_depth: 100,
+            ..DEFAULTS
+        };
+        let deep = format!("a{}=1", "[a]".repeat(60));
+        assert!(super::parse_query(&deep, &wide).is_ok());
+        assert_eq!(refusal(&deep, &DEFAULTS), ParamsError::TooDeep(32));
     }
 }

@@ -208,10 +208,11 @@ fn check(mount: &SocketMount, req: UpgradeRequest) -> Result<Accepted, (StatusCo
         (StatusCode::FORBIDDEN, String::new())
     })?;
     info.auth_token = token;
-    let mut params = super::params::parse_query(&req.query).map_err(|e| {
-        log::warn!("websocket {path}: refusing {e} (400)");
-        (StatusCode::BAD_REQUEST, String::new())
-    })?;
+    let mut params =
+        super::params::parse_query(&req.query, &mount.settings.query).map_err(|e| {
+            log::warn!("websocket {path}: refusing {e} (400)");
+            (StatusCode::BAD_REQUEST, String::new())
+        })?;
     let admitted = admit(mount, &mut params, req.vars, &info).map_err(|refusal| match refusal {
         Refusal::Forbidden(why) => {
             log::warn!("websocket {path}: {why} (403)");
