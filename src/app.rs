@@ -6,14 +6,22 @@
 //! listener until `shutdown` resolves, then drains: every socket is closed with 1012 so clients
 //! reconnect elsewhere, and the process exits within the drain timeout. The media plane (one UDP
 //! socket, [`crate::rtc::driver::MediaPlane`]) is made in [`room_registry`].
+//!
+//! Operations ([`crate::metrics`]): one [`Metrics`] registry whose handles go to each layer, and
+//! the probes: `/readyz` answers 503 from the moment the shutdown signal arrives (then
+//! `--drain-delay` passes before the sockets are told 1012) until the process exits, while the
+//! listener keeps answering.
 
 use crate::config::Config;
+use crate::metrics::{Health, Metrics};
 use crate::phoenix::Router;
 use crate::phoenix::transport::{Endpoint, SocketMount};
 use crate::room::{RoomRegistry, RoomsConfig};
 use crate::rtc::driver::MediaPlane;
+use crate::rtc::metrics::Heartbeats;
 use crate::rtc::sfu::SfuConfig;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use warp::Filter;
@@ -46,11 +54,16 @@ pub fn routes(
     endpoint: &Endpoint,
     rooms: RoomRegistry,
 ) -> Result<BoxedFilter<(Response,)>, StartError> {
-    let socket =
-        SocketMount::new(SOCKET_PATH, socket_router(rooms)).settings(config.socket_settings());
+    let socket = SocketMount::new(SOCKET_PATH, socket_router(rooms))
+        .handler(crate::room::RoomSocket)
+        .settings(config.socket_settings());
     let web = crate::web::routes(&config.web_config())?;
     Ok(endpoint.mount(socket).or(web).unify().boxed())
 }
+
+/// The environment variable that turns on the test-only fault hooks (`1`); see
+/// [`RoomsConfig::fault_injection`]. Not a setting: production never sets it.
+pub const FAULT_INJECTION_ENV: &str = "VIDEOROOM_FAULT_INJECTION";
 
 /// A server ready to run: routes built, certificate loaded, nothing listening yet.
 pub struct App {
@@ -59,6 +72,8 @@ pub struct App {
     endpoint: Endpoint,
     filter: BoxedFilter<(Response,)>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    metrics: Arc<Metrics>,
+    health: Health,
 }
 
 impl App {
@@ -66,9 +81,16 @@ impl App {
     /// routes, and loads (or generates) the TLS certificate; fails on bad settings.
     /// Must run inside the tokio runtime (it starts the UDP mux task).
     pub fn new(config: Config, udp: Option<UdpSocket>) -> Result<Self, StartError> {
-        let rooms = room_registry(&config, udp);
-        let endpoint = Endpoint::new();
-        let filter = routes(&config, &endpoint, rooms.clone())?;
+        let metrics = Arc::new(Metrics::new());
+        let heartbeats = Heartbeats::default();
+        let health = Health::new(heartbeats.clone(), config.stall_timeout());
+        let rooms = watched_room_registry(&config, udp, &metrics, heartbeats);
+        let endpoint = Endpoint::new().with_metrics(metrics.sockets.clone());
+        let ops = crate::metrics::routes(metrics.clone(), health.clone());
+        let filter = ops
+            .or(routes(&config, &endpoint, rooms.clone())?)
+            .unify()
+            .boxed();
         let tls = config.web_config().tls.acceptor()?;
         Ok(App {
             config,
@@ -76,7 +98,14 @@ impl App {
             endpoint,
             filter,
             tls,
+            metrics,
+            health,
         })
+    }
+
+    /// The server's metrics (what `GET /metrics` exports).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The room registry (a cheap handle): lets tests and operators see which rooms run.
@@ -97,8 +126,16 @@ impl App {
     ) {
         let drain = self.endpoint.clone();
         let drain_timeout = self.config.drain_timeout();
+        let drain_delay = self.config.drain_delay();
+        let health = self.health.clone();
         let shutdown = async move {
             shutdown.await;
+            // From here until exit /readyz answers 503; the listener stays open meanwhile.
+            health.start_draining();
+            if !drain_delay.is_zero() {
+                log::info!("shutting down: not ready; sockets close in {drain_delay:?}");
+                tokio::time::sleep(drain_delay).await;
+            }
             log::info!("shutting down: draining {} sockets", drain.live_sockets());
             drain.drain();
             drain.wait_drained(drain_timeout).await;
@@ -117,15 +154,36 @@ impl App {
 /// The room registry for `config`, sharing the media socket `udp` (no media plane if `None`).
 /// Must run inside the tokio runtime (it starts the UDP mux task).
 pub fn room_registry(config: &Config, udp: Option<UdpSocket>) -> RoomRegistry {
+    watched_room_registry(config, udp, &Metrics::new(), Heartbeats::default())
+}
+
+/// [`room_registry`] counting in `metrics`, with the UDP mux and every room's media loop
+/// registered in `heartbeats` (the liveness probe's list).
+fn watched_room_registry(
+    config: &Config,
+    udp: Option<UdpSocket>,
+    metrics: &Metrics,
+    heartbeats: Heartbeats,
+) -> RoomRegistry {
+    let sfu = SfuConfig {
+        metrics: metrics.media.clone(),
+        ..SfuConfig::default()
+    };
     let media = match udp {
-        Some(socket) => MediaPlane::on_socket(socket, config.external_ip, SfuConfig::default()),
-        None => MediaPlane::default(),
+        Some(socket) => MediaPlane::on_watched_socket(socket, config.external_ip, sfu, heartbeats),
+        None => MediaPlane::new(sfu, None),
     }
     .with_limits(config.engine_limits());
+    let fault_injection = std::env::var_os(FAULT_INJECTION_ENV).is_some_and(|v| v == "1");
+    if fault_injection {
+        log::warn!("{FAULT_INJECTION_ENV}=1: test-only fault hooks are on (never in production)");
+    }
     let rooms = RoomsConfig {
         empty_grace: Duration::from_secs_f64(config.room_grace_secs.max(0.0)),
         max_peers: config.max_peers_per_room.max(1),
         max_rooms: config.max_rooms,
+        metrics: metrics.rooms.clone(),
+        fault_injection,
         ..RoomsConfig::default()
     };
     RoomRegistry::new(rooms, media)

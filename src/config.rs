@@ -45,6 +45,16 @@ fn parse_port_range(value: &str) -> Result<(u16, u16), String> {
     Ok((first, last))
 }
 
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `time level target: message`, one line per event.
+    Text,
+    /// One JSON object per line (`ts`, `level`, `target`, `msg`, and `room`/`peer` when the
+    /// message names them), for log shippers.
+    Json,
+}
+
 /// All settings of the `videoroom` binary.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -318,6 +328,24 @@ pub struct Config {
     )]
     pub drain_timeout_secs: f64,
 
+    /// Seconds between the shutdown signal and telling sockets 1012, while `/readyz` already
+    /// answers 503 (lets a load balancer take the server out before clients are moved).
+    #[arg(long = "drain-delay", env = "DRAIN_DELAY_SECS", default_value_t = 0.0)]
+    pub drain_delay_secs: f64,
+
+    /// `/healthz` fails when the UDP mux or a room's media loop has made no progress for this
+    /// many seconds.
+    #[arg(
+        long = "stall-timeout",
+        env = "STALL_TIMEOUT_SECS",
+        default_value_t = 5.0
+    )]
+    pub stall_timeout_secs: f64,
+
+    /// Log format: `text` (one line per event) or `json` (one JSON object per line).
+    #[arg(long = "log-format", env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
     /// Serve this folder (e.g. an Elixir videoroom checkout's `priv/static`) instead of the web
     /// app embedded in the binary.
     #[arg(long = "static-dir", env = "STATIC_DIR")]
@@ -379,6 +407,16 @@ impl Config {
         self.udp_port
             .or(self.port_range.map(|(first, _)| first))
             .unwrap_or(DEFAULT_UDP_PORT)
+    }
+
+    /// How long `/readyz` answers 503 before the sockets are drained.
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_delay_secs.max(0.0))
+    }
+
+    /// How long a watched loop may go without progress before `/healthz` fails.
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.stall_timeout_secs.max(0.1))
     }
 
     /// How long to wait for sockets to close on shutdown.

@@ -10,8 +10,9 @@
 //! 3. **Rooms** ([`room`]): the only module that knows both. A room is an actor that owns one
 //!    media engine; the `room:*` channel relays media events between a browser and its room.
 //!
-//! [`web`] mounts pages, static files and the socket on warp; [`app`] wires everything together
-//! and [`config`] holds the settings.
+//! [`web`] mounts pages, static files and the socket on warp; [`metrics`] exports the metrics
+//! and answers the health probes; [`app`] wires everything together and [`config`] holds the
+//! settings.
 //!
 //! Reading order: `phoenix` → `rtc` → `room` → `web` → `app`.
 #![warn(missing_docs)]
@@ -21,6 +22,8 @@ pub mod config;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod logs;
+pub mod metrics;
 pub mod phoenix;
 pub mod room;
 pub mod rtc;

@@ -5,8 +5,8 @@ use videoroom::config::Config;
 
 #[tokio::main]
 async fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = Config::parse();
+    videoroom::logs::init(config.log_format);
     let udp = match tokio::net::UdpSocket::bind(config.udp_addr()).await {
         Ok(u) => u,
         Err(e) => {

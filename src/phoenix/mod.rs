@@ -48,6 +48,7 @@ pub mod channel;
 pub mod echo;
 pub mod mailbox;
 pub mod message;
+pub mod metrics;
 pub mod presence;
 pub mod pubsub;
 pub mod serializer;

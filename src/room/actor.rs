@@ -32,12 +32,14 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 
 use super::admission::Admission;
+use super::metrics::RoomMetrics;
 use super::registry::{AttachSlot, RoomRegistry, RoomsConfig};
 use super::{PeerMessage, PeerSink};
 use crate::rtc::driver::RoomMedia;
 use crate::rtc::engine::{Engine, EngineOutput};
 use crate::rtc::ids::PeerId;
 use crate::rtc::media_event::MediaEventOut;
+use crate::rtc::metrics::GaugeShare;
 
 /// A message to a room.
 pub(crate) enum RoomCommand {
@@ -112,6 +114,15 @@ pub(crate) struct Room {
     /// Since when the room has had no peers.
     empty_since: Option<tokio::time::Instant>,
     crashed: bool,
+    metrics: RoomMetrics,
+    /// When each attached peer's channel joined (for the join latency histogram).
+    attached_at: HashMap<PeerId, Instant>,
+    /// This room's unit of the rooms gauge.
+    _room_gauge: GaugeShare,
+    /// This room's members in the peers gauge.
+    peers_gauge: GaugeShare,
+    /// `faultInjection` media events are obeyed (tests only; see [`Self::inject_fault`]).
+    fault_injection: bool,
 }
 
 impl Room {
@@ -137,6 +148,15 @@ impl Room {
             undeliverable: HashSet::new(),
             empty_since: Some(tokio::time::Instant::now()),
             crashed: false,
+            metrics: config.metrics.clone(),
+            attached_at: HashMap::new(),
+            _room_gauge: {
+                let mut share = GaugeShare::new(config.metrics.rooms.clone());
+                share.set(1);
+                share
+            },
+            peers_gauge: GaugeShare::new(config.metrics.peers.clone()),
+            fault_injection: config.fault_injection,
         }
     }
 
@@ -146,7 +166,9 @@ impl Room {
     pub(crate) async fn run_supervised(self) {
         use futures_util::FutureExt;
         let (id, instance, registry) = (self.id.clone(), self.instance, self.registry.clone());
+        let metrics = self.metrics.clone();
         if AssertUnwindSafe(self.run()).catch_unwind().await.is_err() {
+            metrics.error("room_crashed");
             log::error!("room={id} task panicked; room removed");
             registry.forget(&id, instance);
         }
@@ -159,7 +181,10 @@ impl Room {
         loop {
             // The driver may want a timer before any input, and after every input.
             self.drain();
+            self.peers_gauge
+                .set(self.media.driver().core().member_count());
             if self.crashed {
+                self.metrics.error("room_crashed");
                 self.close_all("room crashed");
                 self.registry.forget(&self.id, self.instance);
                 return;
@@ -170,6 +195,7 @@ impl Room {
                     Some(RoomCommand::Attach { peer, sink, lease, slot }) => {
                         log::info!("room={} peer={peer} attached", self.id);
                         self.peers.insert(peer, sink);
+                        self.attached_at.insert(peer, Instant::now());
                         self.empty_since = None;
                         leases.push(async move {
                             // Resolves when the channel sends or drops its end.
@@ -179,7 +205,9 @@ impl Room {
                         });
                     }
                     Some(RoomCommand::MediaEvent { peer, data, credit }) => {
-                        if self.peers.contains_key(&peer) {
+                        if self.fault_injection && data.contains("faultInjection") {
+                            self.inject_fault(peer, &data).await;
+                        } else if self.peers.contains_key(&peer) {
                             self.engine_call(|e| e.handle_media_event(peer, &data, Instant::now()));
                             drop(credit);
                         } else {
@@ -192,6 +220,7 @@ impl Room {
                 Some(peer) = leases.next(), if !leases.is_empty() => {
                     log::info!("room={} peer={peer} detached", self.id);
                     self.peers.remove(&peer);
+                    self.attached_at.remove(&peer);
                     self.undeliverable.remove(&peer);
                     self.engine_call(|e| e.remove_peer(peer));
                     if self.peers.is_empty() {
@@ -208,6 +237,28 @@ impl Room {
                     }
                 }
             }
+        }
+    }
+
+    /// Test-only faults, obeyed when [`RoomsConfig::fault_injection`] is set (the
+    /// `VIDEOROOM_FAULT_INJECTION=1` environment variable, which production never sets): the
+    /// media event `{"type":"faultInjection","data":{"fault":"panic"}}` panics inside an engine
+    /// call (the path a real engine bug takes), `"stall"` stops this room's loop for good (its
+    /// heartbeat stops, so `/healthz` fails).
+    async fn inject_fault(&mut self, peer: PeerId, data: &str) {
+        let fault = serde_json::from_str::<serde_json::Value>(data)
+            .ok()
+            .and_then(|v| v.pointer("/data/fault")?.as_str().map(str::to_owned));
+        match fault.as_deref() {
+            Some("panic") => {
+                log::warn!("room={} peer={peer} injected fault: panic", self.id);
+                self.engine_call(|_| panic!("injected fault"));
+            }
+            Some("stall") => {
+                log::warn!("room={} peer={peer} injected fault: stall", self.id);
+                std::future::pending::<()>().await;
+            }
+            other => log::warn!("room={} peer={peer} unknown fault {other:?}", self.id),
         }
     }
 
@@ -247,6 +298,7 @@ impl Room {
     fn admit(&mut self, peer: PeerId, metadata: &serde_json::Value) {
         let members = self.media.driver().core().member_count();
         if members >= self.max_peers {
+            self.metrics.limit_hit("peers_per_room");
             log::info!("room={} peer={peer} denied: room is full", self.id);
             let data = serde_json::json!({ "reason": "room is full" });
             self.engine_call(|e| e.deny_peer(peer, data));
@@ -260,6 +312,11 @@ impl Room {
         }));
         match decision {
             Ok(Ok(())) => {
+                if let Some(at) = self.attached_at.get(&peer) {
+                    self.metrics
+                        .join_seconds
+                        .observe(at.elapsed().as_secs_f64());
+                }
                 self.engine_call(|e| e.accept_peer(peer, Instant::now()));
             }
             Ok(Err(data)) => {

@@ -47,12 +47,13 @@
 
 mod actor;
 mod admission;
+pub mod metrics;
 mod peer_channel;
 mod registry;
 
 pub(crate) use actor::{Credit, RoomCommand};
 pub use admission::{Admission, MaxPeers};
-pub use peer_channel::{PeerChannel, TOPIC_PREFIX};
+pub use peer_channel::{PeerChannel, RoomSocket, TOPIC_PREFIX};
 pub use registry::{RoomHandle, RoomRegistry, RoomsConfig};
 
 use crate::phoenix::Router;

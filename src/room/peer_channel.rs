@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use super::registry::{RoomHandle, RoomRegistry};
 use super::{Credit, PeerMessage, PeerSink, RoomCommand, RoomError};
+use crate::phoenix::transport::{ConnectError, ConnectInfo, SocketHandler};
 use crate::phoenix::{
     Channel, ChannelContext, ChannelSender, Flow, HandleIn, Payload, StopReason, TerminateReason,
 };
@@ -24,6 +25,20 @@ use crate::rtc::ids::PeerId;
 
 /// The topic prefix this channel serves.
 pub const TOPIC_PREFIX: &str = "room:";
+
+/// The `/socket` handler of the rooms: accepts everyone (like the demo) and keeps the client's
+/// IP address in the socket's assigns (`client_ip`), so each peer's join logs it once.
+#[derive(Debug, Default)]
+pub struct RoomSocket;
+
+impl SocketHandler for RoomSocket {
+    fn connect(&self, _params: &Value, info: &ConnectInfo) -> Result<Value, ConnectError> {
+        Ok(match info.peer_addr {
+            Some(addr) => json!({ "client_ip": addr.ip().to_canonical().to_string() }),
+            None => json!({}),
+        })
+    }
+}
 
 impl PeerSink for ChannelSender<PeerMessage> {
     fn deliver(&self, msg: PeerMessage) -> bool {
@@ -74,7 +89,12 @@ impl Channel for PeerChannel {
         let sink: Box<dyn PeerSink> = Box::new(ctx.sender::<PeerMessage>());
         match self.registry.attach(room_id, peer, sink, lease_rx) {
             Ok(room) => {
-                log::info!("room={room_id} peer={peer} joined the channel");
+                let ip = ctx
+                    .assigns()
+                    .get("client_ip")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown");
+                log::info!("room={room_id} peer={peer} joined the channel from {ip}");
                 self.joined = Some(Joined {
                     room,
                     peer,
@@ -130,7 +150,14 @@ impl Channel for PeerChannel {
                 data: data.to_owned(),
                 credit,
             }),
-            None => Err(RoomError::Overloaded),
+            None => {
+                self.registry
+                    .metrics()
+                    .queue_overflows
+                    .get_or_create(&[("queue", "room_inbox")])
+                    .inc();
+                Err(RoomError::Overloaded)
+            }
         };
         match sent {
             Ok(()) => HandleIn::NoReply,

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::actor::{Room, RoomCommand};
 use super::admission::{Admission, MaxPeers};
+use super::metrics::RoomMetrics;
 use super::{PeerSink, RoomError};
 use crate::rtc::driver::MediaPlane;
 use crate::rtc::ids::PeerId;
@@ -41,6 +42,11 @@ pub struct RoomsConfig {
     pub peer_queue: usize,
     /// Who may join (asked after the `max_peers` check).
     pub admission: Arc<dyn Admission>,
+    /// The rooms' counters and gauges.
+    pub metrics: RoomMetrics,
+    /// Test-only fault injection (`VIDEOROOM_FAULT_INJECTION=1`, never set in production): a
+    /// `faultInjection` media event panics or stalls its room (see `actor.rs`).
+    pub fault_injection: bool,
 }
 
 impl RoomsConfig {
@@ -72,6 +78,8 @@ impl Default for RoomsConfig {
             max_rooms: Self::DEFAULT_MAX_ROOMS,
             peer_queue: Self::DEFAULT_PEER_QUEUE,
             admission: Arc::new(MaxPeers::default()),
+            metrics: RoomMetrics::default(),
+            fault_injection: false,
         }
     }
 }
@@ -193,10 +201,10 @@ impl RoomRegistry {
         let max_attached = self.inner.config.max_attached();
         let mut rooms = self.lock();
         if let Some(entry) = rooms.get(room_id) {
-            let slot = entry
-                .handle
-                .reserve_attach(max_attached)
-                .ok_or(RoomError::Busy)?;
+            let Some(slot) = entry.handle.reserve_attach(max_attached) else {
+                self.inner.config.metrics.limit_hit("attached_per_room");
+                return Err(RoomError::Busy);
+            };
             let command = RoomCommand::Attach {
                 peer,
                 sink,
@@ -219,6 +227,7 @@ impl RoomRegistry {
             }
         }
         if rooms.len() >= self.inner.config.max_rooms {
+            self.inner.config.metrics.limit_hit("rooms");
             return Err(RoomError::TooManyRooms);
         }
         self.start_room(&runtime, &mut rooms, room_id, (peer, sink, lease))
@@ -298,6 +307,11 @@ impl RoomRegistry {
     /// How many media events one peer may have waiting in its room's inbox.
     pub(crate) fn peer_queue(&self) -> usize {
         self.inner.config.peer_queue.max(1)
+    }
+
+    /// The rooms' counters and gauges.
+    pub(crate) fn metrics(&self) -> &RoomMetrics {
+        &self.inner.config.metrics
     }
 
     /// The number of running rooms.

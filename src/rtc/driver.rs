@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
 use crate::rtc::engine::{Engine, EngineLimits, EngineOutput, SfuBackend};
+use crate::rtc::metrics::{HEARTBEAT_INTERVAL, Heartbeats, Watch};
 use crate::rtc::net::{Datagram, Transmit};
 use crate::rtc::sfu::{Sfu, SfuConfig, SfuEvent, SfuOutput};
 use crate::rtc::udp::{UdpMux, UdpMuxHandle, UdpRoute, candidate_addrs};
@@ -230,12 +231,36 @@ impl<C: MediaCore> MediaDriver<C> {
 pub struct MediaShell<C> {
     driver: MediaDriver<C>,
     route: Option<UdpRoute>,
+    /// Beaten every time the owner's loop waits (see [`Self::wait`]).
+    watch: Option<Watch>,
+    /// Counts transmits the socket could not take.
+    send_failed: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl<C: MediaCore> MediaShell<C> {
     /// A shell for `driver` on `route` (`None`: no media socket, signalling only).
     pub fn new(driver: MediaDriver<C>, route: Option<UdpRoute>) -> Self {
-        MediaShell { driver, route }
+        MediaShell {
+            driver,
+            route,
+            watch: None,
+            send_failed: None,
+        }
+    }
+
+    /// The same shell beating `watch` whenever its owner's loop comes round to [`Self::wait`]
+    /// (at least every [`HEARTBEAT_INTERVAL`] when the loop is healthy), and counting failed
+    /// sends in `send_failed`.
+    pub fn watched(
+        self,
+        watch: Watch,
+        send_failed: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        MediaShell {
+            watch: Some(watch),
+            send_failed: Some(send_failed),
+            ..self
+        }
     }
 
     /// The driver, for signalling calls ([`MediaDriver::signal`]).
@@ -256,6 +281,9 @@ impl<C: MediaCore> MediaShell<C> {
                 }
                 DriverOutput::Transmit(t) => {
                     if let Some(Err(e)) = self.route.as_ref().map(|r| r.try_send(&t)) {
+                        if let Some(c) = &self.send_failed {
+                            c.inc();
+                        }
                         log::debug!(
                             "{} datagram to {} dropped: {e}",
                             self.driver.label,
@@ -271,7 +299,16 @@ impl<C: MediaCore> MediaShell<C> {
 
     /// Waits for the next datagram or the deadline and feeds it to the driver (then call
     /// [`Self::poll_event`]). Cancel-safe: nothing is lost if another branch wins a `select!`.
+    /// Returns after [`HEARTBEAT_INTERVAL`] at the latest, having done nothing, so a watched
+    /// loop beats even when idle.
     pub async fn wait(&mut self) {
+        let heartbeat = match &self.watch {
+            Some(w) => {
+                w.beat();
+                Some(tokio::time::Instant::now() + HEARTBEAT_INTERVAL)
+            }
+            None => None,
+        };
         let deadline = self.driver.deadline.map(tokio::time::Instant::from_std);
         let sleep = async {
             match deadline {
@@ -294,7 +331,15 @@ impl<C: MediaCore> MediaShell<C> {
                 }
             },
             () = sleep => self.driver.handle_timeout(Instant::now()),
+            () = sleep_until(heartbeat) => {}
         }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -307,6 +352,7 @@ pub struct MediaPlane {
     sfu: SfuConfig,
     udp: Option<UdpMuxHandle>,
     limits: EngineLimits,
+    heartbeats: Heartbeats,
 }
 
 impl MediaPlane {
@@ -316,6 +362,7 @@ impl MediaPlane {
             sfu,
             udp,
             limits: EngineLimits::default(),
+            heartbeats: Heartbeats::default(),
         }
     }
 
@@ -327,7 +374,22 @@ impl MediaPlane {
     /// Starts the UDP mux on `socket` (inside a tokio runtime) and advertises its host
     /// candidates (plus `external_ip`) in `sfu`.
     pub fn on_socket(socket: UdpSocket, external_ip: Option<IpAddr>, sfu: SfuConfig) -> Self {
-        let mux = UdpMux::spawn(socket);
+        Self::on_watched_socket(socket, external_ip, sfu, Heartbeats::default())
+    }
+
+    /// [`MediaPlane::on_socket`] with the UDP mux and every room's media loop registered in
+    /// `heartbeats` (the liveness probe's list); counters go to `sfu.metrics`.
+    pub fn on_watched_socket(
+        socket: UdpSocket,
+        external_ip: Option<IpAddr>,
+        sfu: SfuConfig,
+        heartbeats: Heartbeats,
+    ) -> Self {
+        let mux = UdpMux::spawn_watched(
+            socket,
+            sfu.metrics.clone(),
+            Some(heartbeats.watch("udp mux")),
+        );
         let local_addrs: Vec<SocketAddr> = match mux.local_addr() {
             Ok(bound) => candidate_addrs(bound, external_ip),
             Err(e) => {
@@ -336,7 +398,10 @@ impl MediaPlane {
             }
         };
         log::info!("media: host candidates {local_addrs:?}");
-        MediaPlane::new(SfuConfig { local_addrs, ..sfu }, Some(mux))
+        MediaPlane {
+            heartbeats,
+            ..MediaPlane::new(SfuConfig { local_addrs, ..sfu }, Some(mux))
+        }
     }
 
     /// The media of room `room_id`, starting now.
@@ -348,8 +413,13 @@ impl MediaPlane {
             ..self.sfu.clone()
         };
         let sfu = Sfu::new(config, Instant::now());
-        let engine = Engine::with_limits(room_id, sfu, self.limits.clone());
+        let metrics = &self.sfu.metrics;
+        let engine = Engine::with_limits(room_id, sfu, self.limits.clone())
+            .with_limit_counters(metrics.limit_hits.clone());
         let route = self.udp.as_ref().map(|m| m.open_route(room_id));
-        MediaShell::new(MediaDriver::new(format!("room={room_id}"), engine), route)
+        MediaShell::new(MediaDriver::new(format!("room={room_id}"), engine), route).watched(
+            self.heartbeats.watch(format!("room={room_id} media loop")),
+            metrics.drop_send_failed.clone(),
+        )
     }
 }

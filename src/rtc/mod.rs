@@ -12,6 +12,8 @@
 //! - [`udp`]: the network shell that shares one UDP socket between every media driver.
 //! - [`net`]: the packet types ([`net::Datagram`], [`net::Transmit`]) between the two.
 //! - [`ids`]: the identifiers both sides use.
+//! - [`metrics`]: counters, gauges and loop heartbeats the media plane updates (handles only;
+//!   the app registers and exports them).
 //!
 //! # Vocabulary
 //! - **producer**: one published track, i.e. one sendonly m-line of its publisher, named by a
@@ -32,6 +34,7 @@ pub mod driver;
 pub mod engine;
 pub mod ids;
 pub mod media_event;
+pub mod metrics;
 pub mod net;
 pub mod sfu;
 pub mod udp;

@@ -33,6 +33,7 @@ use bytes::BytesMut;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use crate::rtc::metrics::{HEARTBEAT_INTERVAL, MediaMetrics, Watch};
 pub use crate::rtc::net::{Datagram, Transmit};
 
 /// How many datagrams a route's inbox holds before new ones are dropped.
@@ -70,9 +71,19 @@ impl UdpMux {
     /// Starts the receive task on the current tokio runtime; it ends when every handle and every
     /// [`UdpRoute`] is dropped.
     pub fn spawn(socket: UdpSocket) -> UdpMuxHandle {
+        Self::spawn_watched(socket, MediaMetrics::default(), None)
+    }
+
+    /// [`UdpMux::spawn`], counting drops in `metrics` and beating `watch` every time round its
+    /// loop (at least every [`HEARTBEAT_INTERVAL`]).
+    pub fn spawn_watched(
+        socket: UdpSocket,
+        metrics: MediaMetrics,
+        watch: Option<Watch>,
+    ) -> UdpMuxHandle {
         let socket = Arc::new(socket);
         let table: Table = Arc::default();
-        tokio::spawn(run(socket.clone(), Arc::downgrade(&table)));
+        tokio::spawn(run(socket.clone(), Arc::downgrade(&table), metrics, watch));
         UdpMuxHandle {
             socket,
             table,
@@ -219,13 +230,15 @@ impl Routes {
         Some(*key)
     }
 
-    fn deliver(&mut self, key: RouteKey, datagram: Datagram) {
+    fn deliver(&mut self, key: RouteKey, datagram: Datagram, metrics: &MediaMetrics) {
         let Some(route) = self.routes.get_mut(&key) else {
             return;
         };
         match route.inbox.try_send(datagram) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics.drop_inbox_full.inc();
+                metrics.overflow_route_inbox.inc();
                 route.dropped += 1;
                 if route.dropped.is_power_of_two() {
                     log::warn!(
@@ -245,7 +258,12 @@ impl Routes {
     }
 }
 
-async fn run(socket: Arc<UdpSocket>, table: std::sync::Weak<Mutex<Routes>>) {
+async fn run(
+    socket: Arc<UdpSocket>,
+    table: std::sync::Weak<Mutex<Routes>>,
+    metrics: MediaMetrics,
+    watch: Option<Watch>,
+) {
     let local = match socket.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -256,11 +274,18 @@ async fn run(socket: Arc<UdpSocket>, table: std::sync::Weak<Mutex<Routes>>) {
     let mut buf = BytesMut::with_capacity(RECV_BLOCK);
     let mut expiry = tokio::time::interval(ADDR_IDLE_EXPIRY / 3);
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if let Some(w) = &watch {
+            w.beat();
+        }
         if buf.capacity() < MAX_DATAGRAM {
             buf.reserve(RECV_BLOCK);
         }
         tokio::select! {
+            // Wakes an idle mux so its heartbeat shows it alive.
+            _ = heartbeat.tick() => {}
             _ = expiry.tick() => {
                 // Every handle and route is gone: nobody can use the mux any more.
                 let Some(table) = table.upgrade() else { break };
@@ -282,8 +307,15 @@ async fn run(socket: Arc<UdpSocket>, table: std::sync::Weak<Mutex<Routes>>) {
                 let source = canonical(source);
                 let Some(table) = table.upgrade() else { break };
                 let mut routes = lock(&table);
-                if let Some(key) = routes.route(source, &contents, now) {
-                    routes.deliver(key, Datagram { source, destination: local, received: now, contents });
+                match routes.route(source, &contents, now) {
+                    Some(key) => routes.deliver(
+                        key,
+                        Datagram { source, destination: local, received: now, contents },
+                        &metrics,
+                    ),
+                    None => {
+                        metrics.drop_unroutable.inc();
+                    }
                 }
             }
         }

@@ -52,6 +52,7 @@ use super::message::{
     Frame, HEARTBEAT_EVENT, HEARTBEAT_TOPIC, Message, Outgoing, PHX_CLOSE, PHX_JOIN, PHX_LEAVE,
     Payload, Reply,
 };
+use super::metrics::{GaugeGuard, SocketMetrics};
 use super::presence::Presence;
 use super::pubsub::{PubSub, SubscriptionId};
 use super::serializer::Serializer;
@@ -170,6 +171,8 @@ pub struct SocketEnv {
     pub pubsub: Arc<dyn PubSub>,
     /// Presence tracker.
     pub presence: Arc<Presence>,
+    /// Counters and gauges (channels, closes, limit hits).
+    pub metrics: SocketMetrics,
 }
 
 impl std::fmt::Debug for SocketEnv {
@@ -198,6 +201,8 @@ struct Entry {
     sub: SubscriptionId,
     channel: Box<dyn AnyChannel>,
     tracked: bool,
+    /// This channel's unit of the channels gauge.
+    _counted: GaugeGuard,
 }
 
 /// Read-only data every channel callback sees.
@@ -469,6 +474,7 @@ impl SocketState {
                 Clip(topic),
                 self.limits.max_topic_bytes
             );
+            self.shared.env.metrics.limit_hit("topic_bytes");
             "topic too long"
         } else {
             let Some(channel) = self.router.create(topic) else {
@@ -484,6 +490,7 @@ impl SocketState {
                 Clip(topic),
                 self.channels.len()
             );
+            self.shared.env.metrics.limit_hit("channels_per_socket");
             "too many channels joined"
         };
         let reply = Reply::error_reason(msg.join_ref.clone(), msg.r#ref.clone(), topic, refusal);
@@ -549,6 +556,7 @@ impl SocketState {
                         sub,
                         channel,
                         tracked: false,
+                        _counted: GaugeGuard::new(&self.shared.env.metrics.channels),
                     },
                 );
                 self.apply_effects(&topic, &join_ref, effects);
@@ -559,6 +567,12 @@ impl SocketState {
                 finish(self);
             }
             Err(panic) => {
+                self.shared
+                    .env
+                    .metrics
+                    .errors
+                    .get_or_create(&[("kind", "join_panicked")])
+                    .inc();
                 log::error!("{}: join of {} crashed: {panic}", self.label, Clip(&topic));
                 self.shared.env.pubsub.unsubscribe(&topic, sub);
                 self.send(Outgoing::Reply(reply(
@@ -704,6 +718,7 @@ impl SocketState {
         if self.closed {
             return;
         }
+        self.shared.env.metrics.closed(code);
         self.out.push_back(Output::Close {
             code,
             reason: reason.into(),

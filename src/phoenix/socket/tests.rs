@@ -104,6 +104,7 @@ fn harness_with(
     let env = SocketEnv {
         pubsub: pubsub.clone(),
         presence: Presence::new(pubsub.clone()),
+        metrics: crate::phoenix::metrics::SocketMetrics::default(),
     };
     let now = Instant::now();
     let state = SocketState::new(

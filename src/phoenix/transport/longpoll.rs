@@ -264,6 +264,7 @@ impl Request {
         };
         let settings = &self.mount.settings;
         if self.sessions.len() >= settings.max_longpoll_sessions {
+            self.endpoint.metrics.limit_hit("longpoll_sessions");
             // One line per episode of being full, not one per refused client.
             if !self
                 .full_logged
@@ -306,7 +307,7 @@ impl Request {
             buffer_bytes: 0,
             pending: None,
             last_poll: Instant::now(),
-            _live: LiveGuard::new(&self.endpoint),
+            _live: LiveGuard::new(&self.endpoint, &self.endpoint.metrics.longpolls),
         };
         let sessions = self.sessions.clone();
         let key = token.clone();

@@ -19,11 +19,13 @@ mod websocket;
 pub use origin::CheckOrigin;
 
 use super::channel::Router;
+use super::metrics::{GaugeGuard, SocketMetrics};
 use super::presence::Presence;
 use super::pubsub::{LocalPubSub, PubSub};
 use super::serializer::Serializer;
 use super::socket::{SocketEnv, SocketLimits};
 use base64::Engine as _;
+use prometheus_client::metrics::gauge::Gauge;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -320,6 +322,7 @@ pub struct Endpoint {
     presence: Arc<Presence>,
     drain: watch::Sender<bool>,
     live: Arc<AtomicUsize>,
+    metrics: SocketMetrics,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -350,7 +353,18 @@ impl Endpoint {
             presence,
             drain: watch::channel(false).0,
             live: Arc::new(AtomicUsize::new(0)),
+            metrics: SocketMetrics::default(),
         }
+    }
+
+    /// The same endpoint counting its sockets, channels, closes and limit hits in `metrics`.
+    pub fn with_metrics(self, metrics: SocketMetrics) -> Self {
+        Endpoint { metrics, ..self }
+    }
+
+    /// The endpoint's counters and gauges.
+    pub fn metrics(&self) -> &SocketMetrics {
+        &self.metrics
     }
 
     /// The PubSub (e.g. to broadcast `disconnect` on a socket id).
@@ -386,6 +400,7 @@ impl Endpoint {
         SocketEnv {
             pubsub: self.pubsub.clone(),
             presence: self.presence.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -398,19 +413,25 @@ impl Endpoint {
     }
 }
 
-/// Counts a live socket for as long as it is held.
-struct LiveGuard(Arc<AtomicUsize>);
+/// Counts a live socket for as long as it is held (and in the gauge of its transport).
+struct LiveGuard {
+    live: Arc<AtomicUsize>,
+    _transport: GaugeGuard,
+}
 
 impl LiveGuard {
-    fn new(endpoint: &Endpoint) -> Self {
+    fn new(endpoint: &Endpoint, transport: &Gauge) -> Self {
         endpoint.live.fetch_add(1, Ordering::SeqCst);
-        LiveGuard(endpoint.live.clone())
+        LiveGuard {
+            live: endpoint.live.clone(),
+            _transport: GaugeGuard::new(transport),
+        }
     }
 }
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.live.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -358,7 +358,7 @@ impl Shell {
             drain: endpoint.drain.subscribe(),
             outbound: settings.outbound_queue,
             outbound_bytes: settings.outbound_bytes,
-            _live: LiveGuard::new(endpoint),
+            _live: LiveGuard::new(endpoint, &endpoint.metrics.websockets),
         }
     }
 

@@ -72,6 +72,20 @@ pub(super) enum Limit {
 }
 
 impl Limit {
+    /// The limit's name as a metric label value (`limit_hits_total{limit=…}`).
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Limit::PeerMetadata => "peer_metadata_bytes",
+            Limit::TrackMetadata => "track_metadata_bytes",
+            Limit::TracksPerPeer => "tracks_per_peer",
+            Limit::OfferSize => "offer_bytes",
+            Limit::OfferMLines => "offer_m_lines",
+            Limit::Candidates => "candidates_per_offer",
+            Limit::CandidateSize => "candidate_bytes",
+            Limit::TrackOwnership => "track_ownership",
+        }
+    }
+
     /// The text the offender's client gets in its `error` event (chosen by us, stable).
     pub(super) fn client_message(self) -> &'static str {
         match self {

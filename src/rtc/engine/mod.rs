@@ -64,6 +64,7 @@ use crate::rtc::media_event::{
     PeerJoinedData, PeerLeftData, PeerUpdatedData, SdpAnswerData, SdpOfferData,
     ServerCandidateData, TrackUpdatedData, TracksAddedData, TracksRemovedData,
 };
+use crate::rtc::metrics::LabeledCounters;
 use crate::rtc::sfu::{
     Answer, ConsumerSpec, Mid, ProducedTrack, Sfu, SfuError, SfuEvent, SfuOutput, Transmit,
 };
@@ -116,6 +117,8 @@ pub struct Engine<S: SfuBackend = Sfu> {
     pending: BTreeMap<PeerId, JoinData>,
     outputs: VecDeque<EngineOutput>,
     last_ufrags: Vec<String>,
+    /// Counts every limit hit, by limit (logged only once per peer and limit).
+    limit_hits: LabeledCounters,
 }
 
 impl<S: SfuBackend> Engine<S> {
@@ -135,7 +138,13 @@ impl<S: SfuBackend> Engine<S> {
             pending: BTreeMap::new(),
             outputs: VecDeque::new(),
             last_ufrags: Vec::new(),
+            limit_hits: LabeledCounters::default(),
         }
+    }
+
+    /// The same engine counting its limit hits in `limit_hits` (label `limit`).
+    pub fn with_limit_counters(self, limit_hits: LabeledCounters) -> Self {
+        Engine { limit_hits, ..self }
     }
 
     /// The number of accepted peers.
@@ -180,7 +189,14 @@ impl<S: SfuBackend> Engine<S> {
             return;
         }
         if !self.members.contains_key(&from) {
-            log::warn!(
+            // A refused joiner's client still says `leave` when it goes: expected, not a warning.
+            let level = if matches!(event, MediaEventIn::Leave) {
+                log::Level::Debug
+            } else {
+                log::Level::Warn
+            };
+            log::log!(
+                level,
                 "room={} peer={from} dropping {} from a peer that has not joined",
                 self.room,
                 event.kind()
@@ -200,7 +216,19 @@ impl<S: SfuBackend> Engine<S> {
                 if let Some(limit) = self.candidate_over_limit(from, &c.candidate) {
                     self.refuse(from, limit, "candidate");
                 } else if let Err(e) = self.sfu.handle_remote_candidate(from, &c.candidate) {
-                    log::warn!(
+                    // Firefox ends trickle with an empty candidate, and browsers hide host
+                    // addresses behind mDNS `.local` names: both are expected and unusable (ICE
+                    // works through peer-reflexive candidates), so only other failures warn.
+                    let expected = c.candidate.trim().is_empty()
+                        || c.candidate.contains("end-of-candidates")
+                        || c.candidate.contains(".local ");
+                    let level = if expected {
+                        log::Level::Debug
+                    } else {
+                        log::Level::Warn
+                    };
+                    log::log!(
+                        level,
                         "room={} peer={from} dropping candidate {:?}: {e}",
                         self.room,
                         c.candidate
@@ -364,6 +392,9 @@ impl<S: SfuBackend> Engine<S> {
         }
         let size = json_size(&data.metadata);
         if size > self.limits.max_peer_metadata_bytes {
+            self.limit_hits
+                .get_or_create(&[("limit", Limit::PeerMetadata.label())])
+                .inc();
             log::info!(
                 "room={} peer={peer} join denied: metadata of {size} bytes (limit {})",
                 self.room,
@@ -670,6 +701,9 @@ impl<S: SfuBackend> Engine<S> {
 
     /// Logs a limit hit once per peer and limit.
     fn note_limit(&mut self, peer: PeerId, limit: Limit, what: &str) {
+        self.limit_hits
+            .get_or_create(&[("limit", limit.label())])
+            .inc();
         let Some(member) = self.members.get_mut(&peer) else {
             return;
         };

@@ -57,6 +57,19 @@ impl Sfu {
         let Some(producer) = self.producers.get_mut(&(publisher, mid)) else {
             return;
         };
+        let metrics = &self.config.metrics;
+        let payload_len = pkt.payload.len() as u64;
+        metrics.packets_in.get(producer.kind).inc();
+        metrics.bytes_in.get(producer.kind).inc_by(payload_len);
+        if let Some(p) = self.peers.get_mut(&publisher)
+            && !p.sent_media
+        {
+            p.sent_media = true;
+            if let Some(t) = p.first_offer {
+                let took = self.last_now.saturating_duration_since(t);
+                metrics.first_media_seconds.observe(took.as_secs_f64());
+            }
+        }
         if producer.kind == MediaKind::Audio
             && producer.silence.should_drop(
                 pkt.header.ext_vals.audio_level,
@@ -65,6 +78,7 @@ impl Sfu {
             )
         {
             self.stats.silence_dropped += 1;
+            metrics.drop_silence.inc();
             return;
         }
         let out = Outgoing {
@@ -98,6 +112,8 @@ impl Sfu {
             };
             needs_keyframe |= first;
             self.stats.rtp_out += 1;
+            metrics.packets_out.get(producer.kind).inc();
+            metrics.bytes_out.get(producer.kind).inc_by(payload_len);
             sub.needs_tick = true;
             if !sub.dirty {
                 sub.dirty = true;
@@ -127,8 +143,12 @@ impl Sfu {
                 }
             }
         }
+        let mut subscriptions = 0;
         for (key, t) in &mut self.producers {
             t.subscribers = subs.remove(key).unwrap_or_default();
+            subscriptions += t.subscribers.len();
         }
+        self.tracks_gauge.set(self.producers.len());
+        self.subscriptions_gauge.set(subscriptions);
     }
 }

@@ -53,6 +53,7 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use self::consumer::Consumer;
 use self::track::{KeyframeLimiter, SilenceDiscarder};
 use crate::rtc::ids::{MediaKind, PeerId, RoomId, TrackId};
+use crate::rtc::metrics::{GaugeShare, MediaMetrics};
 
 /// Settings of one [`Sfu`].
 #[derive(Debug, Clone)]
@@ -77,6 +78,8 @@ pub struct SfuConfig {
     /// The DTLS certificate every peer of this SFU presents. `None`: [`Sfu::new`] generates one
     /// (one key generation per SFU); tests and callers that make many SFUs pass one in.
     pub dtls_cert: Option<DtlsCert>,
+    /// The counters and gauges this SFU updates (shared by every room of a server).
+    pub metrics: MediaMetrics,
 }
 
 impl Default for SfuConfig {
@@ -91,6 +94,7 @@ impl Default for SfuConfig {
             silence_max_drops: 1000,
             seed: rand::random(),
             dtls_cert: None,
+            metrics: MediaMetrics::default(),
         }
     }
 }
@@ -206,6 +210,10 @@ pub struct Sfu {
     /// Last peer seen from a source address: the fast path of datagram demultiplexing.
     by_addr: HashMap<SocketAddr, PeerId>,
     last_now: Instant,
+    /// This room's share of the published-tracks gauge.
+    tracks_gauge: GaugeShare,
+    /// This room's share of the subscriptions gauge.
+    subscriptions_gauge: GaugeShare,
 }
 
 struct Peer {
@@ -224,6 +232,8 @@ struct Peer {
     dirty: bool,
     /// RTP was written to it: str0m only schedules written packets on the next input.
     needs_tick: bool,
+    /// An RTP packet from it was forwarded (time to first media is observed once).
+    sent_media: bool,
 }
 
 /// One published track (a publisher's sendonly m-line) and its forwarding state.
@@ -251,7 +261,11 @@ impl Sfu {
             );
         }
         let rng = StdRng::seed_from_u64(config.seed);
+        let tracks_gauge = GaugeShare::new(config.metrics.published_tracks.clone());
+        let subscriptions_gauge = GaugeShare::new(config.metrics.subscriptions.clone());
         Sfu {
+            tracks_gauge,
+            subscriptions_gauge,
             stats: SfuStats::default(),
             config,
             dtls_cert,
@@ -279,6 +293,7 @@ impl Sfu {
             next_timeout: None,
             dirty: false,
             needs_tick: false,
+            sent_media: false,
         });
     }
 
@@ -553,7 +568,29 @@ impl Sfu {
         if p.failed {
             return;
         }
-        log::info!("room={} peer={id} failed ({why})", self.config.room);
+        if p.connected {
+            log::info!("room={} peer={id} media failed ({why})", self.config.room);
+        } else {
+            // The line an operator looks for when someone "cannot see anybody".
+            let waited = p
+                .first_offer
+                .map(|t| self.last_now.saturating_duration_since(t));
+            log::warn!(
+                "room={} peer={id} media never connected ({why}; {waited:?} after its first offer)",
+                self.config.room
+            );
+        }
+        let reason = match why {
+            "no traffic" => "no_traffic",
+            "did not connect" => "did_not_connect",
+            "DTLS closed" => "dtls_closed",
+            _ => "webrtc_error",
+        };
+        self.config
+            .metrics
+            .media_failures
+            .get_or_create(&[("reason", reason)])
+            .inc();
         p.failed = true;
         if let Some(mut rtc) = p.rtc.take() {
             rtc.disconnect();
@@ -577,6 +614,15 @@ impl Sfu {
             }
             Event::Connected => {
                 if let Some(p) = self.peers.get_mut(&id) {
+                    if !p.connected
+                        && let Some(t) = p.first_offer
+                    {
+                        let took = self.last_now.saturating_duration_since(t);
+                        self.config
+                            .metrics
+                            .negotiation_seconds
+                            .observe(took.as_secs_f64());
+                    }
                     p.connected = true;
                     p.last_rx = self.last_now;
                 }

@@ -25,6 +25,7 @@ pub fn phoenix_socket(
     let env = SocketEnv {
         pubsub: pubsub.clone() as Arc<dyn PubSub>,
         presence: Presence::new(pubsub),
+        metrics: Default::default(),
     };
     let (mailbox, inbox, _overflow) = Mailbox::new(64);
     let router = Router::new().channel("echo:*", || EchoChannel);

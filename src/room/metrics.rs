@@ -1,0 +1,61 @@
+//! The rooms' counters and gauges: handles only, registered by the app's metrics registry.
+
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+
+use crate::rtc::metrics::{LabeledCounters, duration_buckets};
+
+/// Every metric the rooms update. `Default` makes unregistered handles.
+#[derive(Debug, Clone)]
+pub struct RoomMetrics {
+    /// Running rooms.
+    pub rooms: Gauge,
+    /// Admitted peers (members) in every room.
+    pub peers: Gauge,
+    /// From a channel joining `room:<id>` to its peer being accepted, seconds.
+    pub join_seconds: Histogram,
+    /// Limit hits, by limit (a family shared with the other layers).
+    pub limit_hits: LabeledCounters,
+    /// Bounded queues that overflowed, by queue (shared with the other layers).
+    pub queue_overflows: LabeledCounters,
+    /// Errors, by kind (`room_crashed`, …; shared with the other layers).
+    pub errors: LabeledCounters,
+}
+
+impl RoomMetrics {
+    /// Handles whose labelled families are shared with the other layers.
+    pub fn new(
+        limit_hits: LabeledCounters,
+        queue_overflows: LabeledCounters,
+        errors: LabeledCounters,
+    ) -> Self {
+        RoomMetrics {
+            rooms: Gauge::default(),
+            peers: Gauge::default(),
+            join_seconds: Histogram::new(duration_buckets()),
+            limit_hits,
+            queue_overflows,
+            errors,
+        }
+    }
+
+    /// Counts one hit of `limit`.
+    pub fn limit_hit(&self, limit: &'static str) {
+        self.limit_hits.get_or_create(&[("limit", limit)]).inc();
+    }
+
+    /// Counts one error of `kind`.
+    pub fn error(&self, kind: &'static str) {
+        self.errors.get_or_create(&[("kind", kind)]).inc();
+    }
+}
+
+impl Default for RoomMetrics {
+    fn default() -> Self {
+        Self::new(
+            LabeledCounters::default(),
+            LabeledCounters::default(),
+            LabeledCounters::default(),
+        )
+    }
+}
