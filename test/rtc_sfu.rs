@@ -1,18 +1,11 @@
 //! The SFU with several in-process str0m "browsers" (str0m as the offerer, like the tutorial's
 //! client), passing datagrams in memory in virtual time: forwarding, ICE restarts, keyframe
 //! requests, the silence discarder, failure detection and room isolation.
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::format::{Codec, FormatParams};
-use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind as StrKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
-use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
-use videoroom::rtc::ids::{MediaKind, PeerId, TrackId};
-use videoroom::rtc::sfu::{ConsumerSpec, Sfu, SfuConfig, SfuEvent, SfuOutput};
+use str0m::media::KeyframeRequestKind;
+use videoroom::rtc::ids::{MediaKind, PeerId};
+use videoroom::rtc::sfu::{ConsumerSpec, SfuEvent};
 
 #[path = "kit/sfu_world.rs"]
 mod sfu_world;
