@@ -6,6 +6,7 @@
 # a crash fails the script and its input is kept under $ARTIFACTS_DIR/fuzz/.
 #   bash test/fuzz/run.sh                    # every target, 25 s each
 #   FUZZ_SECONDS=600 bash test/fuzz/run.sh query_params   # one target, longer
+#   FUZZ_SEED=0 bash test/fuzz/run.sh        # a random seed (the default 1 keeps CI runs repeatable)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -33,7 +34,7 @@ for t in "${targets[@]}"; do
   scratch="$(mktemp -d)"
   printf '\n--- fuzz %s (%s s)\n' "$t" "$SECONDS_EACH"
   cargo fuzz run --fuzz-dir test/fuzz -s none "$t" "$scratch" "test/fuzz/corpus/$t" -- \
-    -max_total_time="$SECONDS_EACH" -max_len=65536 -rss_limit_mb=2048 \
+    -max_total_time="$SECONDS_EACH" -seed="${FUZZ_SEED:-1}" -max_len=65536 -rss_limit_mb=2048 \
     -artifact_prefix="$ARTIFACTS/$t-" -print_final_stats=1 2>"$ARTIFACTS/$t.log" ||
     { tail -n 40 "$ARTIFACTS/$t.log"; rm -rf "$scratch"; echo "fuzz target $t failed"; exit 1; }
   grep -E 'stat::number_of_executed_units|Done [0-9]+ runs' "$ARTIFACTS/$t.log" | tail -n 2

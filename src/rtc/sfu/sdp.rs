@@ -40,6 +40,35 @@ pub(crate) struct OfferSummary {
     pub sections: Vec<Section>,
 }
 
+/// Refuses an offer in which one payload type number names two codecs (RFC 8843 §9.1: within a
+/// BUNDLE group a payload type means one codec on every m-line). str0m asserts this while it
+/// applies an offer, so such an offer must never reach it (found by the `sdp_offer` fuzz target:
+/// 109 as Opus on the audio m-line and as RTX on a video one).
+fn check_payload_types(lines: &[&str]) -> Result<(), String> {
+    let mut codecs: std::collections::HashMap<&str, (String, &str)> = Default::default();
+    for line in lines {
+        let Some(rtpmap) = line.trim_end().strip_prefix("a=rtpmap:") else {
+            continue;
+        };
+        let Some((pt, encoding)) = rtpmap.split_once(' ') else {
+            continue;
+        };
+        let mut parts = encoding.split('/');
+        let name = parts.next().unwrap_or("").to_ascii_lowercase();
+        let clock = parts.next().unwrap_or("");
+        match codecs.get(pt) {
+            Some((n, c)) if *n != name || *c != clock => {
+                return Err(format!("payload type {pt} names two codecs"));
+            }
+            Some(_) => {}
+            None => {
+                codecs.insert(pt, (name, clock));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl OfferSummary {
     /// Splits an offer into sections; fails when it has no `v=` line or no m-line.
     pub fn parse(sdp: &str) -> Result<Self, String> {
@@ -59,6 +88,7 @@ impl OfferSummary {
         if starts.is_empty() {
             return Err("the SDP has no m-line".into());
         }
+        check_payload_types(&lines)?;
         let mut sections = Vec::with_capacity(starts.len());
         for (n, &start) in starts.iter().enumerate() {
             let end = starts.get(n + 1).copied().unwrap_or(lines.len());
@@ -264,6 +294,21 @@ m=video 0 UDP/TLS/RTP/SAVPF 98\r\na=mid:2\r\na=recvonly\r\na=rtpmap:98 VP9/90000
         assert!(!s.sections[2].usable_codec);
         assert!(s.sections[2].rejected);
         assert_eq!(s.recvonly(MediaKind::Video).count(), 1);
+    }
+
+    #[test]
+    fn one_payload_type_naming_two_codecs_is_refused_before_str0m_sees_it() {
+        // The fuzzer's input as the fuzz target hands it over (lossy UTF-8).
+        let crash = include_bytes!("../../../test/fixtures/sdp/fuzz-pt-109-opus-and-rtx.sdp");
+        let crash = String::from_utf8_lossy(crash);
+        assert_eq!(
+            OfferSummary::parse(&crash).err().as_deref(),
+            Some("payload type 109 names two codecs")
+        );
+        // The same payload type for the same codec on two m-lines is fine (bundled audio).
+        let twice = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=rtpmap:111 OPUS/48000/2\r\n";
+        assert_eq!(OfferSummary::parse(twice).map(|o| o.sections.len()), Ok(2));
     }
 
     #[test]
