@@ -455,6 +455,11 @@ pub fn assert_received(got: &[Got], from: u64, to: u64, what: &str) {
         n * 100 >= expected * 95,
         "{what}: received {n} of {expected} packets"
     );
+    assert_gapless(got, what);
+}
+
+/// Asserts that the outgoing sequence numbers in `got` are continuous in arrival order.
+pub fn assert_gapless(got: &[Got], what: &str) {
     for w in got.windows(2) {
         assert_eq!(
             w[1].seq,
