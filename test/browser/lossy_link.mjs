@@ -134,6 +134,14 @@ function seeded(seed) {
   };
 }
 
+/**
+ * Whether a datagram is (S)RTP: version 2 in the first byte, and a second byte outside RTCP's
+ * packet types 192-223 (RFC 5761's demultiplexing; STUN starts with 0-3, DTLS with 20-63).
+ */
+function isRtp(msg) {
+  return msg.length >= 12 && msg[0] >> 6 === 2 && !(msg[1] >= 192 && msg[1] <= 223);
+}
+
 /** Most client flows the relay keeps (each is one upstream socket); more are dropped. */
 const MAX_FLOWS = 64;
 
@@ -143,20 +151,23 @@ const MAX_FLOWS = 64;
  * datagrams only from `allowFrom` (the namespace's address, so a browser on the host cannot take
  * this path), and forwards each client flow from its own socket to `upstreamHost:udpPort`, where
  * the server listens. TCP (HTTP, WebSocket) is proxied unimpaired: the fault is on the media.
- * `impair({ lossPercent, delayMs })` applies to both directions from then on.
+ * `impair({ lossPercent, delayMs })` applies to both directions from then on; `impair({ up, down })`
+ * sets each direction (`up`: namespace to server) on its own, where `dropMedia: true` also drops
+ * every RTP packet (audio and video) while RTCP, STUN and DTLS still pass at `lossPercent`.
  */
 export async function startLossyRelay({ listenHost, upstreamHost, udpPort, tcpPort, allowFrom, seed = 1 }) {
   const random = seeded(seed);
-  let lossPercent = 0;
-  let delayMs = 0;
+  const none = { lossPercent: 0, delayMs: 0, dropMedia: false };
+  const impairment = { up: none, down: none };
   const counters = {
     up: { forwarded: 0, dropped: 0 }, // namespace -> server
     down: { forwarded: 0, dropped: 0 }, // server -> namespace
     refused: 0, // datagrams from elsewhere, or beyond MAX_FLOWS
   };
   const pending = new Set();
-  const pass = (dir, send) => {
-    if (lossPercent > 0 && random() * 100 < lossPercent) {
+  const pass = (dir, msg, send) => {
+    const { lossPercent, delayMs, dropMedia } = impairment[dir];
+    if ((dropMedia && isRtp(msg)) || (lossPercent > 0 && random() * 100 < lossPercent)) {
       counters[dir].dropped++;
       return;
     }
@@ -184,12 +195,12 @@ export async function startLossyRelay({ listenHost, upstreamHost, udpPort, tcpPo
         return;
       }
       up = createSocket("udp4");
-      up.on("message", (reply) => pass("down", () => front.send(reply, from.port, from.address, () => {})));
+      up.on("message", (reply) => pass("down", reply, () => front.send(reply, from.port, from.address, () => {})));
       up.on("error", () => {});
       up.bind(0, upstreamHost);
       flows.set(key, up);
     }
-    pass("up", () => up.send(msg, udpPort, upstreamHost, () => {}));
+    pass("up", msg, () => up.send(msg, udpPort, upstreamHost, () => {}));
   });
   front.on("error", () => {});
   await new Promise((ok, fail) => {
@@ -220,10 +231,12 @@ export async function startLossyRelay({ listenHost, upstreamHost, udpPort, tcpPo
     counters,
     seed,
     impair(settings) {
-      lossPercent = settings.lossPercent ?? 0;
-      delayMs = settings.delayMs ?? 0;
+      const one = (d) => ({ lossPercent: d?.lossPercent ?? 0, delayMs: d?.delayMs ?? 0, dropMedia: !!d?.dropMedia });
+      const perDirection = "up" in settings || "down" in settings;
+      impairment.up = one(perDirection ? settings.up : settings);
+      impairment.down = one(perDirection ? settings.down : settings);
     },
-    settings: () => ({ lossPercent, delayMs }),
+    settings: () => JSON.parse(JSON.stringify(impairment)),
     flows: () => flows.size,
     close() {
       for (const t of pending) clearTimeout(t);
