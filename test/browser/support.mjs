@@ -92,7 +92,7 @@ export function freeUdpPort() {
 /**
  * Starts the server binary ($VIDEOROOM_BIN) on a free TCP port (`SERVER_PORT`) and a free UDP
  * port (`UDP_PORT`), advertising a non-loopback address of this host (`EXTERNAL_IP`) so that
- * Firefox can reach the SFU. `env` adds variables, `$VIDEOROOM_ARGS` (space separated) adds flags. Resolves once
+ * Firefox can reach the SFU. `env` adds (or overrides) variables, `$VIDEOROOM_ARGS` (space separated) adds flags. Resolves once
  * `/healthcheck` answers 200.
  */
 export async function startServer({ env: extraEnv = {} } = {}) {
@@ -106,9 +106,9 @@ export async function startServer({ env: extraEnv = {} } = {}) {
     SERVER_PORT: String(port),
     UDP_PORT: String(udpPort),
     RUST_LOG: process.env.RUST_LOG ?? "info",
+    ...(externalIp ? { EXTERNAL_IP: externalIp } : {}),
     ...extraEnv,
   };
-  if (externalIp) env.EXTERNAL_IP = externalIp;
   const args = (process.env.VIDEOROOM_ARGS ?? "").split(/\s+/).filter(Boolean);
   const child = spawn(bin, args, { env, stdio: ["ignore", "pipe", "pipe"] });
   let log = "";
@@ -142,7 +142,7 @@ export async function startServer({ env: extraEnv = {} } = {}) {
     url,
     port,
     udpPort,
-    externalIp,
+    externalIp: env.EXTERNAL_IP,
     log: () => log,
     /** Stops the server: SIGINT is its graceful Ctrl-C path (sockets closed with 1012), SIGTERM ends it at once. */
     async stop(signal = "SIGTERM") {
@@ -155,17 +155,18 @@ export async function startServer({ env: extraEnv = {} } = {}) {
 }
 
 /**
- * One participant's Chromium (`withoutDevices`: no camera or microphone at all). Its `page`
+ * One participant's Chromium (`withoutDevices`: no camera or microphone at all; `executablePath`:
+ * another executable, e.g. a wrapper that starts Chromium in a network namespace). Its `page`
  * and Firefox's share the API subset the tests use (goto, type, click, evaluate, screenshot);
  * `kill()` ends the browser abruptly (SIGKILL), `freeze()` stops it, `close()` ends it politely.
  */
-export async function launchChromium({ args = [], withoutDevices = false } = {}) {
+export async function launchChromium({ args = [], withoutDevices = false, executablePath = CHROMIUM } = {}) {
   const profile = mkdtempSync(join(tmpdir(), "videoroom-chromium-"));
   const base = withoutDevices
     ? CHROMIUM_ARGS.filter((a) => a !== "--use-fake-device-for-media-stream")
     : CHROMIUM_ARGS;
   const ctx = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
+    executablePath,
     headless: true,
     args: [...base, ...args],
     ignoreDefaultArgs: ["--mute-audio"],
