@@ -203,7 +203,8 @@ async fn main() -> ExitCode {
     let mut failures = Failures::default();
     let mut checked: HashSet<(String, String)> = HashSet::new();
     let mut samples: Vec<Sample> = Vec::new();
-    let (mut joins, mut clean_leaves, mut dropped_sockets, mut media_checks) = (0u64, 0u64, 0u64, 0u64);
+    let (mut joins, mut clean_leaves, mut dropped_sockets, mut media_checks) =
+        (0u64, 0u64, 0u64, 0u64);
     let step = Duration::from_secs_f64(args.interval);
     let sample_every = Duration::from_secs_f64(args.sample);
     let media_after = Duration::from_secs_f64(args.media_after);
@@ -218,7 +219,13 @@ async fn main() -> ExitCode {
         if now >= next_sample {
             next_sample += sample_every;
             let sample = take_sample(&server, t0).await;
-            check_media(&rooms, media_after, &mut checked, &mut media_checks, &mut failures);
+            check_media(
+                &rooms,
+                media_after,
+                &mut checked,
+                &mut media_checks,
+                &mut failures,
+            );
             println!(
                 "[{:5.1} min] rss {:6.1} MB | rooms {:3} peers {:3} sockets {:3} | joins {joins} leaves {clean_leaves} dropped {dropped_sockets} media checks {media_checks} | failures {}",
                 sample.minutes,
@@ -251,7 +258,10 @@ async fn main() -> ExitCode {
                 if rng.random_range(0..4) == 0 {
                     dropped_sockets += 1;
                     if let Err(e) = member.peer.drop_socket().await {
-                        failures.add(format!("{} could not drop its socket: {e}", member.peer.name));
+                        failures.add(format!(
+                            "{} could not drop its socket: {e}",
+                            member.peer.name
+                        ));
                     }
                 } else {
                     clean_leaves += 1;
@@ -265,11 +275,20 @@ async fn main() -> ExitCode {
         tokio::time::sleep_until(wake.into()).await;
     }
 
-    check_media(&rooms, media_after, &mut checked, &mut media_checks, &mut failures);
+    check_media(
+        &rooms,
+        media_after,
+        &mut checked,
+        &mut media_checks,
+        &mut failures,
+    );
     let churn_end = samples.last().copied();
     for member in rooms.iter_mut().flat_map(std::mem::take) {
         if let Err(e) = member.peer.leave().await {
-            failures.add(format!("{} could not leave at the end: {e}", member.peer.name));
+            failures.add(format!(
+                "{} could not leave at the end: {e}",
+                member.peer.name
+            ));
         }
     }
     let settled = wait_for_zero(&server, &mut failures).await;
@@ -385,7 +404,7 @@ async fn wait_for_zero(server: &Server, failures: &mut Failures) -> f64 {
         let left: Vec<String> = names
             .iter()
             .filter_map(|n| match metric_sum(&text, n) {
-                Some(v) if v == 0.0 => None,
+                Some(0.0) => None,
                 v => Some(format!("{n}={v:?}")),
             })
             .collect();
@@ -511,7 +530,12 @@ fn plot_rss(path: &Path, samples: &[Sample], args: &Args) -> Result<(), String> 
 /// Plotters draws text with a font given to it: DejaVu Sans from Debian's `fonts-dejavu-core`.
 fn register_font() -> Result<(), String> {
     const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-    let bytes = std::fs::read(FONT).map_err(|e| format!("{FONT}: {e} (install fonts-dejavu-core)"))?;
-    plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
-        .map_err(|_| format!("{FONT} is not a font plotters can read"))
+    let bytes =
+        std::fs::read(FONT).map_err(|e| format!("{FONT}: {e} (install fonts-dejavu-core)"))?;
+    plotters::style::register_font(
+        "sans-serif",
+        FontStyle::Normal,
+        Box::leak(bytes.into_boxed_slice()),
+    )
+    .map_err(|_| format!("{FONT} is not a font plotters can read"))
 }
