@@ -4,7 +4,8 @@
 #   1. formatting and lint checks (cargo fmt, cargo clippy -D warnings),
 #   2. the stale-bundle check of the web client (the committed priv/static build must match assets/),
 #   3. every Rust test (unit, integration, doc) with cargo-nextest (cargo test for doc tests), and
-#      the abuse suite (attacks against the real binary, test/support/abuse.rs),
+#      the abuse suite (attacks against the real binary, test/support/abuse.rs) and a 2-minute soak
+#      (peer churn with media across 20 rooms; resident memory flat, gauges back to zero),
 #   4. the Node tests (real phoenix npm clients) and the browser tests (Chromium and Firefox ESR).
 # Artifacts (screenshots, logs) go to $ARTIFACTS_DIR (default: test-artifacts/ at the repo root).
 set -euo pipefail
@@ -15,10 +16,10 @@ export ARTIFACTS_DIR="${ARTIFACTS_DIR:-$ROOT/test-artifacts}"
 mkdir -p "$ARTIFACTS_DIR"
 step() { printf '\n==> %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 
-step "system packages: browsers for the browser tests, iproute2 for the lossy-link test"
+step "system packages: browsers for the browser tests, iproute2 for the lossy-link test, a font for the soak's plot"
 need_apt=()
 # iproute2 (`ip netns`, veth) is not in Debian's minimal images; network_loss.test.mjs needs it.
-for pkg in chromium firefox-esr iproute2; do
+for pkg in chromium firefox-esr iproute2 fonts-dejavu-core; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
@@ -59,6 +60,9 @@ cargo nextest run --no-fail-fast --test-threads 1 --retries 1
 
 step "abuse suite: issue 8's attacks against the real binary, with a canary peer (test/support/abuse.rs)"
 cargo run --quiet --example abuse
+
+step "soak, 2 minutes: peer churn with media across 20 rooms, memory and gauges (test/support/soak.rs)"
+cargo run --quiet --example soak -- --minutes 2
 
 step "Rust doc tests"
 cargo test --doc --quiet

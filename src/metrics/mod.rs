@@ -333,4 +333,48 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
     }
+
+    #[test]
+    fn the_grafana_dashboard_queries_only_metrics_the_server_exports() {
+        let metrics = Metrics::new();
+        // Labelled families without a sample are left out of the text: give each one.
+        let one = [("x", "y")];
+        metrics.media.limit_hits.get_or_create(&one).inc();
+        metrics.media.media_failures.get_or_create(&one).inc();
+        metrics.sockets.errors.get_or_create(&one).inc();
+        metrics.sockets.closed(1000);
+        let health = Health::new(Heartbeats::default(), Duration::from_secs(5));
+        let text = metrics.encode(&health);
+        let exported: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+            .collect();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/grafana-dashboard.json"))
+                .expect("the dashboard is JSON");
+        let panels = dashboard["panels"].as_array().expect("panels");
+        let mut queried = 0;
+        for target in panels.iter().flat_map(|p| p["targets"].as_array().unwrap()) {
+            let expr = target["expr"].as_str().expect("a PromQL expression");
+            for start in expr.match_indices("videoroom_").map(|(i, _)| i) {
+                let name: String = expr[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let family = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(&name);
+                let family = family.strip_suffix("_total").unwrap_or(family);
+                assert!(
+                    exported
+                        .iter()
+                        .any(|e| *e == family || e.strip_suffix("_total") == Some(family)),
+                    "the dashboard queries {name}, which the server does not export"
+                );
+                queried += 1;
+            }
+        }
+        assert!(queried >= 20, "only {queried} metric references found");
+    }
 }
