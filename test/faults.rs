@@ -55,7 +55,9 @@ fn sample(text: &str, name: &str) -> f64 {
 }
 
 async fn metric(server: &ServerProcess, name: &str) -> f64 {
-    let (status, text) = get(&server.url("/metrics")).await.expect("/metrics answers");
+    let (status, text) = get(&server.url("/metrics"))
+        .await
+        .expect("/metrics answers");
     assert_eq!(status, 200);
     sample(&text, name)
 }
@@ -69,7 +71,10 @@ async fn metric_becomes(server: &ServerProcess, name: &str, want: f64) {
         if value == want {
             return;
         }
-        assert!(Instant::now() < deadline, "{name} is {value}, expected {want}");
+        assert!(
+            Instant::now() < deadline,
+            "{name} is {value}, expected {want}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -170,8 +175,11 @@ async fn a_peer_departing_mid_negotiation(departure: Departure) {
             (child.peer_id.clone(), Some(child), None)
         }
         Departure::SocketClosed(hold) => {
-            let peer = join_accepted_at(&url, "mid", PeerOptions::new("doomed").holding(hold)).await;
-            peer.wait_for("the hold point", LONG, |o| o.held).await.unwrap();
+            let peer =
+                join_accepted_at(&url, "mid", PeerOptions::new("doomed").holding(hold)).await;
+            peer.wait_for("the hold point", LONG, |o| o.held)
+                .await
+                .unwrap();
             (peer.peer_id().unwrap(), None, Some(peer))
         }
     };
@@ -199,8 +207,13 @@ async fn a_peer_departing_mid_negotiation(departure: Departure) {
             .unwrap();
         }
     }
-    let doomed_tracks: Vec<String> =
-        alice.observe(|o| o.peers[&doomed_id].track_id_to_metadata.keys().cloned().collect());
+    let doomed_tracks: Vec<String> = alice.observe(|o| {
+        o.peers[&doomed_id]
+            .track_id_to_metadata
+            .keys()
+            .cloned()
+            .collect()
+    });
 
     let gone = Instant::now();
     match (child, &in_process) {
@@ -216,6 +229,13 @@ async fn a_peer_departing_mid_negotiation(departure: Departure) {
         .unwrap();
     }
     eprintln!("{departure:?}: peerLeft after {:?}", gone.elapsed());
+    // Removed because its socket ended, not later because its ICE consent ran out.
+    let failed = format!("peer={doomed_id} connection failed");
+    assert!(
+        !server.log().contains(&failed),
+        "{failed}:\n{}",
+        server.log()
+    );
     gauges_become(&server, 2.0, 4.0, 4.0).await;
 
     // A newcomer: the room still works and shows nothing of the doomed peer.
@@ -239,7 +259,12 @@ async fn a_peer_departing_mid_negotiation(departure: Departure) {
     for p in [&alice, &bob] {
         // Their last answer (after carol's tracks came) keeps none of the doomed tracks active.
         p.observe(|o| {
-            assert_eq!(events_about(o, "peerLeft", &doomed_id), 1, "{}: peerLeft once", p.name);
+            assert_eq!(
+                events_about(o, "peerLeft", &doomed_id),
+                1,
+                "{}: peerLeft once",
+                p.name
+            );
             assert!(!o.peers.contains_key(&doomed_id));
             for t in &doomed_tracks {
                 assert!(o.removed.contains(t), "{}: track {t} not removed", p.name);
@@ -258,7 +283,11 @@ async fn a_peer_departing_mid_negotiation(departure: Departure) {
                 .into_iter()
                 .filter(|(_, d)| d != "inactive")
                 .collect();
-            assert!(active.is_empty(), "{}: departed tracks still negotiated {active:?}", p.name);
+            assert!(
+                active.is_empty(),
+                "{}: departed tracks still negotiated {active:?}",
+                p.name
+            );
         });
     }
     carol.observe(|o| {
@@ -278,17 +307,26 @@ async fn a_peer_departing_mid_negotiation(departure: Departure) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_killed_after_joining_before_its_offer_leaves_once_and_the_room_keeps_working() {
-    bounded(a_peer_departing_mid_negotiation(Departure::Killed(Hold::BeforeOffer))).await;
+    bounded(a_peer_departing_mid_negotiation(Departure::Killed(
+        Hold::BeforeOffer,
+    )))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_killed_between_its_offer_and_the_answer_leaves_no_orphaned_track() {
-    bounded(a_peer_departing_mid_negotiation(Departure::Killed(Hold::BeforeAnswer))).await;
+    bounded(a_peer_departing_mid_negotiation(Departure::Killed(
+        Hold::BeforeAnswer,
+    )))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_closed_between_offer_and_answer_leaves_no_orphaned_track() {
-    bounded(a_peer_departing_mid_negotiation(Departure::SocketClosed(Hold::BeforeAnswer))).await;
+    bounded(a_peer_departing_mid_negotiation(Departure::SocketClosed(
+        Hold::BeforeAnswer,
+    )))
+    .await;
 }
 
 /// Packets received so far by `subscriber` on every track of `publisher`.
@@ -333,7 +371,8 @@ async fn a_panic_in_one_room_closes_only_that_room_its_peers_can_rejoin_and_othe
             .unwrap();
         for a in [&a1, &a2] {
             a.wait_for("the room's error and the channel's close", LONG, |o| {
-                o.events_of("error").any(|e| e.data["message"] == "room crashed")
+                o.events_of("error")
+                    .any(|e| e.data["message"] == "room crashed")
                     && o.channel_ends.iter().any(|e| e == "phx_close")
             })
             .await
@@ -352,7 +391,10 @@ async fn a_panic_in_one_room_closes_only_that_room_its_peers_can_rejoin_and_othe
             1.0
         );
         assert_eq!(get(&server.url("/healthz")).await.map(|r| r.0), Some(200));
-        assert_eq!(get(&server.url("/healthcheck")).await.map(|r| r.0), Some(200));
+        assert_eq!(
+            get(&server.url("/healthcheck")).await.map(|r| r.0),
+            Some(200)
+        );
         assert!(server.is_running(), "the server process is up");
 
         // The crashed room's people come back: a fresh room, media again.
@@ -423,8 +465,14 @@ async fn a_stalled_room_media_loop_makes_healthz_fail_while_healthcheck_answers(
                 other => panic!("/healthz after the stall: {other:?}"),
             }
         };
-        assert!(body.contains("room=stuck"), "/healthz names the loop: {body}");
-        assert_eq!(get(&server.url("/healthcheck")).await.map(|r| r.0), Some(200));
+        assert!(
+            body.contains("room=stuck"),
+            "/healthz names the loop: {body}"
+        );
+        assert_eq!(
+            get(&server.url("/healthcheck")).await.map(|r| r.0),
+            Some(200)
+        );
         assert_eq!(metric(&server, "videoroom_stalled_loops").await, 1.0);
     })
     .await;
@@ -448,7 +496,9 @@ async fn helper_a_peer_in_its_own_process_freezes_mid_negotiation_until_it_is_ki
         other => panic!("unknown hold point {other}"),
     };
     let peer = join_accepted_at(url, room, PeerOptions::new("doomed").holding(hold)).await;
-    peer.wait_for("the hold point", LONG, |o| o.held).await.unwrap();
+    peer.wait_for("the hold point", LONG, |o| o.held)
+        .await
+        .unwrap();
     println!("HELD {}", peer.peer_id().unwrap());
     use std::io::Write;
     std::io::stdout().flush().unwrap();

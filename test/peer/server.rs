@@ -129,7 +129,9 @@ impl ServerProcess {
                     break;
                 }
                 let text = String::from_utf8_lossy(&chunk[..n]).into_owned();
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push_str(&text);
+                sink.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_str(&text);
             }
         });
         let stdout = child.stdout.take().expect("piped stdout");
