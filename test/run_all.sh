@@ -3,8 +3,10 @@
 # installs the browsers, the npm packages and the Rust dependencies it needs, then runs
 #   1. formatting and lint checks (cargo fmt, cargo clippy -D warnings),
 #   2. the stale-bundle check of the web client (the committed priv/static build must match assets/),
-#   3. every Rust test (unit, integration, doc) with cargo-nextest (cargo test for doc tests), and
-#      the abuse suite (attacks against the real binary, test/support/abuse.rs) and a 2-minute soak
+#   3. every Rust test (unit, integration, doc) with cargo-nextest (cargo test for doc tests),
+#      among them the fault tests (test/faults.rs: clients killed mid-negotiation, a panic in one
+#      room, a stalled media loop, all against the real binary, ~11 s), the abuse suite
+#      (attacks against the real binary, test/support/abuse.rs) and a 2-minute soak
 #      (peer churn with media across 20 rooms; resident memory flat, gauges back to zero),
 #   4. the Node tests (real phoenix npm clients) and the browser tests (Chromium and Firefox ESR).
 # Artifacts (screenshots, logs) go to $ARTIFACTS_DIR (default: test-artifacts/ at the repo root).

@@ -57,6 +57,19 @@ pub struct PeerOptions {
     pub heartbeat: Duration,
     /// Local address the peer connection binds (host candidates).
     pub ip: IpAddr,
+    /// Where the peer stops negotiating (fault tests: a client frozen, then killed, there).
+    pub hold: Hold,
+}
+
+/// A point in the negotiation where a peer stops, to be killed or cut off there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Negotiates normally.
+    Never,
+    /// Records `offerData` but never sends the `sdpOffer` it asks for.
+    BeforeOffer,
+    /// Sends its `sdpOffer` but never applies the `sdpAnswer`.
+    BeforeAnswer,
 }
 
 impl PeerOptions {
@@ -70,7 +83,14 @@ impl PeerOptions {
             keyframe_interval: 24,
             heartbeat: Duration::from_secs(30),
             ip: IpAddr::from([127, 0, 0, 1]),
+            hold: Hold::Never,
         }
+    }
+
+    /// Stops negotiating at `hold`.
+    pub fn holding(mut self, hold: Hold) -> Self {
+        self.hold = hold;
+        self
     }
 
     /// Publishes only the given kinds.
@@ -164,6 +184,10 @@ pub struct Observations {
     pub removed: Vec<String>,
     /// Whether the socket closed under the peer.
     pub socket_closed: bool,
+    /// The peer reached its [`Hold`] point and stopped negotiating.
+    pub held: bool,
+    /// `phx_close` / `phx_error` pushes of the channel, in order.
+    pub channel_ends: Vec<String>,
 }
 
 impl Observations {
@@ -220,6 +244,12 @@ enum Command {
     },
     DropSocket {
         reply: oneshot::Sender<()>,
+    },
+    CloseSocket {
+        reply: oneshot::Sender<()>,
+    },
+    Push {
+        event: Value,
     },
 }
 
@@ -379,6 +409,24 @@ impl HeadlessPeer {
         let (reply, rx) = oneshot::channel();
         self.command(Command::DropSocket { reply }).await?;
         rx.await.map_err(|_| "peer stopped".to_owned())
+    }
+
+    /// Closes the WebSocket with a close frame, without a `leave` event or `phx_leave` (a tab
+    /// navigating away in the middle of a negotiation).
+    pub async fn close_socket(&self) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::CloseSocket { reply }).await?;
+        rx.await.map_err(|_| "peer stopped".to_owned())
+    }
+
+    /// Pushes `event` (a whole media event, e.g. `{"type": "…", "data": …}`) as it is.
+    pub async fn push_media_event(&self, event: Value) -> Result<(), String> {
+        self.command(Command::Push { event }).await
+    }
+
+    /// Whether the peer has reached its [`Hold`] point (never, for [`Hold::Never`]).
+    pub fn held(&self) -> bool {
+        lock(&self.obs).held
     }
 
     async fn command(&self, command: Command) -> Result<(), String> {
@@ -593,6 +641,7 @@ impl Client {
                 return;
             }
             "phx_error" | "phx_close" => {
+                lock(&self.obs).channel_ends.push(message.event.clone());
                 if !self.gone {
                     self.error(format!("channel {}: {}", message.event, message.payload));
                 }
@@ -720,6 +769,8 @@ impl Client {
                     *meta = data["metadata"].clone();
                 }
             }
+            // Frozen at the hold point, and for good: nothing negotiates any more.
+            "offerData" | "sdpAnswer" if self.holds_at(kind) => {}
             "offerData" => {
                 let audio = data["audio"].as_u64().ok_or("no audio count")?;
                 let video = data["video"].as_u64().ok_or("no video count")?;
@@ -746,6 +797,17 @@ impl Client {
             other => return Err(format!("unknown media event type {other}")),
         }
         Ok(())
+    }
+
+    /// Whether the `kind` event finds the peer at (or past) its hold point; marks it held.
+    fn holds_at(&self, kind: &str) -> bool {
+        let mut o = lock(&self.obs);
+        o.held |= match self.options.hold {
+            Hold::Never => false,
+            Hold::BeforeOffer => kind == "offerData",
+            Hold::BeforeAnswer => kind == "sdpAnswer",
+        };
+        o.held
     }
 
     async fn add_track(&mut self, kind: Kind, metadata: Value) -> Result<String, String> {
@@ -1128,6 +1190,21 @@ impl Client {
                 self.socket.abort().await;
                 self.shutdown_media().await;
                 let _ = reply.send(());
+            }
+            Command::CloseSocket { reply } => {
+                self.gone = true;
+                self.socket.close().await;
+                self.shutdown_media().await;
+                let _ = reply.send(());
+            }
+            Command::Push { event } => {
+                self.socket
+                    .push(
+                        &self.topic,
+                        "mediaEvent",
+                        json!({"data": event.to_string()}),
+                    )
+                    .await;
             }
         }
     }

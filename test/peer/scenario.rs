@@ -12,7 +12,13 @@ pub const LONG: Duration = Duration::from_secs(45);
 
 /// Joins `room` and waits for `peerAccepted`.
 pub async fn join_accepted(server: &TestServer, room: &str, options: PeerOptions) -> HeadlessPeer {
-    let peer = HeadlessPeer::join(&server.socket_url(), room, options)
+    join_accepted_at(&server.socket_url(), room, options).await
+}
+
+/// Joins `room` on the server at `socket_url` (e.g. a [`super::server::ServerProcess`]) and
+/// waits for `peerAccepted`.
+pub async fn join_accepted_at(socket_url: &str, room: &str, options: PeerOptions) -> HeadlessPeer {
+    let peer = HeadlessPeer::join(socket_url, room, options)
         .await
         .expect("join");
     peer.wait_for("peerAccepted", LONG, |o| o.peer_id.is_some())
