@@ -13,14 +13,17 @@
 
 #[allow(dead_code)]
 mod peer;
+#[allow(dead_code)]
+#[path = "kit/server_process.rs"]
+mod server_process;
 
 use peer::client::{HeadlessPeer, Hold, Observations, PeerOptions};
 use peer::scenario::{
     LONG, active_tracks, answer_directions, assert_clean, assert_delivery, join_accepted_at,
     wait_receiving,
 };
-use peer::server::ServerProcess;
 use serde_json::json;
+use server_process::ServerProcess;
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -38,52 +41,15 @@ async fn bounded(test: impl std::future::Future<Output = ()>) {
         .expect("scenario timed out");
 }
 
-/// `(status, body)` of a GET, or `None` if nothing answered.
-async fn get(url: &str) -> Option<(u16, String)> {
-    let response = reqwest::get(url).await.ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
-}
-
-/// The value of sample `name` (with its labels, e.g. `x_total{kind="a"}`) in a Prometheus text
-/// exposition; 0 if absent (a labelled counter appears once it counted something).
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn metric(server: &ServerProcess, name: &str) -> f64 {
-    let (status, text) = get(&server.url("/metrics"))
-        .await
-        .expect("/metrics answers");
-    assert_eq!(status, 200);
-    sample(&text, name)
-}
-
-/// Polls `name` until it equals `want`: gauges move when a room has handled an event, a moment
-/// after the peers saw its effect.
-async fn metric_becomes(server: &ServerProcess, name: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let value = metric(server, name).await;
-        if value == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} is {value}, expected {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Asserts the published-track, subscription and peer gauges all at once.
 async fn gauges_become(server: &ServerProcess, peers: f64, tracks: f64, subscriptions: f64) {
-    metric_becomes(server, "videoroom_peers", peers).await;
-    metric_becomes(server, "videoroom_published_tracks", tracks).await;
-    metric_becomes(server, "videoroom_subscriptions", subscriptions).await;
+    server.metric_becomes("videoroom_peers", peers).await;
+    server
+        .metric_becomes("videoroom_published_tracks", tracks)
+        .await;
+    server
+        .metric_becomes("videoroom_subscriptions", subscriptions)
+        .await;
 }
 
 /// How many `kind` events `o` got that name `peer_id` (as `peerId` or `peer.id`).
@@ -190,13 +156,17 @@ async fn a_peer_departing_mid_negotiation(departure: Departure) {
         .await
         .unwrap();
     }
-    metric_becomes(&server, "videoroom_peers", 3.0).await;
+    server.metric_becomes("videoroom_peers", 3.0).await;
     if hold == Hold::BeforeOffer {
         // It never offered: nothing of it is published, it receives nothing.
-        metric_becomes(&server, "videoroom_published_tracks", 4.0).await;
-        metric_becomes(&server, "videoroom_subscriptions", 4.0).await;
+        server
+            .metric_becomes("videoroom_published_tracks", 4.0)
+            .await;
+        server.metric_becomes("videoroom_subscriptions", 4.0).await;
     } else {
-        metric_becomes(&server, "videoroom_published_tracks", 6.0).await;
+        server
+            .metric_becomes("videoroom_published_tracks", 6.0)
+            .await;
         // Its offer was answered (the answer never applied): its tracks are published and
         // announced, so the others are negotiating to receive them when it goes.
         for p in [&alice, &bob] {
@@ -361,7 +331,7 @@ async fn a_panic_in_one_room_closes_only_that_room_its_peers_can_rejoin_and_othe
         let url = server.socket_url();
         let (a1, a2) = pair(&url, "crashing").await;
         let (b1, b2) = pair(&url, "steady").await;
-        metric_becomes(&server, "videoroom_rooms", 2.0).await;
+        server.metric_becomes("videoroom_rooms", 2.0).await;
         gauges_become(&server, 4.0, 8.0, 8.0).await;
 
         let from = Instant::now();
@@ -384,17 +354,16 @@ async fn a_panic_in_one_room_closes_only_that_room_its_peers_can_rejoin_and_othe
             });
         }
         // The crashed room is gone with everything in it; the other one is untouched.
-        metric_becomes(&server, "videoroom_rooms", 1.0).await;
+        server.metric_becomes("videoroom_rooms", 1.0).await;
         gauges_become(&server, 2.0, 4.0, 4.0).await;
         assert_eq!(
-            metric(&server, "videoroom_errors_total{kind=\"room_crashed\"}").await,
+            server
+                .metric("videoroom_errors_total{kind=\"room_crashed\"}")
+                .await,
             1.0
         );
-        assert_eq!(get(&server.url("/healthz")).await.map(|r| r.0), Some(200));
-        assert_eq!(
-            get(&server.url("/healthcheck")).await.map(|r| r.0),
-            Some(200)
-        );
+        assert_eq!(server.get("/healthz").await.map(|r| r.0), Some(200));
+        assert_eq!(server.get("/healthcheck").await.map(|r| r.0), Some(200));
         assert!(server.is_running(), "the server process is up");
 
         // The crashed room's people come back: a fresh room, media again.
@@ -405,7 +374,7 @@ async fn a_panic_in_one_room_closes_only_that_room_its_peers_can_rejoin_and_othe
                 assert!(o.events_of("error").next().is_none(), "{}", c.name);
             });
         }
-        metric_becomes(&server, "videoroom_rooms", 2.0).await;
+        server.metric_becomes("videoroom_rooms", 2.0).await;
         gauges_become(&server, 4.0, 8.0, 8.0).await;
 
         // The steady room's media flowed throughout, without a gap.
@@ -446,10 +415,10 @@ async fn a_stalled_room_media_loop_makes_healthz_fail_while_healthcheck_answers(
             PeerOptions::new("stuck").publishing(false, false),
         )
         .await;
-        metric_becomes(&server, "videoroom_watched_loops", 2.0).await;
+        server.metric_becomes("videoroom_watched_loops", 2.0).await;
         // An idle room beats: past the stall time, liveness still holds.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert_eq!(get(&server.url("/healthz")).await.map(|r| r.0), Some(200));
+        assert_eq!(server.get("/healthz").await.map(|r| r.0), Some(200));
 
         stuck
             .push_media_event(json!({"type": "faultInjection", "data": {"fault": "stall"}}))
@@ -457,7 +426,7 @@ async fn a_stalled_room_media_loop_makes_healthz_fail_while_healthcheck_answers(
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);
         let body = loop {
-            match get(&server.url("/healthz")).await {
+            match server.get("/healthz").await {
                 Some((200, _)) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await
                 }
@@ -469,11 +438,8 @@ async fn a_stalled_room_media_loop_makes_healthz_fail_while_healthcheck_answers(
             body.contains("room=stuck"),
             "/healthz names the loop: {body}"
         );
-        assert_eq!(
-            get(&server.url("/healthcheck")).await.map(|r| r.0),
-            Some(200)
-        );
-        assert_eq!(metric(&server, "videoroom_stalled_loops").await, 1.0);
+        assert_eq!(server.get("/healthcheck").await.map(|r| r.0), Some(200));
+        assert_eq!(server.metric("videoroom_stalled_loops").await, 1.0);
     })
     .await;
 }

@@ -70,9 +70,27 @@ after(async () => {
   link?.remove();
 });
 
+/** The getStats counters compared between phases (read in the page, differenced here). */
+const COUNTERS = {
+  inbound: [
+    "framesDecoded",
+    "framesDropped",
+    "keyFramesDecoded",
+    "freezeCount",
+    "totalFreezesDuration",
+    "nackCount",
+    "pliCount",
+    "firCount",
+    "packetsLost",
+    "packetsReceived",
+    "retransmittedPacketsReceived",
+  ],
+  outbound: ["framesEncoded", "keyFramesEncoded", "packetsSent", "retransmittedPacketsSent", "nackCount", "pliCount", "firCount"],
+};
+
 /** getStats of the page's connection: video inbound/outbound counters and the selected pair. */
 function readStats(page) {
-  return page.evaluate(async () => {
+  return page.evaluate(async (counters) => {
     const pc = window.videoroom?.webrtc?.connection;
     if (!pc) return null;
     const report = await pc.getStats();
@@ -97,54 +115,17 @@ function readStats(page) {
       pair,
       inboundCount: inbound.length,
       inbound: {
-        ...pick(inbound, [
-          "framesDecoded",
-          "framesDropped",
-          "keyFramesDecoded",
-          "freezeCount",
-          "totalFreezesDuration",
-          "nackCount",
-          "pliCount",
-          "firCount",
-          "packetsLost",
-          "packetsReceived",
-          "retransmittedPacketsReceived",
-        ]),
+        ...pick(inbound, counters.inbound),
         jitter: inbound.length ? Math.max(...inbound.map((s) => s.jitter ?? 0)) : 0,
         retransmitStat: inbound.some((s) => "retransmittedPacketsReceived" in s),
       },
       outbound: {
-        ...pick(outbound, [
-          "framesEncoded",
-          "keyFramesEncoded",
-          "packetsSent",
-          "retransmittedPacketsSent",
-          "nackCount",
-          "pliCount",
-          "firCount",
-        ]),
+        ...pick(outbound, counters.outbound),
         targetBitrate: sum(outbound, "targetBitrate"),
       },
     };
-  });
+  }, COUNTERS);
 }
-
-const COUNTERS = {
-  inbound: [
-    "framesDecoded",
-    "framesDropped",
-    "keyFramesDecoded",
-    "freezeCount",
-    "totalFreezesDuration",
-    "nackCount",
-    "pliCount",
-    "firCount",
-    "packetsLost",
-    "packetsReceived",
-    "retransmittedPacketsReceived",
-  ],
-  outbound: ["framesEncoded", "keyFramesEncoded", "packetsSent", "retransmittedPacketsSent", "nackCount", "pliCount", "firCount"],
-};
 
 function delta(end, start, side) {
   return Object.fromEntries(COUNTERS[side].map((k) => [k, Number((end[side][k] - start[side][k]).toFixed(3))]));

@@ -619,6 +619,11 @@ impl Client {
             Some(data) => json!({"type": kind, "data": data}),
             None => json!({"type": kind}),
         };
+        self.push_media_event(&event).await;
+    }
+
+    /// Pushes `event` as the tutorial client does: a `mediaEvent` whose `data` is its JSON text.
+    async fn push_media_event(&self, event: &Value) {
         self.socket
             .push(
                 &self.topic,
@@ -1197,15 +1202,7 @@ impl Client {
                 self.shutdown_media().await;
                 let _ = reply.send(());
             }
-            Command::Push { event } => {
-                self.socket
-                    .push(
-                        &self.topic,
-                        "mediaEvent",
-                        json!({"data": event.to_string()}),
-                    )
-                    .await;
-            }
+            Command::Push { event } => self.push_media_event(&event).await,
         }
     }
 

@@ -16,6 +16,9 @@
 #[allow(dead_code)]
 #[path = "../peer/mod.rs"]
 mod peer;
+#[allow(dead_code)]
+#[path = "../kit/server_process.rs"]
+mod server_process;
 
 use clap::Parser;
 use peer::client::{HeadlessPeer, PeerOptions};
@@ -23,10 +26,10 @@ use peer::scenario::{active_tracks, receives};
 use plotters::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use server_process::{ServerProcess, family_sum};
 use std::collections::HashSet;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// Churn, media and memory soak against the real server binary.
@@ -84,83 +87,22 @@ struct Sample {
     sockets: f64,
 }
 
-/// The server process on free loopback ports.
-struct Server {
-    child: Child,
-    http: SocketAddr,
+/// Resident set size of process `pid` in MB, from `/proc/<pid>/status`.
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
-impl Server {
-    fn start(binary: &Path, log: &Path) -> Server {
-        let http = free_tcp_port();
-        let udp = UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .expect("a free UDP port");
-        let log = std::fs::File::create(log).expect("the server log can be written");
-        let child = Command::new(binary)
-            .args(["--bind", "127.0.0.1", "--port", &http.port().to_string()])
-            .args(["--udp-port", &udp.port().to_string()])
-            .args(["--room-grace", "1"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{} does not start: {e}", binary.display()));
-        Server { child, http }
-    }
-
-    fn socket_url(&self) -> String {
-        format!("ws://{}/socket/websocket?vsn=2.0.0", self.http)
-    }
-
-    /// Resident set size in MB, from `/proc/<pid>/status`.
-    fn rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    }
-
-    /// The `/metrics` exposition, or `None` while the server does not answer.
-    async fn metrics(&self) -> Option<String> {
-        let response = reqwest::get(format!("http://{}/metrics", self.http))
-            .await
-            .ok()?;
-        response.text().await.ok()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_tcp_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free TCP port")
-}
-
-/// The sum of every sample of metric `name` (all label sets), or `None` when absent.
-fn metric_sum(text: &str, name: &str) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        if !(rest.starts_with(' ') || rest.starts_with('{')) {
-            continue;
-        }
-        if let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
-            *found.get_or_insert(0.0) += value;
-        }
-    }
-    found
+/// The pairs of peers whose media was checked, and how many.
+struct MediaChecks {
+    /// How long two peers share a room before each must receive the other's tracks.
+    after: Duration,
+    /// Ordered pairs `(subscriber, publisher)` already checked.
+    checked: HashSet<(String, String)>,
 }
 
 /// Why the soak failed, one line each.
@@ -179,15 +121,8 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     std::fs::create_dir_all(&args.out).expect("the output directory can be created");
     let binary = args.server.clone().unwrap_or_else(default_server_binary);
-    let server = Server::start(&binary, &args.out.join("soak-server.log"));
-    let started = Instant::now();
-    while server.metrics().await.is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the server never answered /metrics"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let binary_text = binary.to_str().expect("a UTF-8 path to the server binary");
+    let server = ServerProcess::start(binary_text, &["--room-grace", "1"], &[]);
     println!(
         "soak: {} rooms, up to {} peers each, one churn step every {} s, for {} min, seed {} (server {})",
         args.rooms,
@@ -201,13 +136,14 @@ async fn main() -> ExitCode {
     let mut rng = StdRng::seed_from_u64(args.seed);
     let mut rooms: Vec<Vec<Member>> = (0..args.rooms).map(|_| Vec::new()).collect();
     let mut failures = Failures::default();
-    let mut checked: HashSet<(String, String)> = HashSet::new();
+    let mut media = MediaChecks {
+        after: Duration::from_secs_f64(args.media_after),
+        checked: HashSet::new(),
+    };
     let mut samples: Vec<Sample> = Vec::new();
-    let (mut joins, mut clean_leaves, mut dropped_sockets, mut media_checks) =
-        (0u64, 0u64, 0u64, 0u64);
+    let (mut joins, mut clean_leaves, mut dropped_sockets) = (0u64, 0u64, 0u64);
     let step = Duration::from_secs_f64(args.interval);
     let sample_every = Duration::from_secs_f64(args.sample);
-    let media_after = Duration::from_secs_f64(args.media_after);
     let run_for = Duration::from_secs_f64(args.minutes * 60.0);
     let t0 = Instant::now();
     let mut next_step = t0;
@@ -219,20 +155,15 @@ async fn main() -> ExitCode {
         if now >= next_sample {
             next_sample += sample_every;
             let sample = take_sample(&server, t0).await;
-            check_media(
-                &rooms,
-                media_after,
-                &mut checked,
-                &mut media_checks,
-                &mut failures,
-            );
+            media.run(&rooms, &mut failures);
             println!(
-                "[{:5.1} min] rss {:6.1} MB | rooms {:3} peers {:3} sockets {:3} | joins {joins} leaves {clean_leaves} dropped {dropped_sockets} media checks {media_checks} | failures {}",
+                "[{:5.1} min] rss {:6.1} MB | rooms {:3} peers {:3} sockets {:3} | joins {joins} leaves {clean_leaves} dropped {dropped_sockets} media checks {} | failures {}",
                 sample.minutes,
                 sample.rss_mb,
                 sample.rooms,
                 sample.peers,
                 sample.sockets,
+                media.checked.len(),
                 failures.0.len()
             );
             samples.push(sample);
@@ -275,13 +206,7 @@ async fn main() -> ExitCode {
         tokio::time::sleep_until(wake.into()).await;
     }
 
-    check_media(
-        &rooms,
-        media_after,
-        &mut checked,
-        &mut media_checks,
-        &mut failures,
-    );
+    media.run(&rooms, &mut failures);
     let churn_end = samples.last().copied();
     for member in rooms.iter_mut().flat_map(std::mem::take) {
         if let Err(e) = member.peer.leave().await {
@@ -292,10 +217,13 @@ async fn main() -> ExitCode {
         }
     }
     let settled = wait_for_zero(&server, &mut failures).await;
+    std::fs::write(args.out.join("soak-server.log"), server.log())
+        .expect("the server log can be written");
     let idle = take_sample(&server, t0).await;
     samples.push(idle);
     println!(
-        "soak done: {joins} joins, {clean_leaves} clean leaves, {dropped_sockets} dropped sockets, {media_checks} media pairs checked; gauges back to zero in {settled:.1} s"
+        "soak done: {joins} joins, {clean_leaves} clean leaves, {dropped_sockets} dropped sockets, {} media pairs checked; gauges back to zero in {settled:.1} s",
+        media.checked.len()
     );
     check_memory(&args, &samples, churn_end, idle, &mut failures);
     write_csv(&args.out.join("soak.csv"), &samples);
@@ -322,7 +250,7 @@ fn default_server_binary() -> PathBuf {
 }
 
 /// Joins room `soak<room>` and waits for `peerAccepted`.
-async fn join_peer(server: &Server, room: usize, name: &str) -> Result<Member, String> {
+async fn join_peer(server: &ServerProcess, room: usize, name: &str) -> Result<Member, String> {
     let mut options = PeerOptions::new(name);
     // Long keyframe interval, like a real camera encoder between PLIs.
     options.keyframe_interval = 90;
@@ -339,57 +267,52 @@ async fn join_peer(server: &Server, room: usize, name: &str) -> Result<Member, S
     })
 }
 
-/// Every pair of peers that has shared a room for `after` must receive each other's tracks
-/// (checked once per ordered pair).
-fn check_media(
-    rooms: &[Vec<Member>],
-    after: Duration,
-    checked: &mut HashSet<(String, String)>,
-    count: &mut u64,
-    failures: &mut Failures,
-) {
-    for room in rooms {
-        for subscriber in room.iter().filter(|m| m.since.elapsed() >= after) {
-            for publisher in room
+impl MediaChecks {
+    /// Every pair of peers that has shared a room for `after` must receive each other's tracks
+    /// (checked once per ordered pair).
+    fn run(&mut self, rooms: &[Vec<Member>], failures: &mut Failures) {
+        for room in rooms {
+            let settled: Vec<&Member> = room
                 .iter()
-                .filter(|m| m.id != subscriber.id && m.since.elapsed() >= after)
-            {
-                let pair = (subscriber.id.clone(), publisher.id.clone());
-                if checked.contains(&pair) {
-                    continue;
+                .filter(|m| m.since.elapsed() >= self.after)
+                .collect();
+            for subscriber in &settled {
+                for publisher in settled.iter().filter(|m| m.id != subscriber.id) {
+                    let pair = (subscriber.id.clone(), publisher.id.clone());
+                    if !self.checked.insert(pair) {
+                        continue;
+                    }
+                    let tracks = active_tracks(&publisher.peer);
+                    let ok = !tracks.is_empty()
+                        && subscriber
+                            .peer
+                            .observe(|o| receives(o, &publisher.id, &tracks, 10));
+                    if !ok {
+                        failures.add(format!(
+                            "{} receives no media of {} after {:?} together",
+                            subscriber.peer.name, publisher.peer.name, self.after
+                        ));
+                    }
                 }
-                let tracks = active_tracks(&publisher.peer);
-                let ok = !tracks.is_empty()
-                    && subscriber
-                        .peer
-                        .observe(|o| receives(o, &publisher.id, &tracks, 10));
-                *count += 1;
-                if !ok {
-                    failures.add(format!(
-                        "{} receives no media of {} after {:?} together",
-                        subscriber.peer.name, publisher.peer.name, after
-                    ));
-                }
-                checked.insert(pair);
             }
         }
     }
 }
 
-async fn take_sample(server: &Server, t0: Instant) -> Sample {
-    let text = server.metrics().await.unwrap_or_default();
+async fn take_sample(server: &ServerProcess, t0: Instant) -> Sample {
+    let text = server.metrics().await;
     Sample {
         minutes: t0.elapsed().as_secs_f64() / 60.0,
-        rss_mb: server.rss_mb(),
-        rooms: metric_sum(&text, "videoroom_rooms").unwrap_or(f64::NAN),
-        peers: metric_sum(&text, "videoroom_peers").unwrap_or(f64::NAN),
-        sockets: metric_sum(&text, "videoroom_sockets").unwrap_or(f64::NAN),
+        rss_mb: rss_mb(server.pid()),
+        rooms: family_sum(&text, "videoroom_rooms").unwrap_or(f64::NAN),
+        peers: family_sum(&text, "videoroom_peers").unwrap_or(f64::NAN),
+        sockets: family_sum(&text, "videoroom_sockets").unwrap_or(f64::NAN),
     }
 }
 
 /// Waits (up to 30 s: ICE consent and the room grace are a few seconds) until rooms, peers,
 /// sockets and channels are zero; returns the seconds it took.
-async fn wait_for_zero(server: &Server, failures: &mut Failures) -> f64 {
+async fn wait_for_zero(server: &ServerProcess, failures: &mut Failures) -> f64 {
     let from = Instant::now();
     let names = [
         "videoroom_rooms",
@@ -400,10 +323,10 @@ async fn wait_for_zero(server: &Server, failures: &mut Failures) -> f64 {
         "videoroom_subscriptions",
     ];
     loop {
-        let text = server.metrics().await.unwrap_or_default();
+        let text = server.metrics().await;
         let left: Vec<String> = names
             .iter()
-            .filter_map(|n| match metric_sum(&text, n) {
+            .filter_map(|n| match family_sum(&text, n) {
                 Some(0.0) => None,
                 v => Some(format!("{n}={v:?}")),
             })
