@@ -1,5 +1,6 @@
 //! End-to-end: headless webrtc-rs peers that behave like the tutorial's client, against the
-//! real server (in-process, real WebSocket, real UDP on loopback). Media scenarios of issue 3.
+//! real server (in-process, real WebSocket, real UDP on loopback): the media scenarios a room
+//! must get right (delivery, departures, late tracks, silence, isolation, keyframes, ICE restarts).
 
 #[allow(dead_code)]
 mod peer;
@@ -38,7 +39,7 @@ async fn three_peers_each_receive_the_other_two_peers_audio_and_video() {
         for (sub, pubs) in [(&a, [&b, &c]), (&b, [&a, &c]), (&c, [&a, &b])] {
             for publisher in pubs {
                 assert_delivery(sub, publisher, from, until, 95);
-                // Audio and video of one publisher share one msid stream (§2.5).
+                // Audio and video of one publisher share one msid stream, as the browser offered them.
                 let ids: Vec<String> = active_tracks(publisher)
                     .into_iter()
                     .map(|t| t.track_id)

@@ -1,4 +1,4 @@
-//! Fault tests against the real server binary (issue 12, item 4), each bounded:
+//! Fault tests against the real server binary, each bounded:
 //! - a client killed (SIGKILL of a child process) or cut off (WebSocket closed) in the middle
 //!   of a negotiation leaves the room consistent: the others get `peerLeft` for it exactly once,
 //!   none of its tracks is left published or forwarded, and a newcomer joins and receives the

@@ -1,5 +1,5 @@
-//! The headless peer: the tutorial's `MembraneWebRTC` client (membrane-protocol.md §3 "client
-//! internals") on webrtc-rs, driven over the Phoenix socket exactly as the demo page drives it.
+//! The headless peer: the tutorial's `MembraneWebRTC` client (its negotiation, track and peer
+//! bookkeeping) on webrtc-rs, driven over the Phoenix socket exactly as the demo page drives it.
 //!
 //! One actor task owns the client state (local tracks, the RTCPeerConnection, negotiation); the
 //! test holds a [`HeadlessPeer`] handle that sends it commands and reads [`Observations`], a

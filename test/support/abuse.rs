@@ -1,4 +1,5 @@
-//! The abuse suite: every attack of issue 8 tried against the real `videoroom` binary over
+//! The abuse suite: hostile clients (floods, huge frames and fields, slow and half-open
+//! connections, bursts, mass departures) tried against the real `videoroom` binary over
 //! loopback, while a canary peer joined to `room:canary` measures heartbeat round trips.
 //!
 //! `cargo run --example abuse` (server: `$VIDEOROOM_BIN`, default `target/debug/videoroom`).
