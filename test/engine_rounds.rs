@@ -9,28 +9,11 @@ use serde_json::json;
 use videoroom::rtc::engine::SfuBackend;
 use videoroom::rtc::ids::{MediaKind, PeerId};
 
+#[macro_use]
 #[path = "kit/engine_room.rs"]
 mod engine_room;
 
 use engine_room::*;
-
-/// Each listed sequence becomes a module with two tests: `with_the_fake` (generated offers)
-/// and `with_the_real_sfu` (recorded Chromium offers).
-macro_rules! against_both_sfus {
-    ($($sequence:ident),* $(,)?) => {$(
-        mod $sequence {
-            use super::*;
-            #[test]
-            fn with_the_fake() {
-                let _ = super::$sequence(&mut Room::with_fake(), Browser::Generated);
-            }
-            #[test]
-            fn with_the_real_sfu() {
-                let _ = super::$sequence(&mut Room::with_sfu(), Browser::Chromium);
-            }
-        }
-    )*};
-}
 
 against_both_sfus!(
     the_first_peer_is_accepted_into_an_empty_room,

@@ -25,6 +25,25 @@ use videoroom::rtc::sfu::{Sfu, SfuConfig};
 
 pub use fake_sfu::{FakeSfu, LOCAL_CANDIDATE};
 
+/// Each listed sequence (`fn name<S: SfuBackend>(&mut Room<S>, Browser)`, in the including
+/// file) becomes a module with two tests: `with_the_fake` (generated offers) and
+/// `with_the_real_sfu` (recorded Chromium offers).
+macro_rules! against_both_sfus {
+    ($($sequence:ident),* $(,)?) => {$(
+        mod $sequence {
+            use super::*;
+            #[test]
+            fn with_the_fake() {
+                let _ = super::$sequence(&mut Room::with_fake(), Browser::Generated);
+            }
+            #[test]
+            fn with_the_real_sfu() {
+                let _ = super::$sequence(&mut Room::with_sfu(), Browser::Chromium);
+            }
+        }
+    )*};
+}
+
 /// One engine output in a comparable shape (media events parsed, short track names).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Out {
