@@ -22,7 +22,7 @@ against_both_sfus!(
     a_leaving_peer_gives_peer_left_and_no_tracks_removed,
     removing_a_peer_twice_announces_it_once,
     a_dropped_track_is_announced_with_tracks_removed,
-    a_receive_media_false_peer_is_offered_no_tracks,
+    a_receive_media_false_peer_is_offered_nothing,
     events_from_non_members_and_bad_json_are_dropped_silently,
     an_unanswerable_offer_gets_an_error_event_and_the_room_goes_on,
     a_denied_peer_gets_peer_denied_with_the_payload,
@@ -32,23 +32,22 @@ against_both_sfus!(
     a_media_event_nested_deeper_than_serde_json_allows_is_dropped,
 );
 
-/// A publisher that joined an empty room and negotiated its audio `a:1` and video `a:2`.
-fn first_publisher<S: SfuBackend>(room: &mut Room<S>, browser: Browser) -> PeerId {
-    let a = room.peer("a");
-    room.join(a, true);
-    room.renegotiate(a);
-    room.renegotiate(a);
-    room.offer(a, &browser.publisher(), &[("0", "a:1"), ("1", "a:2")]);
-    a
+/// Publisher A and a joined, not yet negotiated B. Returns (A, B).
+fn publisher_and_member<S: SfuBackend>(
+    room: &mut Room<S>,
+    browser: Browser,
+    receive_media: bool,
+) -> (PeerId, PeerId) {
+    let (a, _) = first_peer_publishes(room, browser);
+    let b = room.peer("b");
+    room.join(b, receive_media);
+    (a, b)
 }
 
-/// B joins the first publisher and both negotiate each other's tracks. Returns (A, B).
+/// A and B publish and receive each other. Returns (A, B).
 fn publisher_and_joiner<S: SfuBackend>(room: &mut Room<S>, browser: Browser) -> (PeerId, PeerId) {
-    let a = first_publisher(room, browser);
-    let b = room.peer("b");
-    room.join(b, true);
-    room.offer(b, &browser.joiner(), &[("0", "b:1"), ("1", "b:2")]);
-    room.offer(a, &browser.joiner(), &[("0", "a:1"), ("1", "a:2")]);
+    let (a, _) = first_peer_publishes(room, browser);
+    let (b, _, _) = second_peer_joins(room, browser, a);
     (a, b)
 }
 
@@ -70,135 +69,35 @@ fn the_first_peer_is_accepted_into_an_empty_room<S: SfuBackend>(room: &mut Room<
     );
 }
 
+/// Asserted step by step by the kit's `first_peer_publishes`.
 fn two_renegotiate_requests_at_join_give_one_round<S: SfuBackend>(
     room: &mut Room<S>,
     browser: Browser,
 ) {
-    let a = room.peer("a");
-    room.join(a, true);
-    assert_eq!(
-        room.renegotiate(a),
-        [Out::Send(
-            a,
-            json!({"type":"offerData","data":{"audio":0,"video":0}})
-        )]
-    );
-    assert_eq!(room.renegotiate(a), []);
-    let step = room.offer(a, &browser.publisher(), &[("0", "a:1"), ("1", "a:2")]);
-    assert_eq!(
-        kinds(&step),
-        ["tracksAdded", "IceUfrags", "sdpAnswer", "candidate"]
-    );
-    assert_eq!(
-        step[0],
-        Out::Broadcast(
-            vec![a],
-            json!({"type":"tracksAdded","data":{"peerId":a.to_string(),
-                "trackIdToMetadata":{"a:1":{},"a:2":{}}}})
-        )
-    );
-    assert_eq!(step[2].to(), [a]);
-    assert_eq!(step[2].data()["midToTrackId"], json!({"0":"a:1","1":"a:2"}));
-    assert_eq!(
-        step[3],
-        Out::Send(
-            a,
-            json!({"type":"candidate","data":{"candidate":LOCAL_CANDIDATE,
-                "sdpMLineIndex":0,"sdpMid":null,"usernameFragment":null}})
-        )
-    );
+    first_peer_publishes(room, browser);
 }
 
+/// Asserted step by step by the kit's `second_peer_joins`.
 fn a_joiner_and_the_publisher_renegotiate_for_each_other_in_order<S: SfuBackend>(
     room: &mut Room<S>,
     browser: Browser,
 ) {
-    let a = first_publisher(room, browser);
-    let b = room.peer("b");
-    assert_eq!(
-        room.join(b, true),
-        [
-            Out::Send(
-                b,
-                json!({"type":"peerAccepted","data":{"id":b.to_string(),"peersInRoom":[
-                    {"id":a.to_string(),"metadata":{"displayName":a.to_string()},
-                     "trackIdToMetadata":{"a:1":{},"a:2":{}}}]}})
-            ),
-            Out::Broadcast(
-                vec![a, b],
-                json!({"type":"peerJoined","data":{"peer":{"id":b.to_string(),
-                    "metadata":{"displayName":b.to_string()},"trackIdToMetadata":{}}}})
-            ),
-            Out::Send(b, json!({"type":"offerData","data":{"audio":1,"video":1}})),
-        ]
-    );
-    // B's own two renegotiateTracks are absorbed by the outstanding round.
-    assert_eq!(room.renegotiate(b), []);
-    assert_eq!(room.renegotiate(b), []);
-
-    let step = room.offer(b, &browser.joiner(), &[("0", "b:1"), ("1", "b:2")]);
-    assert_eq!(
-        kinds(&step),
-        [
-            "tracksAdded",
-            "IceUfrags",
-            "sdpAnswer",
-            "candidate",
-            "offerData"
-        ]
-    );
-    assert_eq!(step[0].to(), [a, b]);
-    assert_eq!(step[2].to(), [b]);
-    assert_eq!(
-        step[2].data()["midToTrackId"],
-        json!({"0":"b:1","1":"b:2","2":"a:1","3":"a:2"})
-    );
-    assert_eq!(
-        step[4],
-        Out::Send(a, json!({"type":"offerData","data":{"audio":1,"video":1}}))
-    );
-
-    let step = room.offer(a, &browser.joiner(), &[("0", "a:1"), ("1", "a:2")]);
-    assert_eq!(kinds(&step), ["IceUfrags", "sdpAnswer", "candidate"]);
-    assert_eq!(
-        step[1].data()["midToTrackId"],
-        json!({"0":"a:1","1":"a:2","2":"b:1","3":"b:2"})
-    );
+    let (a, _) = first_peer_publishes(room, browser);
+    second_peer_joins(room, browser, a);
 }
 
+/// Asserted step by step by the kit's `second_peer_leaves`.
 fn a_leaving_peer_gives_peer_left_and_no_tracks_removed<S: SfuBackend>(
     room: &mut Room<S>,
     browser: Browser,
 ) -> (PeerId, PeerId) {
     let (a, b) = publisher_and_joiner(room, browser);
-    assert_eq!(
-        room.event(b, json!({"type":"leave"})),
-        [
-            Out::Broadcast(
-                vec![a],
-                json!({"type":"peerLeft","data":{"peerId":b.to_string()}})
-            ),
-            Out::PeerRemoved(b),
-            Out::IceUfrags,
-            // Counts unchanged: the left peer's tracks stay as inactive m-lines.
-            Out::Send(a, json!({"type":"offerData","data":{"audio":1,"video":1}})),
-        ]
-    );
-    let step = room.offer(a, &browser.joiner(), &[("0", "a:1"), ("1", "a:2")]);
-    assert_eq!(kinds(&step), ["IceUfrags", "sdpAnswer", "candidate"]);
-    assert_eq!(
-        step[1].data()["midToTrackId"],
-        json!({"0":"a:1","1":"a:2","2":"b:1","3":"b:2"}),
-        "midToTrackId still lists the left peer's tracks"
-    );
-    assert!(room.log.iter().all(|o| o.kind() != "tracksRemoved"));
+    second_peer_leaves(room, browser, a, b);
     (a, b)
 }
 
 fn removing_a_peer_twice_announces_it_once<S: SfuBackend>(room: &mut Room<S>, browser: Browser) {
-    let a = first_publisher(room, browser);
-    let b = room.peer("b");
-    room.join(b, true);
+    let (a, b) = publisher_and_member(room, browser, true);
     room.engine.remove_peer(b);
     assert_eq!(
         room.drain(),
@@ -220,9 +119,7 @@ fn a_dropped_track_is_announced_with_tracks_removed<S: SfuBackend>(
     room: &mut Room<S>,
     browser: Browser,
 ) {
-    let a = first_publisher(room, browser);
-    let b = room.peer("b");
-    room.join(b, false);
+    let (a, b) = publisher_and_member(room, browser, false);
     // B receives nothing, so it never needs a round.
     assert_eq!(
         room.renegotiate(a),
@@ -246,11 +143,11 @@ fn a_dropped_track_is_announced_with_tracks_removed<S: SfuBackend>(
     );
 }
 
-fn a_receive_media_false_peer_is_offered_no_tracks<S: SfuBackend>(
+fn a_receive_media_false_peer_is_offered_nothing<S: SfuBackend>(
     room: &mut Room<S>,
     browser: Browser,
 ) {
-    let a = first_publisher(room, browser);
+    let a = first_peer_publishes(room, browser).0;
     let v = room.peer("v");
     let step = room.join(v, false);
     assert_eq!(kinds(&step), ["peerAccepted", "peerJoined"]);
@@ -268,7 +165,7 @@ fn events_from_non_members_and_bad_json_are_dropped_silently<S: SfuBackend>(
     room: &mut Room<S>,
     browser: Browser,
 ) {
-    let a = first_publisher(room, browser);
+    let a = first_peer_publishes(room, browser).0;
     let stranger = room.peer("s");
     for text in [
         r#"{"type":"renegotiateTracks","data":{}}"#,
@@ -291,9 +188,7 @@ fn an_unanswerable_offer_gets_an_error_event_and_the_room_goes_on<S: SfuBackend>
     room: &mut Room<S>,
     browser: Browser,
 ) {
-    let a = first_publisher(room, browser);
-    let b = room.peer("b");
-    room.join(b, true);
+    let (a, b) = publisher_and_member(room, browser, true);
     let step = room.offer(b, "garbage", &[]);
     assert_eq!(kinds(&step), ["error"]);
     assert_eq!(step[0].to(), [b]);
@@ -326,7 +221,7 @@ fn a_denied_peer_gets_peer_denied_with_the_payload<S: SfuBackend>(room: &mut Roo
 }
 
 fn metadata_updates_are_broadcast<S: SfuBackend>(room: &mut Room<S>, browser: Browser) {
-    let a = first_publisher(room, browser);
+    let a = first_peer_publishes(room, browser).0;
     assert_eq!(
         room.event(
             a,
@@ -461,7 +356,15 @@ fn changes_during_an_outstanding_round_queue_exactly_one_follow_up() {
     let viewer = room.peer("v");
     room.join(viewer, true);
     // The viewer is asked to negotiate A's tracks; while it builds its offer B publishes too.
-    let (a, _) = publisher_and_joiner(&mut room, Browser::Generated);
+    let a = room.peer("a");
+    room.join(a, true);
+    room.renegotiate(a);
+    let offer = Browser::Generated;
+    room.offer(a, &offer.publisher(), &[("0", "a:1"), ("1", "a:2")]);
+    let b = room.peer("b");
+    room.join(b, true);
+    room.offer(b, &offer.joiner(), &[("0", "b:1"), ("1", "b:2")]);
+    room.offer(a, &offer.joiner(), &[("0", "a:1"), ("1", "a:2")]);
     // The viewer answers the first offerData ({1,1}); exactly one follow-up with {2,2} comes.
     let step = room.offer(viewer, &generated_offer(&[], 1), &[]);
     assert_eq!(
@@ -488,9 +391,7 @@ fn changes_during_an_outstanding_round_queue_exactly_one_follow_up() {
 #[test]
 fn a_failed_peer_is_told_and_removed_and_the_others_get_peer_left() {
     let mut room = Room::with_fake();
-    let a = first_publisher(&mut room, Browser::Generated);
-    let b = room.peer("b");
-    room.join(b, true);
+    let (a, b) = publisher_and_member(&mut room, Browser::Generated, true);
     room.engine.sfu().fail_peer(b);
     let step = room.drain();
     assert_eq!(kinds(&step), ["error", "peerLeft", "PeerRemoved"]);

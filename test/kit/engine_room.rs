@@ -104,45 +104,55 @@ pub enum Browser {
     Generated,
 }
 
+/// The three offers recorded from one browser.
+struct Recorded {
+    publisher: &'static str,
+    joiner: &'static str,
+    viewer: &'static str,
+}
+
+const CHROMIUM: Recorded = Recorded {
+    publisher: include_str!("../fixtures/sdp/chromium-156/publisher-first-offer.sdp"),
+    joiner: include_str!("../fixtures/sdp/chromium-156/joiner-offer-1pub.sdp"),
+    viewer: include_str!("../fixtures/sdp/chromium-156/viewer-offer-2pubs.sdp"),
+};
+
+const FIREFOX: Recorded = Recorded {
+    publisher: include_str!("../fixtures/sdp/firefox-esr/publisher-first-offer.sdp"),
+    joiner: include_str!("../fixtures/sdp/firefox-esr/joiner-offer-1pub.sdp"),
+    viewer: include_str!("../fixtures/sdp/firefox-esr/viewer-offer-2pubs.sdp"),
+};
+
 impl Browser {
-    /// First offer of a peer alone in the room: sendonly audio (mid 0) and video (mid 1).
-    pub fn publisher(self) -> String {
+    fn recorded(self) -> Option<&'static Recorded> {
         match self {
-            Browser::Chromium => {
-                include_str!("../fixtures/sdp/chromium-156/publisher-first-offer.sdp").into()
-            }
-            Browser::Firefox => {
-                include_str!("../fixtures/sdp/firefox-esr/publisher-first-offer.sdp").into()
-            }
-            Browser::Generated => generated_offer(&["audio", "video"], 0),
+            Browser::Chromium => Some(&CHROMIUM),
+            Browser::Firefox => Some(&FIREFOX),
+            Browser::Generated => None,
         }
     }
 
-    /// A publisher that also receives one publisher: mids 0, 1 sendonly, 2 (audio), 3 (video)
-    /// recvonly.
+    /// First offer of a peer alone in the room: sendonly audio (mid 0) and video (mid 1).
+    pub fn publisher(self) -> String {
+        self.recorded().map_or_else(
+            || generated_offer(&["audio", "video"], 0),
+            |r| r.publisher.into(),
+        )
+    }
+
+    /// A publisher that also receives one publisher: mids 0, 1 sendonly, 2 (audio) and 3
+    /// (video) recvonly.
     pub fn joiner(self) -> String {
-        match self {
-            Browser::Chromium => {
-                include_str!("../fixtures/sdp/chromium-156/joiner-offer-1pub.sdp").into()
-            }
-            Browser::Firefox => {
-                include_str!("../fixtures/sdp/firefox-esr/joiner-offer-1pub.sdp").into()
-            }
-            Browser::Generated => generated_offer(&["audio", "video"], 1),
-        }
+        self.recorded().map_or_else(
+            || generated_offer(&["audio", "video"], 1),
+            |r| r.joiner.into(),
+        )
     }
 
     /// A viewer of two publishers: mids 0..=3 recvonly, audio and video alternating.
     pub fn viewer(self) -> String {
-        match self {
-            Browser::Chromium => {
-                include_str!("../fixtures/sdp/chromium-156/viewer-offer-2pubs.sdp").into()
-            }
-            Browser::Firefox => {
-                include_str!("../fixtures/sdp/firefox-esr/viewer-offer-2pubs.sdp").into()
-            }
-            Browser::Generated => generated_offer(&[], 2),
-        }
+        self.recorded()
+            .map_or_else(|| generated_offer(&[], 2), |r| r.viewer.into())
     }
 }
 
@@ -325,4 +335,161 @@ pub fn section(sdp: &str, mid: &str) -> String {
         .find(|s| s.lines().any(|l| l.trim_end() == format!("a=mid:{mid}")))
         .unwrap_or_else(|| panic!("no mid {mid}"))
         .to_owned()
+}
+
+// ---- the sequences every room starts with, asserted step by step ----
+
+/// The first peer, `a`, joins an empty room and publishes audio `a:1` and video `a:2` with
+/// `browser`'s first offer: one round for its two `renegotiateTracks`, `tracksAdded` before its
+/// answer, the answer's candidates after it. Returns A and the step of its offer.
+pub fn first_peer_publishes<S: SfuBackend>(
+    room: &mut Room<S>,
+    browser: Browser,
+) -> (PeerId, Vec<Out>) {
+    let a = room.peer("a");
+    let step = room.join(a, true);
+    assert_eq!(kinds(&step), ["peerAccepted", "peerJoined"]);
+    assert_eq!(step[0].data()["peersInRoom"], json!([]));
+    assert_eq!(step[1].to(), [a]);
+    // The client adds two tracks: two renegotiateTracks, one round.
+    assert_eq!(
+        room.renegotiate(a),
+        [Out::Send(
+            a,
+            json!({"type":"offerData","data":{"audio":0,"video":0}})
+        )]
+    );
+    assert_eq!(room.renegotiate(a), [], "second request coalesced");
+    let step = room.offer(a, &browser.publisher(), &[("0", "a:1"), ("1", "a:2")]);
+    assert_eq!(
+        kinds(&step),
+        ["tracksAdded", "IceUfrags", "sdpAnswer", "candidate"]
+    );
+    assert_eq!(
+        step[0],
+        Out::Broadcast(
+            vec![a],
+            json!({"type":"tracksAdded","data":{"peerId":a.to_string(),
+                "trackIdToMetadata":{"a:1":{},"a:2":{}}}})
+        )
+    );
+    assert_eq!(step[2].to(), [a]);
+    assert_eq!(step[2].data()["midToTrackId"], json!({"0":"a:1","1":"a:2"}));
+    assert_eq!(
+        step[3],
+        Out::Send(
+            a,
+            json!({"type":"candidate","data":{"candidate":LOCAL_CANDIDATE,
+                "sdpMLineIndex":0,"sdpMid":null,"usernameFragment":null}})
+        )
+    );
+    (a, step)
+}
+
+/// `b` joins publisher A: it learns A's tracks, its own requests are absorbed by the round the
+/// engine started, its offer publishes `b:1`/`b:2` and maps A's tracks, then A renegotiates and
+/// maps B's. Returns B, the step of B's offer and the step of A's re-offer.
+pub fn second_peer_joins<S: SfuBackend>(
+    room: &mut Room<S>,
+    browser: Browser,
+    a: PeerId,
+) -> (PeerId, Vec<Out>, Vec<Out>) {
+    let b = room.peer("b");
+    assert_eq!(
+        room.join(b, true),
+        [
+            Out::Send(
+                b,
+                json!({"type":"peerAccepted","data":{"id":b.to_string(),"peersInRoom":[
+                    {"id":a.to_string(),"metadata":{"displayName":a.to_string()},
+                     "trackIdToMetadata":{"a:1":{},"a:2":{}}}]}})
+            ),
+            Out::Broadcast(
+                vec![a, b],
+                json!({"type":"peerJoined","data":{"peer":{"id":b.to_string(),
+                    "metadata":{"displayName":b.to_string()},"trackIdToMetadata":{}}}})
+            ),
+            Out::Send(b, json!({"type":"offerData","data":{"audio":1,"video":1}})),
+        ]
+    );
+    // B's own two renegotiateTracks are absorbed by the outstanding round.
+    assert_eq!(room.renegotiate(b), []);
+    assert_eq!(room.renegotiate(b), []);
+
+    let joiner_step = room.offer(b, &browser.joiner(), &[("0", "b:1"), ("1", "b:2")]);
+    assert_eq!(
+        kinds(&joiner_step),
+        [
+            "tracksAdded",
+            "IceUfrags",
+            "sdpAnswer",
+            "candidate",
+            "offerData"
+        ]
+    );
+    assert_eq!(joiner_step[0].to(), [a, b]);
+    assert_eq!(joiner_step[2].to(), [b]);
+    assert_eq!(
+        joiner_step[2].data()["midToTrackId"],
+        json!({"0":"b:1","1":"b:2","2":"a:1","3":"a:2"})
+    );
+    assert_eq!(
+        joiner_step[4],
+        Out::Send(a, json!({"type":"offerData","data":{"audio":1,"video":1}}))
+    );
+
+    let publisher_step = room.offer(a, &browser.joiner(), &[("0", "a:1"), ("1", "a:2")]);
+    assert_eq!(
+        kinds(&publisher_step),
+        ["IceUfrags", "sdpAnswer", "candidate"]
+    );
+    assert_eq!(
+        publisher_step[1].data()["midToTrackId"],
+        json!({"0":"a:1","1":"a:2","2":"b:1","3":"b:2"})
+    );
+
+    // peerJoined(B) < tracksAdded(B) < A's answer that maps B's tracks.
+    let joined =
+        room.position(|o| o.kind() == "peerJoined" && o.data()["peer"]["id"] == b.to_string());
+    let added = room.position(|o| o.kind() == "tracksAdded" && o.data()["peerId"] == b.to_string());
+    let mapped = room.position(|o| {
+        o.kind() == "sdpAnswer" && o.to() == [a] && o.data()["midToTrackId"]["2"] == "b:1"
+    });
+    assert!(
+        joined < added && added < mapped,
+        "{joined} < {added} < {mapped}"
+    );
+    (b, joiner_step, publisher_step)
+}
+
+/// B leaves the room it shares with publisher A: A hears `peerLeft`, B's ufrag goes, and A
+/// renegotiates with unchanged counts (B's tracks stay as inactive m-lines, no
+/// `tracksRemoved`). Returns the step of A's re-offer.
+pub fn second_peer_leaves<S: SfuBackend>(
+    room: &mut Room<S>,
+    browser: Browser,
+    a: PeerId,
+    b: PeerId,
+) -> Vec<Out> {
+    assert_eq!(
+        room.event(b, json!({"type":"leave"})),
+        [
+            Out::Broadcast(
+                vec![a],
+                json!({"type":"peerLeft","data":{"peerId":b.to_string()}})
+            ),
+            Out::PeerRemoved(b),
+            Out::IceUfrags,
+            Out::Send(a, json!({"type":"offerData","data":{"audio":1,"video":1}})),
+        ]
+    );
+    let step = room.offer(a, &browser.joiner(), &[("0", "a:1"), ("1", "a:2")]);
+    assert_eq!(kinds(&step), ["IceUfrags", "sdpAnswer", "candidate"]);
+    assert_eq!(
+        step[1].data()["midToTrackId"],
+        json!({"0":"a:1","1":"a:2","2":"b:1","3":"b:2"}),
+        "midToTrackId still lists the left peer's tracks"
+    );
+    assert!(room.log.iter().all(|o| o.kind() != "tracksRemoved"));
+    step
 }
