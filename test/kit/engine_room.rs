@@ -8,6 +8,11 @@
 //! - Every output is appended, in order, to one log ([`Room::log`]) with its recipients, so
 //!   orderings across peers (`peerJoined(X) < tracksAdded(X) < an sdpAnswer mapping X's tracks`)
 //!   can be asserted; every input returns the outputs it caused.
+//! - Offers come from a [`Browser`]: recorded Chromium and Firefox offers (both SFUs answer
+//!   them) or generated bare m-lines of the same shapes (only the fake answers those).
+//! - The sequences every room starts with ([`first_peer_publishes`], [`second_peer_joins`],
+//!   [`second_peer_leaves`]) live here, asserted step by step, and `against_both_sfus!` runs a
+//!   test's sequence once against each SFU.
 //!
 //! Shared by `test/engine_rounds.rs` and `test/media_events_sequences.rs` (`#[path]`-included).
 #![allow(dead_code)]
@@ -287,12 +292,25 @@ impl<S: SfuBackend> Room<S> {
     /// `sdp` as the peer's offer, publishing `mids` (mid → short track id, metadata `{}`). Each
     /// offer gets new ICE credentials (the client calls `restartIce()` before every re-offer).
     pub fn offer(&mut self, peer: PeerId, sdp: &str, mids: &[(&str, &str)]) -> Vec<Out> {
+        let declared: Vec<&str> = mids.iter().map(|(_, track)| *track).collect();
+        self.offer_declaring(peer, sdp, mids, &declared)
+    }
+
+    /// [`Room::offer`] whose `trackIdToTrackMetadata` declares `declared` (metadata `{}`),
+    /// which may name tracks `mids` does not map yet.
+    pub fn offer_declaring(
+        &mut self,
+        peer: PeerId,
+        sdp: &str,
+        mids: &[(&str, &str)],
+        declared: &[&str],
+    ) -> Vec<Out> {
         self.offers += 1;
         let sdp = sdp
             .replace("a=ice-ufrag:", &format!("a=ice-ufrag:r{}", self.offers))
             .replace("a=ice-pwd:", &format!("a=ice-pwd:r{}", self.offers));
         let mid_to_track_id: BTreeMap<&str, &str> = mids.iter().copied().collect();
-        let metadata: BTreeMap<&str, Value> = mids.iter().map(|(_, t)| (*t, json!({}))).collect();
+        let metadata: BTreeMap<&str, Value> = declared.iter().map(|t| (*t, json!({}))).collect();
         self.event(
             peer,
             json!({"type":"sdpOffer","data":{"sdpOffer":{"type":"offer","sdp":sdp},
