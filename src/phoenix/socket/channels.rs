@@ -1,7 +1,7 @@
 //! The channel side of the socket: delivering broadcasts, applying the effects a channel
 //! callback requested (in order), and ending channel instances (close, crash, terminate).
 
-use super::{Entry, Output, SocketState, run_callback};
+use super::{Entry, Output, SocketState};
 use crate::phoenix::channel::{Effect, Flow, StopReason, TerminateReason};
 use crate::phoenix::message::{Broadcast, Message, Outgoing, PHX_CLOSE, PHX_ERROR, Payload, Reply};
 use crate::phoenix::presence::PRESENCE_STATE;
@@ -39,17 +39,11 @@ impl SocketState {
             }
             return;
         }
-        let (join_ref, instance) = (entry.join_ref.clone(), entry.instance);
+        let join_ref = entry.join_ref.clone();
         let payload = msg.broadcast.payload.clone();
-        let (result, effects) = run_callback(
-            &self.shared,
-            entry.channel.as_mut(),
-            topic,
-            &join_ref,
-            instance,
-            None,
-            |c, ctx| c.handle_out(event, payload, ctx),
-        );
+        let (result, effects) = entry.call(&self.shared, topic, None, |c, ctx| {
+            c.handle_out(event, payload, ctx)
+        });
         self.after_flow(topic, &join_ref, "handle_out", result, effects);
     }
 
@@ -200,15 +194,9 @@ impl SocketState {
         mut entry: Entry,
         reason: TerminateReason,
     ) {
-        let (result, effects) = run_callback(
-            &self.shared,
-            entry.channel.as_mut(),
-            topic,
-            &entry.join_ref,
-            entry.instance,
-            None,
-            |c, ctx| c.terminate(&reason, ctx),
-        );
+        let (result, effects) = entry.call(&self.shared, topic, None, |c, ctx| {
+            c.terminate(&reason, ctx)
+        });
         if let Err(panic) = result {
             log::error!(
                 "{}: channel {topic:?} panicked in terminate: {panic}",

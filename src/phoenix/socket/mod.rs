@@ -205,6 +205,29 @@ struct Entry {
     _counted: GaugeGuard,
 }
 
+impl Entry {
+    /// Runs one callback of this joined channel (see [`run_callback`]); `current_ref` is the
+    /// ref of the client message being handled, if any.
+    fn call<R>(
+        &mut self,
+        shared: &Shared,
+        topic: &str,
+        current_ref: Option<Value>,
+        f: impl FnOnce(&mut dyn AnyChannel, &mut ChannelContext<'_>) -> R,
+    ) -> (Result<R, String>, Vec<Effect>) {
+        let channel = self.channel.as_mut();
+        run_callback(
+            shared,
+            channel,
+            topic,
+            &self.join_ref,
+            self.instance,
+            current_ref,
+            f,
+        )
+    }
+}
+
 /// Read-only data every channel callback sees.
 struct Shared {
     assigns: Value,
@@ -615,19 +638,12 @@ impl SocketState {
             );
             return;
         }
-        let (join_ref, instance, topic) =
-            (entry.join_ref.clone(), entry.instance, msg.topic.clone());
-        let event = msg.event;
-        let payload = msg.payload;
-        let (result, effects) = run_callback(
-            &self.shared,
-            entry.channel.as_mut(),
-            &topic,
-            &join_ref,
-            instance,
-            Some(msg.r#ref.clone()),
-            |c, ctx| c.handle_in(&event, payload, ctx),
-        );
+        let (join_ref, topic) = (entry.join_ref.clone(), msg.topic.clone());
+        let (event, payload) = (msg.event, msg.payload);
+        let current_ref = Some(msg.r#ref.clone());
+        let (result, effects) = entry.call(&self.shared, &topic, current_ref, |c, ctx| {
+            c.handle_in(&event, payload, ctx)
+        });
         self.apply_effects(&topic, &join_ref, effects);
         let reply = |status: String, payload: Payload| {
             Outgoing::Reply(Reply {
@@ -681,15 +697,8 @@ impl SocketState {
                     return;
                 };
                 let join_ref = entry.join_ref.clone();
-                let (result, effects) = run_callback(
-                    &self.shared,
-                    entry.channel.as_mut(),
-                    &topic,
-                    &join_ref,
-                    instance,
-                    None,
-                    |c, ctx| c.handle_info(msg, ctx),
-                );
+                let (result, effects) =
+                    entry.call(&self.shared, &topic, None, |c, ctx| c.handle_info(msg, ctx));
                 self.after_flow(&topic, &join_ref, "handle_info", result, effects);
             }
         }
