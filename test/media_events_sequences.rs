@@ -1,6 +1,6 @@
-//! Event order of every signalling sequence of membrane-protocol.md §3, at engine level
+//! Event order of every signalling sequence of `docs/media-events.md`, at engine level
 //! (sans-IO, no sockets) with the REAL SFU answering real browser offers (Chromium 156 and
-//! Firefox ESR, recorded from the tutorial's client), plus the bad-input cases of §2.
+//! Firefox ESR, recorded from the tutorial's client), plus the bad-input cases.
 //!
 //! Every test keeps one global log of what the engine emitted, in order, so orderings across
 //! peers (`peerJoined(X) < tracksAdded(X) < sdpAnswer mapping X's tracks`) can be asserted.
@@ -180,7 +180,7 @@ fn assert_candidates_follow_answer(step: &[Entry], peer: PeerId) {
     }
 }
 
-/// §3.1: first peer publishes in an empty room. Returns A.
+/// The first peer publishes in an empty room. Returns A.
 fn first_peer_publishes(room: &mut Room, browser: &Browser) -> PeerId {
     let a = PeerId::new_v4();
     let step = room.join(a, true);
@@ -215,7 +215,7 @@ fn first_peer_publishes(room: &mut Room, browser: &Browser) -> PeerId {
     a
 }
 
-/// §3.2: B joins while A publishes; both end up receiving each other. Returns B.
+/// B joins while A publishes; both end up receiving each other. Returns B.
 fn second_peer_joins(room: &mut Room, browser: &Browser, a: PeerId) -> PeerId {
     let b = PeerId::new_v4();
     let step = room.join(b, true);
@@ -448,7 +448,7 @@ fn metadata_updates_are_broadcast_as_peer_updated_and_track_updated() {
     );
 }
 
-// ---- bad input (§2): logged drops or an `error` event; the room keeps serving the others ----
+// ---- bad input: logged drops or an `error` event; the room keeps serving the others ----
 
 /// After bad input from `bad`, a newcomer still gets the full sequence with A.
 fn room_still_serves(room: &mut Room, a: PeerId) {

@@ -87,6 +87,11 @@ impl ServerProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The exit status once the process has exited, else None (does not wait).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("the child can be waited for")
+    }
+
     /// The process id (for signals and `/proc/<pid>/status`).
     pub fn pid(&self) -> u32 {
         self.child.id()

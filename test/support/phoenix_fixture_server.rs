@@ -1,9 +1,9 @@
-//! The §10.0 fixture server for the Node conformance tests (`cargo run --example
+//! The Phoenix conformance fixture server (`docs/phoenix-protocol.md`) for the Node conformance tests (`cargo run --example
 //! phoenix_fixture_server -- <PORT>`; or env `FIXTURE_PORT`; port 0 picks a free one).
 //!
 //! Contract (kept stable for `test/node/*.test.mjs`):
 //! * prints `listening on http://127.0.0.1:PORT` once it accepts connections;
-//! * `/ws`, `/ws/admin`, `/ws/limited`, `/ws/sip`, `/custom/:socket_var`: the §10.0 fixture
+//! * `/ws`, `/ws/admin`, `/ws/limited`, `/ws/sip`, `/custom/:socket_var`: the conformance fixture
 //!   (check_origin `["//example.com"]`, idle timeout 200 ms, LongPoll window 200 ms);
 //! * `/socket`: the same channels with check_origin off, idle 60 s, LongPoll window 10 s;
 //! * `/lponly`: like `/socket` but the WebSocket transport is refused (404), LongPoll only;
@@ -16,7 +16,7 @@
 //! * `POST /test/broadcast_binary/<topic>/<event>` with any body → binary broadcast;
 //! * SIGINT/SIGTERM → every socket closes with 1012, then the process exits.
 
-#[path = "../common/fixture.rs"]
+#[path = "../kit/fixture.rs"]
 mod fixture;
 
 use bytes::Bytes;

@@ -1,6 +1,7 @@
-//! The §10.0 conformance fixture (mirrors Phoenix's `WebSocketChannelsTest` /
-//! `LongPollChannelsTest`), shared by the Rust integration tests and the
-//! `phoenix_fixture_server` example used by the Node conformance tests.
+//! The Phoenix conformance fixture (modelled on Phoenix's own `WebSocketChannelsTest` /
+//! `LongPollChannelsTest`; `docs/phoenix-protocol.md`), shared by the Rust integration tests
+//! (through `test/kit/mod.rs`) and the `phoenix_fixture_server` example used by the Node
+//! conformance tests. Self-contained, so the example includes it by `#[path]`.
 //!
 //! Mounts (all with the same channels: `room:*` RoomChannel, `custom:*` CustomChannel,
 //! `echo:*` EchoChannel):
@@ -231,7 +232,7 @@ pub fn router() -> Router {
         .channel("echo:*", || EchoChannel)
 }
 
-/// §10.0 settings: `check_origin: ["//example.com"]`, short timeouts.
+/// The fixture settings: `check_origin: ["//example.com"]`, short timeouts.
 pub fn fixture_settings() -> Settings {
     Settings {
         check_origin: CheckOrigin::List(vec!["//example.com".into()]),
