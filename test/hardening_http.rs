@@ -120,41 +120,29 @@ async fn a_longpoll_body_over_the_limit_is_refused_413_before_it_is_sent_or_whil
         .and_then(|t| t.split('"').next())
         .expect("a session token")
         .to_owned();
+    let addr = server.addr();
+    // The raw POST to the session with `headers` (each ending in CRLF) and `body`.
+    let post = |headers: String, body: &str| {
+        let request = format!(
+            "POST /socket/longpoll?vsn=2.0.0&token={token} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n{body}"
+        );
+        async move { raw(addr, request.as_bytes()).await }
+    };
     // Declared 200 MB: answered at once, without a byte of body.
-    let answer = raw(
-        server.addr(),
-        format!(
-            "POST /socket/longpoll?vsn=2.0.0&token={token} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-ndjson\r\nContent-Length: 200000000\r\nConnection: close\r\n\r\n",
-            server.addr()
-        )
-        .as_bytes(),
-    )
-    .await;
+    let headers = "Content-Type: application/x-ndjson\r\nContent-Length: 200000000\r\n";
+    let answer = post(headers.to_owned(), "").await;
     assert_eq!(status_line(&answer), "HTTP/1.1 413 Payload Too Large");
     // Chunked, no length: refused once 4096 bytes have arrived.
     let chunk = format!("2000\r\n{}\r\n", "x".repeat(0x2000));
-    let answer = raw(
-        server.addr(),
-        format!(
-            "POST /socket/longpoll?vsn=2.0.0&token={token} HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunk}",
-            server.addr()
-        )
-        .as_bytes(),
-    )
-    .await;
+    let answer = post("Transfer-Encoding: chunked\r\n".to_owned(), &chunk).await;
     assert_eq!(status_line(&answer), "HTTP/1.1 413 Payload Too Large");
     // The session itself is fine: a small POST is processed.
     let body = r#"[null,"1","phoenix","heartbeat",{}]"#;
-    let answer = raw(
-        server.addr(),
-        format!(
-            "POST /socket/longpoll?vsn=2.0.0&token={token} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            server.addr(),
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .await;
+    let headers = format!(
+        "Content-Type: application/x-ndjson\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    let answer = post(headers, body).await;
     assert!(answer.ends_with(r#"{"status":200}"#), "{answer}");
 }
 

@@ -34,6 +34,13 @@ async fn join_lobby(c: &LongPollClient) {
     .await;
 }
 
+/// A session that joined `room:lobby` ([`join_lobby`]).
+async fn open_in_lobby(s: &Fixture, vsn: Vsn) -> LongPollClient {
+    let c = open(s, vsn, "").await;
+    join_lobby(&c).await;
+    c
+}
+
 /// Posts each frame (`application/json`) and asserts each is accepted (`{"status":200}`).
 async fn send_all(c: &LongPollClient, frames: &[&str]) {
     for frame in frames {
@@ -50,8 +57,7 @@ for_both_vsn!(a_get_without_token_opens_a_session_with_410);
 
 async fn join_then_poll_returns_reply_broadcast_push_in_order_then_204(vsn: Vsn) {
     let s = start_fixture().await;
-    let c = open(&s, vsn, "").await;
-    join_lobby(&c).await;
+    let c = open_in_lobby(&s, vsn).await;
     let started = tokio::time::Instant::now();
     let body = c.get_raw("", &[]).await;
     assert_eq!(
@@ -67,8 +73,7 @@ for_both_vsn!(join_then_poll_returns_reply_broadcast_push_in_order_then_204);
 
 async fn publishing_delivers_broadcasts_and_unmatched_replies(vsn: Vsn) {
     let s = start_fixture().await;
-    let c = open(&s, vsn, "").await;
-    join_lobby(&c).await;
+    let c = open_in_lobby(&s, vsn).await;
     send_all(
         &c,
         &[
@@ -93,8 +98,7 @@ fn new_msg(body: &str) -> Value {
 #[tokio::test]
 async fn ndjson_batches_carry_json_and_base64_binary_lines_in_order() {
     let s = start_fixture().await;
-    let c = open(&s, Vsn::V2, "").await;
-    join_lobby(&c).await;
+    let c = open_in_lobby(&s, Vsn::V2).await;
     let lines = [
         r#"["1","2","room:lobby","new_msg",{"body":"hi1"}]"#,
         r#"["1","3","room:lobby","new_msg",{"body":"hi2"}]"#,
@@ -131,8 +135,7 @@ async fn ndjson_batches_carry_json_and_base64_binary_lines_in_order() {
 #[tokio::test]
 async fn only_the_first_100_lines_of_a_batch_are_processed() {
     let s = start_fixture().await;
-    let c = open(&s, Vsn::V2, "").await;
-    join_lobby(&c).await;
+    let c = open_in_lobby(&s, Vsn::V2).await;
     let lines: Vec<String> = (1..=101)
         .map(|i| {
             json!(["1", i.to_string(), "room:lobby", "new_msg", {"body": i.to_string()}])
@@ -151,8 +154,7 @@ async fn only_the_first_100_lines_of_a_batch_are_processed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_not_processed_within_the_window_answers_408() {
     let s = start_fixture().await;
-    let c = open(&s, Vsn::V2, "").await;
-    join_lobby(&c).await;
+    let c = open_in_lobby(&s, Vsn::V2).await;
     let slow = r#"["1","2","room:lobby","slow",{"ms":600}]"#;
     assert_eq!(c.send(slow).await, 408);
 }
@@ -190,8 +192,7 @@ async fn a_vsn_matching_no_serializer_answers_403() {
 
 async fn a_crash_over_longpoll_delivers_phx_error(vsn: Vsn) {
     let s = start_fixture().await;
-    let c = open(&s, vsn, "").await;
-    join_lobby(&c).await;
+    let c = open_in_lobby(&s, vsn).await;
     send_all(&c, &[r#"["1","1","room:lobby","boom",{}]"#]).await;
     let msgs = c.poll_n(1).await;
     assert_eq!(
@@ -203,8 +204,7 @@ for_both_vsn!(a_crash_over_longpoll_delivers_phx_error);
 
 async fn stale_leaves_are_ignored_and_null_join_ref_leaves_close(vsn: Vsn) {
     let s = start_fixture().await;
-    let c = open(&s, vsn, "").await;
-    join_lobby(&c).await;
+    let c = open_in_lobby(&s, vsn).await;
     send_all(
         &c,
         &[
@@ -367,8 +367,7 @@ async fn v1_clients_may_batch_object_lines_as_ndjson() {
 #[tokio::test]
 async fn draining_ends_sessions_and_refuses_new_ones() {
     let s = start_fixture().await;
-    let c = open(&s, Vsn::V2, "").await;
-    join_lobby(&c).await;
+    let c = open_in_lobby(&s, Vsn::V2).await;
     s.endpoint.drain();
     assert!(
         s.wait_unsubscribed("room:lobby").await,

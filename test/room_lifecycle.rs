@@ -104,7 +104,7 @@ async fn a_room_is_gone_after_its_last_peer_leaves_and_the_grace_period() {
     );
     assert!(
         eventually(Duration::from_secs(3), || !server
-            .registry
+            .rooms
             .contains("brief"))
         .await,
         "room stopped"
@@ -268,7 +268,7 @@ async fn a_panic_in_one_room_closes_only_that_room() {
     }
     assert!(
         eventually(Duration::from_secs(2), || !server
-            .registry
+            .rooms
             .contains("fragile"))
         .await
     );

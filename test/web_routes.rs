@@ -58,6 +58,19 @@ async fn post_lobby(
     request.body(body).send().await.unwrap()
 }
 
+/// The page at `path`, asserting it is answered 200 as HTML.
+async fn html_page(server: &Served, path: &str) -> String {
+    let response = get(server, path).await;
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    assert_eq!(response.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+    response.text().await.unwrap()
+}
+
+/// `https://127.0.0.1:<port><path>` of `server`.
+fn https_by_ip(server: &Served, path: &str) -> String {
+    format!("https://127.0.0.1:{}{path}", server.addr.port())
+}
+
 /// The body of `GET <path>`.
 async fn text_of(server: &Served, path: &str) -> String {
     get(server, path).await.text().await.unwrap()
@@ -149,10 +162,7 @@ fn files_under(dir: &Path, prefix: &str, out: &mut Vec<String>) {
 #[tokio::test]
 async fn the_lobby_shows_the_join_form_with_the_room_prefilled_from_the_query() {
     let server = start(&WebConfig::default()).await;
-    let response = get(&server, "/?room_id=standup%20room").await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
-    let page = response.text().await.unwrap();
+    let page = html_page(&server, "/?room_id=standup%20room").await;
     for expected in [
         "<title>Membrane WebRTC video room demo</title>",
         r#"<link rel="stylesheet" href="/assets/css/app.css">"#,
@@ -268,10 +278,7 @@ async fn the_room_page_without_a_display_name_redirects_to_the_lobby_with_the_ro
 #[tokio::test]
 async fn the_room_page_keeps_the_dom_the_tutorial_client_relies_on() {
     let server = start(&WebConfig::default()).await;
-    let response = get(&server, "/room/r1?display_name=Ann").await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
-    let page = response.text().await.unwrap();
+    let page = html_page(&server, "/room/r1?display_name=Ann").await;
     for expected in [
         "<title>Membrane WebRTC video room demo</title>",
         r#"<link rel="stylesheet" href="/assets/css/app.css">"#,
@@ -744,10 +751,7 @@ async fn https_with_a_self_signed_certificate_is_valid_for_localhost_and_loopbac
     )
     .await;
     let by_ip = tls_client(&pem)
-        .get(format!(
-            "https://127.0.0.1:{}/healthcheck",
-            server.addr.port()
-        ))
+        .get(https_by_ip(&server, "/healthcheck"))
         .send()
         .await
         .unwrap();
@@ -767,10 +771,7 @@ async fn https_with_a_self_signed_certificate_is_valid_for_localhost_and_loopbac
     assert_eq!(by_name.status(), StatusCode::OK);
     // A client that does not trust the certificate refuses it: it really is checked.
     let untrusted = reqwest::Client::new()
-        .get(format!(
-            "https://127.0.0.1:{}/healthcheck",
-            server.addr.port()
-        ))
+        .get(https_by_ip(&server, "/healthcheck"))
         .send()
         .await;
     assert!(untrusted.is_err());
@@ -801,10 +802,7 @@ async fn tls_self_signed_mode_generates_a_certificate_at_start() {
         .danger_accept_invalid_certs(true)
         .build()
         .unwrap()
-        .get(format!(
-            "https://127.0.0.1:{}/healthcheck",
-            server.addr.port()
-        ))
+        .get(https_by_ip(&server, "/healthcheck"))
         .send()
         .await
         .unwrap();

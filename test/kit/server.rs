@@ -57,12 +57,7 @@ pub async fn start_server(config: Config) -> Server {
     let app = App::new(config, Some(udp_socket)).expect("app starts");
     let rooms = app.rooms();
     let served = Served::spawn(listener, |listener, stop| app.run(listener, stop));
-    Server {
-        http: served.addr,
-        udp,
-        rooms,
-        served,
-    }
+    Server::new(served, udp, rooms)
 }
 
 /// [`start_server`], with rooms that ask `admission` whether a joiner becomes a member. The
@@ -86,12 +81,7 @@ pub async fn start_server_with_admission(config: Config, admission: Arc<dyn Admi
     let endpoint = Endpoint::new();
     let routes = videoroom::app::routes(&config, &endpoint, rooms.clone()).expect("routes");
     let served = serve_on(listener, routes, None, Some(endpoint), config.serve_limits());
-    Server {
-        http: served.addr,
-        udp,
-        rooms,
-        served,
-    }
+    Server::new(served, udp, rooms)
 }
 
 async fn bind_loopback() -> (TcpListener, UdpSocket) {
@@ -101,6 +91,15 @@ async fn bind_loopback() -> (TcpListener, UdpSocket) {
 }
 
 impl Server {
+    fn new(served: Served, udp: SocketAddr, rooms: RoomRegistry) -> Server {
+        Server {
+            http: served.addr,
+            udp,
+            rooms,
+            served,
+        }
+    }
+
     /// `http://<addr><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
