@@ -20,7 +20,11 @@ struct Server(ServerProcess);
 
 impl Server {
     fn start(args: &[&str]) -> Server {
-        Server(ServerProcess::start(env!("CARGO_BIN_EXE_videoroom"), args, &[]))
+        Server(ServerProcess::start(
+            env!("CARGO_BIN_EXE_videoroom"),
+            args,
+            &[],
+        ))
     }
 
     fn addr(&self) -> SocketAddr {
@@ -81,7 +85,8 @@ async fn closed_within(tcp: &mut TcpStream, within: Duration) -> bool {
 
 /// Sends a heartbeat and expects its reply, byte for byte.
 async fn heartbeat_answers(ws: &mut Client) {
-    ws.send_text(r#"[null,"hb","phoenix","heartbeat",{}]"#).await;
+    ws.send_text(r#"[null,"hb","phoenix","heartbeat",{}]"#)
+        .await;
     ws.expect_text(r#"[null,"hb","phoenix","phx_reply",{"response":{},"status":"ok"}]"#)
         .await;
 }
@@ -239,7 +244,9 @@ async fn a_socket_sending_more_messages_per_second_than_allowed_is_closed_1008_a
     let mut calm = server.ws().await;
     let mut flood = server.ws().await;
     for _ in 0..30 {
-        flood.send_text(r#"[null,"1","phoenix","heartbeat",{}]"#).await;
+        flood
+            .send_text(r#"[null,"1","phoenix","heartbeat",{}]"#)
+            .await;
     }
     assert_eq!(flood.expect_close().await, Some(1008));
     heartbeat_answers(&mut calm).await;
@@ -252,9 +259,8 @@ async fn a_topic_longer_than_the_limit_gets_a_join_error_and_the_socket_stays_us
     let server = Server::start(&[]);
     let mut ws = server.ws().await;
     let topic = format!("room:{}", "x".repeat(300));
-    ws.send_text(&format!(
-        r#"["1","1","{topic}","phx_join",{{}}]"#
-    )).await;
+    ws.send_text(&format!(r#"["1","1","{topic}","phx_join",{{}}]"#))
+        .await;
     ws.expect_text(&format!(
             r#"["1","1","{topic}","phx_reply",{{"response":{{"reason":"topic too long"}},"status":"error"}}]"#
         )).await;
@@ -267,9 +273,8 @@ async fn an_unmatched_topic_flood_is_answered_frame_by_frame_but_logged_once_and
     let mut ws = server.ws().await;
     let topic = format!("nowhere:{}", "y".repeat(100_000));
     for n in 0..100 {
-        ws.send_text(&format!(
-            r#"[null,"{n}","{topic}","ping",{{}}]"#
-        )).await;
+        ws.send_text(&format!(r#"[null,"{n}","{topic}","ping",{{}}]"#))
+            .await;
         ws.expect_text(&format!(
                 r#"[null,"{n}","{topic}","phx_reply",{{"response":{{"reason":"unmatched topic"}},"status":"error"}}]"#
             )).await;
@@ -312,7 +317,8 @@ async fn sigterm_exits_within_the_drain_timeout_plus_a_second_whatever_the_clien
     let mut server = Server::start(&["--drain-timeout", "1"]);
     // A WebSocket that never reads, a half-sent request, a LongPoll GET being held.
     let mut deaf = server.ws().await;
-    deaf.send_text(r#"["1","1","nowhere:x","phx_join",{}]"#).await;
+    deaf.send_text(r#"["1","1","nowhere:x","phx_join",{}]"#)
+        .await;
     let mut half = TcpStream::connect(server.addr()).await.expect("connect");
     half.write_all(b"POST /socket/longpoll HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
         .await
@@ -362,9 +368,8 @@ async fn a_frame_nested_a_hundred_thousand_levels_deep_is_closed_1011_and_others
     let mut calm = server.ws().await;
     let mut deep = server.ws().await;
     let payload = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    deep.send_text(&format!(
-        r#"[null,"1","nowhere:x","ping",{payload}]"#
-    )).await;
+    deep.send_text(&format!(r#"[null,"1","nowhere:x","ping",{payload}]"#))
+        .await;
     assert_eq!(deep.expect_close().await, Some(1011));
     heartbeat_answers(&mut calm).await;
 }
@@ -374,9 +379,8 @@ async fn a_seven_megabyte_topic_is_refused_and_logged_in_one_short_line() {
     let server = Server::start(&[]);
     let mut ws = server.ws().await;
     let topic = format!("room:{}", "t".repeat(7 * 1024 * 1024));
-    ws.send_text(&format!(
-        r#"["1","1","{topic}","phx_join",{{}}]"#
-    )).await;
+    ws.send_text(&format!(r#"["1","1","{topic}","phx_join",{{}}]"#))
+        .await;
     let reply = ws.recv_text().await;
     assert!(
         reply
@@ -402,17 +406,22 @@ async fn a_display_name_over_the_metadata_setting_is_denied_and_a_short_one_in_t
         format!(r#"["1","2","room:limits","mediaEvent",{{"data":{data}}}]"#)
     };
     let mut big = server.ws().await;
-    big.send_text(r#"["1","1","room:limits","phx_join",{}]"#).await;
-    big.expect_text(r#"["1","1","room:limits","phx_reply",{"response":{},"status":"ok"}]"#).await;
+    big.send_text(r#"["1","1","room:limits","phx_join",{}]"#)
+        .await;
+    big.expect_text(r#"["1","1","room:limits","phx_reply",{"response":{},"status":"ok"}]"#)
+        .await;
     big.send_text(&join(&"B".repeat(100))).await;
     let denied = r#"{"type":"peerDenied","data":{"reason":"peer metadata too large"}}"#;
     big.expect_text(&format!(
-            r#"["1",null,"room:limits","mediaEvent",{{"data":{}}}]"#,
-            serde_json::to_string(denied).unwrap()
-        )).await;
+        r#"["1",null,"room:limits","mediaEvent",{{"data":{}}}]"#,
+        serde_json::to_string(denied).unwrap()
+    ))
+    .await;
 
     let mut small = server.ws().await;
-    small.send_text(r#"["1","1","room:limits","phx_join",{}]"#).await;
+    small
+        .send_text(r#"["1","1","room:limits","phx_join",{}]"#)
+        .await;
     small.recv_text().await;
     small.send_text(&join("Ann")).await;
     let accepted = small.recv_text().await;

@@ -409,10 +409,14 @@ async fn an_elixir_checkouts_priv_static_is_served_by_the_rust_server() {
         assert_eq!(response.bytes().await.unwrap().as_ref(), *body, "{path}");
     }
     // Files outside the Plug.Static allow-list stay private, as with Phoenix.
-    let response = reqwest::get(server.url("/cache_manifest.json")).await.unwrap();
+    let response = reqwest::get(server.url("/cache_manifest.json"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
     // The room page loads the Elixir bundle from the usual place.
-    let page = reqwest::get(server.url("/room/lobby?display_name=x")).await.unwrap()
+    let page = reqwest::get(server.url("/room/lobby?display_name=x"))
+        .await
+        .unwrap()
         .text()
         .await
         .unwrap();

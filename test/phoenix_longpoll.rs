@@ -280,9 +280,8 @@ async fn the_token_travels_as_param_or_header_and_the_header_wins() {
     let s = start_fixture().await;
     let c = open(&s, Vsn::V2, "").await;
     let http = reqwest::Client::new();
-    let with_token = |request: reqwest::RequestBuilder| {
-        request.header("x-phoenix-longpoll-token", &c.token)
-    };
+    let with_token =
+        |request: reqwest::RequestBuilder| request.header("x-phoenix-longpoll-token", &c.token);
     // Header only.
     let resp = with_token(http.get(s.http("/ws/longpoll?vsn=2.0.0")))
         .send()

@@ -40,7 +40,14 @@ async fn join_ok(c: &mut Client, topic: &str, r: &str, payload: Value) {
 
 /// Asks the fixture's `whoami` (ref `r`) on joined `topic` and expects the connect `params`
 /// and `auth_token` it saw.
-async fn expect_whoami(c: &mut Client, topic: &str, jr: &str, r: &str, params: Value, token: Value) {
+async fn expect_whoami(
+    c: &mut Client,
+    topic: &str,
+    jr: &str,
+    r: &str,
+    params: Value,
+    token: Value,
+) {
     c.send(json!([jr, r, topic, "whoami", {}])).await;
     c.expect(json!([jr, r, topic, "phx_reply", {"status": "ok", "response": {"params": params, "auth_token": token}}]))
         .await;
@@ -57,7 +64,10 @@ async fn refusal(path: &str, vsn: Option<Vsn>, headers: &[(&str, &str)]) -> Opti
 #[tokio::test]
 async fn an_upgrade_succeeds_with_an_allowed_origin_and_without_origin() {
     let allowed = [("origin", "https://example.com")];
-    assert_eq!(refusal("/ws/websocket", Some(Vsn::V2), &allowed).await, None);
+    assert_eq!(
+        refusal("/ws/websocket", Some(Vsn::V2), &allowed).await,
+        None
+    );
     assert_eq!(refusal("/ws/websocket", Some(Vsn::V2), &[]).await, None);
 }
 
@@ -133,9 +143,14 @@ async fn requests_that_are_not_upgrades_get_400() {
 async fn configured_subprotocols_are_selected_or_refused() {
     let s = start_fixture().await;
     let path = "/ws/sip/websocket";
-    let (_, proto) = try_connect(s.addr, path, Some(Vsn::V2), &[("sec-websocket-protocol", "sip")])
-        .await
-        .expect("sip");
+    let (_, proto) = try_connect(
+        s.addr,
+        path,
+        Some(Vsn::V2),
+        &[("sec-websocket-protocol", "sip")],
+    )
+    .await
+    .expect("sip");
     assert_eq!(proto.as_deref(), Some("sip"));
     let (_, proto) = try_connect(s.addr, path, Some(Vsn::V2), &[])
         .await
@@ -345,7 +360,11 @@ async fn the_101st_join_is_refused() {
     let s = start_fixture().await;
     let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
     for i in 1..=100 {
-        let (topic, jr, r) = (format!("room:limit-{i}"), (10 + i).to_string(), i.to_string());
+        let (topic, jr, r) = (
+            format!("room:limit-{i}"),
+            (10 + i).to_string(),
+            i.to_string(),
+        );
         join_room(&mut c, &topic, &jr, &r).await;
     }
     c.send(r#"["111","101","room:limit-101","phx_join",{}]"#)

@@ -35,7 +35,10 @@ async fn two_peers(server: &Server, room: &str) -> (Client, Client, Value) {
     let (mut a, _) = Client::join_room(server.http, room, "A").await;
     a.expect_media("peerJoined").await;
     let (b, acc_b) = Client::join_room(server.http, room, "B").await;
-    assert_eq!(a.expect_media("peerJoined").await["peer"]["id"], acc_b["id"]);
+    assert_eq!(
+        a.expect_media("peerJoined").await["peer"]["id"],
+        acc_b["id"]
+    );
     (a, b, acc_b)
 }
 
@@ -68,7 +71,10 @@ async fn a_second_peer_sees_the_first_and_the_first_hears_of_the_second() {
         acc_b["peersInRoom"],
         json!([{"id":acc_a["id"],"metadata":{"displayName":"A"},"trackIdToMetadata":{}}])
     );
-    assert_eq!(a.expect_media("peerJoined").await["peer"]["id"], acc_b["id"]);
+    assert_eq!(
+        a.expect_media("peerJoined").await["peer"]["id"],
+        acc_b["id"]
+    );
     assert_eq!(
         b.expect_media("peerJoined").await["peer"]["id"],
         acc_b["id"]
@@ -103,10 +109,7 @@ async fn a_room_is_gone_after_its_last_peer_leaves_and_the_grace_period() {
         "the room waits for the grace period"
     );
     assert!(
-        eventually(Duration::from_secs(3), || !server
-            .rooms
-            .contains("brief"))
-        .await,
+        eventually(Duration::from_secs(3), || !server.rooms.contains("brief")).await,
         "room stopped"
     );
     assert_eq!(server.rooms.room_count(), 0);
@@ -257,8 +260,7 @@ async fn a_panic_in_one_room_closes_only_that_room() {
     bystander.expect_media("peerJoined").await;
 
     let (mut culprit, _) = Client::joined(server.http, "room:fragile").await;
-    culprit
-.media(join_event("boom")).await;
+    culprit.media(join_event("boom")).await;
     for c in [&mut culprit, &mut bystander] {
         assert_eq!(
             c.expect_media("error").await,
@@ -266,12 +268,7 @@ async fn a_panic_in_one_room_closes_only_that_room() {
         );
         c.expect_event("phx_close").await;
     }
-    assert!(
-        eventually(Duration::from_secs(2), || !server
-            .rooms
-            .contains("fragile"))
-        .await
-    );
+    assert!(eventually(Duration::from_secs(2), || !server.rooms.contains("fragile")).await);
 
     // The other room never noticed and keeps serving.
     let (_b, acc) = Client::join_room(server.http, "calm", "B").await;

@@ -203,10 +203,7 @@ async fn sixty_peers_vanishing_at_once_log_a_linear_number_of_lines() {
         c.vanish();
     }
     assert!(
-        eventually(Duration::from_secs(20), || !server
-            .rooms
-            .contains("depart"))
-        .await,
+        eventually(Duration::from_secs(20), || !server.rooms.contains("depart")).await,
         "the room stops after its last peer and the grace period"
     );
     let during = lines_about("depart", "").len() - before;

@@ -185,7 +185,12 @@ async fn the_lobby_shows_the_join_form_with_the_room_prefilled_from_the_query() 
 #[tokio::test]
 async fn posting_the_lobby_form_redirects_to_the_room_with_both_fields_percent_encoded() {
     let server = start(&WebConfig::default()).await;
-    let response = post_lobby(&server, Some(FORM), "room_name=my+room%2F1&display_name=Zo%C3%AB+%26+%3Cb%3E%3F%23").await;
+    let response = post_lobby(
+        &server,
+        Some(FORM),
+        "room_name=my+room%2F1&display_name=Zo%C3%AB+%26+%3Cb%3E%3F%23",
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::FOUND);
     let location = response.headers()[LOCATION].to_str().unwrap().to_owned();
     assert_eq!(
@@ -205,7 +210,12 @@ async fn posting_the_lobby_form_redirects_to_the_room_with_both_fields_percent_e
 #[tokio::test]
 async fn unicode_room_names_survive_the_redirect_and_reach_the_page_unchanged() {
     let server = start(&WebConfig::default()).await;
-    let response = post_lobby(&server, None, "room_name=za%C5%BC%C3%B3%C5%82%C4%87+%F0%9F%8E%A5+a%2Bb&display_name=%E5%BC%A0%E4%B8%89").await;
+    let response = post_lobby(
+        &server,
+        None,
+        "room_name=za%C5%BC%C3%B3%C5%82%C4%87+%F0%9F%8E%A5+a%2Bb&display_name=%E5%BC%A0%E4%B8%89",
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::FOUND);
     let location = response.headers()[LOCATION].to_str().unwrap().to_owned();
     assert_eq!(
@@ -215,12 +225,20 @@ async fn unicode_room_names_survive_the_redirect_and_reach_the_page_unchanged() 
     let page = text_of(&server, &location).await;
     assert!(page.contains(r#"data-room-id="zażółć 🎥 a+b""#), "{page}");
     // Without the display name the lobby gets the same room back.
-    let response = get(&server, "/room/za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb").await;
+    let response = get(
+        &server,
+        "/room/za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb",
+    )
+    .await;
     assert_eq!(
         response.headers()[LOCATION],
         "/?room_id=za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb"
     );
-    let page = text_of(&server, "/?room_id=za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb").await;
+    let page = text_of(
+        &server,
+        "/?room_id=za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb",
+    )
+    .await;
     assert!(page.contains(r#"value="zażółć 🎥 a+b""#), "{page}");
     server.stop().await;
 }
@@ -244,7 +262,8 @@ async fn an_incomplete_lobby_form_shows_the_lobby_again_with_a_message() {
         assert!(page.contains(r#"<form method="post""#));
     }
     // What was typed is kept (escaped).
-    let page = post_lobby(&server, None, "room_name=%3Cscript%3Ex%3C%2Fscript%3E").await
+    let page = post_lobby(&server, None, "room_name=%3Cscript%3Ex%3C%2Fscript%3E")
+        .await
         .text()
         .await
         .unwrap();
@@ -346,12 +365,20 @@ async fn script_room_names_and_display_names_are_escaped_everywhere() {
     assert_eq!(page.matches("<script").count(), 1);
 
     // Breaking out of the attribute with a quote does not work either.
-    let page = text_of(&server, "/room/%22%3E%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E?display_name=x").await;
+    let page = text_of(
+        &server,
+        "/room/%22%3E%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E?display_name=x",
+    )
+    .await;
     assert!(!page.contains("<img src=x"), "{page}");
     assert!(page.contains(r#"data-room-id="&quot;&gt;&lt;img src=x onerror=alert(1)&gt;""#));
 
     // The lobby's prefilled room name.
-    let page = text_of(&server, "/?room_id=%22%3E%3Cscript%3Ealert(3)%3C%2Fscript%3E").await;
+    let page = text_of(
+        &server,
+        "/?room_id=%22%3E%3Cscript%3Ealert(3)%3C%2Fscript%3E",
+    )
+    .await;
     assert!(!page.contains("<script>alert"), "{page}");
     assert!(page.contains(r#"value="&quot;&gt;&lt;script&gt;alert(3)&lt;/script&gt;""#));
     server.stop().await;
@@ -667,11 +694,7 @@ async fn head_requests_get_the_headers_without_a_body() {
 async fn shutdown_stops_accepting_connections() {
     let server = start(&WebConfig::default()).await;
     let addr = server.addr;
-    assert_eq!(
-        get(&server, "/healthcheck").await
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(get(&server, "/healthcheck").await.status(), StatusCode::OK);
     server.stop().await;
     assert!(TcpStream::connect(addr).await.is_err());
 }

@@ -332,7 +332,11 @@ impl Client {
 
     /// The next frame, which must be text, as sent (not decoded).
     pub async fn recv_text(&mut self) -> String {
-        assert!(self.backlog.is_empty(), "frames were queued: {:?}", self.backlog);
+        assert!(
+            self.backlog.is_empty(),
+            "frames were queued: {:?}",
+            self.backlog
+        );
         let next = async {
             loop {
                 match self.ws.next().await {

@@ -80,7 +80,13 @@ pub async fn start_server_with_admission(config: Config, admission: Arc<dyn Admi
     let rooms = RoomRegistry::new(rooms_config, media);
     let endpoint = Endpoint::new();
     let routes = videoroom::app::routes(&config, &endpoint, rooms.clone()).expect("routes");
-    let served = serve_on(listener, routes, None, Some(endpoint), config.serve_limits());
+    let served = serve_on(
+        listener,
+        routes,
+        None,
+        Some(endpoint),
+        config.serve_limits(),
+    );
     Server::new(served, udp, rooms)
 }
 
