@@ -1,6 +1,6 @@
 // Conformance of the Rust Phoenix server with the real, unchanged phoenix.js clients 1.6.0 and
 // 1.8.x under Node. The server is the fixture `phoenix_fixture_server` (env PHOENIX_FIXTURE_BIN),
-// serving the protocol reference's §10.0 fixture at /socket (no origin check):
+// serving the Phoenix conformance fixture (docs/phoenix-protocol.md) at /socket (no origin check):
 //   room:*   RoomChannel: join → reply {} then broadcast user_entered {user} and push joined
 //            {status: "connected", user_id}; new_msg → broadcast (intercepted: pushed to every
 //            member with "transport"), reply ok {}; boom → crash; binary_event D → push binary
@@ -284,7 +284,7 @@ for (const client of clients) {
       assert.deepEqual(
         rec.on(topic, "you_left"),
         [[jr, null, topic, "you_left", { message: "bye!" }]],
-        "the push from terminate carries the instance's join_ref (§4.5, §4.8)",
+        "the push from terminate carries the instance's join_ref",
       );
       assert.equal(closed, 1);
       assert.equal(channel.state, "closed");
@@ -431,7 +431,7 @@ for (const client of clients) {
         [jr2, null, topic, "joined", { status: "connected", user_id: null }],
       ]);
       // The crashed instance's terminate push, if any, must carry its join_ref so that phoenix.js
-      // drops it as outdated instead of handing it to the rejoined channel (§4.7, §4.8).
+      // drops it as outdated instead of handing it to the rejoined channel.
       for (const frame of rec.on(topic, "you_left")) {
         assert.deepEqual(frame, [jr1, null, topic, "you_left", { message: "bye!" }], "a push from terminate carries the ended instance's join_ref");
       }
@@ -615,7 +615,7 @@ for (const client of clients) {
       const joinedAt = Date.now();
       await waitFor(() => rec.closes.length >= 1, waitOpts(rec, "the idle close"));
       assert.ok(Date.now() - joinedAt >= 150, "not closed before the idle timeout");
-      assert.equal(rec.closes[0].code, 1001, "idle close code (§3.3 recommends 1001; never 1000)");
+      assert.equal(rec.closes[0].code, 1001, "idle close code 1001 (never 1000)");
       await waitFor(() => rec.opens >= 2 && channel.joinRef() !== jr1, waitOpts(rec, "reconnect and rejoin"));
     });
   });

@@ -51,7 +51,7 @@ export const clients = [
     hasAuthToken: false,
     /** phoenix.js 1.6 has no `longPollFallbackMs` (added in 1.7.11). */
     hasLongPollFallback: false,
-    /** LongPoll sends one POST per push, several in flight at once: no order across pushes (§6.6). */
+    /** LongPoll sends one POST per push, several in flight at once: no order across pushes. */
     longPollKeepsPushOrder: false,
     /** How LongPoll reaches the server in this client. */
     longPollHttp: "XMLHttpRequest (test/node/support/xhr.mjs over node:http)",
