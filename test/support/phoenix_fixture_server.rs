@@ -100,13 +100,11 @@ async fn main() {
         .expect("bound listener has an address");
     println!("listening on http://{addr}");
     let drain = endpoint.clone();
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(async move {
-            shutdown_signal().await;
-            drain.drain();
-            drain.wait_drained(std::time::Duration::from_secs(2)).await;
-        })
-        .run()
-        .await;
+    // The app's own serving code, as the in-process fixture of the Rust tests uses.
+    videoroom::web::serve(routes, listener, None, async move {
+        shutdown_signal().await;
+        drain.drain();
+        drain.wait_drained(std::time::Duration::from_secs(2)).await;
+    })
+    .await;
 }
