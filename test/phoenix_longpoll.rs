@@ -106,15 +106,8 @@ async fn ndjson_batches_carry_json_and_base64_binary_lines_in_order() {
     ];
     assert_eq!(c.post("application/x-ndjson", lines.join("\n")).await, 200);
     // A binary push (kind 0) of event "bin" on room:lobby, base64 in its line.
-    let bin = [
-        &[0x00, 0x01, 0x01, 0x0A, 0x03][..],
-        b"1",
-        b"4",
-        b"room:lobby",
-        b"bin",
-        &[1, 2, 3],
-    ]
-    .concat();
+    // Sizes 1, 1, 10, 3, then "1", "4", "room:lobby", "bin" and the payload 1, 2, 3.
+    let bin = b"\x00\x01\x01\x0a\x0314room:lobbybin\x01\x02\x03";
     let lines = [
         base64::engine::general_purpose::STANDARD.encode(bin),
         r#"["1","5","room:lobby","new_msg",{"body":"hi3"}]"#.to_owned(),

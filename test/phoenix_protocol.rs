@@ -474,35 +474,14 @@ async fn binary_pushes_get_binary_replies_and_binary_pushes() {
     let s = start_fixture().await;
     let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
     join_room(&mut c, "room:bin", "11", "1").await;
-    // kind 0 (push): join_ref, ref, topic, event sizes, then the strings and the payload.
-    let push = [
-        &[0x00, 0x02, 0x01, 0x08, 0x0C][..],
-        b"11",
-        b"2",
-        b"room:bin",
-        b"binary_event",
-        &[1, 2],
-    ]
-    .concat();
+    // Kind 0 (push): the sizes of join_ref, ref, topic and event (2, 1, 8, 12), then "11", "2",
+    // "room:bin", "binary_event" and the payload 1, 2.
+    let push = b"\x00\x02\x01\x08\x0c112room:binbinary_event\x01\x02".to_vec();
     c.send_binary(push).await;
-    // kind 1 (reply): join_ref, ref, topic, status sizes; kind 0 from the server has no ref.
-    let reply = [
-        &[0x01, 0x02, 0x01, 0x08, 0x02][..],
-        b"11",
-        b"2",
-        b"room:bin",
-        b"ok",
-        &[1, 2, 3, 4],
-    ]
-    .concat();
-    let server_push = [
-        &[0x00, 0x02, 0x08, 0x0C][..],
-        b"11",
-        b"room:bin",
-        b"binary_event",
-        &[0, 1],
-    ]
-    .concat();
+    // Kind 1 (reply): the sizes of join_ref, ref, topic and status, the strings, the payload
+    // 1, 2, 3, 4; the server's kind 0 push has no ref.
+    let reply = b"\x01\x02\x01\x08\x02112room:binok\x01\x02\x03\x04".to_vec();
+    let server_push = b"\x00\x02\x08\x0c11room:binbinary_event\x00\x01".to_vec();
     let got = [c.recv().await, c.recv().await];
     assert!(got.contains(&Received::Binary(reply)), "{got:?}");
     assert!(got.contains(&Received::Binary(server_push)), "{got:?}");
@@ -518,8 +497,8 @@ async fn binary_broadcasts_use_kind_2_frames() {
         "blob",
         videoroom::phoenix::Payload::Binary(bytes::Bytes::from_static(&[9, 8])),
     );
-    c.expect_binary(&[&[0x02, 0x06, 0x04][..], b"echo:b", b"blob", &[9, 8]].concat())
-        .await;
+    // Kind 2 (broadcast): sizes 6, 4, then "echo:b", "blob" and the payload 9, 8.
+    c.expect_binary(b"\x02\x06\x04echo:bblob\x09\x08").await;
 }
 
 // ---- Presence -----------------------------------------------------------------------------------

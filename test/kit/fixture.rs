@@ -31,6 +31,9 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
+/// The context every channel callback gets (short, so the signatures fit one line).
+type Ctx<'a> = ChannelContext<'a>;
+
 /// Phoenix's `UserSocket` of the integration tests.
 pub struct UserSocket;
 
@@ -76,12 +79,7 @@ pub struct RoomChannel {
 impl Channel for RoomChannel {
     type Info = RoomInfo;
 
-    fn join(
-        &mut self,
-        _topic: &str,
-        payload: Value,
-        ctx: &mut ChannelContext<'_>,
-    ) -> Result<Value, Value> {
+    fn join(&mut self, _topic: &str, payload: Value, ctx: &mut Ctx<'_>) -> Result<Value, Value> {
         self.longpoll = ctx.assigns().get("transport").and_then(Value::as_str) == Some("longpoll");
         let user_id = ctx.assigns().get("user_id").cloned().unwrap_or(Value::Null);
         ctx.broadcast(
@@ -99,7 +97,7 @@ impl Channel for RoomChannel {
         event == "new_msg" || event == "bin_ack"
     }
 
-    fn handle_out(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext<'_>) -> Flow {
+    fn handle_out(&mut self, event: &str, payload: Payload, ctx: &mut Ctx<'_>) -> Flow {
         let mut p = payload.into_json();
         if let Value::Object(m) = &mut p {
             let t = if self.longpoll {
@@ -113,12 +111,7 @@ impl Channel for RoomChannel {
         Flow::Continue
     }
 
-    fn handle_in(
-        &mut self,
-        event: &str,
-        payload: Payload,
-        ctx: &mut ChannelContext<'_>,
-    ) -> HandleIn {
+    fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut Ctx<'_>) -> HandleIn {
         match (event, payload) {
             ("new_msg", p) => {
                 ctx.broadcast("new_msg", p);
@@ -173,7 +166,7 @@ impl Channel for RoomChannel {
         }
     }
 
-    fn handle_info(&mut self, msg: RoomInfo, ctx: &mut ChannelContext<'_>) -> Flow {
+    fn handle_info(&mut self, msg: RoomInfo, ctx: &mut Ctx<'_>) -> Flow {
         match msg {
             RoomInfo::Later(reply_ref, value) => {
                 ctx.push("info", json!({"value": value}));
@@ -183,7 +176,7 @@ impl Channel for RoomChannel {
         Flow::Continue
     }
 
-    fn terminate(&mut self, _reason: &TerminateReason, ctx: &mut ChannelContext<'_>) {
+    fn terminate(&mut self, _reason: &TerminateReason, ctx: &mut Ctx<'_>) {
         ctx.push("you_left", json!({"message": "bye!"}));
     }
 }
@@ -194,12 +187,7 @@ pub struct CustomChannel;
 impl Channel for CustomChannel {
     type Info = ();
 
-    fn join(
-        &mut self,
-        _topic: &str,
-        payload: Value,
-        _ctx: &mut ChannelContext<'_>,
-    ) -> Result<Value, Value> {
+    fn join(&mut self, _topic: &str, payload: Value, _: &mut Ctx<'_>) -> Result<Value, Value> {
         match payload.get("action").and_then(Value::as_str) {
             Some("ok") => Ok(json!({"action": "ok"})),
             Some("ignore") => Err(json!({"action": "ignore"})),
@@ -208,12 +196,7 @@ impl Channel for CustomChannel {
         }
     }
 
-    fn handle_in(
-        &mut self,
-        event: &str,
-        _payload: Payload,
-        _ctx: &mut ChannelContext<'_>,
-    ) -> HandleIn {
+    fn handle_in(&mut self, event: &str, _: Payload, _: &mut Ctx<'_>) -> HandleIn {
         match event {
             "close" => HandleIn::Stop {
                 reason: StopReason::Normal,
