@@ -9,9 +9,16 @@
 mod kit;
 
 use kit::phoenix::{Client, Received, Vsn, connect, try_connect};
-use kit::start_fixture;
+use kit::{Fixture, start_fixture, start_fixture_with_idle_timeout};
 use serde_json::{Value, json};
 use std::time::Duration;
+
+/// A fresh fixture and a client of `path` on it (keep the fixture: dropping it stops it).
+async fn fixture_client(path: &str, vsn: Vsn) -> (Fixture, Client) {
+    let s = start_fixture().await;
+    let c = connect(s.addr, path, vsn).await;
+    (s, c)
+}
 
 /// Joins a fixture `room:*` topic: the reply, then (in either order) the channel's broadcast
 /// `user_entered` and its push `joined` carrying the socket's `user_id`.
@@ -73,8 +80,7 @@ async fn an_upgrade_succeeds_with_an_allowed_origin_and_without_origin() {
 
 #[tokio::test]
 async fn a_socket_mounted_at_several_segments_serves_joins() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/admin/websocket", Vsn::V2).await;
+    let (_s, mut c) = fixture_client("/ws/admin/websocket", Vsn::V2).await;
     c.send(r#"["11","1","room:admin-lobby1","phx_join",{}]"#)
         .await;
     c.expect(r#"["11","1","room:admin-lobby1","phx_reply",{"status":"ok","response":{}}]"#)
@@ -205,15 +211,14 @@ async fn query_params_nested_params_and_path_vars_reach_connect() {
 // ---- Heartbeat and idle timeout ---------------------------------------------------------------
 
 async fn heartbeats_are_answered(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
+    let (_s, mut c) = fixture_client("/ws/websocket", vsn).await;
     c.heartbeat("1").await;
 }
 for_both_vsn!(heartbeats_are_answered);
 
 #[tokio::test]
 async fn a_quiet_client_is_closed_with_1001_after_the_idle_timeout() {
-    let s = start_fixture().await;
+    let s = start_fixture_with_idle_timeout(Duration::from_millis(200)).await;
     let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
     c.heartbeat("1").await;
     let started = tokio::time::Instant::now();
@@ -226,8 +231,7 @@ async fn a_quiet_client_is_closed_with_1001_after_the_idle_timeout() {
 }
 
 async fn heartbeats_work_before_and_during_joins_without_touching_channels(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
+    let (_s, mut c) = fixture_client("/ws/websocket", vsn).await;
     c.heartbeat("1").await;
     join_room(&mut c, "room:hb", "2", "2").await;
     c.heartbeat("3").await;
@@ -239,8 +243,7 @@ for_both_vsn!(heartbeats_work_before_and_during_joins_without_touching_channels)
 // ---- Join / event / leave ---------------------------------------------------------------------
 
 async fn join_event_leave_and_events_after_leave(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
+    let (s, mut c) = fixture_client("/ws/websocket", vsn).await;
     join_room(&mut c, "room:lobby", "11", "1").await;
     c.send(r#"["11","2","room:lobby","new_msg",{"body":"hi!"}]"#)
         .await;
@@ -270,8 +273,7 @@ async fn join_event_leave_and_events_after_leave(vsn: Vsn) {
 for_both_vsn!(join_event_leave_and_events_after_leave);
 
 async fn joining_an_unrouted_topic_replies_unmatched_with_null_join_ref(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
+    let (_s, mut c) = fixture_client("/ws/websocket", vsn).await;
     c.send(r#"["11","1","unmatched-topic","phx_join",{}]"#)
         .await;
     c.expect(r#"[null,"1","unmatched-topic","phx_reply",{"status":"error","response":{"reason":"unmatched topic"}}]"#)
@@ -280,8 +282,7 @@ async fn joining_an_unrouted_topic_replies_unmatched_with_null_join_ref(vsn: Vsn
 for_both_vsn!(joining_an_unrouted_topic_replies_unmatched_with_null_join_ref);
 
 async fn leaving_an_unjoined_topic_replies_ok_without_close(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
+    let (_s, mut c) = fixture_client("/ws/websocket", vsn).await;
     c.send(r#"["5","6","room:nope","phx_leave",{}]"#).await;
     c.expect(r#"["5","6","room:nope","phx_reply",{"status":"ok","response":{}}]"#)
         .await;
@@ -290,8 +291,7 @@ async fn leaving_an_unjoined_topic_replies_ok_without_close(vsn: Vsn) {
 for_both_vsn!(leaving_an_unjoined_topic_replies_ok_without_close);
 
 async fn a_crashing_channel_gets_phx_error_and_the_socket_survives(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
+    let (_s, mut c) = fixture_client("/ws/websocket", vsn).await;
     join_room(&mut c, "room:lobby", "11", "1").await;
     join_room(&mut c, "room:other", "12", "2").await;
     c.send(r#"["11","3","room:lobby","boom",{}]"#).await;
@@ -308,8 +308,7 @@ async fn a_crashing_channel_gets_phx_error_and_the_socket_survives(vsn: Vsn) {
 for_both_vsn!(a_crashing_channel_gets_phx_error_and_the_socket_survives);
 
 async fn join_errors_crashes_successes_and_server_closes(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
+    let (_s, mut c) = fixture_client("/ws/websocket", vsn).await;
     for (sent, answer) in [
         (
             r#"["11","1","custom:ignore","phx_join",{"action":"ignore"}]"#,
@@ -335,8 +334,7 @@ async fn join_errors_crashes_successes_and_server_closes(vsn: Vsn) {
 for_both_vsn!(join_errors_crashes_successes_and_server_closes);
 
 async fn a_duplicate_join_replies_first_then_closes_the_old_instance(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
+    let (s, mut c) = fixture_client("/ws/websocket", vsn).await;
     join_room(&mut c, "room:joiner", "11", "1").await;
     c.send(r#"["12","2","room:joiner","phx_join",{}]"#).await;
     let frames = c.recv_until_quiet().await;
@@ -357,8 +355,7 @@ for_both_vsn!(a_duplicate_join_replies_first_then_closes_the_old_instance);
 
 #[tokio::test]
 async fn the_101st_join_is_refused() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
+    let (_s, mut c) = fixture_client("/ws/websocket", Vsn::V2).await;
     for i in 1..=100 {
         let (topic, jr, r) = (
             format!("room:limit-{i}"),
@@ -375,8 +372,7 @@ async fn the_101st_join_is_refused() {
 
 #[tokio::test]
 async fn a_configured_channel_limit_is_enforced() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/limited/websocket", Vsn::V2).await;
+    let (_s, mut c) = fixture_client("/ws/limited/websocket", Vsn::V2).await;
     join_room(&mut c, "room:a", "1", "1").await;
     c.send(r#"["2","2","room:b","phx_join",{}]"#).await;
     c.expect(r#"["2","2","room:b","phx_reply",{"status":"error","response":{"reason":"too many channels joined"}}]"#)
@@ -384,8 +380,7 @@ async fn a_configured_channel_limit_is_enforced() {
 }
 
 async fn stale_join_refs_are_dropped_and_null_join_refs_processed(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
+    let (_s, mut c) = fixture_client("/ws/websocket", vsn).await;
     join_room(&mut c, "room:lobby", "11", "1").await;
     c.send(r#"["99","5","room:lobby","new_msg",{"body":"x"}]"#)
         .await;
@@ -401,8 +396,7 @@ async fn stale_join_refs_are_dropped_and_null_join_refs_processed(vsn: Vsn) {
 for_both_vsn!(stale_join_refs_are_dropped_and_null_join_refs_processed);
 
 async fn stale_leaves_are_ignored_and_null_join_ref_leaves_accepted(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
+    let (_s, mut c) = fixture_client("/ws/websocket", vsn).await;
     join_room(&mut c, "room:lobby", "11", "1").await;
     c.send(r#"["stale","stale","room:lobby","phx_leave",{}]"#)
         .await;
@@ -418,8 +412,7 @@ for_both_vsn!(stale_leaves_are_ignored_and_null_join_ref_leaves_accepted);
 
 #[tokio::test]
 async fn a_disconnect_broadcast_closes_the_socket_with_1001_and_ends_its_channels() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket?user_id=1001", Vsn::V2).await;
+    let (s, mut c) = fixture_client("/ws/websocket?user_id=1001", Vsn::V2).await;
     join_room_as(&mut c, "room:wsdisconnect1", "1", "1", json!("1001")).await;
     join_room_as(&mut c, "room:wsdisconnect2", "2", "2", json!("1001")).await;
     let mut other = connect(s.addr, "/ws/websocket?user_id=1002", Vsn::V2).await;
@@ -436,8 +429,7 @@ async fn a_disconnect_broadcast_closes_the_socket_with_1001_and_ends_its_channel
 
 #[tokio::test]
 async fn a_client_close_terminates_every_channel_silently() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
+    let (s, mut c) = fixture_client("/ws/websocket", Vsn::V2).await;
     join_room(&mut c, "room:closing1", "1", "1").await;
     join_room(&mut c, "room:closing2", "2", "2").await;
     c.close().await;
@@ -471,8 +463,7 @@ async fn malformed_frames_close_the_connection_with_1011_without_a_reply() {
 
 #[tokio::test]
 async fn binary_pushes_get_binary_replies_and_binary_pushes() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
+    let (_s, mut c) = fixture_client("/ws/websocket", Vsn::V2).await;
     join_room(&mut c, "room:bin", "11", "1").await;
     // Kind 0 (push): the sizes of join_ref, ref, topic and event (2, 1, 8, 12), then "11", "2",
     // "room:bin", "binary_event" and the payload 1, 2.
@@ -489,8 +480,7 @@ async fn binary_pushes_get_binary_replies_and_binary_pushes() {
 
 #[tokio::test]
 async fn binary_broadcasts_use_kind_2_frames() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
+    let (s, mut c) = fixture_client("/ws/websocket", Vsn::V2).await;
     join_ok(&mut c, "echo:b", "1", json!({})).await;
     s.endpoint.pubsub().broadcast(
         "echo:b",
@@ -560,8 +550,7 @@ async fn presence_state_follows_a_join_and_diffs_reach_everyone() {
 
 #[tokio::test]
 async fn an_oversize_frame_closes_the_connection_with_1009() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
+    let (_s, mut c) = fixture_client("/ws/websocket", Vsn::V2).await;
     let big = format!(
         r#"[null,"1","phoenix","heartbeat",{{"pad":"{}"}}]"#,
         "x".repeat(100 * 1024)
@@ -572,8 +561,7 @@ async fn an_oversize_frame_closes_the_connection_with_1009() {
 
 #[tokio::test]
 async fn a_text_frame_with_invalid_utf8_closes_the_connection_with_1007() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
+    let (_s, mut c) = fixture_client("/ws/websocket", Vsn::V2).await;
     c.send_invalid_utf8_text().await;
     c.expect_closed(1007).await;
 }
@@ -593,8 +581,7 @@ async fn draining_closes_every_socket_with_1012() {
 }
 
 async fn server_side_messages_reach_handle_info_and_can_reply_later(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/socket/websocket", vsn).await;
+    let (_s, mut c) = fixture_client("/socket/websocket", vsn).await;
     join_room(&mut c, "room:later", "1", "1").await;
     c.send(r#"["1","5","room:later","later",{"x":1}]"#).await;
     c.expect(r#"["1",null,"room:later","info",{"value":{"x":1}}]"#)
@@ -606,8 +593,7 @@ for_both_vsn!(server_side_messages_reach_handle_info_and_can_reply_later);
 
 #[tokio::test]
 async fn an_echo_channel_pushes_and_replies_every_payload() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/socket/websocket", Vsn::V2).await;
+    let (_s, mut c) = fixture_client("/socket/websocket", Vsn::V2).await;
     join_ok(&mut c, "echo:x", "1", json!({})).await;
     c.send(r#"["1","2","echo:x","ping",{"n":1}]"#).await;
     c.expect_unordered([

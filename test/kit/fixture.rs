@@ -236,8 +236,20 @@ pub fn app_settings() -> Settings {
 
 /// All fixture routes; `with_app_mounts` adds `/socket` and `/lponly`.
 pub fn routes(endpoint: &Endpoint, with_app_mounts: bool) -> BoxedFilter<(Response,)> {
+    routes_with_idle_timeout(endpoint, with_app_mounts, fixture_settings().idle_timeout)
+}
+
+/// [`routes`] with another idle timeout on the fixture mounts (`/ws`…, `/custom/…`).
+pub fn routes_with_idle_timeout(
+    endpoint: &Endpoint,
+    with_app_mounts: bool,
+    idle_timeout: Duration,
+) -> BoxedFilter<(Response,)> {
     let mount = |path: &str, f: &dyn Fn(&mut Settings)| {
-        let mut s = fixture_settings();
+        let mut s = Settings {
+            idle_timeout,
+            ..fixture_settings()
+        };
         f(&mut s);
         endpoint.mount(
             SocketMount::new(path, router())

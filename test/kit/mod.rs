@@ -44,11 +44,19 @@ pub struct Fixture {
     served: server::Served,
 }
 
-/// Starts the conformance fixture with its `/socket` and `/lponly` mounts on a free port.
+/// Starts the conformance fixture with its `/socket` and `/lponly` mounts on a free port. Its
+/// idle timeout is 10 s instead of the fixture's 200 ms: on a loaded machine a test's own pauses
+/// (e.g. listening for silence) would otherwise outlast it. The idle timeout itself is tested
+/// with [`start_fixture_with_idle_timeout`].
 pub async fn start_fixture() -> Fixture {
+    start_fixture_with_idle_timeout(Duration::from_secs(10)).await
+}
+
+/// [`start_fixture`] whose fixture mounts close a socket after `idle_timeout` without a frame.
+pub async fn start_fixture_with_idle_timeout(idle_timeout: Duration) -> Fixture {
     let pubsub = LocalPubSub::new();
     let endpoint = Endpoint::with_pubsub(pubsub.clone());
-    let routes = fixture::routes(&endpoint, true);
+    let routes = fixture::routes_with_idle_timeout(&endpoint, true, idle_timeout);
     let served = server::serve(routes, None, Some(endpoint.clone())).await;
     Fixture {
         addr: served.addr,
