@@ -71,6 +71,12 @@ fn https_by_ip(server: &Served, path: &str) -> String {
     format!("https://127.0.0.1:{}{path}", server.addr.port())
 }
 
+/// Where a `302 Found` answer sends the client (asserting the status).
+fn redirect_location(response: &reqwest::Response) -> String {
+    assert_eq!(response.status(), StatusCode::FOUND);
+    response.headers()[LOCATION].to_str().unwrap().to_owned()
+}
+
 /// The body of `GET <path>`.
 async fn text_of(server: &Served, path: &str) -> String {
     get(server, path).await.text().await.unwrap()
@@ -191,8 +197,7 @@ async fn posting_the_lobby_form_redirects_to_the_room_with_both_fields_percent_e
         "room_name=my+room%2F1&display_name=Zo%C3%AB+%26+%3Cb%3E%3F%23",
     )
     .await;
-    assert_eq!(response.status(), StatusCode::FOUND);
-    let location = response.headers()[LOCATION].to_str().unwrap().to_owned();
+    let location = redirect_location(&response);
     assert_eq!(
         location,
         "/room/my%20room%2F1?display_name=Zo%C3%AB%20%26%20%3Cb%3E%3F%23"
@@ -216,8 +221,7 @@ async fn unicode_room_names_survive_the_redirect_and_reach_the_page_unchanged() 
         "room_name=za%C5%BC%C3%B3%C5%82%C4%87+%F0%9F%8E%A5+a%2Bb&display_name=%E5%BC%A0%E4%B8%89",
     )
     .await;
-    assert_eq!(response.status(), StatusCode::FOUND);
-    let location = response.headers()[LOCATION].to_str().unwrap().to_owned();
+    let location = redirect_location(&response);
     assert_eq!(
         location,
         "/room/za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb?display_name=%E5%BC%A0%E4%B8%89"
