@@ -7,10 +7,10 @@ use str0m::media::KeyframeRequestKind;
 use videoroom::rtc::ids::{MediaKind, PeerId};
 use videoroom::rtc::sfu::{ConsumerSpec, SfuEvent};
 
-#[path = "kit/sfu_world.rs"]
-mod sfu_world;
+#[path = "kit/media_world.rs"]
+mod media_world;
 
-use sfu_world::*;
+use media_world::*;
 /// Three browsers, each publishing, fully negotiated (the second round is an ICE restart).
 fn three_peer_room() -> World {
     let mut w = World::new(1);
@@ -304,7 +304,7 @@ fn two_sfus_never_see_each_others_media() {
     for (s, src, dst, data) in &w.seen {
         let other = 1 - *s;
         assert!(
-            !w.sfus[other].1.accepts(*src, *dst, data),
+            !w.sfu(other).accepts(*src, *dst, data),
             "room {other} accepted a datagram of room {s}"
         );
     }

@@ -103,6 +103,10 @@ pub enum TerminateReason {
     Crashed(String),
 }
 
+/// What a join answers: `Ok(response)` joins the topic, `Err(response)` refuses it (both
+/// become the `phx_reply`'s `response`).
+pub type JoinReply = Result<Value, Value>;
+
 /// A handler for one joined topic on one socket.
 pub trait Channel: Send + 'static {
     /// Messages server-side code sends to this channel through a [`ChannelSender`].
@@ -110,12 +114,7 @@ pub trait Channel: Send + 'static {
 
     /// Joins `topic` with the client's `payload`: `Ok(response)` or `Err(response)`.
     /// Pushes and broadcasts made here are sent after the join reply.
-    fn join(
-        &mut self,
-        topic: &str,
-        payload: Value,
-        ctx: &mut ChannelContext<'_>,
-    ) -> Result<Value, Value>;
+    fn join(&mut self, topic: &str, payload: Value, ctx: &mut ChannelContext<'_>) -> JoinReply;
 
     /// Handles a client event (any event except the reserved ones).
     fn handle_in(
@@ -346,12 +345,7 @@ impl<M: Send + 'static> ChannelSender<M> {
 
 /// A channel with its `Info` type erased, as the socket stores it.
 pub(crate) trait AnyChannel: Send {
-    fn join(
-        &mut self,
-        topic: &str,
-        payload: Value,
-        ctx: &mut ChannelContext<'_>,
-    ) -> Result<Value, Value>;
+    fn join(&mut self, topic: &str, payload: Value, ctx: &mut ChannelContext<'_>) -> JoinReply;
     fn handle_in(
         &mut self,
         event: &str,
@@ -365,12 +359,7 @@ pub(crate) trait AnyChannel: Send {
 }
 
 impl<C: Channel> AnyChannel for C {
-    fn join(
-        &mut self,
-        topic: &str,
-        payload: Value,
-        ctx: &mut ChannelContext<'_>,
-    ) -> Result<Value, Value> {
+    fn join(&mut self, topic: &str, payload: Value, ctx: &mut ChannelContext<'_>) -> JoinReply {
         Channel::join(self, topic, payload, ctx)
     }
     fn handle_in(

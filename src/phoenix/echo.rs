@@ -4,7 +4,7 @@
 //! replied `{"status":"ok","response":payload}`. Binary payloads come back binary. It shows the
 //! whole [`Channel`] surface a real channel needs and serves conformance tests (`echo:*`).
 
-use super::channel::{Channel, ChannelContext, HandleIn};
+use super::channel::{Channel, ChannelContext, HandleIn, JoinReply};
 use super::message::Payload;
 use serde_json::{Value, json};
 
@@ -15,12 +15,7 @@ pub struct EchoChannel;
 impl Channel for EchoChannel {
     type Info = ();
 
-    fn join(
-        &mut self,
-        _topic: &str,
-        _payload: Value,
-        _ctx: &mut ChannelContext<'_>,
-    ) -> Result<Value, Value> {
+    fn join(&mut self, _topic: &str, _payload: Value, _ctx: &mut ChannelContext<'_>) -> JoinReply {
         Ok(json!({}))
     }
 

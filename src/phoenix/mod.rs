@@ -27,13 +27,14 @@
 //!   and the [`transport::SocketMount`] builder that turns a socket definition into routes.
 //!
 //! ```no_run
-//! use videoroom::phoenix::{Channel, ChannelContext, HandleIn, Payload, Router, transport::SocketMount};
+//! use videoroom::phoenix::{Channel, ChannelContext, HandleIn, JoinReply, Payload, Router};
+//! use videoroom::phoenix::transport::SocketMount;
 //! use serde_json::{json, Value};
 //!
 //! struct Echo;
 //! impl Channel for Echo {
 //!     type Info = ();
-//!     fn join(&mut self, _t: &str, _p: Value, _c: &mut ChannelContext<'_>) -> Result<Value, Value> {
+//!     fn join(&mut self, _t: &str, _p: Value, _c: &mut ChannelContext<'_>) -> JoinReply {
 //!         Ok(json!({}))
 //!     }
 //!     fn handle_in(&mut self, _e: &str, p: Payload, _c: &mut ChannelContext<'_>) -> HandleIn {
@@ -56,8 +57,8 @@ pub mod socket;
 pub mod transport;
 
 pub use channel::{
-    Channel, ChannelContext, ChannelSender, Flow, HandleIn, ReplyRef, Router, StopReason,
-    TerminateReason,
+    Channel, ChannelContext, ChannelSender, Flow, HandleIn, JoinReply, ReplyRef, Router,
+    StopReason, TerminateReason,
 };
 pub use echo::EchoChannel;
 pub use mailbox::{Mailbox, MailboxError};

@@ -1,4 +1,5 @@
-//! Serializer vectors from Phoenix's serializer tests (§10.4 / §10.5 of the reference).
+//! Serializer vectors: the frames Phoenix's own serializer tests (V1 JSON, V2 JSON and binary)
+//! expect, written out literally.
 
 use super::*;
 use crate::phoenix::message::{Broadcast, Frame, Message, Outgoing, Payload, Reply};

@@ -19,7 +19,8 @@ use super::registry::{RoomHandle, RoomRegistry};
 use super::{Credit, PeerMessage, PeerSink, RoomCommand, RoomError};
 use crate::phoenix::transport::{ConnectError, ConnectInfo, SocketHandler};
 use crate::phoenix::{
-    Channel, ChannelContext, ChannelSender, Flow, HandleIn, Payload, StopReason, TerminateReason,
+    Channel, ChannelContext, ChannelSender, Flow, HandleIn, JoinReply, Payload, StopReason,
+    TerminateReason,
 };
 use crate::rtc::ids::PeerId;
 
@@ -77,12 +78,7 @@ impl PeerChannel {
 impl Channel for PeerChannel {
     type Info = PeerMessage;
 
-    fn join(
-        &mut self,
-        topic: &str,
-        _payload: Value,
-        ctx: &mut ChannelContext<'_>,
-    ) -> Result<Value, Value> {
+    fn join(&mut self, topic: &str, _payload: Value, ctx: &mut ChannelContext<'_>) -> JoinReply {
         let room_id = topic.strip_prefix(TOPIC_PREFIX).unwrap_or(topic);
         let peer = PeerId::new_v4();
         let (lease, lease_rx) = oneshot::channel();

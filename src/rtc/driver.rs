@@ -59,7 +59,7 @@ pub trait MediaCore {
 impl<S: SfuBackend> MediaCore for Engine<S> {
     type Event = EngineOutput;
     fn handle_datagram(&mut self, d: &Datagram) {
-        Engine::handle_datagram(self, d.received, d.source, d.destination, &d.contents);
+        Engine::handle_datagram(self, d);
     }
     fn handle_timeout(&mut self, now: Instant) {
         Engine::handle_timeout(self, now);
@@ -83,7 +83,7 @@ impl<S: SfuBackend> MediaCore for Engine<S> {
 impl MediaCore for Sfu {
     type Event = SfuEvent;
     fn handle_datagram(&mut self, d: &Datagram) {
-        Sfu::handle_datagram(self, d.received, d.source, d.destination, &d.contents);
+        Sfu::handle_datagram(self, d);
     }
     fn handle_timeout(&mut self, now: Instant) {
         Sfu::handle_timeout(self, now);

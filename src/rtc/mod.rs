@@ -10,7 +10,9 @@
 //!   signalling and time in; transmits, events, deadlines and ICE ufrags out) and the thin
 //!   tokio [`driver::MediaShell`] around it that owns the room's route in the UDP mux.
 //! - [`udp`]: the network shell that shares one UDP socket between every media driver.
-//! - [`net`]: the packet types ([`net::Datagram`], [`net::Transmit`]) between the two.
+//! - [`net`]: the packet types ([`net::Datagram`], [`net::Transmit`]) between the two, and
+//!   [`net::AddrCache`], the one learnt-address cache (one expiry policy) the mux and the SFU
+//!   both demultiplex with.
 //! - [`ids`]: the identifiers both sides use.
 //! - [`metrics`]: counters, gauges and loop heartbeats the media plane updates (handles only;
 //!   the app registers and exports them).

@@ -1,8 +1,10 @@
-//! The two packet types that cross the boundary between the sans-IO media cores and the network
-//! shell: a [`Datagram`] received, a [`Transmit`] to send.
+//! What crosses the boundary between the sans-IO media cores and the network shell: a
+//! [`Datagram`] received, a [`Transmit`] to send, and the one cache of learnt source addresses
+//! ([`AddrCache`]) both the UDP mux and the SFU demultiplex with.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -29,4 +31,112 @@ pub struct Transmit {
     pub destination: SocketAddr,
     /// The datagram.
     pub contents: Vec<u8>,
+}
+
+/// How long a learnt source address is remembered without hearing from it: long enough to ride
+/// out a quiet stretch (ICE consent checks arrive every few seconds), short enough that a NAT
+/// binding reused by someone else soon stops routing to the old owner.
+pub const ADDR_IDLE_EXPIRY: Duration = Duration::from_secs(30);
+
+/// Learnt source address → owner (a mux route, an SFU peer), the fast path of demultiplexing.
+///
+/// One policy for every user: an entry is refreshed each time its address is heard and forgotten
+/// after [`ADDR_IDLE_EXPIRY`] of silence ([`AddrCache::expire`]) or when its owner goes
+/// ([`AddrCache::forget`]). Only a STUN check with a known ufrag (or a peer's own ICE agent)
+/// may [`AddrCache::learn`] an address; everything else only looks it up.
+#[derive(Debug)]
+pub struct AddrCache<V> {
+    entries: HashMap<SocketAddr, (V, Instant)>,
+    /// No sweep before this instant: [`AddrCache::expire`] may be called on every tick.
+    next_sweep: Option<Instant>,
+}
+
+impl<V> Default for AddrCache<V> {
+    fn default() -> Self {
+        AddrCache {
+            entries: HashMap::new(),
+            next_sweep: None,
+        }
+    }
+}
+
+impl<V: Copy + Eq> AddrCache<V> {
+    /// Records that `addr` belongs to `owner`, heard at `now`.
+    pub fn learn(&mut self, addr: SocketAddr, owner: V, now: Instant) {
+        self.entries.insert(addr, (owner, now));
+    }
+
+    /// The owner of `addr`, refreshing its last-heard time.
+    pub fn lookup(&mut self, addr: SocketAddr, now: Instant) -> Option<V> {
+        let (owner, heard) = self.entries.get_mut(&addr)?;
+        *heard = now;
+        Some(*owner)
+    }
+
+    /// Drops the entry of `addr`.
+    pub fn remove(&mut self, addr: SocketAddr) {
+        self.entries.remove(&addr);
+    }
+
+    /// Forgets every address of `owner`.
+    pub fn forget(&mut self, owner: V) {
+        self.entries.retain(|_, (o, _)| *o != owner);
+    }
+
+    /// Forgets addresses silent for [`ADDR_IDLE_EXPIRY`] or longer at `now`. Sweeps at most
+    /// every third of the expiry, so an entry lives between 1 and 4/3 of it after last heard.
+    pub fn expire(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_sweep = Some(now + ADDR_IDLE_EXPIRY / 3);
+        self.entries
+            .retain(|_, (_, heard)| now.saturating_duration_since(*heard) < ADDR_IDLE_EXPIRY);
+    }
+
+    /// How many addresses are remembered.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no address is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 1], port))
+    }
+
+    #[test]
+    fn an_address_heard_within_the_expiry_keeps_routing_and_a_silent_one_is_forgotten() {
+        // Heard at t0 and (address 1 only) at t0 + 20 s; swept at t0 + 30 s and t0 + 60 s.
+        let t0 = Instant::now();
+        let mut cache = AddrCache::default();
+        cache.learn(addr(1), 7u32, t0);
+        cache.learn(addr(2), 8u32, t0);
+        assert_eq!(cache.lookup(addr(1), t0 + Duration::from_secs(20)), Some(7));
+        cache.expire(t0 + ADDR_IDLE_EXPIRY);
+        assert_eq!(cache.lookup(addr(2), t0 + ADDR_IDLE_EXPIRY), None);
+        assert_eq!(cache.lookup(addr(1), t0 + ADDR_IDLE_EXPIRY), Some(7));
+        cache.expire(t0 + ADDR_IDLE_EXPIRY * 2);
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn forgetting_an_owner_drops_all_of_its_addresses_and_no_other() {
+        let t0 = Instant::now();
+        let mut cache = AddrCache::default();
+        cache.learn(addr(1), 7u32, t0);
+        cache.learn(addr(2), 7u32, t0);
+        cache.learn(addr(3), 8u32, t0);
+        cache.forget(7);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.lookup(addr(3), t0), Some(8));
+    }
 }

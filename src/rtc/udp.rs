@@ -19,7 +19,7 @@
 //!
 //! Queue policy: a route's inbox holds [`ROUTE_INBOX_CAPACITY`] datagrams; when it is full the
 //! datagram is dropped (UDP semantics: the peers' NACK/PLI machinery recovers) and a counter is
-//! logged. Learnt addresses that have been silent for [`ADDR_IDLE_EXPIRY`] are forgotten.
+//! logged. Learnt addresses live in the one [`AddrCache`] policy: silent for [`ADDR_IDLE_EXPIRY`], forgotten.
 //! The receive buffer is one `BytesMut` that datagrams are split off, so receiving allocates
 //! only once per ~64 KiB of traffic, not per packet.
 use std::collections::HashMap;
@@ -27,13 +27,14 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::rtc::metrics::{HEARTBEAT_INTERVAL, MediaMetrics, Watch};
+use crate::rtc::net::{ADDR_IDLE_EXPIRY, AddrCache};
 pub use crate::rtc::net::{Datagram, Transmit};
 
 /// How many datagrams a route's inbox holds before new ones are dropped.
@@ -42,8 +43,6 @@ pub const ROUTE_INBOX_CAPACITY: usize = 2048;
 const MAX_DATAGRAM: usize = 2048;
 /// Block size of the receive buffer that datagrams are split off.
 const RECV_BLOCK: usize = 64 * 1024;
-/// Source addresses not heard from for this long are forgotten.
-pub const ADDR_IDLE_EXPIRY: Duration = Duration::from_secs(30);
 
 /// Identifies an open route inside the mux.
 type RouteKey = u64;
@@ -185,8 +184,8 @@ struct RouteEntry {
 struct Routes {
     routes: HashMap<RouteKey, RouteEntry>,
     by_ufrag: HashMap<String, RouteKey>,
-    /// Learnt source address → (route, last time heard).
-    by_addr: HashMap<SocketAddr, (RouteKey, Instant)>,
+    /// Learnt source address → route.
+    by_addr: AddrCache<RouteKey>,
 }
 
 impl Routes {
@@ -214,7 +213,7 @@ impl Routes {
                 }
             }
         }
-        self.by_addr.retain(|_, (k, _)| *k != key);
+        self.by_addr.forget(key);
     }
 
     /// Finds the route for a datagram (see the module docs for the rules).
@@ -222,12 +221,10 @@ impl Routes {
         if let Some(ufrag) = stun_local_ufrag(contents)
             && let Some(&key) = self.by_ufrag.get(ufrag)
         {
-            self.by_addr.insert(source, (key, now));
+            self.by_addr.learn(source, key, now);
             return Some(key);
         }
-        let (key, seen) = self.by_addr.get_mut(&source)?;
-        *seen = now;
-        Some(*key)
+        self.by_addr.lookup(source, now)
     }
 
     fn deliver(&mut self, key: RouteKey, datagram: Datagram, metrics: &MediaMetrics) {
@@ -253,8 +250,7 @@ impl Routes {
     }
 
     fn expire_addrs(&mut self, now: Instant) {
-        self.by_addr
-            .retain(|_, (_, seen)| now.duration_since(*seen) < ADDR_IDLE_EXPIRY);
+        self.by_addr.expire(now);
     }
 }
 

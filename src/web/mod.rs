@@ -1,6 +1,6 @@
 //! The web app: lobby and room pages, static files, healthcheck and HTTPS serving.
 //!
-//! Routes (membrane-protocol.md §5.1):
+//! Routes (the original Phoenix app's, so its links and forms work unchanged):
 //!
 //! | request | answer |
 //! | --- | --- |
@@ -55,23 +55,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Builds the web routes; fails when `--static-dir` does not name a folder.
 pub fn routes(config: &WebConfig) -> Result<BoxedFilter<(warp::reply::Response,)>, StaticDirError> {
-    let source = match &config.static_dir {
-        Some(dir) => {
-            let source = StaticSource::dir(dir)?;
-            if let StaticSource::Dir(canonical) = &source {
-                log::info!("serving static files from {}", canonical.display());
-                if !canonical.join("assets/js/app.js").is_file() {
-                    log::warn!(
-                        "{} has no assets/js/app.js: the room page will not work",
-                        canonical.display()
-                    );
-                }
-            }
-            source
-        }
-        None => StaticSource::Embedded,
-    };
-
+    let source = static_source(config)?;
     let get_or_head = || warp::get().or(warp::head()).unify();
 
     // Paths are matched before methods: warp ranks "405 Method Not Allowed" above "404 Not
@@ -135,6 +119,25 @@ pub fn routes(config: &WebConfig) -> Result<BoxedFilter<(warp::reply::Response,)
         .unify()
         .map(|response: Response<Bytes>| response.into_response())
         .boxed())
+}
+
+/// Where static files come from: `--static-dir` (checked, with a warning when it holds no
+/// client bundle) or the build embedded in the binary.
+fn static_source(config: &WebConfig) -> Result<StaticSource, StaticDirError> {
+    let Some(dir) = &config.static_dir else {
+        return Ok(StaticSource::Embedded);
+    };
+    let source = StaticSource::dir(dir)?;
+    if let StaticSource::Dir(canonical) = &source {
+        log::info!("serving static files from {}", canonical.display());
+        if !canonical.join("assets/js/app.js").is_file() {
+            log::warn!(
+                "{} has no assets/js/app.js: the room page will not work",
+                canonical.display()
+            );
+        }
+    }
+    Ok(source)
 }
 
 /// The raw query string, empty when the request has none.

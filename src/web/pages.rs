@@ -2,8 +2,8 @@
 //!
 //! # DOM contract of the room page (shared with the TypeScript client in `assets/`)
 //!
-//! The room page keeps the DOM that the tutorial's `room_ui.ts` relies on (membrane-protocol.md
-//! §5.1), so the original client's bundle works unchanged when it is served in place of ours
+//! The room page keeps the DOM that the tutorial's `room_ui.ts` relies on, so the original
+//! client's bundle works unchanged when it is served in place of ours
 //! (`--static-dir`). Everything below is rendered by [`room`]; the client must not rely on
 //! anything else.
 //!

@@ -507,11 +507,6 @@ impl SocketState {
         old_close: Option<Outgoing>,
     ) {
         let topic = msg.topic.clone();
-        let finish = |this: &mut Self| {
-            if let Some(close) = old_close {
-                this.send(close);
-            }
-        };
         let join_ref = if msg.join_ref.is_null() {
             msg.r#ref.clone()
         } else {
@@ -535,37 +530,9 @@ impl SocketState {
             None,
             |c, ctx| c.join(&topic, payload, ctx),
         );
-        let reply = |status: &str, response: Value| Reply {
-            join_ref: join_ref.clone(),
-            r#ref: msg.r#ref.clone(),
-            topic: topic.clone(),
-            status: Some(status.into()),
-            payload: Payload::Json(response),
-        };
-        match result {
-            Ok(Ok(response)) => {
-                self.send(Outgoing::Reply(reply("ok", response)));
-                finish(self);
-                self.by_instance.insert(instance, topic.clone());
-                self.by_sub.insert(sub, topic.clone());
-                self.channels.insert(
-                    topic.clone(),
-                    Entry {
-                        instance,
-                        join_ref: join_ref.clone(),
-                        sub,
-                        channel,
-                        tracked: false,
-                        _counted: GaugeGuard::new(&self.shared.env.metrics.channels),
-                    },
-                );
-                self.apply_effects(&topic, &join_ref, effects);
-            }
-            Ok(Err(response)) => {
-                self.shared.env.pubsub.unsubscribe(&topic, sub);
-                self.send(Outgoing::Reply(reply("error", response)));
-                finish(self);
-            }
+        let (status, response) = match result {
+            Ok(Ok(response)) => ("ok", response),
+            Ok(Err(response)) => ("error", response),
             Err(panic) => {
                 self.shared
                     .env
@@ -574,14 +541,37 @@ impl SocketState {
                     .get_or_create(&[("kind", "join_panicked")])
                     .inc();
                 log::error!("{}: join of {} crashed: {panic}", self.label, Clip(&topic));
-                self.shared.env.pubsub.unsubscribe(&topic, sub);
-                self.send(Outgoing::Reply(reply(
-                    "error",
-                    json!({"reason": "join crashed"}),
-                )));
-                finish(self);
+                ("error", json!({"reason": "join crashed"}))
             }
+        };
+        self.send(Outgoing::Reply(Reply {
+            join_ref: join_ref.clone(),
+            r#ref: msg.r#ref,
+            topic: topic.clone(),
+            status: Some(status.into()),
+            payload: Payload::Json(response),
+        }));
+        if let Some(close) = old_close {
+            self.send(close);
         }
+        if status != "ok" {
+            self.shared.env.pubsub.unsubscribe(&topic, sub);
+            return;
+        }
+        self.by_instance.insert(instance, topic.clone());
+        self.by_sub.insert(sub, topic.clone());
+        self.channels.insert(
+            topic.clone(),
+            Entry {
+                instance,
+                join_ref: join_ref.clone(),
+                sub,
+                channel,
+                tracked: false,
+                _counted: GaugeGuard::new(&self.shared.env.metrics.channels),
+            },
+        );
+        self.apply_effects(&topic, &join_ref, effects);
     }
 
     fn handle_leave(&mut self, msg: Message) {

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::phoenix::channel::{
-    Channel, ChannelContext, Flow, HandleIn, Router, StopReason, TerminateReason,
+    Channel, ChannelContext, Flow, HandleIn, JoinReply, Router, StopReason, TerminateReason,
 };
 use crate::phoenix::mailbox::{Mailbox, SocketEvent};
 use crate::phoenix::message::{Frame, Payload};
@@ -23,12 +23,7 @@ struct TestChannel {
 impl Channel for TestChannel {
     type Info = String;
 
-    fn join(
-        &mut self,
-        topic: &str,
-        payload: Value,
-        ctx: &mut ChannelContext<'_>,
-    ) -> Result<Value, Value> {
+    fn join(&mut self, topic: &str, payload: Value, ctx: &mut ChannelContext<'_>) -> JoinReply {
         if payload.get("refuse").is_some() {
             return Err(json!({"reason": "unauthorized"}));
         }
@@ -127,12 +122,12 @@ fn harness_with(
 }
 
 fn harness() -> Harness {
-    harness_with(
-        Serializer::V2,
-        SocketLimits::default(),
-        None,
-        LocalPubSub::new(),
-    )
+    harness_on(Serializer::V2, &LocalPubSub::new())
+}
+
+/// A socket with default limits speaking `serializer`, sharing `pubsub` with other harnesses.
+fn harness_on(serializer: Serializer, pubsub: &Arc<LocalPubSub>) -> Harness {
+    harness_with(serializer, SocketLimits::default(), None, pubsub.clone())
 }
 
 impl Harness {
@@ -391,18 +386,8 @@ fn a_disconnect_broadcast_on_the_socket_id_closes_with_1001() {
 #[test]
 fn broadcast_from_skips_only_the_sender() {
     let pubsub = LocalPubSub::new();
-    let mut a = harness_with(
-        Serializer::V2,
-        SocketLimits::default(),
-        None,
-        pubsub.clone(),
-    );
-    let mut b = harness_with(
-        Serializer::V1,
-        SocketLimits::default(),
-        None,
-        pubsub.clone(),
-    );
+    let mut a = harness_on(Serializer::V2, &pubsub);
+    let mut b = harness_on(Serializer::V1, &pubsub);
     a.send(json!(["1", "1", "room:x", "phx_join", {}]));
     b.send(json!({"topic": "room:x", "event": "phx_join", "payload": {}, "ref": "1"}));
     a.pump_inbox();
@@ -435,20 +420,10 @@ fn handle_info_messages_reach_the_channel_through_its_sender() {
 #[test]
 fn presence_state_follows_the_join_and_diffs_are_broadcast() {
     let pubsub = LocalPubSub::new();
-    let mut a = harness_with(
-        Serializer::V2,
-        SocketLimits::default(),
-        None,
-        pubsub.clone(),
-    );
+    let mut a = harness_on(Serializer::V2, &pubsub);
     // Both sockets share one tracker through one PubSub.
     let presence = a.state.shared.env.presence.clone();
-    let mut b = harness_with(
-        Serializer::V2,
-        SocketLimits::default(),
-        None,
-        pubsub.clone(),
-    );
+    let mut b = harness_on(Serializer::V2, &pubsub);
     b.state.shared.env.presence = presence;
     a.send(json!(["1", "1", "room:p", "phx_join", {"track": "a"}]));
     a.pump_inbox();
@@ -504,12 +479,7 @@ fn draining_closes_with_1012() {
 
 #[test]
 fn v1_frames_never_carry_join_ref() {
-    let mut h = harness_with(
-        Serializer::V1,
-        SocketLimits::default(),
-        None,
-        LocalPubSub::new(),
-    );
+    let mut h = harness_on(Serializer::V1, &LocalPubSub::new());
     let out = h.send(json!({"topic": "room:x", "event": "phx_join", "payload": {}, "ref": "1", "join_ref": "11"}));
     assert_eq!(
         out[0],

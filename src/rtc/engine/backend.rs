@@ -5,10 +5,10 @@
 //! that needs no WebRTC; every integration test drives the real [`Sfu`].
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::rtc::ids::{PeerId, TrackId};
+use crate::rtc::net::Datagram;
 use crate::rtc::sfu::{Answer, ConsumerSpec, Mid, Sfu, SfuError, SfuOutput};
 
 /// What [`super::Engine`] needs from an SFU; mirrors [`Sfu`]'s inherent methods one to one.
@@ -30,16 +30,8 @@ pub trait SfuBackend {
     fn handle_remote_candidate(&mut self, peer: PeerId, candidate: &str) -> Result<(), SfuError>;
     /// See [`Sfu::local_candidates`].
     fn local_candidates(&self) -> Vec<String>;
-    /// See [`Sfu::accepts`].
-    fn accepts(&self, source: SocketAddr, destination: SocketAddr, datagram: &[u8]) -> bool;
     /// See [`Sfu::handle_datagram`].
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        destination: SocketAddr,
-        datagram: &[u8],
-    );
+    fn handle_datagram(&mut self, datagram: &Datagram);
     /// See [`Sfu::handle_timeout`].
     fn handle_timeout(&mut self, now: Instant);
     /// See [`Sfu::poll_output`].
@@ -71,17 +63,8 @@ impl SfuBackend for Sfu {
     fn local_candidates(&self) -> Vec<String> {
         Sfu::local_candidates(self)
     }
-    fn accepts(&self, source: SocketAddr, destination: SocketAddr, datagram: &[u8]) -> bool {
-        Sfu::accepts(self, source, destination, datagram)
-    }
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        destination: SocketAddr,
-        datagram: &[u8],
-    ) {
-        Sfu::handle_datagram(self, now, source, destination, datagram)
+    fn handle_datagram(&mut self, datagram: &Datagram) {
+        Sfu::handle_datagram(self, datagram)
     }
     fn handle_timeout(&mut self, now: Instant) {
         Sfu::handle_timeout(self, now)

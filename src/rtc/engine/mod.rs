@@ -36,7 +36,7 @@
 //!
 //! # Bad input
 //! Invalid JSON, unknown types, ill-shaped data, events from non-peers (except `join`), `join`
-//! twice, candidates the SFU rejects: logged and dropped (membrane-protocol.md §2.1). An
+//! twice, candidates the SFU rejects: logged and dropped, as the Elixir engine does. An
 //! `sdpOffer` the SFU cannot answer (garbage SDP, no usable codec, wrong `type`) gets an `error`
 //! event: that peer cannot go on, the client reports it and leaves. Nothing affects other peers.
 
@@ -47,7 +47,6 @@ mod member;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -65,6 +64,7 @@ use crate::rtc::media_event::{
     ServerCandidateData, TrackUpdatedData, TracksAddedData, TracksRemovedData,
 };
 use crate::rtc::metrics::LabeledCounters;
+use crate::rtc::net::Datagram;
 use crate::rtc::sfu::{
     Answer, ConsumerSpec, Mid, ProducedTrack, Sfu, SfuError, SfuEvent, SfuOutput, Transmit,
 };
@@ -162,11 +162,6 @@ impl<S: SfuBackend> Engine<S> {
         &self.sfu
     }
 
-    /// Whether a datagram belongs to one of this room's peers (see [`Sfu::accepts`]).
-    pub fn accepts(&self, source: SocketAddr, destination: SocketAddr, datagram: &[u8]) -> bool {
-        self.sfu.accepts(source, destination, datagram)
-    }
-
     /// Handles one serialized media event sent by `from`.
     pub fn handle_media_event(&mut self, from: PeerId, json: &str, now: Instant) {
         let event = match MediaEventIn::parse(json) {
@@ -212,49 +207,53 @@ impl<S: SfuBackend> Engine<S> {
             MediaEventIn::Join(_) => unreachable!("handled above"),
             MediaEventIn::RenegotiateTracks(_) => self.handle_renegotiate(from),
             MediaEventIn::SdpOffer(offer) => self.handle_offer(from, offer, now),
-            MediaEventIn::Candidate(c) => {
-                if let Some(limit) = self.candidate_over_limit(from, &c.candidate) {
-                    self.refuse(from, limit, "candidate");
-                } else if let Err(e) = self.sfu.handle_remote_candidate(from, &c.candidate) {
-                    // Firefox ends trickle with an empty candidate, and browsers hide host
-                    // addresses behind mDNS `.local` names: both are expected and unusable (ICE
-                    // works through peer-reflexive candidates), so only other failures warn.
-                    let expected = c.candidate.trim().is_empty()
-                        || c.candidate.contains("end-of-candidates")
-                        || c.candidate.contains(".local ");
-                    let level = if expected {
-                        log::Level::Debug
-                    } else {
-                        log::Level::Warn
-                    };
-                    log::log!(
-                        level,
-                        "room={} peer={from} dropping candidate {:?}: {e}",
-                        self.room,
-                        c.candidate
-                    );
-                }
-            }
-            MediaEventIn::UpdatePeerMetadata(d)
-                if json_size(&d.metadata) > self.limits.max_peer_metadata_bytes =>
-            {
-                self.refuse(from, Limit::PeerMetadata, "updatePeerMetadata");
-            }
-            MediaEventIn::UpdatePeerMetadata(d) => {
-                if let Some(m) = self.members.get_mut(&from) {
-                    m.metadata = d.metadata.clone();
-                }
-                self.broadcast(MediaEventOut::PeerUpdated(PeerUpdatedData {
-                    peer_id: from.to_string(),
-                    metadata: d.metadata,
-                }));
-            }
+            MediaEventIn::Candidate(c) => self.handle_candidate(from, &c.candidate),
+            MediaEventIn::UpdatePeerMetadata(d) => self.handle_peer_metadata(from, d.metadata),
             MediaEventIn::UpdateTrackMetadata(d) => self.handle_track_metadata(from, d),
             MediaEventIn::Leave => {
                 log::info!("room={} peer={from} leaves", self.room);
                 self.drop_member(from);
             }
         }
+    }
+
+    /// A trickled ICE candidate: held to the limits, then given to the SFU.
+    fn handle_candidate(&mut self, from: PeerId, candidate: &str) {
+        if let Some(limit) = self.candidate_over_limit(from, candidate) {
+            self.refuse(from, limit, "candidate");
+        } else if let Err(e) = self.sfu.handle_remote_candidate(from, candidate) {
+            // Firefox ends trickle with an empty candidate, and browsers hide host addresses
+            // behind mDNS `.local` names: both are expected and unusable (ICE works through
+            // peer-reflexive candidates), so only other failures warn.
+            let expected = candidate.trim().is_empty()
+                || candidate.contains("end-of-candidates")
+                || candidate.contains(".local ");
+            let level = if expected {
+                log::Level::Debug
+            } else {
+                log::Level::Warn
+            };
+            log::log!(
+                level,
+                "room={} peer={from} dropping candidate {candidate:?}: {e}",
+                self.room
+            );
+        }
+    }
+
+    /// New peer metadata: held to the limit, stored, and told to everyone.
+    fn handle_peer_metadata(&mut self, from: PeerId, metadata: Value) {
+        if json_size(&metadata) > self.limits.max_peer_metadata_bytes {
+            self.refuse(from, Limit::PeerMetadata, "updatePeerMetadata");
+            return;
+        }
+        if let Some(m) = self.members.get_mut(&from) {
+            m.metadata = metadata.clone();
+        }
+        self.broadcast(MediaEventOut::PeerUpdated(PeerUpdatedData {
+            peer_id: from.to_string(),
+            metadata,
+        }));
     }
 
     /// Admits a peer whose [`EngineOutput::JoinRequest`] the owner accepted.
@@ -309,7 +308,8 @@ impl<S: SfuBackend> Engine<S> {
             }),
         );
         self.broadcast(MediaEventOut::PeerJoined(PeerJoinedData { peer: info }));
-        // A joiner that will receive tracks negotiates right away (membrane-protocol.md §3.2).
+        // A joiner that will receive tracks negotiates right away: the original engine sends it
+        // offerData on admission without waiting for a renegotiateTracks.
         self.reconcile(peer);
     }
 
@@ -334,14 +334,8 @@ impl<S: SfuBackend> Engine<S> {
     }
 
     /// Feeds a datagram to the SFU.
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        destination: SocketAddr,
-        datagram: &[u8],
-    ) {
-        self.sfu.handle_datagram(now, source, destination, datagram);
+    pub fn handle_datagram(&mut self, datagram: &Datagram) {
+        self.sfu.handle_datagram(datagram);
     }
 
     /// Advances the SFU's time.
@@ -750,7 +744,8 @@ impl<S: SfuBackend> Engine<S> {
         };
         self.order.retain(|p| *p != peer);
         self.sfu.remove_peer(peer);
-        // No tracksRemoved for a leaving peer (§3.3): the client forgets its tracks on peerLeft.
+        // No tracksRemoved for a leaving peer (the original engine sends none): the client
+        // forgets its tracks on peerLeft.
         self.broadcast(MediaEventOut::PeerLeft(PeerLeftData {
             peer_id: peer.to_string(),
         }));

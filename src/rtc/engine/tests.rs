@@ -7,7 +7,6 @@
 //! in `test/media_events_sequences.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -90,10 +89,7 @@ impl SfuBackend for FakeSfu {
     fn local_candidates(&self) -> Vec<String> {
         vec!["candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host".into()]
     }
-    fn accepts(&self, _: SocketAddr, _: SocketAddr, _: &[u8]) -> bool {
-        false
-    }
-    fn handle_datagram(&mut self, _: Instant, _: SocketAddr, _: SocketAddr, _: &[u8]) {}
+    fn handle_datagram(&mut self, _: &Datagram) {}
     fn handle_timeout(&mut self, _: Instant) {}
     fn poll_output(&mut self) -> SfuOutput {
         match self.events.pop_front() {

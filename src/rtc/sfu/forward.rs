@@ -54,6 +54,12 @@ impl Sfu {
             .find(|c| c.pt() == pkt.header.payload_type)
             .map(|c| c.spec());
         self.stats.rtp_in += 1;
+        if !self.producers.contains_key(&(publisher, mid)) {
+            return;
+        }
+        self.note_first_media(publisher);
+        // The rest borrows the producer and the subscribers' peers side by side (disjoint
+        // fields of `self`), which is why the fan-out stays inline here rather than a method.
         let Some(producer) = self.producers.get_mut(&(publisher, mid)) else {
             return;
         };
@@ -61,15 +67,6 @@ impl Sfu {
         let payload_len = pkt.payload.len() as u64;
         metrics.packets_in.get(producer.kind).inc();
         metrics.bytes_in.get(producer.kind).inc_by(payload_len);
-        if let Some(p) = self.peers.get_mut(&publisher)
-            && !p.sent_media
-        {
-            p.sent_media = true;
-            if let Some(t) = p.first_offer {
-                let took = self.last_now.saturating_duration_since(t);
-                metrics.first_media_seconds.observe(took.as_secs_f64());
-            }
-        }
         if producer.kind == MediaKind::Audio
             && producer.silence.should_drop(
                 pkt.header.ext_vals.audio_level,
@@ -122,6 +119,22 @@ impl Sfu {
         }
         if needs_keyframe {
             self.request_keyframe((publisher, mid));
+        }
+    }
+
+    /// The first media packet of a publisher: observes how long it took since its first offer.
+    fn note_first_media(&mut self, publisher: PeerId) {
+        if let Some(p) = self.peers.get_mut(&publisher)
+            && !p.sent_media
+        {
+            p.sent_media = true;
+            if let Some(t) = p.first_offer {
+                let took = self.last_now.saturating_duration_since(t);
+                self.config
+                    .metrics
+                    .first_media_seconds
+                    .observe(took.as_secs_f64());
+            }
         }
     }
 

@@ -54,6 +54,7 @@ use self::consumer::Consumer;
 use self::track::{KeyframeLimiter, SilenceDiscarder};
 use crate::rtc::ids::{MediaKind, PeerId, RoomId, TrackId};
 use crate::rtc::metrics::{GaugeShare, MediaMetrics};
+use crate::rtc::net::{AddrCache, Datagram};
 
 /// Settings of one [`Sfu`].
 #[derive(Debug, Clone)]
@@ -208,7 +209,7 @@ pub struct Sfu {
     /// Datagrams drained from the peers, waiting for `poll_output`.
     transmits: VecDeque<Transmit>,
     /// Last peer seen from a source address: the fast path of datagram demultiplexing.
-    by_addr: HashMap<SocketAddr, PeerId>,
+    by_addr: AddrCache<PeerId>,
     last_now: Instant,
     /// This room's share of the published-tracks gauge.
     tracks_gauge: GaugeShare,
@@ -275,7 +276,7 @@ impl Sfu {
             dirty: VecDeque::new(),
             events: VecDeque::new(),
             transmits: VecDeque::new(),
-            by_addr: HashMap::new(),
+            by_addr: AddrCache::default(),
             last_now: now,
         }
     }
@@ -305,7 +306,7 @@ impl Sfu {
         log::debug!("room={} peer={peer} removed from the SFU", self.config.room);
         self.producers.retain(|(p, _), _| *p != peer);
         self.dirty.retain(|p| *p != peer);
-        self.by_addr.retain(|_, p| *p != peer);
+        self.by_addr.forget(peer);
         self.rebuild_routes();
     }
 
@@ -361,16 +362,11 @@ impl Sfu {
     /// `destination` may be the unspecified address of a wildcard socket; it is mapped to the
     /// advertised candidate of the same family (loopback for loopback sources), because str0m
     /// only answers STUN requests addressed to one of its candidates.
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        destination: SocketAddr,
-        datagram: &[u8],
-    ) {
+    pub fn handle_datagram(&mut self, datagram: &Datagram) {
+        let (now, source) = (datagram.received, datagram.source);
         self.last_now = self.last_now.max(now);
-        let destination = self.local_destination(source, destination);
-        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, datagram) else {
+        let destination = self.local_destination(source, datagram.destination);
+        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, &datagram.contents) else {
             log::trace!(
                 "room={} unparseable datagram from {source}",
                 self.config.room
@@ -381,8 +377,7 @@ impl Sfu {
         let accepts = |p: &Peer| p.rtc.as_ref().is_some_and(|r| r.accepts(&input));
         let cached = self
             .by_addr
-            .get(&source)
-            .copied()
+            .lookup(source, now)
             .filter(|id| self.peers.get(id).is_some_and(accepts));
         let Some(id) = cached.or_else(|| {
             self.peers
@@ -393,7 +388,7 @@ impl Sfu {
             return;
         };
         if cached.is_none() {
-            self.by_addr.insert(source, id);
+            self.by_addr.learn(source, id, now);
         }
         let room = &self.config.room;
         if let Some(peer) = self.peers.get_mut(&id) {
@@ -444,6 +439,7 @@ impl Sfu {
         for id in due {
             self.drain_peer(id);
         }
+        self.by_addr.expire(now);
         for (id, why) in failed {
             self.fail_peer(id, why);
         }

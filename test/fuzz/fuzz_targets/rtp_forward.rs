@@ -4,7 +4,7 @@
 //! timestamps, marker, audio level and voice activity, payload bytes — and the SFU decrypts,
 //! runs the silence discarder and the per-subscriber rewrite (payload type, sequence numbers),
 //! and forwards to a Firefox-flavoured subscriber with other payload types. Virtual time, no
-//! sockets: the world of `test/kit/sfu_world.rs`.
+//! sockets: the world of `test/kit/media_world.rs`.
 #![no_main]
 use std::cell::RefCell;
 use std::time::Duration;
@@ -12,9 +12,9 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use str0m::rtp::{ExtensionValues, RtpWrite};
 
-#[path = "../../kit/sfu_world.rs"]
-mod sfu_world;
-use sfu_world::{Flavor, World, connected};
+#[path = "../../kit/media_world.rs"]
+mod media_world;
+use media_world::{Flavor, World, connected};
 
 /// A Chrome-flavoured publisher (browser 0) and a Firefox-flavoured subscriber (browser 1),
 /// connected and negotiated.

@@ -6,8 +6,10 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use videoroom::rtc::ids::PeerId;
+use videoroom::rtc::net::Datagram;
 use videoroom::rtc::sfu::{Sfu, SfuConfig, SfuOutput};
 
 const OFFER: &str = include_str!("../../fixtures/sdp/chromium-156/publisher-first-offer.sdp");
@@ -39,9 +41,13 @@ fuzz_target!(|data: &[u8]| {
     let source: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let destination: SocketAddr = "0.0.0.0:50000".parse().unwrap();
     SFU.with_borrow_mut(|sfu| {
-        let now = Instant::now();
         let _ = sfu.accepts(source, destination, data);
-        sfu.handle_datagram(now, source, destination, data);
+        sfu.handle_datagram(&Datagram {
+            source,
+            destination,
+            received: Instant::now(),
+            contents: Bytes::copy_from_slice(data),
+        });
         while !matches!(sfu.poll_output(), SfuOutput::Timeout(_)) {}
     });
 });
