@@ -24,8 +24,8 @@ use videoroom::phoenix::transport::{
     CheckOrigin, ConnectError, ConnectInfo, Endpoint, Settings, SocketHandler, SocketMount,
 };
 use videoroom::phoenix::{
-    Channel, ChannelContext, EchoChannel, Flow, HandleIn, Payload, ReplyRef, Router, StopReason,
-    TerminateReason,
+    Channel, ChannelContext, EchoChannel, Flow, HandleIn, JoinReply, Payload, ReplyRef, Router,
+    StopReason, TerminateReason,
 };
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -79,7 +79,7 @@ pub struct RoomChannel {
 impl Channel for RoomChannel {
     type Info = RoomInfo;
 
-    fn join(&mut self, _topic: &str, payload: Value, ctx: &mut Ctx<'_>) -> Result<Value, Value> {
+    fn join(&mut self, _topic: &str, payload: Value, ctx: &mut Ctx<'_>) -> JoinReply {
         self.longpoll = ctx.assigns().get("transport").and_then(Value::as_str) == Some("longpoll");
         let user_id = ctx.assigns().get("user_id").cloned().unwrap_or(Value::Null);
         ctx.broadcast(
@@ -187,7 +187,7 @@ pub struct CustomChannel;
 impl Channel for CustomChannel {
     type Info = ();
 
-    fn join(&mut self, _topic: &str, payload: Value, _: &mut Ctx<'_>) -> Result<Value, Value> {
+    fn join(&mut self, _topic: &str, payload: Value, _: &mut Ctx<'_>) -> JoinReply {
         match payload.get("action").and_then(Value::as_str) {
             Some("ok") => Ok(json!({"action": "ok"})),
             Some("ignore") => Err(json!({"action": "ignore"})),
