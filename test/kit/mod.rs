@@ -2,7 +2,7 @@
 //! server on the real app ([`server`]), and the Phoenix conformance fixture ([`fixture`], a
 //! different endpoint whose test channels mirror Phoenix's own integration tests), served by
 //! the same code. A test binary includes it with `mod kit;`. (`server_process.rs` and
-//! `sfu_world.rs` live here too and are included by `#[path]` where needed.)
+//! `media_world.rs` live here too and are included by `#[path]` where needed.)
 #![allow(dead_code)] // each test binary uses a different subset
 
 /// Runs the async test body `$name(vsn)` once per serializer version, as the tests
