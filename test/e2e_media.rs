@@ -1,5 +1,6 @@
 //! End-to-end: headless webrtc-rs peers that behave like the tutorial's client, against the
-//! real server (in-process, real WebSocket, real UDP on loopback). Media scenarios of issue 3.
+//! real server (in-process, real WebSocket, real UDP on loopback): the media scenarios a room
+//! must get right (delivery, departures, late tracks, silence, isolation, keyframes, ICE restarts).
 
 #[allow(dead_code)]
 mod peer;
@@ -8,7 +9,7 @@ use peer::client::PeerOptions;
 use peer::media::Kind;
 use peer::scenario::{
     LONG, active_tracks, answer_directions, assert_clean, assert_delivery,
-    assert_delivery_across_restarts, join_accepted, wait_receiving,
+    assert_delivery_across_restarts, assert_delivery_over, join_accepted, wait_receiving,
 };
 use peer::server::TestServer;
 use serde_json::json;
@@ -38,7 +39,7 @@ async fn three_peers_each_receive_the_other_two_peers_audio_and_video() {
         for (sub, pubs) in [(&a, [&b, &c]), (&b, [&a, &c]), (&c, [&a, &b])] {
             for publisher in pubs {
                 assert_delivery(sub, publisher, from, until, 95);
-                // Audio and video of one publisher share one msid stream (§2.5).
+                // Audio and video of one publisher share one msid stream, as the browser offered them.
                 let ids: Vec<String> = active_tracks(publisher)
                     .into_iter()
                     .map(|t| t.track_id)
@@ -157,18 +158,8 @@ async fn a_peer_adds_a_track_later_and_removes_it_again() {
         let server = TestServer::start().await;
         // Audio only at first, so the later camera gets a fresh transceiver (a browser would
         // re-use an unused recvonly one of the same kind).
-        let watcher = join_accepted(
-            &server,
-            "late",
-            PeerOptions::new("watcher").publishing(true, false),
-        )
-        .await;
-        let presenter = join_accepted(
-            &server,
-            "late",
-            PeerOptions::new("presenter").publishing(true, false),
-        )
-        .await;
+        let watcher = join_accepted(&server, "late", PeerOptions::audio_only("watcher")).await;
+        let presenter = join_accepted(&server, "late", PeerOptions::audio_only("presenter")).await;
         wait_receiving(&watcher, &[&presenter]).await;
         let presenter_id = presenter.peer_id().unwrap();
 
@@ -186,15 +177,7 @@ async fn a_peer_adds_a_track_later_and_removes_it_again() {
             .await
             .unwrap();
         wait_receiving(&watcher, &[&presenter]).await;
-        let from = Instant::now();
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        assert_delivery(
-            &watcher,
-            &presenter,
-            from,
-            Instant::now() - Duration::from_millis(500),
-            95,
-        );
+        assert_delivery_over(&watcher, &presenter, Duration::from_secs(3)).await;
 
         presenter.remove_track(&camera).await.unwrap();
         watcher
@@ -223,15 +206,7 @@ async fn a_peer_adds_a_track_later_and_removes_it_again() {
             );
         });
         // Audio keeps flowing.
-        let from = Instant::now();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_delivery(
-            &watcher,
-            &presenter,
-            from,
-            Instant::now() - Duration::from_millis(500),
-            95,
-        );
+        assert_delivery_over(&watcher, &presenter, Duration::from_secs(2)).await;
         assert_clean(&[&watcher, &presenter]);
         server.stop().await;
     })
@@ -242,18 +217,8 @@ async fn a_peer_adds_a_track_later_and_removes_it_again() {
 async fn silence_is_dropped_and_sequence_numbers_stay_gapless() {
     bounded(async {
         let server = TestServer::start().await;
-        let speaker = join_accepted(
-            &server,
-            "quiet",
-            PeerOptions::new("speaker").publishing(true, false),
-        )
-        .await;
-        let listener = join_accepted(
-            &server,
-            "quiet",
-            PeerOptions::new("listener").publishing(false, false),
-        )
-        .await;
+        let speaker = join_accepted(&server, "quiet", PeerOptions::audio_only("speaker")).await;
+        let listener = join_accepted(&server, "quiet", PeerOptions::receive_only("listener")).await;
         wait_receiving(&listener, &[&speaker]).await;
         let audio = active_tracks(&speaker).remove(0);
         let from = Instant::now();
@@ -362,12 +327,7 @@ async fn a_late_subscriber_gets_a_keyframe_from_a_publisher_that_only_sends_them
             })
             .await
             .unwrap();
-        let viewer = join_accepted(
-            &server,
-            "keyframes",
-            PeerOptions::new("viewer").publishing(false, false),
-        )
-        .await;
+        let viewer = join_accepted(&server, "keyframes", PeerOptions::receive_only("viewer")).await;
         wait_receiving(&viewer, &[&camera]).await;
         let video = active_tracks(&camera).remove(0);
         viewer

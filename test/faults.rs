@@ -1,4 +1,4 @@
-//! Fault tests against the real server binary (issue 12, item 4), each bounded:
+//! Fault tests against the real server binary, each bounded:
 //! - a client killed (SIGKILL of a child process) or cut off (WebSocket closed) in the middle
 //!   of a negotiation leaves the room consistent: the others get `peerLeft` for it exactly once,
 //!   none of its tracks is left published or forwarded, and a newcomer joins and receives the
@@ -409,12 +409,7 @@ async fn a_stalled_room_media_loop_makes_healthz_fail_while_healthcheck_answers(
             &[("VIDEOROOM_FAULT_INJECTION", "1")],
         );
         let url = server.socket_url();
-        let stuck = join_accepted_at(
-            &url,
-            "stuck",
-            PeerOptions::new("stuck").publishing(false, false),
-        )
-        .await;
+        let stuck = join_accepted_at(&url, "stuck", PeerOptions::receive_only("stuck")).await;
         server.metric_becomes("videoroom_watched_loops", 2.0).await;
         // An idle room beats: past the stall time, liveness still holds.
         tokio::time::sleep(Duration::from_millis(1500)).await;

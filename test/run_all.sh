@@ -60,7 +60,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then cargo install cargo-nextest -
 # real sockets wait for their conditions with generous bounds and measure steady windows.
 cargo nextest run --no-fail-fast
 
-step "abuse suite: issue 8's attacks against the real binary, with a canary peer (test/support/abuse.rs)"
+step "abuse suite: attacks against the real binary, with a canary peer (test/support/abuse.rs)"
 cargo run --quiet --example abuse
 
 step "soak, 2 minutes: peer churn with media across 20 rooms, memory and gauges (test/support/soak.rs)"

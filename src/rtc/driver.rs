@@ -343,6 +343,18 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// A fresh DTLS certificate from the crypto provider str0m is built with; `None` (logged) if it
+/// cannot make one, in which case every peer's session generates its own.
+pub fn generate_dtls_cert() -> Option<str0m::config::DtlsCert> {
+    let cert = str0m::crypto::from_feature_flags()
+        .dtls_provider
+        .generate_certificate();
+    if cert.is_none() {
+        log::warn!("media: no shared DTLS certificate, each peer generates one");
+    }
+    cert
+}
+
 /// A room's media: its engine and SFU behind one driver and shell.
 pub type RoomMedia = MediaShell<Engine<Sfu>>;
 
@@ -356,8 +368,12 @@ pub struct MediaPlane {
 }
 
 impl MediaPlane {
-    /// Rooms with `sfu` settings on `udp` (`None`: signalling only, no media).
-    pub fn new(sfu: SfuConfig, udp: Option<UdpMuxHandle>) -> Self {
+    /// Rooms with `sfu` settings on `udp` (`None`: signalling only, no media). Without a DTLS
+    /// certificate in `sfu`, one is generated here, once, for every room of the plane.
+    pub fn new(mut sfu: SfuConfig, udp: Option<UdpMuxHandle>) -> Self {
+        if sfu.dtls_cert.is_none() {
+            sfu.dtls_cert = generate_dtls_cert();
+        }
         MediaPlane {
             sfu,
             udp,

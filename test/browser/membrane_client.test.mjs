@@ -1,8 +1,8 @@
 // The project's MembraneWebRTC client (the committed bundle, priv/static/assets/js/app.js) against
 // a scripted server inside headless Chromium: the "server" is a test script that sends the flat
-// dialect's events (membrane-protocol.md §2) and answers the client's offers with a real second
+// dialect's events and answers the client's offers with a real second
 // RTCPeerConnection, so real media flows both ways. No videoroom server is involved: this pins
-// the client's side of §3 (offerData → sendonly/recvonly accounting → sdpOffer with
+// the client's side of every negotiation (offerData → sendonly/recvonly accounting → sdpOffer with
 // midToTrackId, candidates, sdpAnswer → onTrackReady, ICE restart on every re-offer, peer/track
 // bookkeeping, leave) independently of the SFU.
 

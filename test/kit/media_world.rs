@@ -24,7 +24,7 @@ use str0m::media::{Direction, Frequency, MediaKind as StrKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
-use videoroom::rtc::driver::{DriverOutput, MediaDriver};
+use videoroom::rtc::driver::{DriverOutput, MediaDriver, generate_dtls_cert};
 use videoroom::rtc::engine::{Engine, EngineOutput};
 use videoroom::rtc::ids::{MediaKind, PeerId, TrackId};
 use videoroom::rtc::media_event::MediaEventOut;
@@ -196,6 +196,8 @@ impl World {
 
     fn build(rooms: usize, core: impl Fn(SfuConfig, Instant) -> RoomCore) -> World {
         let now = Instant::now();
+        // One key generation for the whole world, outside the cores, as the media plane does.
+        let dtls_cert = generate_dtls_cert();
         let rooms = (0..rooms)
             .map(|i| {
                 let addr: SocketAddr = format!("10.0.0.{}:50000", i + 1).parse().unwrap();
@@ -203,6 +205,7 @@ impl World {
                     room: format!("room{i}").into(),
                     local_addrs: vec![addr],
                     seed: i as u64,
+                    dtls_cert: dtls_cert.clone(),
                     ..SfuConfig::default()
                 };
                 Room {

@@ -1,6 +1,6 @@
 //! The real server binary (`target/…/videoroom`) as a child process, and readers of its
-//! `/metrics`: shared by the fault tests, the operations-endpoint tests and the soak, which
-//! include this file with `#[path]`.
+//! `/metrics`: shared by the fault tests, the operations-endpoint tests, the soak, the abuse
+//! suite and the socket-memory benchmark, which include this file with `#[path]`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -87,14 +87,38 @@ impl ServerProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// The exit status once the process has exited, else None (does not wait).
+    /// How the process ended, once it has.
     pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().expect("the child can be waited for")
+        self.child.try_wait().ok().flatten()
     }
 
     /// The process id (for signals and `/proc/<pid>/status`).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Its resident memory in MiB (`VmRSS` of `/proc/<pid>/status`; 0 once it is gone).
+    pub fn rss_mib(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    }
+
+    /// How many bytes of log the server has written so far (a mark for [`Self::log_since`]).
+    pub fn log_len(&self) -> usize {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The log written since the mark `from` (a [`Self::log_len`]).
+    pub fn log_since(&self, from: usize) -> String {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.get(from.min(log.len())..)
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// `(status, body)` of `GET <path>`, or `None` if nothing answered.

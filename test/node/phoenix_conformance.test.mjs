@@ -1,6 +1,6 @@
 // Conformance of the Rust Phoenix server with the real, unchanged phoenix.js clients 1.6.0 and
 // 1.8.x under Node. The server is the fixture `phoenix_fixture_server` (env PHOENIX_FIXTURE_BIN),
-// serving the Phoenix conformance fixture (docs/phoenix-protocol.md) at /socket (no origin check):
+// serving its conformance endpoint at /socket (no origin check):
 //   room:*   RoomChannel: join → reply {} then broadcast user_entered {user} and push joined
 //            {status: "connected", user_id}; new_msg → broadcast (intercepted: pushed to every
 //            member with "transport"), reply ok {}; boom → crash; binary_event D → push binary
@@ -615,7 +615,7 @@ for (const client of clients) {
       const joinedAt = Date.now();
       await waitFor(() => rec.closes.length >= 1, waitOpts(rec, "the idle close"));
       assert.ok(Date.now() - joinedAt >= 150, "not closed before the idle timeout");
-      assert.equal(rec.closes[0].code, 1001, "idle close code 1001 (never 1000)");
+      assert.equal(rec.closes[0].code, 1001, "idle close code 1001 (going away), never 1000");
       await waitFor(() => rec.opens >= 2 && channel.joinRef() !== jr1, waitOpts(rec, "reconnect and rejoin"));
     });
   });

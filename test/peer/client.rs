@@ -1,5 +1,5 @@
-//! The headless peer: the tutorial's `MembraneWebRTC` client (membrane-protocol.md §3 "client
-//! internals") on webrtc-rs, driven over the Phoenix socket exactly as the demo page drives it.
+//! The headless peer: the tutorial's `MembraneWebRTC` client (its negotiation, track and peer
+//! bookkeeping) on webrtc-rs, driven over the Phoenix socket exactly as the demo page drives it.
 //!
 //! One actor task owns the client state (local tracks, the RTCPeerConnection, negotiation); the
 //! test holds a [`HeadlessPeer`] handle that sends it commands and reads [`Observations`], a
@@ -98,6 +98,16 @@ impl PeerOptions {
         self.audio = audio;
         self.video = video;
         self
+    }
+
+    /// A peer publishing only its microphone.
+    pub fn audio_only(display_name: &str) -> Self {
+        Self::new(display_name).publishing(true, false)
+    }
+
+    /// A peer publishing nothing (a viewer).
+    pub fn receive_only(display_name: &str) -> Self {
+        Self::new(display_name).publishing(false, false)
     }
 }
 
@@ -357,25 +367,19 @@ impl HeadlessPeer {
 
     /// `addTrack` of a new local track (sends `renegotiateTracks`); returns its track id.
     pub async fn add_track(&self, kind: Kind, metadata: Value) -> Result<String, String> {
-        let (reply, rx) = oneshot::channel();
-        self.command(Command::AddTrack {
+        self.ask(|reply| Command::AddTrack {
             kind,
             metadata,
             reply,
         })
-        .await?;
-        rx.await.map_err(|_| "peer stopped".to_owned())?
+        .await?
     }
 
     /// `removeTrack` (sends `renegotiateTracks`).
     pub async fn remove_track(&self, track_id: &str) -> Result<(), String> {
-        let (reply, rx) = oneshot::channel();
-        self.command(Command::RemoveTrack {
-            track_id: track_id.to_owned(),
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| "peer stopped".to_owned())?
+        let track_id = track_id.to_owned();
+        self.ask(|reply| Command::RemoveTrack { track_id, reply })
+            .await?
     }
 
     /// Switches every audio track between voice and digital silence.
@@ -391,32 +395,24 @@ impl HeadlessPeer {
     /// Clean leave: `leave` media event, local tracks stopped, peer connection dropped, channel
     /// left, socket closed.
     pub async fn leave(&self) -> Result<(), String> {
-        let (reply, rx) = oneshot::channel();
-        self.command(Command::Leave { reply }).await?;
-        rx.await.map_err(|_| "peer stopped".to_owned())
+        self.ask(|reply| Command::Leave { reply }).await
     }
 
     /// Vanishes from the media plane: the peer connection stops (no more STUN, no consent
     /// answers) but the socket stays open and says nothing, so only ICE consent can tell.
     pub async fn vanish(&self) -> Result<(), String> {
-        let (reply, rx) = oneshot::channel();
-        self.command(Command::Vanish { reply }).await?;
-        rx.await.map_err(|_| "peer stopped".to_owned())
+        self.ask(|reply| Command::Vanish { reply }).await
     }
 
     /// Drops the TCP connection of the socket without a close frame (the tab was killed).
     pub async fn drop_socket(&self) -> Result<(), String> {
-        let (reply, rx) = oneshot::channel();
-        self.command(Command::DropSocket { reply }).await?;
-        rx.await.map_err(|_| "peer stopped".to_owned())
+        self.ask(|reply| Command::DropSocket { reply }).await
     }
 
     /// Closes the WebSocket with a close frame, without a `leave` event or `phx_leave` (a tab
     /// navigating away in the middle of a negotiation).
     pub async fn close_socket(&self) -> Result<(), String> {
-        let (reply, rx) = oneshot::channel();
-        self.command(Command::CloseSocket { reply }).await?;
-        rx.await.map_err(|_| "peer stopped".to_owned())
+        self.ask(|reply| Command::CloseSocket { reply }).await
     }
 
     /// Pushes `event` (a whole media event, e.g. `{"type": "…", "data": …}`) as it is.
@@ -427,6 +423,13 @@ impl HeadlessPeer {
     /// Whether the peer has reached its [`Hold`] point (never, for [`Hold::Never`]).
     pub fn held(&self) -> bool {
         lock(&self.obs).held
+    }
+
+    /// Sends the command made by `make` and waits for the actor's answer on its reply channel.
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, String> {
+        let (reply, rx) = oneshot::channel();
+        self.command(make(reply)).await?;
+        rx.await.map_err(|_| format!("{}: peer stopped", self.name))
     }
 
     async fn command(&self, command: Command) -> Result<(), String> {

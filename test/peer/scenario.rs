@@ -74,6 +74,19 @@ pub fn assert_delivery(
     check_delivery(subscriber, publisher, from, until, percent, false);
 }
 
+/// Lets media flow for `window`, then asserts [`assert_delivery`] of it at 95% for `subscriber`
+/// from `publisher` (the last 500 ms left out: still in flight).
+pub async fn assert_delivery_over(
+    subscriber: &HeadlessPeer,
+    publisher: &HeadlessPeer,
+    window: Duration,
+) {
+    let from = Instant::now();
+    tokio::time::sleep(window).await;
+    let until = Instant::now() - Duration::from_millis(500);
+    assert_delivery(subscriber, publisher, from, until, 95);
+}
+
 /// Like [`assert_delivery`] for a window in which the peers restart ICE. A webrtc-rs sender
 /// stalls ~200 ms when it applies an ICE restart, and the packet on either edge of that stall
 /// can be lost. Those (sent within 50 ms before an offer of either peer, or on the edge of a

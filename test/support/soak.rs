@@ -87,16 +87,6 @@ struct Sample {
     sockets: f64,
 }
 
-/// Resident set size of process `pid` in MB, from `/proc/<pid>/status`.
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// The pairs of peers whose media was checked, and how many.
 struct MediaChecks {
     /// How long two peers share a room before each must receive the other's tracks.
@@ -303,7 +293,7 @@ async fn take_sample(server: &ServerProcess, t0: Instant) -> Sample {
     let text = server.metrics().await;
     Sample {
         minutes: t0.elapsed().as_secs_f64() / 60.0,
-        rss_mb: rss_mb(server.pid()),
+        rss_mb: server.rss_mib(),
         rooms: family_sum(&text, "videoroom_rooms").unwrap_or(f64::NAN),
         peers: family_sum(&text, "videoroom_peers").unwrap_or(f64::NAN),
         sockets: family_sum(&text, "videoroom_sockets").unwrap_or(f64::NAN),

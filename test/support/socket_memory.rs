@@ -7,21 +7,15 @@
 //! example, i.e. `target/<profile>/videoroom`). Traffic stays on loopback. The client side is
 //! raw TCP with hand-written frames, so the client's own memory stays small.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
+#[allow(dead_code)]
+#[path = "../kit/server_process.rs"]
+mod server_process;
+use server_process::ServerProcess;
 
 /// A client text frame (masked with a zero key, which RFC 6455 allows).
 fn text_frame(payload: &str) -> Vec<u8> {
@@ -106,32 +100,23 @@ async fn main() {
         .map(|dir| dir.join("videoroom"))
         .expect("target dir");
     let limit = (n + 100).to_string();
-    let mut server = Command::new(&binary)
-        .args(["--bind", "127.0.0.1", "--port", "0", "--udp-port", "0"])
-        .args([
+    let binary_text = binary.to_string_lossy();
+    let server = ServerProcess::start(
+        &binary_text,
+        &[
             "--max-connections",
             &limit,
             "--max-connections-per-ip",
             &limit,
-        ])
-        .args(["--idle-timeout", "3600"])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let addr: SocketAddr = line
-        .trim()
-        .rsplit("://")
-        .next()
-        .and_then(|a| a.parse().ok())
-        .expect("address");
-    let pid = server.id();
+            "--idle-timeout",
+            "3600",
+        ],
+        &[("RUST_LOG", "error")],
+    );
+    let addr = server.http;
+    let rss_kib = || (server.rss_mib() * 1024.0) as u64;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let base = rss_kib(pid);
+    let base = rss_kib();
 
     let started = Instant::now();
     let mut sockets = Vec::with_capacity(n);
@@ -148,7 +133,7 @@ async fn main() {
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let upgraded = rss_kib(pid);
+    let upgraded = rss_kib();
     let upgrade_time = started.elapsed();
 
     let started = Instant::now();
@@ -166,7 +151,7 @@ async fn main() {
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after_join = rss_kib(pid);
+    let after_join = rss_kib();
 
     let per = |kib: u64| kib as f64 * 1024.0 / n as f64 / 1024.0;
     println!("socket_memory: {n} WebSockets against {}", binary.display());
@@ -182,6 +167,4 @@ async fn main() {
         started.elapsed()
     );
     drop(joined);
-    let _ = server.kill();
-    let _ = server.wait();
 }

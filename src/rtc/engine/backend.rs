@@ -1,8 +1,9 @@
 //! The slice of the SFU the engine drives, as a trait.
 //!
 //! Production code uses [`Sfu`] (the only implementation outside tests). The trait exists so the
-//! engine's negotiation logic (coalescing, event order) can be unit-tested with a recording fake
-//! that needs no WebRTC; every integration test drives the real [`Sfu`].
+//! engine's negotiation logic (coalescing, event order) can also be checked against a recording
+//! fake that needs no WebRTC: the tests' one engine harness (`test/kit/engine_room.rs`) runs the
+//! same sequences with the fake and with the real [`Sfu`] answering recorded browser offers.
 
 use std::collections::BTreeMap;
 use std::time::Instant;

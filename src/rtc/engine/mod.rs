@@ -43,8 +43,6 @@
 mod backend;
 mod limits;
 mod member;
-#[cfg(test)]
-mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;

@@ -76,8 +76,9 @@ pub struct SfuConfig {
     /// Seeds the SFU's only randomness (the first sequence number of each consumer), so a test
     /// replays the same numbers; the default draws one from the OS at configuration time.
     pub seed: u64,
-    /// The DTLS certificate every peer of this SFU presents. `None`: [`Sfu::new`] generates one
-    /// (one key generation per SFU); tests and callers that make many SFUs pass one in.
+    /// The DTLS certificate every peer of this SFU presents, made outside the sans-IO core (the
+    /// media plane generates one at start for every room; tests make theirs). `None`: each
+    /// peer's str0m session generates its own, one key generation per peer.
     pub dtls_cert: Option<DtlsCert>,
     /// The counters and gauges this SFU updates (shared by every room of a server).
     pub metrics: MediaMetrics,
@@ -250,17 +251,7 @@ struct Producer {
 impl Sfu {
     /// A new SFU with no peers.
     pub fn new(config: SfuConfig, now: Instant) -> Self {
-        let dtls_cert = config.dtls_cert.clone().or_else(|| {
-            str0m::crypto::from_feature_flags()
-                .dtls_provider
-                .generate_certificate()
-        });
-        if dtls_cert.is_none() {
-            log::warn!(
-                "room={} no shared DTLS certificate, each peer generates one",
-                config.room
-            );
-        }
+        let dtls_cert = config.dtls_cert.clone();
         let rng = StdRng::seed_from_u64(config.seed);
         let tracks_gauge = GaugeShare::new(config.metrics.published_tracks.clone());
         let subscriptions_gauge = GaugeShare::new(config.metrics.subscriptions.clone());

@@ -15,7 +15,7 @@ const WIDEST: QueryLimits = QueryLimits {
 
 fuzz_target!(
     init: {
-        // Regression for the deep-nesting stack overflow (issue 8): `a` + `[a]` × 100,000 + `=1`,
+        // Regression for a deep-nesting stack overflow the fuzzer once found: `a` + `[a]` × 100,000 + `=1`,
         // a 300 KB query that once recursed once per level. Too big for the committed corpus
         // (and beyond `-max_len`), so every fuzz process replays it once here.
         let deep = format!("a{}=1", "[a]".repeat(100_000));
