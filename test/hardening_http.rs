@@ -2,83 +2,51 @@
 //! loopback sockets: literal requests and frames, the exact answer asserted (status, close code,
 //! `phx_reply`), and a second client or socket checked to be unaffected.
 
-use futures_util::{SinkExt, StreamExt};
-use std::io::{BufRead, BufReader, Read};
+mod kit;
+#[allow(dead_code)]
+#[path = "kit/server_process.rs"]
+mod server_process;
+
+use kit::phoenix::{Client, Vsn, connect};
+use server_process::ServerProcess;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-/// The real binary, listening on a free loopback port; its log (stderr) goes to a file.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: std::path::PathBuf,
-}
+/// The real binary on free loopback ports with `args`; its log (stderr) kept.
+struct Server(ServerProcess);
 
 impl Server {
     fn start(args: &[&str]) -> Server {
-        let log = std::env::temp_dir().join(format!(
-            "hardening-{}-{}.log",
-            std::process::id(),
-            uuid_like()
-        ));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_videoroom"))
-            .args(["--bind", "127.0.0.1", "--port", "0", "--udp-port", "0"])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start videoroom");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("listening line");
-        let addr = line
-            .trim()
-            .rsplit("://")
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Server { child, addr, log }
+        Server(ServerProcess::start(
+            env!("CARGO_BIN_EXE_videoroom"),
+            args,
+            &[],
+        ))
     }
 
-    fn log_text(&self) -> String {
-        let mut text = String::new();
-        std::fs::File::open(&self.log)
-            .and_then(|mut f| f.read_to_string(&mut text))
-            .expect("read log");
-        text
+    fn addr(&self) -> SocketAddr {
+        self.0.http
     }
 
-    async fn ws(&self, query: &str) -> Ws {
-        let url = format!("ws://{}/socket/websocket?{query}", self.addr);
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("websocket");
-        ws
+    /// A V2 WebSocket on `/socket`.
+    async fn ws(&self) -> Client {
+        connect(self.addr(), "/socket/websocket", Vsn::V2).await
     }
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
+    /// The log once it contains `needle` (the log is read from a pipe, a moment behind).
+    async fn log_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.0.log();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
-fn uuid_like() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::SeqCst)
 }
 
 /// Sends raw bytes and reads the whole answer until the server closes (or 5 s pass).
@@ -115,35 +83,12 @@ async fn closed_within(tcp: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
-async fn text(ws: &mut Ws) -> String {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => return t.to_string(),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
-/// Reads until the close frame; returns its code.
-async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| f.code),
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
-}
-
-async fn heartbeat_answers(ws: &mut Ws) {
-    ws.send(Message::text(r#"[null,"hb","phoenix","heartbeat",{}]"#))
-        .await
-        .expect("send");
-    assert_eq!(
-        text(ws).await,
-        r#"[null,"hb","phoenix","phx_reply",{"response":{},"status":"ok"}]"#
-    );
+/// Sends a heartbeat and expects its reply, byte for byte.
+async fn heartbeat_answers(ws: &mut Client) {
+    ws.send_text(r#"[null,"hb","phoenix","heartbeat",{}]"#)
+        .await;
+    ws.expect_text(r#"[null,"hb","phoenix","phx_reply",{"response":{},"status":"ok"}]"#)
+        .await;
 }
 
 #[tokio::test]
@@ -153,7 +98,7 @@ async fn a_query_nested_nine_thousand_levels_is_answered_400_on_both_transports_
     let nested = format!("a{}=1", "[a]".repeat(9000));
     for transport in ["websocket", "longpoll"] {
         let answer = get(
-            server.addr,
+            server.addr(),
             &format!("/socket/{transport}?vsn=2.0.0&{nested}"),
         )
         .await;
@@ -164,57 +109,45 @@ async fn a_query_nested_nine_thousand_levels_is_answered_400_on_both_transports_
         );
     }
     let deep = format!("a{}=1", "[a]".repeat(100));
-    let answer = get(server.addr, &format!("/socket/longpoll?vsn=2.0.0&{deep}")).await;
+    let answer = get(server.addr(), &format!("/socket/longpoll?vsn=2.0.0&{deep}")).await;
     assert_eq!(status_line(&answer), "HTTP/1.1 400 Bad Request");
-    let answer = get(server.addr, "/healthcheck").await;
+    let answer = get(server.addr(), "/healthcheck").await;
     assert_eq!(status_line(&answer), "HTTP/1.1 200 OK");
 }
 
 #[tokio::test]
 async fn a_longpoll_body_over_the_limit_is_refused_413_before_it_is_sent_or_while_it_streams() {
     let server = Server::start(&["--max-frame-size", "4096"]);
-    let open = get(server.addr, "/socket/longpoll?vsn=2.0.0").await;
+    let open = get(server.addr(), "/socket/longpoll?vsn=2.0.0").await;
     let token = open
         .split("\"token\":\"")
         .nth(1)
         .and_then(|t| t.split('"').next())
         .expect("a session token")
         .to_owned();
+    let addr = server.addr();
+    // The raw POST to the session with `headers` (each ending in CRLF) and `body`.
+    let post = |headers: String, body: &str| {
+        let request = format!(
+            "POST /socket/longpoll?vsn=2.0.0&token={token} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n{body}"
+        );
+        async move { raw(addr, request.as_bytes()).await }
+    };
     // Declared 200 MB: answered at once, without a byte of body.
-    let answer = raw(
-        server.addr,
-        format!(
-            "POST /socket/longpoll?vsn=2.0.0&token={token} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-ndjson\r\nContent-Length: 200000000\r\nConnection: close\r\n\r\n",
-            server.addr
-        )
-        .as_bytes(),
-    )
-    .await;
+    let headers = "Content-Type: application/x-ndjson\r\nContent-Length: 200000000\r\n";
+    let answer = post(headers.to_owned(), "").await;
     assert_eq!(status_line(&answer), "HTTP/1.1 413 Payload Too Large");
     // Chunked, no length: refused once 4096 bytes have arrived.
     let chunk = format!("2000\r\n{}\r\n", "x".repeat(0x2000));
-    let answer = raw(
-        server.addr,
-        format!(
-            "POST /socket/longpoll?vsn=2.0.0&token={token} HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunk}",
-            server.addr
-        )
-        .as_bytes(),
-    )
-    .await;
+    let answer = post("Transfer-Encoding: chunked\r\n".to_owned(), &chunk).await;
     assert_eq!(status_line(&answer), "HTTP/1.1 413 Payload Too Large");
     // The session itself is fine: a small POST is processed.
     let body = r#"[null,"1","phoenix","heartbeat",{}]"#;
-    let answer = raw(
-        server.addr,
-        format!(
-            "POST /socket/longpoll?vsn=2.0.0&token={token} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            server.addr,
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .await;
+    let headers = format!(
+        "Content-Type: application/x-ndjson\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    let answer = post(headers, body).await;
     assert!(answer.ends_with(r#"{"status":200}"#), "{answer}");
 }
 
@@ -229,13 +162,13 @@ async fn five_hundred_half_sent_headers_are_closed_after_the_header_timeout_and_
     ]);
     let mut slow = Vec::new();
     for _ in 0..500 {
-        let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+        let mut tcp = TcpStream::connect(server.addr()).await.expect("connect");
         tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             .await
             .expect("write");
         slow.push(tcp);
     }
-    let answer = get(server.addr, "/healthcheck").await;
+    let answer = get(server.addr(), "/healthcheck").await;
     assert_eq!(status_line(&answer), "HTTP/1.1 200 OK");
     let started = Instant::now();
     for tcp in &mut slow {
@@ -247,7 +180,7 @@ async fn five_hundred_half_sent_headers_are_closed_after_the_header_timeout_and_
 #[tokio::test]
 async fn a_silent_connection_is_closed_before_any_upgrade_after_the_header_timeout() {
     let server = Server::start(&["--header-read-timeout", "1"]);
-    let mut silent = TcpStream::connect(server.addr).await.expect("connect");
+    let mut silent = TcpStream::connect(server.addr()).await.expect("connect");
     let started = Instant::now();
     assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
     assert!(started.elapsed() >= Duration::from_millis(900));
@@ -257,7 +190,7 @@ async fn a_silent_connection_is_closed_before_any_upgrade_after_the_header_timeo
 async fn headers_larger_than_the_limit_are_answered_431() {
     let server = Server::start(&["--max-header-bytes", "8192"]);
     let answer = raw(
-        server.addr,
+        server.addr(),
         format!(
             "GET /healthcheck HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
             "a".repeat(20_000)
@@ -276,17 +209,17 @@ async fn connections_over_the_per_ip_limit_are_closed_at_once_and_the_place_free
     let server = Server::start(&["--max-connections-per-ip", "3"]);
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(TcpStream::connect(server.addr).await.expect("connect"));
+        held.push(TcpStream::connect(server.addr()).await.expect("connect"));
     }
     // Let the server count them before the fourth arrives.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut fourth = TcpStream::connect(server.addr).await.expect("connect");
+    let mut fourth = TcpStream::connect(server.addr()).await.expect("connect");
     assert!(closed_within(&mut fourth, Duration::from_millis(500)).await);
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let answer = get(server.addr, "/healthcheck").await;
+    let answer = get(server.addr(), "/healthcheck").await;
     assert_eq!(status_line(&answer), "HTTP/1.1 200 OK");
-    let log = server.log_text();
+    let log = server.log_with("refusing connections from 127.0.0.1").await;
     assert_eq!(
         log.matches("refusing connections from 127.0.0.1").count(),
         1,
@@ -297,10 +230,10 @@ async fn connections_over_the_per_ip_limit_are_closed_at_once_and_the_place_free
 #[tokio::test]
 async fn connections_over_the_total_limit_are_closed_at_once() {
     let server = Server::start(&["--max-connections", "2"]);
-    let _a = TcpStream::connect(server.addr).await.expect("connect");
-    let _b = TcpStream::connect(server.addr).await.expect("connect");
+    let _a = TcpStream::connect(server.addr()).await.expect("connect");
+    let _b = TcpStream::connect(server.addr()).await.expect("connect");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut third = TcpStream::connect(server.addr).await.expect("connect");
+    let mut third = TcpStream::connect(server.addr()).await.expect("connect");
     assert!(closed_within(&mut third, Duration::from_millis(500)).await);
 }
 
@@ -308,58 +241,45 @@ async fn connections_over_the_total_limit_are_closed_at_once() {
 async fn a_socket_sending_more_messages_per_second_than_allowed_is_closed_1008_and_others_are_not()
 {
     let server = Server::start(&["--max-messages-per-sec", "10"]);
-    let mut calm = server.ws("vsn=2.0.0").await;
-    let mut flood = server.ws("vsn=2.0.0").await;
+    let mut calm = server.ws().await;
+    let mut flood = server.ws().await;
     for _ in 0..30 {
         flood
-            .send(Message::text(r#"[null,"1","phoenix","heartbeat",{}]"#))
-            .await
-            .expect("send");
+            .send_text(r#"[null,"1","phoenix","heartbeat",{}]"#)
+            .await;
     }
-    assert_eq!(close_code(&mut flood).await, Some(CloseCode::Policy));
+    assert_eq!(flood.expect_close().await, Some(1008));
     heartbeat_answers(&mut calm).await;
-    let log = server.log_text();
+    let log = server.log_with("messages per second").await;
     assert_eq!(log.matches("messages per second").count(), 1, "{log}");
 }
 
 #[tokio::test]
 async fn a_topic_longer_than_the_limit_gets_a_join_error_and_the_socket_stays_usable() {
     let server = Server::start(&[]);
-    let mut ws = server.ws("vsn=2.0.0").await;
+    let mut ws = server.ws().await;
     let topic = format!("room:{}", "x".repeat(300));
-    ws.send(Message::text(format!(
-        r#"["1","1","{topic}","phx_join",{{}}]"#
-    )))
-    .await
-    .expect("send");
-    assert_eq!(
-        text(&mut ws).await,
-        format!(
+    ws.send_text(&format!(r#"["1","1","{topic}","phx_join",{{}}]"#))
+        .await;
+    ws.expect_text(&format!(
             r#"["1","1","{topic}","phx_reply",{{"response":{{"reason":"topic too long"}},"status":"error"}}]"#
-        )
-    );
+        )).await;
     heartbeat_answers(&mut ws).await;
 }
 
 #[tokio::test]
 async fn an_unmatched_topic_flood_is_answered_frame_by_frame_but_logged_once_and_clipped() {
     let server = Server::start(&[]);
-    let mut ws = server.ws("vsn=2.0.0").await;
+    let mut ws = server.ws().await;
     let topic = format!("nowhere:{}", "y".repeat(100_000));
     for n in 0..100 {
-        ws.send(Message::text(format!(
-            r#"[null,"{n}","{topic}","ping",{{}}]"#
-        )))
-        .await
-        .expect("send");
-        assert_eq!(
-            text(&mut ws).await,
-            format!(
+        ws.send_text(&format!(r#"[null,"{n}","{topic}","ping",{{}}]"#))
+            .await;
+        ws.expect_text(&format!(
                 r#"[null,"{n}","{topic}","phx_reply",{{"response":{{"reason":"unmatched topic"}},"status":"error"}}]"#
-            )
-        );
+            )).await;
     }
-    let log = server.log_text();
+    let log = server.log_with("unmatched topic").await;
     assert_eq!(log.matches("unmatched topic").count(), 1, "{log}");
     assert!(log.len() < 4096, "log of {} bytes", log.len());
 }
@@ -367,17 +287,17 @@ async fn an_unmatched_topic_flood_is_answered_frame_by_frame_but_logged_once_and
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_with_1013_which_reaches_it() {
     let server = Server::start(&["--outbound-bytes", "65536"]);
-    let mut calm = server.ws("vsn=2.0.0").await;
-    let mut stuck = server.ws("vsn=2.0.0").await;
+    let mut calm = server.ws().await;
+    let mut stuck = server.ws().await;
     // Each frame is answered with a 200 KB reply that the client does not read.
     let topic = format!("nowhere:{}", "z".repeat(200_000));
     for n in 0..150 {
-        let frame = Message::text(format!(r#"[null,"{n}","{topic}","ping",{{}}]"#));
-        if stuck.send(frame).await.is_err() {
+        let frame = format!(r#"[null,"{n}","{topic}","ping",{{}}]"#);
+        if !stuck.try_send_text(&frame).await {
             break;
         }
     }
-    assert_eq!(close_code(&mut stuck).await, Some(CloseCode::Again));
+    assert_eq!(stuck.expect_close().await, Some(1013));
     heartbeat_answers(&mut calm).await;
 }
 
@@ -385,10 +305,10 @@ async fn a_client_that_stops_reading_is_closed_with_1013_which_reaches_it() {
 async fn longpoll_sessions_over_the_total_limit_are_refused_403() {
     let server = Server::start(&["--max-longpoll-sessions", "2"]);
     for _ in 0..2 {
-        let answer = get(server.addr, "/socket/longpoll?vsn=2.0.0").await;
+        let answer = get(server.addr(), "/socket/longpoll?vsn=2.0.0").await;
         assert!(answer.contains(r#""status":410"#), "{answer}");
     }
-    let answer = get(server.addr, "/socket/longpoll?vsn=2.0.0").await;
+    let answer = get(server.addr(), "/socket/longpoll?vsn=2.0.0").await;
     assert!(answer.ends_with(r#"{"status":403}"#), "{answer}");
 }
 
@@ -396,17 +316,16 @@ async fn longpoll_sessions_over_the_total_limit_are_refused_403() {
 async fn sigterm_exits_within_the_drain_timeout_plus_a_second_whatever_the_clients_do() {
     let mut server = Server::start(&["--drain-timeout", "1"]);
     // A WebSocket that never reads, a half-sent request, a LongPoll GET being held.
-    let mut deaf = server.ws("vsn=2.0.0").await;
-    deaf.send(Message::text(r#"["1","1","nowhere:x","phx_join",{}]"#))
-        .await
-        .expect("send");
-    let mut half = TcpStream::connect(server.addr).await.expect("connect");
+    let mut deaf = server.ws().await;
+    deaf.send_text(r#"["1","1","nowhere:x","phx_join",{}]"#)
+        .await;
+    let mut half = TcpStream::connect(server.addr()).await.expect("connect");
     half.write_all(b"POST /socket/longpoll HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
         .await
         .expect("write");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
-    let pid = server.child.id().to_string();
+    let pid = server.0.pid().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -414,7 +333,7 @@ async fn sigterm_exits_within_the_drain_timeout_plus_a_second_whatever_the_clien
     assert!(killed.success());
     let deadline = Duration::from_secs(2);
     loop {
-        if let Some(status) = server.child.try_wait().expect("wait") {
+        if let Some(status) = server.0.exit_status() {
             assert!(status.success(), "exit status {status}");
             break;
         }
@@ -431,7 +350,7 @@ async fn sigterm_exits_within_the_drain_timeout_plus_a_second_whatever_the_clien
 #[tokio::test]
 async fn a_keep_alive_connection_idle_after_its_response_is_closed_after_the_header_timeout() {
     let server = Server::start(&["--header-read-timeout", "1"]);
-    let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let mut tcp = TcpStream::connect(server.addr()).await.expect("connect");
     tcp.write_all(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("write");
@@ -446,29 +365,23 @@ async fn a_keep_alive_connection_idle_after_its_response_is_closed_after_the_hea
 #[tokio::test]
 async fn a_frame_nested_a_hundred_thousand_levels_deep_is_closed_1011_and_others_are_not() {
     let server = Server::start(&[]);
-    let mut calm = server.ws("vsn=2.0.0").await;
-    let mut deep = server.ws("vsn=2.0.0").await;
+    let mut calm = server.ws().await;
+    let mut deep = server.ws().await;
     let payload = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    deep.send(Message::text(format!(
-        r#"[null,"1","nowhere:x","ping",{payload}]"#
-    )))
-    .await
-    .expect("send");
-    assert_eq!(close_code(&mut deep).await, Some(CloseCode::Error));
+    deep.send_text(&format!(r#"[null,"1","nowhere:x","ping",{payload}]"#))
+        .await;
+    assert_eq!(deep.expect_close().await, Some(1011));
     heartbeat_answers(&mut calm).await;
 }
 
 #[tokio::test]
 async fn a_seven_megabyte_topic_is_refused_and_logged_in_one_short_line() {
     let server = Server::start(&[]);
-    let mut ws = server.ws("vsn=2.0.0").await;
+    let mut ws = server.ws().await;
     let topic = format!("room:{}", "t".repeat(7 * 1024 * 1024));
-    ws.send(Message::text(format!(
-        r#"["1","1","{topic}","phx_join",{{}}]"#
-    )))
-    .await
-    .expect("send");
-    let reply = text(&mut ws).await;
+    ws.send_text(&format!(r#"["1","1","{topic}","phx_join",{{}}]"#))
+        .await;
+    let reply = ws.recv_text().await;
     assert!(
         reply
             .ends_with(r#""phx_reply",{"response":{"reason":"topic too long"},"status":"error"}]"#),
@@ -476,7 +389,7 @@ async fn a_seven_megabyte_topic_is_refused_and_logged_in_one_short_line() {
         &reply[reply.len() - 100..]
     );
     heartbeat_answers(&mut ws).await;
-    let log = server.log_text();
+    let log = server.log_with("\n").await;
     assert_eq!(log.lines().count(), 1, "{log}");
     assert!(log.len() < 1024, "log of {} bytes", log.len());
 }
@@ -492,34 +405,26 @@ async fn a_display_name_over_the_metadata_setting_is_denied_and_a_short_one_in_t
         let data = serde_json::to_string(&event).expect("json string");
         format!(r#"["1","2","room:limits","mediaEvent",{{"data":{data}}}]"#)
     };
-    let mut big = server.ws("vsn=2.0.0").await;
-    big.send(Message::text(r#"["1","1","room:limits","phx_join",{}]"#))
-        .await
-        .expect("send");
-    assert_eq!(
-        text(&mut big).await,
-        r#"["1","1","room:limits","phx_reply",{"response":{},"status":"ok"}]"#
-    );
-    big.send(Message::text(join(&"B".repeat(100))))
-        .await
-        .expect("send");
+    let mut big = server.ws().await;
+    big.send_text(r#"["1","1","room:limits","phx_join",{}]"#)
+        .await;
+    big.expect_text(r#"["1","1","room:limits","phx_reply",{"response":{},"status":"ok"}]"#)
+        .await;
+    big.send_text(&join(&"B".repeat(100))).await;
     let denied = r#"{"type":"peerDenied","data":{"reason":"peer metadata too large"}}"#;
-    assert_eq!(
-        text(&mut big).await,
-        format!(
-            r#"["1",null,"room:limits","mediaEvent",{{"data":{}}}]"#,
-            serde_json::to_string(denied).unwrap()
-        )
-    );
+    big.expect_text(&format!(
+        r#"["1",null,"room:limits","mediaEvent",{{"data":{}}}]"#,
+        serde_json::to_string(denied).unwrap()
+    ))
+    .await;
 
-    let mut small = server.ws("vsn=2.0.0").await;
+    let mut small = server.ws().await;
     small
-        .send(Message::text(r#"["1","1","room:limits","phx_join",{}]"#))
-        .await
-        .expect("send");
-    text(&mut small).await;
-    small.send(Message::text(join("Ann"))).await.expect("send");
-    let accepted = text(&mut small).await;
+        .send_text(r#"["1","1","room:limits","phx_join",{}]"#)
+        .await;
+    small.recv_text().await;
+    small.send_text(&join("Ann")).await;
+    let accepted = small.recv_text().await;
     assert!(
         accepted.starts_with(
             r#"["1",null,"room:limits","mediaEvent",{"data":"{\"type\":\"peerAccepted\""#
@@ -531,12 +436,7 @@ async fn a_display_name_over_the_metadata_setting_is_denied_and_a_short_one_in_t
 #[tokio::test]
 async fn the_demo_echo_channel_is_not_on_the_production_endpoint() {
     let server = Server::start(&[]);
-    let mut ws = server.ws("vsn=2.0.0").await;
-    ws.send(Message::text(r#"["1","1","echo:x","phx_join",{}]"#))
-        .await
-        .expect("send");
-    assert_eq!(
-        text(&mut ws).await,
-        r#"[null,"1","echo:x","phx_reply",{"response":{"reason":"unmatched topic"},"status":"error"}]"#
-    );
+    let mut ws = server.ws().await;
+    ws.send_text(r#"["1","1","echo:x","phx_join",{}]"#).await;
+    ws.expect_text(r#"[null,"1","echo:x","phx_reply",{"response":{"reason":"unmatched topic"},"status":"error"}]"#).await;
 }

@@ -1,4 +1,4 @@
-//! Golden tests of every media event's exact JSON (membrane-protocol.md §2.2/§2.3, flat dialect).
+//! Golden tests of every media event's exact JSON (flat dialect, `docs/media-events.md`).
 //!
 //! Each fixture under `test/fixtures/media_events/` is the exact string that travels inside a
 //! `mediaEvent` push. Client events must parse into the expected typed value and serialize back to

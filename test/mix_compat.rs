@@ -6,9 +6,13 @@
 //! (the builds themselves are exercised by the rest of the test suite). The stubs are the only
 //! programs on PATH besides `dirname` and `cat`, so a real cargo or npm can never be reached.
 
+mod kit;
+
+use kit::server::{start_server, test_config};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use videoroom::config::Config;
 
 const SHIM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/mix-compat/mix");
 
@@ -101,6 +105,20 @@ impl World {
             .collect()
     }
 
+    /// The recorded `cargo fetch` of the project, run from the base folder.
+    fn cargo_fetch(&self) -> String {
+        let root = self.root().display().to_string();
+        format!(
+            "cargo|{}|fetch --manifest-path {root}/Cargo.toml",
+            self.base.display()
+        )
+    }
+
+    /// The recorded `npm ci` in the project's `assets/`.
+    fn npm_ci(&self) -> String {
+        format!("npm|{}/assets|ci", self.root().display())
+    }
+
     /// The recorded calls without the environment part.
     fn commands(&self) -> Vec<String> {
         self.calls()
@@ -137,11 +155,8 @@ fn mix_setup_fetches_crates_installs_the_client_packages_and_builds_the_release(
     assert_eq!(
         world.commands(),
         vec![
-            format!(
-                "cargo|{}|fetch --manifest-path {root}/Cargo.toml",
-                world.base.display()
-            ),
-            format!("npm|{root}/assets|ci"),
+            world.cargo_fetch(),
+            world.npm_ci(),
             format!(
                 "cargo|{}|build --manifest-path {root}/Cargo.toml --release",
                 world.base.display()
@@ -170,17 +185,7 @@ fn mix_deps_get_fetches_crates_and_the_client_packages() {
     let world = World::new(true);
     let output = world.mix(&world.base, &["deps.get"], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let root = world.root().display().to_string();
-    assert_eq!(
-        world.commands(),
-        vec![
-            format!(
-                "cargo|{}|fetch --manifest-path {root}/Cargo.toml",
-                world.base.display()
-            ),
-            format!("npm|{root}/assets|ci"),
-        ]
-    );
+    assert_eq!(world.commands(), vec![world.cargo_fetch(), world.npm_ci()]);
 }
 
 #[test]
@@ -363,7 +368,6 @@ fn by_default_the_shim_drives_the_project_it_lives_in() {
 /// (`phx.digest` adds digested copies and a manifest next to the plain names).
 #[tokio::test]
 async fn an_elixir_checkouts_priv_static_is_served_by_the_rust_server() {
-    use videoroom::web::{self, WebConfig};
     let world = World::new(true);
     let static_dir = world.checkout().join("priv/static");
     let files: &[(&str, &[u8], &str)] = &[
@@ -393,45 +397,29 @@ async fn an_elixir_checkouts_priv_static_is_served_by_the_rust_server() {
     }
     std::fs::write(static_dir.join("cache_manifest.json"), b"{}").unwrap();
 
-    let routes = web::routes(&WebConfig {
+    let server = start_server(Config {
         static_dir: Some(static_dir),
-        ..WebConfig::default()
+        ..test_config()
     })
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(web::serve(routes, listener, None, async {
-        let _ = stopped.await;
-    }));
-    let client = reqwest::Client::new();
+    .await;
     for (path, body, content_type) in files {
-        let response = client
-            .get(format!("http://{addr}/{path}"))
-            .send()
-            .await
-            .unwrap();
+        let response = reqwest::get(server.url(&format!("/{path}"))).await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
         assert_eq!(response.headers()["content-type"], *content_type, "{path}");
         assert_eq!(response.bytes().await.unwrap().as_ref(), *body, "{path}");
     }
     // Files outside the Plug.Static allow-list stay private, as with Phoenix.
-    let response = client
-        .get(format!("http://{addr}/cache_manifest.json"))
-        .send()
+    let response = reqwest::get(server.url("/cache_manifest.json"))
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
     // The room page loads the Elixir bundle from the usual place.
-    let page = client
-        .get(format!("http://{addr}/room/lobby?display_name=x"))
-        .send()
+    let page = reqwest::get(server.url("/room/lobby?display_name=x"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
     assert!(page.contains(r#"src="/assets/js/app.js""#));
-    let _ = stop.send(());
-    server.await.unwrap();
+    server.stop().await;
 }

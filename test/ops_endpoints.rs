@@ -2,7 +2,7 @@
 //! gauges that follow peers in and out of a room, `/healthz` and `/readyz` while serving, and
 //! `/readyz` answering 503 during a drain while the listener still answers.
 
-mod room_common;
+mod kit;
 #[allow(dead_code)]
 #[path = "kit/server_process.rs"]
 mod server_process;
@@ -10,7 +10,7 @@ mod server_process;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use room_common::Client;
+use kit::phoenix::Client;
 use server_process::{ServerProcess, sample};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_videoroom");

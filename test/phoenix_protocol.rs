@@ -1,240 +1,173 @@
-//! Phoenix wire conformance over real WebSockets: cases 1–33 and 53 of §10 of
-//! `phoenix-protocol.md` (34–35 are unit tests in `src/phoenix/serializer_tests.rs`; LongPoll
-//! cases 36–52 are in `phoenix_longpoll.rs`). Channel cases run for V1 and V2.
+//! Phoenix wire conformance over real WebSockets against the conformance fixture: the
+//! handshake, heartbeats and the idle timeout, join / event / leave, join refs, limits, binary
+//! frames, presence, drain and back-pressure (`docs/phoenix-protocol.md`). Channel behaviour is
+//! tested for V1 and V2 (`mod <test> { v1, v2 }`); frames are literal, in the V2 notation the
+//! kit client translates for V1. LongPoll is in `phoenix_longpoll.rs`, the serializers' byte
+//! layouts in `src/phoenix/serializer_tests.rs`.
 
-mod common;
+#[macro_use]
+mod kit;
 
-use common::{Received, Vsn, WsClient, connect, start_fixture, try_connect};
+use kit::phoenix::{Client, Received, Vsn, connect, try_connect};
+use kit::{Fixture, start_fixture, start_fixture_with_idle_timeout};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// Runs an async test body once per serializer version.
-macro_rules! for_both_vsn {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn v1() {
-                super::$name(super::Vsn::V1).await
-            }
-            #[tokio::test]
-            async fn v2() {
-                super::$name(super::Vsn::V2).await
-            }
-        }
-    };
+/// A fresh fixture and a client of `path` on it (keep the fixture: dropping it stops it).
+async fn fixture_client(path: &str, vsn: Vsn) -> (Fixture, Client) {
+    let s = start_fixture().await;
+    let c = connect(s.addr, path, vsn).await;
+    (s, c)
 }
 
-fn ok_reply() -> Value {
-    json!({"status": "ok", "response": {}})
-}
-
-fn unmatched() -> Value {
-    json!({"status": "error", "response": {"reason": "unmatched topic"}})
-}
-
-/// Joins a RoomChannel topic and consumes the `user_entered` / `joined` frames after the reply.
-async fn join_room(c: &mut WsClient, topic: &str, jr: &str, r: &str) {
-    let v = c.vsn;
-    c.push(json!(jr), json!(r), topic, "phx_join", json!({}))
+/// Joins a fixture `room:*` topic: the reply, then (in either order) the channel's broadcast
+/// `user_entered` and its push `joined` carrying the socket's `user_id`.
+async fn join_room_as(c: &mut Client, topic: &str, jr: &str, r: &str, user_id: Value) {
+    c.send(json!([jr, r, topic, "phx_join", {}])).await;
+    c.expect(json!([jr, r, topic, "phx_reply", {"status": "ok", "response": {}}]))
         .await;
-    assert_eq!(
-        c.recv_json().await,
-        v.expect(json!(jr), json!(r), topic, "phx_reply", ok_reply())
-    );
-    let rest = c.recv_n(2).await;
-    assert!(
-        rest.contains(&v.expect(
-            Value::Null,
-            Value::Null,
-            topic,
-            "user_entered",
-            json!({"user": null})
-        )),
-        "{rest:?}"
-    );
-    let joined = rest
-        .iter()
-        .find(|f| f[3] == "joined")
-        .unwrap_or_else(|| panic!("no joined push: {rest:?}"));
-    let want = v.expect(json!(jr), Value::Null, topic, "joined", Value::Null);
-    assert_eq!(
-        joined.as_array().unwrap()[..4],
-        want.as_array().unwrap()[..4],
-        "{rest:?}"
-    );
-    assert_eq!(joined[4]["status"], "connected");
-}
-
-// ---- 10.1 Handshake -------------------------------------------------------------------------
-
-#[tokio::test]
-async fn case01_upgrade_succeeds_with_an_allowed_origin_and_without_origin() {
-    let s = start_fixture().await;
-    assert!(
-        try_connect(
-            s.addr,
-            "/ws/websocket",
-            Some(Vsn::V2),
-            &[("origin", "https://example.com")]
-        )
-        .await
-        .is_ok()
-    );
-    assert!(
-        try_connect(s.addr, "/ws/websocket", Some(Vsn::V2), &[])
-            .await
-            .is_ok()
-    );
-}
-
-#[tokio::test]
-async fn case02_a_socket_mounted_at_several_segments_serves_joins() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/admin/websocket", Vsn::V2).await;
-    c.push(
-        json!("11"),
-        json!("1"),
-        "room:admin-lobby1",
-        "phx_join",
-        json!({}),
-    )
+    c.expect_unordered([
+        json!([null, null, topic, "user_entered", {"user": null}]),
+        json!([jr, null, topic, "joined", {"status": "connected", "user_id": user_id}]),
+    ])
     .await;
+}
+
+/// [`join_room_as`] for a socket connected without `user_id`.
+async fn join_room(c: &mut Client, topic: &str, jr: &str, r: &str) {
+    join_room_as(c, topic, jr, r, Value::Null).await;
+}
+
+/// Joins a topic whose channel replies `{}` and pushes nothing (`echo:*`, or a presence join).
+async fn join_ok(c: &mut Client, topic: &str, r: &str, payload: Value) {
+    c.send(json!([r, r, topic, "phx_join", payload])).await;
+    c.expect(json!([r, r, topic, "phx_reply", {"status": "ok", "response": {}}]))
+        .await;
+}
+
+/// Asks the fixture's `whoami` (ref `r`) on joined `topic` and expects the connect `params`
+/// and `auth_token` it saw.
+async fn expect_whoami(
+    c: &mut Client,
+    topic: &str,
+    jr: &str,
+    r: &str,
+    params: Value,
+    token: Value,
+) {
+    c.send(json!([jr, r, topic, "whoami", {}])).await;
+    c.expect(json!([jr, r, topic, "phx_reply", {"status": "ok", "response": {"params": params, "auth_token": token}}]))
+        .await;
+}
+
+/// The HTTP status refusing an upgrade of `path` (None: the upgrade succeeded).
+async fn refusal(path: &str, vsn: Option<Vsn>, headers: &[(&str, &str)]) -> Option<u16> {
+    let s = start_fixture().await;
+    try_connect(s.addr, path, vsn, headers).await.err()
+}
+
+// ---- Handshake --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_upgrade_succeeds_with_an_allowed_origin_and_without_origin() {
+    let allowed = [("origin", "https://example.com")];
     assert_eq!(
-        c.recv_json().await,
-        json!(["11", "1", "room:admin-lobby1", "phx_reply", ok_reply()])
+        refusal("/ws/websocket", Some(Vsn::V2), &allowed).await,
+        None
     );
+    assert_eq!(refusal("/ws/websocket", Some(Vsn::V2), &[]).await, None);
 }
 
 #[tokio::test]
-async fn case03_a_foreign_origin_is_refused_with_403() {
-    let s = start_fixture().await;
-    let r = try_connect(
-        s.addr,
-        "/ws/websocket",
-        Some(Vsn::V2),
-        &[("origin", "http://notallowed.com")],
-    )
-    .await;
-    assert_eq!(r.err(), Some(403));
+async fn a_socket_mounted_at_several_segments_serves_joins() {
+    let (_s, mut c) = fixture_client("/ws/admin/websocket", Vsn::V2).await;
+    c.send(r#"["11","1","room:admin-lobby1","phx_join",{}]"#)
+        .await;
+    c.expect(r#"["11","1","room:admin-lobby1","phx_reply",{"status":"ok","response":{}}]"#)
+        .await;
 }
 
 #[tokio::test]
-async fn case04_a_refused_connect_is_403() {
-    let s = start_fixture().await;
+async fn a_foreign_origin_is_refused_with_403() {
+    let foreign = [("origin", "http://notallowed.com")];
     assert_eq!(
-        try_connect(s.addr, "/ws/websocket?reject=true", Some(Vsn::V2), &[])
-            .await
-            .err(),
+        refusal("/ws/websocket", Some(Vsn::V2), &foreign).await,
         Some(403)
     );
 }
 
 #[tokio::test]
-async fn case05_a_custom_connect_error_uses_the_handlers_status() {
-    let s = start_fixture().await;
-    assert_eq!(
-        try_connect(s.addr, "/ws/websocket?ratelimit=true", Some(Vsn::V2), &[])
-            .await
-            .err(),
-        Some(429)
-    );
+async fn a_refused_connect_is_403() {
+    let path = "/ws/websocket?reject=true";
+    assert_eq!(refusal(path, Some(Vsn::V2), &[]).await, Some(403));
 }
 
 #[tokio::test]
-async fn case06_a_vsn_matching_no_serializer_is_403() {
-    let s = start_fixture().await;
-    assert_eq!(
-        try_connect(s.addr, "/ws/websocket?vsn=123.1.1", None, &[])
-            .await
-            .err(),
-        Some(403)
-    );
-    assert_eq!(
-        try_connect(s.addr, "/ws/websocket?vsn=2.1.0", None, &[])
-            .await
-            .err(),
-        Some(403)
-    );
+async fn a_custom_connect_error_uses_the_handlers_status() {
+    let path = "/ws/websocket?ratelimit=true";
+    assert_eq!(refusal(path, Some(Vsn::V2), &[]).await, Some(429));
 }
 
 #[tokio::test]
-async fn case07_an_invalid_or_non_string_vsn_is_403() {
-    let s = start_fixture().await;
-    assert_eq!(
-        try_connect(s.addr, "/ws/websocket?vsn=abc", None, &[])
-            .await
-            .err(),
-        Some(403)
-    );
-    assert_eq!(
-        try_connect(s.addr, "/ws/websocket?vsn%5B%5D=2.0.0", None, &[])
-            .await
-            .err(),
-        Some(403)
-    );
+async fn a_vsn_matching_no_serializer_is_403() {
+    for path in ["/ws/websocket?vsn=123.1.1", "/ws/websocket?vsn=2.1.0"] {
+        assert_eq!(refusal(path, None, &[]).await, Some(403), "{path}");
+    }
 }
 
 #[tokio::test]
-async fn case08_without_vsn_the_v1_serializer_is_used() {
+async fn an_invalid_or_non_string_vsn_is_403() {
+    for path in ["/ws/websocket?vsn=abc", "/ws/websocket?vsn%5B%5D=2.0.0"] {
+        assert_eq!(refusal(path, None, &[]).await, Some(403), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn without_vsn_the_v1_serializer_is_used() {
     let s = start_fixture().await;
     let (mut c, _) = try_connect(s.addr, "/ws/websocket", None, &[])
         .await
         .expect("upgrade");
     c.send_text(r#"{"topic":"room:x","event":"phx_join","payload":{},"ref":"1","join_ref":"11"}"#)
         .await;
-    // `recv_json` (V1 mode) asserts the object has exactly topic/event/payload/ref.
-    assert_eq!(
-        c.recv_json().await,
-        json!([null, "1", "room:x", "phx_reply", ok_reply()])
-    );
+    // The V1 client checks the answer is an object of exactly topic/event/payload/ref.
+    c.expect(r#"[null,"1","room:x","phx_reply",{"status":"ok","response":{}}]"#)
+        .await;
 }
 
 #[tokio::test]
-async fn case09_requests_that_are_not_upgrades_get_400() {
+async fn requests_that_are_not_upgrades_get_400() {
     let s = start_fixture().await;
     let http = reqwest::Client::new();
-    let get = http
-        .get(s.http("/ws/websocket?vsn=2.0.0"))
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(get.status(), 400);
-    let post = http
-        .post(s.http("/ws/websocket?vsn=2.0.0"))
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(post.status(), 400);
+    let url = s.http("/ws/websocket?vsn=2.0.0");
+    for request in [http.get(&url), http.post(&url)] {
+        assert_eq!(request.send().await.expect("request").status(), 400);
+    }
 }
 
 #[tokio::test]
-async fn case10_configured_subprotocols_are_selected_or_refused() {
+async fn configured_subprotocols_are_selected_or_refused() {
     let s = start_fixture().await;
+    let path = "/ws/sip/websocket";
     let (_, proto) = try_connect(
         s.addr,
-        "/ws/sip/websocket",
+        path,
         Some(Vsn::V2),
         &[("sec-websocket-protocol", "sip")],
     )
     .await
     .expect("sip");
     assert_eq!(proto.as_deref(), Some("sip"));
-    let (_, proto) = try_connect(s.addr, "/ws/sip/websocket", Some(Vsn::V2), &[])
+    let (_, proto) = try_connect(s.addr, path, Some(Vsn::V2), &[])
         .await
         .expect("none");
     assert_eq!(proto, None);
-    let refused = try_connect(
-        s.addr,
-        "/ws/sip/websocket",
-        Some(Vsn::V2),
-        &[("sec-websocket-protocol", "mqtt")],
-    )
-    .await;
-    assert_eq!(refused.err(), Some(403));
+    let mqtt = [("sec-websocket-protocol", "mqtt")];
+    assert_eq!(refusal(path, Some(Vsn::V2), &mqtt).await, Some(403));
 }
 
 #[tokio::test]
-async fn case11_the_auth_token_subprotocol_is_answered_with_phoenix_and_reaches_connect() {
+async fn the_auth_token_subprotocol_is_answered_with_phoenix_and_reaches_connect() {
     let s = start_fixture().await;
     let offer = [(
         "sec-websocket-protocol",
@@ -245,53 +178,51 @@ async fn case11_the_auth_token_subprotocol_is_answered_with_phoenix_and_reaches_
         .expect("upgrade");
     assert_eq!(proto.as_deref(), Some("phoenix"));
     join_room(&mut c, "room:token", "1", "1").await;
-    c.push(json!("1"), json!("2"), "room:token", "whoami", json!({}))
-        .await;
-    let reply = c.recv_json().await;
-    assert_eq!(reply[4]["response"]["auth_token"], "secret");
+    let params = json!({"vsn": "2.0.0"});
+    expect_whoami(&mut c, "room:token", "1", "2", params, json!("secret")).await;
 }
 
 #[tokio::test]
-async fn case12_query_params_nested_params_and_path_vars_reach_connect() {
+async fn query_params_nested_params_and_path_vars_reach_connect() {
     let s = start_fixture().await;
-    async fn params_of(addr: std::net::SocketAddr, path: &str) -> Value {
-        let mut c = connect(addr, path, Vsn::V2).await;
-        join_room(&mut c, "room:params", "1", "1").await;
-        c.push(json!("1"), json!("2"), "room:params", "whoami", json!({}))
-            .await;
-        c.recv_json().await[4]["response"]["params"].clone()
+    for (path, user_id, params) in [
+        (
+            "/ws/websocket?user_id=1001",
+            json!("1001"),
+            json!({"user_id": "1001", "vsn": "2.0.0"}),
+        ),
+        (
+            "/ws/websocket?user%5Bid%5D=7",
+            Value::Null,
+            json!({"user": {"id": "7"}, "vsn": "2.0.0"}),
+        ),
+        (
+            "/custom/var1/websocket",
+            Value::Null,
+            json!({"socket_var": "var1", "vsn": "2.0.0"}),
+        ),
+    ] {
+        let mut c = connect(s.addr, path, Vsn::V2).await;
+        join_room_as(&mut c, "room:params", "1", "1", user_id).await;
+        expect_whoami(&mut c, "room:params", "1", "2", params, Value::Null).await;
     }
-    assert_eq!(
-        params_of(s.addr, "/ws/websocket?user_id=1001").await,
-        json!({"user_id": "1001", "vsn": "2.0.0"})
-    );
-    assert_eq!(
-        params_of(s.addr, "/ws/websocket?user%5Bid%5D=7").await,
-        json!({"user": {"id": "7"}, "vsn": "2.0.0"})
-    );
-    assert_eq!(
-        params_of(s.addr, "/custom/var1/websocket").await,
-        json!({"socket_var": "var1", "vsn": "2.0.0"})
-    );
 }
 
-// ---- 10.2 Heartbeat and idle timeout --------------------------------------------------------
+// ---- Heartbeat and idle timeout ---------------------------------------------------------------
 
-async fn case13_heartbeats_are_answered(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
+async fn heartbeats_are_answered(vsn: Vsn) {
+    let (_s, mut c) = fixture_client("/ws/websocket", vsn).await;
     c.heartbeat("1").await;
 }
-for_both_vsn!(case13_heartbeats_are_answered);
+for_both_vsn!(heartbeats_are_answered);
 
 #[tokio::test]
-async fn case14_a_quiet_client_is_closed_with_1001_after_the_idle_timeout() {
-    let s = start_fixture().await;
+async fn a_quiet_client_is_closed_with_1001_after_the_idle_timeout() {
+    let s = start_fixture_with_idle_timeout(Duration::from_millis(200)).await;
     let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
     c.heartbeat("1").await;
     let started = tokio::time::Instant::now();
-    let code = c.expect_close().await;
-    assert_eq!(code, Some(1001));
+    assert_eq!(c.expect_close().await, Some(1001));
     assert!(
         started.elapsed() < Duration::from_millis(1000),
         "closed after {:?}",
@@ -299,314 +230,117 @@ async fn case14_a_quiet_client_is_closed_with_1001_after_the_idle_timeout() {
     );
 }
 
-async fn case15_heartbeats_work_before_and_during_joins_without_touching_channels(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
+async fn heartbeats_work_before_and_during_joins_without_touching_channels(vsn: Vsn) {
+    let (_s, mut c) = fixture_client("/ws/websocket", vsn).await;
     c.heartbeat("1").await;
     join_room(&mut c, "room:hb", "2", "2").await;
     c.heartbeat("3").await;
-    c.push(json!("2"), json!("4"), "room:hb", "whoami", json!({}))
-        .await;
-    assert_eq!(c.recv_json().await[1], json!("4"));
+    let params = json!({"vsn": vsn.query()});
+    expect_whoami(&mut c, "room:hb", "2", "4", params, Value::Null).await;
 }
-for_both_vsn!(case15_heartbeats_work_before_and_during_joins_without_touching_channels);
+for_both_vsn!(heartbeats_work_before_and_during_joins_without_touching_channels);
 
-// ---- 10.3 Join / event / leave --------------------------------------------------------------
+// ---- Join / event / leave ---------------------------------------------------------------------
 
-async fn case16_to_20_join_event_leave_and_events_after_leave(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
-    // 16
+async fn join_event_leave_and_events_after_leave(vsn: Vsn) {
+    let (s, mut c) = fixture_client("/ws/websocket", vsn).await;
     join_room(&mut c, "room:lobby", "11", "1").await;
-    // 17
-    c.push(
-        json!("11"),
-        json!("2"),
-        "room:lobby",
-        "new_msg",
-        json!({"body": "hi!"}),
-    )
-    .await;
-    let got = c.recv_n(2).await;
-    assert!(
-        got.contains(&vsn.expect(
-            json!("11"),
-            json!("2"),
-            "room:lobby",
-            "phx_reply",
-            ok_reply()
-        )),
-        "{got:?}"
-    );
-    let pushed = vsn.expect(
-        json!("11"),
-        Value::Null,
-        "room:lobby",
-        "new_msg",
-        json!({"body": "hi!", "transport": ":websocket"}),
-    );
-    assert!(got.contains(&pushed), "{got:?}");
-    // 18
-    c.push(
-        json!("11"),
-        json!("3"),
-        "room:lobby",
-        "phx_leave",
-        json!({}),
-    )
-    .await;
-    assert_eq!(
-        c.recv_json().await,
-        vsn.expect(
-            json!("11"),
-            json!("3"),
-            "room:lobby",
-            "phx_reply",
-            ok_reply()
-        )
-    );
-    assert_eq!(
-        c.recv_json().await,
-        vsn.expect(
-            json!("11"),
-            json!("11"),
-            "room:lobby",
-            "phx_close",
-            json!({})
-        )
-    );
-    assert_eq!(
-        c.recv_json().await,
-        vsn.expect(
-            json!("11"),
-            Value::Null,
-            "room:lobby",
-            "you_left",
-            json!({"message": "bye!"})
-        )
-    );
-    assert!(s.wait_unsubscribed("room:lobby").await, "channel gone");
-    // 19
-    c.push(
-        json!("11"),
-        json!("4"),
-        "room:lobby",
-        "new_msg",
-        json!({"body": "Should ignore"}),
-    )
-    .await;
-    assert_eq!(
-        c.recv_json().await,
-        vsn.expect(
-            Value::Null,
-            json!("4"),
-            "room:lobby",
-            "phx_reply",
-            unmatched()
-        )
-    );
-    // 20
-    c.push(
-        json!("12"),
-        json!("5"),
-        "room:never",
-        "new_msg",
-        json!({"body": "x"}),
-    )
-    .await;
-    assert_eq!(
-        c.recv_json().await,
-        vsn.expect(
-            Value::Null,
-            json!("5"),
-            "room:never",
-            "phx_reply",
-            unmatched()
-        )
-    );
-    c.expect_silence().await;
-}
-for_both_vsn!(case16_to_20_join_event_leave_and_events_after_leave);
-
-async fn case21_joining_an_unrouted_topic_replies_unmatched_with_null_join_ref(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
-    c.push(
-        json!("11"),
-        json!("1"),
-        "unmatched-topic",
-        "phx_join",
-        json!({}),
-    )
-    .await;
-    let got = c.recv_json().await;
-    assert_eq!(
-        got,
-        vsn.expect(
-            Value::Null,
-            json!("1"),
-            "unmatched-topic",
-            "phx_reply",
-            unmatched()
-        )
-    );
-    assert_eq!(got[0], Value::Null);
-}
-for_both_vsn!(case21_joining_an_unrouted_topic_replies_unmatched_with_null_join_ref);
-
-async fn case22_leaving_an_unjoined_topic_replies_ok_without_close(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
-    c.push(json!("5"), json!("6"), "room:nope", "phx_leave", json!({}))
+    c.send(r#"["11","2","room:lobby","new_msg",{"body":"hi!"}]"#)
         .await;
-    assert_eq!(
-        c.recv_json().await,
-        vsn.expect(json!("5"), json!("6"), "room:nope", "phx_reply", ok_reply())
-    );
+    c.expect_unordered([
+        r#"["11","2","room:lobby","phx_reply",{"status":"ok","response":{}}]"#,
+        r#"["11",null,"room:lobby","new_msg",{"body":"hi!","transport":":websocket"}]"#,
+    ])
+    .await;
+    c.send(r#"["11","3","room:lobby","phx_leave",{}]"#).await;
+    c.expect(r#"["11","3","room:lobby","phx_reply",{"status":"ok","response":{}}]"#)
+        .await;
+    c.expect(r#"["11","11","room:lobby","phx_close",{}]"#).await;
+    c.expect(r#"["11",null,"room:lobby","you_left",{"message":"bye!"}]"#)
+        .await;
+    assert!(s.wait_unsubscribed("room:lobby").await, "channel gone");
+    // After the leave, and on a topic never joined: unmatched, with a null join_ref.
+    c.send(r#"["11","4","room:lobby","new_msg",{"body":"Should ignore"}]"#)
+        .await;
+    c.expect(r#"[null,"4","room:lobby","phx_reply",{"status":"error","response":{"reason":"unmatched topic"}}]"#)
+        .await;
+    c.send(r#"["12","5","room:never","new_msg",{"body":"x"}]"#)
+        .await;
+    c.expect(r#"[null,"5","room:never","phx_reply",{"status":"error","response":{"reason":"unmatched topic"}}]"#)
+        .await;
     c.expect_silence().await;
 }
-for_both_vsn!(case22_leaving_an_unjoined_topic_replies_ok_without_close);
+for_both_vsn!(join_event_leave_and_events_after_leave);
 
-async fn case23_a_crashing_channel_gets_phx_error_and_the_socket_survives(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
+async fn joining_an_unrouted_topic_replies_unmatched_with_null_join_ref(vsn: Vsn) {
+    let (_s, mut c) = fixture_client("/ws/websocket", vsn).await;
+    c.send(r#"["11","1","unmatched-topic","phx_join",{}]"#)
+        .await;
+    c.expect(r#"[null,"1","unmatched-topic","phx_reply",{"status":"error","response":{"reason":"unmatched topic"}}]"#)
+        .await;
+}
+for_both_vsn!(joining_an_unrouted_topic_replies_unmatched_with_null_join_ref);
+
+async fn leaving_an_unjoined_topic_replies_ok_without_close(vsn: Vsn) {
+    let (_s, mut c) = fixture_client("/ws/websocket", vsn).await;
+    c.send(r#"["5","6","room:nope","phx_leave",{}]"#).await;
+    c.expect(r#"["5","6","room:nope","phx_reply",{"status":"ok","response":{}}]"#)
+        .await;
+    c.expect_silence().await;
+}
+for_both_vsn!(leaving_an_unjoined_topic_replies_ok_without_close);
+
+async fn a_crashing_channel_gets_phx_error_and_the_socket_survives(vsn: Vsn) {
+    let (_s, mut c) = fixture_client("/ws/websocket", vsn).await;
     join_room(&mut c, "room:lobby", "11", "1").await;
     join_room(&mut c, "room:other", "12", "2").await;
-    c.push(json!("11"), json!("3"), "room:lobby", "boom", json!({}))
+    c.send(r#"["11","3","room:lobby","boom",{}]"#).await;
+    c.expect(r#"["11","11","room:lobby","phx_error",{"reason":"channel_crash"}]"#)
         .await;
-    assert_eq!(
-        c.recv_json().await,
-        vsn.expect(
-            json!("11"),
-            json!("11"),
-            "room:lobby",
-            "phx_error",
-            json!({"reason": "channel_crash"})
-        )
-    );
     // terminate's push may follow; never a reply to ref "3".
-    while let Some(Received::Json(f)) = c.recv_within(common::QUIET).await {
+    for f in c.recv_until_quiet().await {
         assert_ne!(f[3], "phx_reply", "no reply to the crashing message: {f}");
     }
-    c.push(json!("12"), json!("4"), "room:other", "whoami", json!({}))
-        .await;
-    assert_eq!(c.recv_json().await[1], json!("4"));
+    let params = json!({"vsn": vsn.query()});
+    expect_whoami(&mut c, "room:other", "12", "4", params, Value::Null).await;
     c.heartbeat("5").await;
 }
-for_both_vsn!(case23_a_crashing_channel_gets_phx_error_and_the_socket_survives);
+for_both_vsn!(a_crashing_channel_gets_phx_error_and_the_socket_survives);
 
-async fn case24_join_errors_crashes_successes_and_server_closes(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
-    c.push(
-        json!("11"),
-        json!("1"),
-        "custom:ignore",
-        "phx_join",
-        json!({"action": "ignore"}),
-    )
-    .await;
-    assert_eq!(
-        c.recv_json().await,
-        vsn.expect(
-            json!("11"),
-            json!("1"),
-            "custom:ignore",
-            "phx_reply",
-            json!({"status": "error", "response": {"action": "ignore"}})
-        )
-    );
-    c.push(
-        json!("12"),
-        json!("2"),
-        "custom:error",
-        "phx_join",
-        json!({"action": "error"}),
-    )
-    .await;
-    assert_eq!(
-        c.recv_json().await,
-        vsn.expect(
-            json!("12"),
-            json!("2"),
-            "custom:error",
-            "phx_reply",
-            json!({"status": "error", "response": {"reason": "join crashed"}})
-        )
-    );
-    c.push(
-        json!("13"),
-        json!("3"),
-        "custom:ok",
-        "phx_join",
-        json!({"action": "ok"}),
-    )
-    .await;
-    assert_eq!(
-        c.recv_json().await,
-        vsn.expect(
-            json!("13"),
-            json!("3"),
-            "custom:ok",
-            "phx_reply",
-            json!({"status": "ok", "response": {"action": "ok"}})
-        )
-    );
-    c.push(
-        json!("13"),
-        json!("4"),
-        "custom:ok",
-        "close",
-        json!({"body": "bye!"}),
-    )
-    .await;
-    assert_eq!(
-        c.recv_json().await,
-        vsn.expect(
-            json!("13"),
-            json!("13"),
-            "custom:ok",
-            "phx_close",
-            json!({})
-        )
-    );
-}
-for_both_vsn!(case24_join_errors_crashes_successes_and_server_closes);
-
-async fn case25_a_duplicate_join_replies_first_then_closes_the_old_instance(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
-    join_room(&mut c, "room:joiner", "11", "1").await;
-    c.push(
-        json!("12"),
-        json!("2"),
-        "room:joiner",
-        "phx_join",
-        json!({}),
-    )
-    .await;
-    let mut frames = Vec::new();
-    while let Some(Received::Json(f)) = c.recv_within(common::QUIET).await {
-        frames.push(f);
+async fn join_errors_crashes_successes_and_server_closes(vsn: Vsn) {
+    let (_s, mut c) = fixture_client("/ws/websocket", vsn).await;
+    for (sent, answer) in [
+        (
+            r#"["11","1","custom:ignore","phx_join",{"action":"ignore"}]"#,
+            r#"["11","1","custom:ignore","phx_reply",{"status":"error","response":{"action":"ignore"}}]"#,
+        ),
+        (
+            r#"["12","2","custom:error","phx_join",{"action":"error"}]"#,
+            r#"["12","2","custom:error","phx_reply",{"status":"error","response":{"reason":"join crashed"}}]"#,
+        ),
+        (
+            r#"["13","3","custom:ok","phx_join",{"action":"ok"}]"#,
+            r#"["13","3","custom:ok","phx_reply",{"status":"ok","response":{"action":"ok"}}]"#,
+        ),
+        (
+            r#"["13","4","custom:ok","close",{"body":"bye!"}]"#,
+            r#"["13","13","custom:ok","phx_close",{}]"#,
+        ),
+    ] {
+        c.send(sent).await;
+        c.expect(answer).await;
     }
-    let reply = frames.iter().position(|f| {
-        *f == vsn.expect(
-            json!("12"),
-            json!("2"),
-            "room:joiner",
-            "phx_reply",
-            ok_reply(),
-        )
-    });
-    let close = frames.iter().position(|f| {
-        *f == vsn.expect(
-            json!("11"),
-            json!("11"),
-            "room:joiner",
-            "phx_close",
-            json!({}),
-        )
-    });
+}
+for_both_vsn!(join_errors_crashes_successes_and_server_closes);
+
+async fn a_duplicate_join_replies_first_then_closes_the_old_instance(vsn: Vsn) {
+    let (s, mut c) = fixture_client("/ws/websocket", vsn).await;
+    join_room(&mut c, "room:joiner", "11", "1").await;
+    c.send(r#"["12","2","room:joiner","phx_join",{}]"#).await;
+    let frames = c.recv_until_quiet().await;
+    let position = |frame: &str| frames.iter().position(|f| *f == vsn.expected(frame));
+    let reply = position(r#"["12","2","room:joiner","phx_reply",{"status":"ok","response":{}}]"#);
+    let close = position(r#"["11","11","room:joiner","phx_close",{}]"#);
     assert!(
         reply.is_some() && close.is_some() && reply < close,
         "{frames:?}"
@@ -617,143 +351,70 @@ async fn case25_a_duplicate_join_replies_first_then_closes_the_old_instance(vsn:
         "exactly one channel instance remains"
     );
 }
-for_both_vsn!(case25_a_duplicate_join_replies_first_then_closes_the_old_instance);
+for_both_vsn!(a_duplicate_join_replies_first_then_closes_the_old_instance);
 
 #[tokio::test]
-async fn case26_the_101st_join_is_refused() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
+async fn the_101st_join_is_refused() {
+    let (_s, mut c) = fixture_client("/ws/websocket", Vsn::V2).await;
     for i in 1..=100 {
-        join_room(
-            &mut c,
-            &format!("room:limit-{i}"),
-            &(10 + i).to_string(),
-            &i.to_string(),
-        )
-        .await;
+        let (topic, jr, r) = (
+            format!("room:limit-{i}"),
+            (10 + i).to_string(),
+            i.to_string(),
+        );
+        join_room(&mut c, &topic, &jr, &r).await;
     }
-    c.push(
-        json!("111"),
-        json!("101"),
-        "room:limit-101",
-        "phx_join",
-        json!({}),
-    )
-    .await;
-    assert_eq!(
-        c.recv_json().await,
-        json!(["111", "101", "room:limit-101", "phx_reply", {"status": "error", "response": {"reason": "too many channels joined"}}])
-    );
-}
-
-#[tokio::test]
-async fn case27_a_configured_channel_limit_is_enforced() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/limited/websocket", Vsn::V2).await;
-    join_room(&mut c, "room:a", "1", "1").await;
-    c.push(json!("2"), json!("2"), "room:b", "phx_join", json!({}))
+    c.send(r#"["111","101","room:limit-101","phx_join",{}]"#)
         .await;
-    assert_eq!(
-        c.recv_json().await,
-        json!(["2", "2", "room:b", "phx_reply", {"status": "error", "response": {"reason": "too many channels joined"}}])
-    );
+    c.expect(r#"["111","101","room:limit-101","phx_reply",{"status":"error","response":{"reason":"too many channels joined"}}]"#)
+        .await;
 }
-
-async fn case28_stale_join_refs_are_dropped_and_null_join_refs_processed(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
-    join_room(&mut c, "room:lobby", "11", "1").await;
-    c.push(
-        json!("99"),
-        json!("5"),
-        "room:lobby",
-        "new_msg",
-        json!({"body": "x"}),
-    )
-    .await;
-    c.expect_silence().await;
-    c.push(
-        Value::Null,
-        json!("6"),
-        "room:lobby",
-        "new_msg",
-        json!({"body": "y"}),
-    )
-    .await;
-    let got = c.recv_n(2).await;
-    assert!(
-        got.contains(&vsn.expect(
-            json!("11"),
-            json!("6"),
-            "room:lobby",
-            "phx_reply",
-            ok_reply()
-        )),
-        "{got:?}"
-    );
-}
-for_both_vsn!(case28_stale_join_refs_are_dropped_and_null_join_refs_processed);
-
-async fn case29_stale_leaves_are_ignored_and_null_join_ref_leaves_accepted(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", vsn).await;
-    join_room(&mut c, "room:lobby", "11", "1").await;
-    c.push(
-        json!("stale"),
-        json!("stale"),
-        "room:lobby",
-        "phx_leave",
-        json!({}),
-    )
-    .await;
-    c.expect_silence().await;
-    c.push(
-        Value::Null,
-        json!("2"),
-        "room:lobby",
-        "phx_leave",
-        json!({}),
-    )
-    .await;
-    assert_eq!(
-        c.recv_json().await,
-        vsn.expect(
-            json!("11"),
-            json!("2"),
-            "room:lobby",
-            "phx_reply",
-            ok_reply()
-        )
-    );
-    assert_eq!(
-        c.recv_json().await,
-        vsn.expect(
-            json!("11"),
-            json!("11"),
-            "room:lobby",
-            "phx_close",
-            json!({})
-        )
-    );
-    assert_eq!(
-        c.recv_json().await,
-        vsn.expect(
-            json!("11"),
-            Value::Null,
-            "room:lobby",
-            "you_left",
-            json!({"message": "bye!"})
-        )
-    );
-}
-for_both_vsn!(case29_stale_leaves_are_ignored_and_null_join_ref_leaves_accepted);
 
 #[tokio::test]
-async fn case30_a_disconnect_broadcast_closes_the_socket_with_1001_and_ends_its_channels() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket?user_id=1001", Vsn::V2).await;
-    join_room(&mut c, "room:wsdisconnect1", "1", "1").await;
-    join_room(&mut c, "room:wsdisconnect2", "2", "2").await;
+async fn a_configured_channel_limit_is_enforced() {
+    let (_s, mut c) = fixture_client("/ws/limited/websocket", Vsn::V2).await;
+    join_room(&mut c, "room:a", "1", "1").await;
+    c.send(r#"["2","2","room:b","phx_join",{}]"#).await;
+    c.expect(r#"["2","2","room:b","phx_reply",{"status":"error","response":{"reason":"too many channels joined"}}]"#)
+        .await;
+}
+
+async fn stale_join_refs_are_dropped_and_null_join_refs_processed(vsn: Vsn) {
+    let (_s, mut c) = fixture_client("/ws/websocket", vsn).await;
+    join_room(&mut c, "room:lobby", "11", "1").await;
+    c.send(r#"["99","5","room:lobby","new_msg",{"body":"x"}]"#)
+        .await;
+    c.expect_silence().await;
+    c.send(r#"[null,"6","room:lobby","new_msg",{"body":"y"}]"#)
+        .await;
+    c.expect_unordered([
+        r#"["11","6","room:lobby","phx_reply",{"status":"ok","response":{}}]"#,
+        r#"["11",null,"room:lobby","new_msg",{"body":"y","transport":":websocket"}]"#,
+    ])
+    .await;
+}
+for_both_vsn!(stale_join_refs_are_dropped_and_null_join_refs_processed);
+
+async fn stale_leaves_are_ignored_and_null_join_ref_leaves_accepted(vsn: Vsn) {
+    let (_s, mut c) = fixture_client("/ws/websocket", vsn).await;
+    join_room(&mut c, "room:lobby", "11", "1").await;
+    c.send(r#"["stale","stale","room:lobby","phx_leave",{}]"#)
+        .await;
+    c.expect_silence().await;
+    c.send(r#"[null,"2","room:lobby","phx_leave",{}]"#).await;
+    c.expect(r#"["11","2","room:lobby","phx_reply",{"status":"ok","response":{}}]"#)
+        .await;
+    c.expect(r#"["11","11","room:lobby","phx_close",{}]"#).await;
+    c.expect(r#"["11",null,"room:lobby","you_left",{"message":"bye!"}]"#)
+        .await;
+}
+for_both_vsn!(stale_leaves_are_ignored_and_null_join_ref_leaves_accepted);
+
+#[tokio::test]
+async fn a_disconnect_broadcast_closes_the_socket_with_1001_and_ends_its_channels() {
+    let (s, mut c) = fixture_client("/ws/websocket?user_id=1001", Vsn::V2).await;
+    join_room_as(&mut c, "room:wsdisconnect1", "1", "1", json!("1001")).await;
+    join_room_as(&mut c, "room:wsdisconnect2", "2", "2", json!("1001")).await;
     let mut other = connect(s.addr, "/ws/websocket?user_id=1002", Vsn::V2).await;
     s.endpoint.pubsub().broadcast(
         "user_sockets:1001",
@@ -767,9 +428,8 @@ async fn case30_a_disconnect_broadcast_closes_the_socket_with_1001_and_ends_its_
 }
 
 #[tokio::test]
-async fn case31_a_client_close_terminates_every_channel_silently() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
+async fn a_client_close_terminates_every_channel_silently() {
+    let (s, mut c) = fixture_client("/ws/websocket", Vsn::V2).await;
     join_room(&mut c, "room:closing1", "1", "1").await;
     join_room(&mut c, "room:closing2", "2", "2").await;
     c.close().await;
@@ -778,7 +438,7 @@ async fn case31_a_client_close_terminates_every_channel_silently() {
 }
 
 #[tokio::test]
-async fn case32_malformed_frames_close_the_connection_with_1011_without_a_reply() {
+async fn malformed_frames_close_the_connection_with_1011_without_a_reply() {
     let s = start_fixture().await;
     for bad in [
         r#"{"topic":"x"}"#,
@@ -792,46 +452,27 @@ async fn case32_malformed_frames_close_the_connection_with_1011_without_a_reply(
     }
     let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
     c.send_binary(vec![0x05, 0, 0, 0, 0]).await;
-    assert_eq!(c.recv().await, Received::Closed(Some(1011)));
+    c.expect_closed(1011).await;
+    // A V2 array on a V1 socket is malformed too.
     let mut c = connect(s.addr, "/ws/websocket", Vsn::V1).await;
     c.send_text(r#"["1","1","room:x","phx_join",{}]"#).await;
-    assert_eq!(c.recv().await, Received::Closed(Some(1011)));
+    c.expect_closed(1011).await;
 }
 
-// ---- 10.4 Binary ----------------------------------------------------------------------------
+// ---- Binary -------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn case33_binary_pushes_get_binary_replies_and_binary_pushes() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
+async fn binary_pushes_get_binary_replies_and_binary_pushes() {
+    let (_s, mut c) = fixture_client("/ws/websocket", Vsn::V2).await;
     join_room(&mut c, "room:bin", "11", "1").await;
-    let push = [
-        &[0x00, 0x02, 0x01, 0x08, 0x0C][..],
-        b"11",
-        b"2",
-        b"room:bin",
-        b"binary_event",
-        &[1, 2],
-    ]
-    .concat();
+    // Kind 0 (push): the sizes of join_ref, ref, topic and event (2, 1, 8, 12), then "11", "2",
+    // "room:bin", "binary_event" and the payload 1, 2.
+    let push = b"\x00\x02\x01\x08\x0c112room:binbinary_event\x01\x02".to_vec();
     c.send_binary(push).await;
-    let reply = [
-        &[0x01, 0x02, 0x01, 0x08, 0x02][..],
-        b"11",
-        b"2",
-        b"room:bin",
-        b"ok",
-        &[1, 2, 3, 4],
-    ]
-    .concat();
-    let server_push = [
-        &[0x00, 0x02, 0x08, 0x0C][..],
-        b"11",
-        b"room:bin",
-        b"binary_event",
-        &[0, 1],
-    ]
-    .concat();
+    // Kind 1 (reply): the sizes of join_ref, ref, topic and status, the strings, the payload
+    // 1, 2, 3, 4; the server's kind 0 push has no ref.
+    let reply = b"\x01\x02\x01\x08\x02112room:binok\x01\x02\x03\x04".to_vec();
+    let server_push = b"\x00\x02\x08\x0c11room:binbinary_event\x00\x01".to_vec();
     let got = [c.recv().await, c.recv().await];
     assert!(got.contains(&Received::Binary(reply)), "{got:?}");
     assert!(got.contains(&Received::Binary(server_push)), "{got:?}");
@@ -839,170 +480,137 @@ async fn case33_binary_pushes_get_binary_replies_and_binary_pushes() {
 
 #[tokio::test]
 async fn binary_broadcasts_use_kind_2_frames() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
-    c.join("echo:b", "1", json!({})).await;
+    let (s, mut c) = fixture_client("/ws/websocket", Vsn::V2).await;
+    join_ok(&mut c, "echo:b", "1", json!({})).await;
     s.endpoint.pubsub().broadcast(
         "echo:b",
         "blob",
         videoroom::phoenix::Payload::Binary(bytes::Bytes::from_static(&[9, 8])),
     );
-    let want = [&[0x02, 0x06, 0x04][..], b"echo:b", b"blob", &[9, 8]].concat();
-    assert_eq!(c.recv().await, Received::Binary(want));
+    // Kind 2 (broadcast): sizes 6, 4, then "echo:b", "blob" and the payload 9, 8.
+    c.expect_binary(b"\x02\x06\x04echo:bblob\x09\x08").await;
 }
 
-// ---- 10.6 Presence --------------------------------------------------------------------------
+// ---- Presence -----------------------------------------------------------------------------------
+
+/// The first `presence_diff` `c` receives (other frames skipped).
+async fn next_presence_diff(c: &mut Client) -> Value {
+    loop {
+        let f = c.recv_json().await;
+        if f[3] == "presence_diff" {
+            return f;
+        }
+    }
+}
+
+/// Joins `room:p` tracking presence `key` (ref = join_ref = `r`) and returns the
+/// `presence_state` among the four frames that follow the reply (user_entered, joined,
+/// presence_state and the own presence_diff, in no fixed order across their sources).
+async fn join_presence(c: &mut Client, key: &str, r: &str) -> Value {
+    join_ok(c, "room:p", r, json!({"presence_key": key})).await;
+    let mut state = None;
+    for _ in 0..4 {
+        let f = c.recv_json().await;
+        if f[3] == "presence_state" {
+            state = Some(f);
+        }
+    }
+    let state = state.unwrap_or_else(|| panic!("no presence_state for {key}"));
+    assert_eq!(state[0], json!(r));
+    assert_eq!(state[1], Value::Null);
+    state
+}
 
 #[tokio::test]
-async fn case53_presence_state_follows_a_join_and_diffs_reach_everyone() {
+async fn presence_state_follows_a_join_and_diffs_reach_everyone() {
     let s = start_fixture().await;
     let mut a = connect(s.addr, "/ws/websocket", Vsn::V2).await;
-    a.join("room:p", "1", json!({"presence_key": "a"})).await;
-    // a: user_entered, joined, presence_state, own presence_diff (order across sources free).
-    let first = a.recv_n(4).await;
-    let state = first
-        .iter()
-        .find(|f| f[3] == "presence_state")
-        .expect("presence_state for a");
-    assert_eq!(state[0], json!("1"));
+    let state = join_presence(&mut a, "a", "1").await;
     assert!(state[4]["a"]["metas"][0]["phx_ref"].is_string());
 
     let mut b = connect(s.addr, "/ws/websocket", Vsn::V2).await;
-    b.join("room:p", "7", json!({"presence_key": "b"})).await;
-    let frames = b.recv_n(4).await;
-    let state = frames
-        .iter()
-        .find(|f| f[3] == "presence_state")
-        .expect("presence_state for b");
-    assert_eq!(state[0], json!("7"));
-    assert_eq!(state[1], Value::Null);
+    let state = join_presence(&mut b, "b", "7").await;
     assert!(
         state[4]["a"]["metas"].is_array() && state[4]["b"]["metas"].is_array(),
         "{state}"
     );
 
-    let mut diff = Value::Null;
-    while diff.is_null() {
-        let f = a.recv_json().await;
-        if f[3] == "presence_diff" {
-            diff = f;
-        }
-    }
+    let diff = next_presence_diff(&mut a).await;
     assert_eq!(diff[0], Value::Null);
     assert_eq!(diff[4]["joins"]["b"]["metas"][0]["name"], "b");
     assert_eq!(diff[4]["leaves"], json!({}));
 
-    b.push(json!("7"), json!("8"), "room:p", "phx_leave", json!({}))
-        .await;
-    let mut leave = Value::Null;
-    while leave.is_null() {
-        let f = a.recv_json().await;
-        if f[3] == "presence_diff" {
-            leave = f;
-        }
-    }
+    b.send(r#"["7","8","room:p","phx_leave",{}]"#).await;
+    let leave = next_presence_diff(&mut a).await;
     assert_eq!(leave[4]["leaves"]["b"]["metas"][0]["name"], "b");
     assert_eq!(leave[4]["joins"], json!({}));
 }
 
-// ---- Beyond §10: limits, drain, server-side messages, backpressure -----------------------------
+// ---- Limits, drain, server-side messages, back-pressure ----------------------------------------
 
 #[tokio::test]
 async fn an_oversize_frame_closes_the_connection_with_1009() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
+    let (_s, mut c) = fixture_client("/ws/websocket", Vsn::V2).await;
     let big = format!(
         r#"[null,"1","phoenix","heartbeat",{{"pad":"{}"}}]"#,
         "x".repeat(100 * 1024)
     );
     c.send_text(&big).await;
-    assert_eq!(c.recv().await, Received::Closed(Some(1009)));
+    c.expect_closed(1009).await;
 }
 
 #[tokio::test]
 async fn a_text_frame_with_invalid_utf8_closes_the_connection_with_1007() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/ws/websocket", Vsn::V2).await;
+    let (_s, mut c) = fixture_client("/ws/websocket", Vsn::V2).await;
     c.send_invalid_utf8_text().await;
-    assert_eq!(c.recv().await, Received::Closed(Some(1007)));
+    c.expect_closed(1007).await;
 }
 
 #[tokio::test]
 async fn draining_closes_every_socket_with_1012() {
     let s = start_fixture().await;
     let mut a = connect(s.addr, "/socket/websocket", Vsn::V2).await;
-    a.join("echo:1", "1", json!({})).await;
+    join_ok(&mut a, "echo:1", "1", json!({})).await;
     let mut b = connect(s.addr, "/socket/websocket", Vsn::V1).await;
     b.heartbeat("1").await;
     s.endpoint.drain();
     assert_eq!(a.expect_close().await, Some(1012));
     assert_eq!(b.expect_close().await, Some(1012));
-    s.endpoint.wait_drained(Duration::from_secs(2)).await;
+    // A bound, not a measurement: it returns as soon as the last socket task has ended.
+    s.endpoint.wait_drained(Duration::from_secs(10)).await;
     assert_eq!(s.endpoint.live_sockets(), 0);
 }
 
 async fn server_side_messages_reach_handle_info_and_can_reply_later(vsn: Vsn) {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/socket/websocket", vsn).await;
+    let (_s, mut c) = fixture_client("/socket/websocket", vsn).await;
     join_room(&mut c, "room:later", "1", "1").await;
-    c.push(
-        json!("1"),
-        json!("5"),
-        "room:later",
-        "later",
-        json!({"x": 1}),
-    )
-    .await;
-    assert_eq!(
-        c.recv_json().await,
-        vsn.expect(
-            json!("1"),
-            Value::Null,
-            "room:later",
-            "info",
-            json!({"value": {"x": 1}})
-        )
-    );
-    assert_eq!(
-        c.recv_json().await,
-        vsn.expect(
-            json!("1"),
-            json!("5"),
-            "room:later",
-            "phx_reply",
-            json!({"status": "ok", "response": {"later": {"x": 1}}})
-        )
-    );
+    c.send(r#"["1","5","room:later","later",{"x":1}]"#).await;
+    c.expect(r#"["1",null,"room:later","info",{"value":{"x":1}}]"#)
+        .await;
+    c.expect(r#"["1","5","room:later","phx_reply",{"status":"ok","response":{"later":{"x":1}}}]"#)
+        .await;
 }
 for_both_vsn!(server_side_messages_reach_handle_info_and_can_reply_later);
 
 #[tokio::test]
 async fn an_echo_channel_pushes_and_replies_every_payload() {
-    let s = start_fixture().await;
-    let mut c = connect(s.addr, "/socket/websocket", Vsn::V2).await;
-    c.join("echo:x", "1", json!({})).await;
-    c.push(json!("1"), json!("2"), "echo:x", "ping", json!({"n": 1}))
-        .await;
-    let got = c.recv_n(2).await;
-    assert!(
-        got.contains(&json!(["1", null, "echo:x", "ping", {"n": 1}])),
-        "{got:?}"
-    );
-    assert!(
-        got.contains(
-            &json!(["1", "2", "echo:x", "phx_reply", {"status": "ok", "response": {"n": 1}}])
-        ),
-        "{got:?}"
-    );
+    let (_s, mut c) = fixture_client("/socket/websocket", Vsn::V2).await;
+    join_ok(&mut c, "echo:x", "1", json!({})).await;
+    c.send(r#"["1","2","echo:x","ping",{"n":1}]"#).await;
+    c.expect_unordered([
+        r#"["1",null,"echo:x","ping",{"n":1}]"#,
+        r#"["1","2","echo:x","phx_reply",{"status":"ok","response":{"n":1}}]"#,
+    ])
+    .await;
 }
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_disconnected_instead_of_buffered_forever() {
     let s = start_fixture().await;
     let mut slow = connect(s.addr, "/socket/websocket", Vsn::V2).await;
-    slow.join("echo:flood", "1", json!({})).await;
+    join_ok(&mut slow, "echo:flood", "1", json!({})).await;
     let mut fast = connect(s.addr, "/socket/websocket", Vsn::V2).await;
-    fast.join("echo:flood", "1", json!({})).await;
+    join_ok(&mut fast, "echo:flood", "1", json!({})).await;
     let reader = tokio::spawn(async move {
         let mut n = 0usize;
         while let Some(Received::Json(_)) = fast.recv_within(Duration::from_secs(2)).await {

@@ -1,25 +1,54 @@
-//! Room lifecycle over a real WebSocket with a raw Phoenix V2 client: join, peerAccepted,
-//! isolation between rooms, rooms stopping after their last peer (plus grace), the peer limit,
-//! socket death, and simultaneous first joins.
+//! Room lifecycle over a real WebSocket against the real app (the kit's Phoenix client, V2):
+//! join, peerAccepted, isolation between rooms, rooms stopping after their last peer (plus
+//! grace), the peer limit, socket death, and simultaneous first joins.
 
-mod room_common;
+mod kit;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use room_common::{Client, eventually, rooms_config, start};
-use serde_json::json;
+use kit::eventually;
+use kit::phoenix::{Client, join_event};
+use kit::server::{Server, start_server, start_server_with_admission, test_config};
+use serde_json::{Value, json};
+use videoroom::config::Config;
 
 const GRACE: Duration = Duration::from_millis(300);
 
+/// The app's settings with an empty room's `grace` and at most `max_peers` per room.
+fn config(grace: Duration, max_peers: Option<usize>) -> Config {
+    let defaults = test_config();
+    Config {
+        room_grace_secs: grace.as_secs_f64(),
+        max_peers_per_room: max_peers.unwrap_or(defaults.max_peers_per_room),
+        ..defaults
+    }
+}
+
+async fn start(grace: Duration, max_peers: Option<usize>) -> Server {
+    start_server(config(grace, max_peers)).await
+}
+
+/// A joins `room` and hears of itself, then B joins and A hears of B; returns A, B and B's
+/// `peerAccepted`.
+async fn two_peers(server: &Server, room: &str) -> (Client, Client, Value) {
+    let (mut a, _) = Client::join_room(server.http, room, "A").await;
+    a.expect_media("peerJoined").await;
+    let (b, acc_b) = Client::join_room(server.http, room, "B").await;
+    assert_eq!(
+        a.expect_media("peerJoined").await["peer"]["id"],
+        acc_b["id"]
+    );
+    (a, b, acc_b)
+}
+
 #[tokio::test]
 async fn joining_replies_ok_and_the_join_event_gets_peer_accepted_then_peer_joined() {
-    let server = start(rooms_config(GRACE, None)).await;
-    let (mut c, reply) = Client::join(server.addr, "room:alpha").await;
+    let server = start(GRACE, None).await;
+    let (mut c, reply) = Client::joined(server.http, "room:alpha").await;
     assert_eq!(reply, json!({"status":"ok","response":{}}));
-    assert!(server.registry.contains("alpha"));
-    c.media(json!({"type":"join","data":{"receiveMedia":true,"metadata":{"displayName":"Ann"}}}))
-        .await;
+    assert!(server.rooms.contains("alpha"));
+    c.media(join_event("Ann")).await;
     let accepted = c.expect_media("peerAccepted").await;
     let id = accepted["id"].as_str().unwrap().to_owned();
     let uuid = uuid::Uuid::parse_str(&id).expect("peer id is a UUID");
@@ -34,16 +63,18 @@ async fn joining_replies_ok_and_the_join_event_gets_peer_accepted_then_peer_join
 
 #[tokio::test]
 async fn a_second_peer_sees_the_first_and_the_first_hears_of_the_second() {
-    let server = start(rooms_config(GRACE, None)).await;
-    let (mut a, acc_a) = Client::join_room(server.addr, "r", "A").await;
+    let server = start(GRACE, None).await;
+    let (mut a, acc_a) = Client::join_room(server.http, "r", "A").await;
     a.expect_media("peerJoined").await;
-    let (mut b, acc_b) = Client::join_room(server.addr, "r", "B").await;
+    let (mut b, acc_b) = Client::join_room(server.http, "r", "B").await;
     assert_eq!(
         acc_b["peersInRoom"],
         json!([{"id":acc_a["id"],"metadata":{"displayName":"A"},"trackIdToMetadata":{}}])
     );
-    let joined = a.expect_media("peerJoined").await;
-    assert_eq!(joined["peer"]["id"], acc_b["id"]);
+    assert_eq!(
+        a.expect_media("peerJoined").await["peer"]["id"],
+        acc_b["id"]
+    );
     assert_eq!(
         b.expect_media("peerJoined").await["peer"]["id"],
         acc_b["id"]
@@ -52,10 +83,10 @@ async fn a_second_peer_sees_the_first_and_the_first_hears_of_the_second() {
 
 #[tokio::test]
 async fn two_rooms_never_see_each_others_events() {
-    let server = start(rooms_config(GRACE, None)).await;
-    let (mut a, _) = Client::join_room(server.addr, "one", "A").await;
+    let server = start(GRACE, None).await;
+    let (mut a, _) = Client::join_room(server.http, "one", "A").await;
     a.expect_media("peerJoined").await;
-    let (mut b, acc_b) = Client::join_room(server.addr, "two", "B").await;
+    let (mut b, acc_b) = Client::join_room(server.http, "two", "B").await;
     assert_eq!(acc_b["peersInRoom"], json!([]));
     b.expect_media("peerJoined").await;
     b.media(json!({"type":"updatePeerMetadata","data":{"metadata":{"displayName":"B2"}}}))
@@ -64,57 +95,53 @@ async fn two_rooms_never_see_each_others_events() {
         b.expect_media("peerUpdated").await["metadata"]["displayName"],
         "B2"
     );
-    a.expect_silence(Duration::from_millis(300)).await;
-    assert_eq!(server.registry.room_ids(), ["one", "two"]);
+    a.expect_no_media(Duration::from_millis(300)).await;
+    assert_eq!(server.rooms.room_ids(), ["one", "two"]);
 }
 
 #[tokio::test]
 async fn a_room_is_gone_after_its_last_peer_leaves_and_the_grace_period() {
-    let server = start(rooms_config(Duration::from_millis(1000), None)).await;
-    let (mut a, _) = Client::join_room(server.addr, "brief", "A").await;
+    let server = start(Duration::from_millis(1000), None).await;
+    let (mut a, _) = Client::join_room(server.http, "brief", "A").await;
     a.leave().await;
     assert!(
-        server.registry.contains("brief"),
+        server.rooms.contains("brief"),
         "the room waits for the grace period"
     );
     assert!(
-        eventually(Duration::from_secs(3), || !server
-            .registry
-            .contains("brief"))
-        .await,
+        eventually(Duration::from_secs(3), || !server.rooms.contains("brief")).await,
         "room stopped"
     );
-    assert_eq!(server.registry.room_count(), 0);
+    assert_eq!(server.rooms.room_count(), 0);
     // Joining again starts a fresh room.
-    let (_b, acc) = Client::join_room(server.addr, "brief", "B").await;
+    let (_b, acc) = Client::join_room(server.http, "brief", "B").await;
     assert_eq!(acc["peersInRoom"], json!([]));
-    assert!(server.registry.contains("brief"));
+    assert!(server.rooms.contains("brief"));
 }
 
 #[tokio::test]
 async fn a_room_does_not_stop_while_a_peer_is_in_it() {
-    let server = start(rooms_config(Duration::from_millis(300), None)).await;
-    let (mut a, _) = Client::join_room(server.addr, "keep", "A").await;
-    let (mut b, _) = Client::join_room(server.addr, "keep", "B").await;
+    let server = start(Duration::from_millis(300), None).await;
+    let (mut a, _) = Client::join_room(server.http, "keep", "A").await;
+    let (mut b, _) = Client::join_room(server.http, "keep", "B").await;
     a.leave().await;
     tokio::time::sleep(Duration::from_millis(900)).await;
-    assert!(server.registry.contains("keep"));
+    assert!(server.rooms.contains("keep"));
     // Still the same room: B hears of a newcomer.
     b.expect_media("peerJoined").await;
     b.expect_media("peerLeft").await;
-    let (_c, acc) = Client::join_room(server.addr, "keep", "C").await;
+    let (_c, acc) = Client::join_room(server.http, "keep", "C").await;
     assert_eq!(b.expect_media("peerJoined").await["peer"]["id"], acc["id"]);
 }
 
 #[tokio::test]
 async fn the_peer_beyond_the_maximum_gets_peer_denied_with_a_reason() {
-    let server = start(rooms_config(GRACE, Some(2))).await;
-    let (_a, _) = Client::join_room(server.addr, "full", "A").await;
-    let (_b, _) = Client::join_room(server.addr, "full", "B").await;
-    let (mut c, reply) = Client::join(server.addr, "room:full").await;
+    let server = start(GRACE, Some(2)).await;
+    let (_a, _) = Client::join_room(server.http, "full", "A").await;
+    let (_b, _) = Client::join_room(server.http, "full", "B").await;
+    let (mut c, reply) = Client::joined(server.http, "room:full").await;
     assert_eq!(reply["status"], "ok");
-    c.media(json!({"type":"join","data":{"receiveMedia":true,"metadata":{"displayName":"C"}}}))
-        .await;
+    c.media(join_event("C")).await;
     assert_eq!(
         c.expect_media("peerDenied").await,
         json!({"reason":"room is full"})
@@ -122,46 +149,40 @@ async fn the_peer_beyond_the_maximum_gets_peer_denied_with_a_reason() {
     // The denied peer is no member: its events are dropped, the others hear nothing of it.
     c.media(json!({"type":"updatePeerMetadata","data":{"metadata":{}}}))
         .await;
-    c.expect_silence(Duration::from_millis(200)).await;
+    c.expect_no_media(Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
 async fn a_closed_socket_gives_the_others_peer_left_exactly_once() {
-    let server = start(rooms_config(GRACE, None)).await;
-    let (mut a, _) = Client::join_room(server.addr, "drop", "A").await;
-    a.expect_media("peerJoined").await;
-    let (b, acc_b) = Client::join_room(server.addr, "drop", "B").await;
-    a.expect_media("peerJoined").await;
+    let server = start(GRACE, None).await;
+    let (mut a, b, acc_b) = two_peers(&server, "drop").await;
     b.vanish();
     assert_eq!(
         a.expect_media("peerLeft").await,
         json!({"peerId": acc_b["id"]})
     );
-    a.expect_silence(Duration::from_millis(500)).await;
+    a.expect_no_media(Duration::from_millis(500)).await;
 }
 
 #[tokio::test]
 async fn a_leave_event_then_socket_close_gives_peer_left_once() {
-    let server = start(rooms_config(GRACE, None)).await;
-    let (mut a, _) = Client::join_room(server.addr, "bye", "A").await;
-    a.expect_media("peerJoined").await;
-    let (mut b, acc_b) = Client::join_room(server.addr, "bye", "B").await;
-    a.expect_media("peerJoined").await;
+    let server = start(GRACE, None).await;
+    let (mut a, mut b, acc_b) = two_peers(&server, "bye").await;
     b.media(json!({"type":"leave"})).await;
     assert_eq!(
         a.expect_media("peerLeft").await,
         json!({"peerId": acc_b["id"]})
     );
     b.leave().await;
-    a.expect_silence(Duration::from_millis(400)).await;
+    a.expect_no_media(Duration::from_millis(400)).await;
 }
 
 #[tokio::test]
 async fn simultaneous_first_joins_start_one_room() {
-    let server = start(rooms_config(GRACE, None)).await;
+    let server = start(GRACE, None).await;
     let mut tasks = Vec::new();
     for i in 0..12 {
-        let addr = server.addr;
+        let addr = server.http;
         tasks.push(tokio::spawn(async move {
             Client::join_room(addr, "race", &format!("p{i}")).await
         }));
@@ -174,18 +195,18 @@ async fn simultaneous_first_joins_start_one_room() {
         clients.push(c);
     }
     assert_eq!(ids.len(), 12);
-    assert_eq!(server.registry.room_ids(), ["race"]);
+    assert_eq!(server.rooms.room_ids(), ["race"]);
     // All twelve are members of the same room: the last to join saw eleven others.
-    let (_late, acc) = Client::join_room(server.addr, "race", "late").await;
+    let (_late, acc) = Client::join_room(server.http, "race", "late").await;
     assert_eq!(acc["peersInRoom"].as_array().unwrap().len(), 12);
 }
 
 #[tokio::test]
 async fn bad_input_is_dropped_and_the_room_keeps_serving_the_others() {
-    let server = start(rooms_config(GRACE, None)).await;
-    let (mut a, _) = Client::join_room(server.addr, "bad", "A").await;
+    let server = start(GRACE, None).await;
+    let (mut a, _) = Client::join_room(server.http, "bad", "A").await;
     a.expect_media("peerJoined").await;
-    let (mut stranger, _) = Client::join(server.addr, "room:bad").await;
+    let (mut stranger, _) = Client::joined(server.http, "room:bad").await;
     // Before join, every event but join is dropped.
     stranger
         .media(json!({"type":"updatePeerMetadata","data":{"metadata":{"x":1}}}))
@@ -199,11 +220,11 @@ async fn bad_input_is_dropped_and_the_room_keeps_serving_the_others() {
         a.media_raw(data).await;
         stranger.media_raw(data).await;
     }
-    a.send("mediaEvent", json!({"data": 42})).await;
-    a.send("someOtherEvent", json!({})).await;
-    a.expect_silence(Duration::from_millis(300)).await;
+    a.push("room:bad", "mediaEvent", json!({"data": 42})).await;
+    a.push("room:bad", "someOtherEvent", json!({})).await;
+    a.expect_no_media(Duration::from_millis(300)).await;
     // The room still works for everyone.
-    let (_b, acc_b) = Client::join_room(server.addr, "bad", "B").await;
+    let (_b, acc_b) = Client::join_room(server.http, "bad", "B").await;
     assert_eq!(acc_b["peersInRoom"].as_array().unwrap().len(), 1);
     assert_eq!(
         a.expect_media("peerJoined").await["peer"]["id"],
@@ -231,42 +252,32 @@ impl videoroom::room::Admission for PanickyAdmission {
 
 #[tokio::test]
 async fn a_panic_in_one_room_closes_only_that_room() {
-    let mut config = rooms_config(GRACE, None);
-    config.admission = std::sync::Arc::new(PanickyAdmission);
-    let server = start(config).await;
-    let (mut calm, _) = Client::join_room(server.addr, "calm", "A").await;
+    let admission = std::sync::Arc::new(PanickyAdmission);
+    let server = start_server_with_admission(config(GRACE, None), admission).await;
+    let (mut calm, _) = Client::join_room(server.http, "calm", "A").await;
     calm.expect_media("peerJoined").await;
-    let (mut bystander, _) = Client::join_room(server.addr, "fragile", "Y").await;
+    let (mut bystander, _) = Client::join_room(server.http, "fragile", "Y").await;
     bystander.expect_media("peerJoined").await;
 
-    let (mut culprit, _) = Client::join(server.addr, "room:fragile").await;
-    culprit
-        .media(
-            json!({"type":"join","data":{"receiveMedia":true,"metadata":{"displayName":"boom"}}}),
-        )
-        .await;
+    let (mut culprit, _) = Client::joined(server.http, "room:fragile").await;
+    culprit.media(join_event("boom")).await;
     for c in [&mut culprit, &mut bystander] {
         assert_eq!(
             c.expect_media("error").await,
             json!({"message":"room crashed"})
         );
-        c.expect_frame("phx_close").await;
+        c.expect_event("phx_close").await;
     }
-    assert!(
-        eventually(Duration::from_secs(2), || !server
-            .registry
-            .contains("fragile"))
-        .await
-    );
+    assert!(eventually(Duration::from_secs(2), || !server.rooms.contains("fragile")).await);
 
     // The other room never noticed and keeps serving.
-    let (_b, acc) = Client::join_room(server.addr, "calm", "B").await;
+    let (_b, acc) = Client::join_room(server.http, "calm", "B").await;
     assert_eq!(acc["peersInRoom"].as_array().unwrap().len(), 1);
     assert_eq!(
         calm.expect_media("peerJoined").await["peer"]["id"],
         acc["id"]
     );
     // And the crashed room's id starts afresh.
-    let (_z, acc) = Client::join_room(server.addr, "fragile", "Z").await;
+    let (_z, acc) = Client::join_room(server.http, "fragile", "Z").await;
     assert_eq!(acc["peersInRoom"], json!([]));
 }

@@ -1,18 +1,20 @@
-//! Room limits over a real WebSocket against the real `room:*` channel and registry: a burst of
+//! Room limits over a real WebSocket against the real app (the kit's Phoenix client, V2): a burst of
 //! joiners is admitted or refused and never evicts anyone admitted; the peers-per-room and
 //! rooms-per-server refusals with their exact replies; a mass departure logs linearly.
 //!
 //! The log lines are counted by a logger this binary installs before any server starts; lines are
 //! told apart by their `room=<id>` field, so tests running side by side do not mix.
 
-mod room_common;
+mod kit;
 
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use room_common::{Client, eventually, start};
+use kit::eventually;
+use kit::phoenix::{Client, join_event};
+use kit::server::{Server, start_server, test_config};
 use serde_json::{Value, json};
-use videoroom::room::RoomsConfig;
+use videoroom::config::Config;
 
 /// Every log line at info or above, as written.
 struct CountingLogger {
@@ -59,17 +61,18 @@ fn lines_about(room: &str, needle: &str) -> Vec<String> {
         .collect()
 }
 
-fn config(max_peers: usize, max_rooms: usize) -> RoomsConfig {
-    RoomsConfig {
-        empty_grace: Duration::from_millis(300),
-        max_peers,
+/// The app with `max_peers` per room and `max_rooms` rooms; the logger is installed first.
+async fn start(max_peers: usize, max_rooms: usize) -> Server {
+    logger();
+    start_server(Config {
+        room_grace_secs: 0.3,
+        max_peers_per_room: max_peers,
         max_rooms,
-        ..RoomsConfig::default()
-    }
-}
-
-fn join_event(name: &str) -> Value {
-    json!({"type":"join","data":{"receiveMedia":true,"metadata":{"displayName":name}}})
+        // The burst opens 300 sockets from 127.0.0.1.
+        max_connections_per_ip: 1000,
+        ..test_config()
+    })
+    .await
 }
 
 /// How one joiner of a burst ended up.
@@ -80,7 +83,7 @@ enum Outcome {
 }
 
 async fn join_and_wait(addr: std::net::SocketAddr, room: &str, name: String) -> Outcome {
-    let (mut c, reply) = Client::join(addr, &format!("room:{room}")).await;
+    let (mut c, reply) = Client::joined(addr, &format!("room:{room}")).await;
     if reply["status"] != "ok" {
         return Outcome::Refused(reply);
     }
@@ -98,10 +101,9 @@ async fn join_and_wait(addr: std::net::SocketAddr, room: &str, name: String) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_300_joiners_is_admitted_or_refused_and_never_evicts_an_admitted_peer() {
-    logger();
-    let server = start(config(100, 10)).await;
+    let server = start(100, 10).await;
     let joins: Vec<_> = (0..300)
-        .map(|i| tokio::spawn(join_and_wait(server.addr, "burst", format!("p{i}"))))
+        .map(|i| tokio::spawn(join_and_wait(server.http, "burst", format!("p{i}"))))
         .collect();
     let (mut admitted, mut denied, mut refused) = (Vec::new(), Vec::new(), Vec::new());
     for j in joins {
@@ -141,20 +143,19 @@ async fn a_burst_of_300_joiners_is_admitted_or_refused_and_never_evicts_an_admit
 
 #[tokio::test]
 async fn the_joiner_beyond_the_peer_limit_is_denied_and_beyond_twice_it_is_refused_as_busy() {
-    logger();
-    let server = start(config(2, 10)).await;
-    let (_a, _) = Client::join_room(server.addr, "small", "A").await;
-    let (_b, _) = Client::join_room(server.addr, "small", "B").await;
-    let (mut c, reply) = Client::join(server.addr, "room:small").await;
+    let server = start(2, 10).await;
+    let (_a, _) = Client::join_room(server.http, "small", "A").await;
+    let (_b, _) = Client::join_room(server.http, "small", "B").await;
+    let (mut c, reply) = Client::joined(server.http, "room:small").await;
     assert_eq!(reply, json!({"status":"ok","response":{}}));
     c.media(join_event("C")).await;
     assert_eq!(
         c.expect_media("peerDenied").await,
         json!({"reason":"room is full"})
     );
-    let (_d, reply) = Client::join(server.addr, "room:small").await;
+    let (_d, reply) = Client::joined(server.http, "room:small").await;
     assert_eq!(reply, json!({"status":"ok","response":{}}));
-    let (_e, reply) = Client::join(server.addr, "room:small").await;
+    let (_e, reply) = Client::joined(server.http, "room:small").await;
     assert_eq!(
         reply,
         json!({"status":"error","response":{"reason":"room is busy"}})
@@ -164,11 +165,10 @@ async fn the_joiner_beyond_the_peer_limit_is_denied_and_beyond_twice_it_is_refus
 
 #[tokio::test]
 async fn a_join_that_would_start_one_room_too_many_gets_too_many_rooms_and_one_log_line() {
-    logger();
-    let server = start(config(10, 2)).await;
-    let (_a, _) = Client::join_room(server.addr, "first", "A").await;
-    let (_b, _) = Client::join_room(server.addr, "second", "B").await;
-    let (_c, reply) = Client::join(server.addr, "room:third").await;
+    let server = start(10, 2).await;
+    let (_a, _) = Client::join_room(server.http, "first", "A").await;
+    let (_b, _) = Client::join_room(server.http, "second", "B").await;
+    let (_c, reply) = Client::joined(server.http, "room:third").await;
     assert_eq!(
         reply,
         json!({"status":"error","response":{"reason":"too many rooms"}})
@@ -179,19 +179,18 @@ async fn a_join_that_would_start_one_room_too_many_gets_too_many_rooms_and_one_l
         1
     );
     // A running room still takes joiners.
-    let (_d, reply) = Client::join(server.addr, "room:first").await;
+    let (_d, reply) = Client::joined(server.http, "room:first").await;
     assert_eq!(reply, json!({"status":"ok","response":{}}));
-    assert_eq!(server.registry.room_ids(), ["first", "second"]);
+    assert_eq!(server.rooms.room_ids(), ["first", "second"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_peers_vanishing_at_once_log_a_linear_number_of_lines() {
-    logger();
     const N: usize = 60;
-    let server = start(config(N, 10)).await;
+    let server = start(N, 10).await;
     let mut peers = Vec::new();
     for i in 0..N {
-        let (c, _) = Client::join_room(server.addr, "depart", &format!("p{i}")).await;
+        let (c, _) = Client::join_room(server.http, "depart", &format!("p{i}")).await;
         peers.push(c);
     }
     // Every peer has heard of everyone, so each departure is broadcast to all who remain.
@@ -204,10 +203,7 @@ async fn sixty_peers_vanishing_at_once_log_a_linear_number_of_lines() {
         c.vanish();
     }
     assert!(
-        eventually(Duration::from_secs(20), || !server
-            .registry
-            .contains("depart"))
-        .await,
+        eventually(Duration::from_secs(20), || !server.rooms.contains("depart")).await,
         "the room stops after its last peer and the grace period"
     );
     let during = lines_about("depart", "").len() - before;

@@ -7,63 +7,79 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+mod kit;
+
+use kit::server::{Served, serve};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 use videoroom::web::{self, TlsIdentity, TlsMode, WebConfig};
 use warp::{Filter, Reply};
 
-/// A running server; dropping it without [`Server::stop`] leaves the task to the runtime.
-struct Server {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+/// Serves `web::routes(config)` (plus `extra` routes, if any) with the given TLS acceptor,
+/// through the kit's serving code (the app's `videoroom::web::serve_with`).
+async fn start_with(
+    config: &WebConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    extra: Option<warp::filters::BoxedFilter<(warp::reply::Response,)>>,
+) -> Served {
+    let routes = web::routes(config).expect("routes");
+    let routes = match extra {
+        Some(extra) => extra.or(routes).unify().boxed(),
+        None => routes,
+    };
+    serve(routes, tls, None).await
 }
 
-impl Server {
-    /// Serves `web::routes(config)` (plus `extra` routes, if any) with the given TLS acceptor.
-    async fn start_with(
-        config: &WebConfig,
-        tls: Option<tokio_rustls::TlsAcceptor>,
-        extra: Option<warp::filters::BoxedFilter<(warp::reply::Response,)>>,
-    ) -> Server {
-        let routes = web::routes(config).expect("routes");
-        let routes = match extra {
-            Some(extra) => extra.or(routes).unify().boxed(),
-            None => routes,
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(web::serve(routes, listener, tls, async {
-            let _ = stopped.await;
-        }));
-        Server {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
+/// Serves `web::routes(config)`, over TLS when the config says so.
+async fn start(config: &WebConfig) -> Served {
+    start_with(config, config.tls.acceptor().expect("tls"), None).await
+}
 
-    async fn start(config: &WebConfig) -> Server {
-        let tls = config.tls.acceptor().expect("tls");
-        Server::start_with(config, tls, None).await
-    }
+/// `GET <path>` (redirects not followed).
+async fn get(server: &Served, path: &str) -> reqwest::Response {
+    client().get(server.url(path)).send().await.unwrap()
+}
 
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
+/// The lobby form's content type.
+const FORM: &str = "application/x-www-form-urlencoded";
 
-    /// Signals shutdown and waits until the server has stopped.
-    async fn stop(mut self) {
-        let _ = self.stop.take().expect("once").send(());
-        tokio::time::timeout(Duration::from_secs(5), &mut self.task)
-            .await
-            .expect("server stops within 5 s after the shutdown signal")
-            .expect("server task did not panic");
+/// `POST /` with `body` (and `content_type`, if any: reqwest sends none for a plain body).
+async fn post_lobby(
+    server: &Served,
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut request = client().post(server.url("/"));
+    if let Some(content_type) = content_type {
+        request = request.header(CONTENT_TYPE, content_type);
     }
+    request.body(body).send().await.unwrap()
+}
+
+/// The page at `path`, asserting it is answered 200 as HTML.
+async fn html_page(server: &Served, path: &str) -> String {
+    let response = get(server, path).await;
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    assert_eq!(response.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+    response.text().await.unwrap()
+}
+
+/// `https://127.0.0.1:<port><path>` of `server`.
+fn https_by_ip(server: &Served, path: &str) -> String {
+    format!("https://127.0.0.1:{}{path}", server.addr.port())
+}
+
+/// Where a `302 Found` answer sends the client (asserting the status).
+fn redirect_location(response: &reqwest::Response) -> String {
+    assert_eq!(response.status(), StatusCode::FOUND);
+    response.headers()[LOCATION].to_str().unwrap().to_owned()
+}
+
+/// The body of `GET <path>`.
+async fn text_of(server: &Served, path: &str) -> String {
+    get(server, path).await.text().await.unwrap()
 }
 
 fn client() -> reqwest::Client {
@@ -151,15 +167,8 @@ fn files_under(dir: &Path, prefix: &str, out: &mut Vec<String>) {
 
 #[tokio::test]
 async fn the_lobby_shows_the_join_form_with_the_room_prefilled_from_the_query() {
-    let server = Server::start(&WebConfig::default()).await;
-    let response = client()
-        .get(server.url("/?room_id=standup%20room"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
-    let page = response.text().await.unwrap();
+    let server = start(&WebConfig::default()).await;
+    let page = html_page(&server, "/?room_id=standup%20room").await;
     for expected in [
         "<title>Membrane WebRTC video room demo</title>",
         r#"<link rel="stylesheet" href="/assets/css/app.css">"#,
@@ -174,37 +183,28 @@ async fn the_lobby_shows_the_join_form_with_the_room_prefilled_from_the_query() 
         assert!(page.contains(expected), "lobby lacks {expected:?}:\n{page}");
     }
     // Without a query the room field is empty.
-    let page = client()
-        .get(server.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(&server, "/").await;
     assert!(page.contains(r#"name="room_name" type="text" required maxlength="100" value="""#));
     server.stop().await;
 }
 
 #[tokio::test]
 async fn posting_the_lobby_form_redirects_to_the_room_with_both_fields_percent_encoded() {
-    let server = Server::start(&WebConfig::default()).await;
-    let response = client()
-        .post(server.url("/"))
-        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body("room_name=my+room%2F1&display_name=Zo%C3%AB+%26+%3Cb%3E%3F%23")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::FOUND);
-    let location = response.headers()[LOCATION].to_str().unwrap().to_owned();
+    let server = start(&WebConfig::default()).await;
+    let response = post_lobby(
+        &server,
+        Some(FORM),
+        "room_name=my+room%2F1&display_name=Zo%C3%AB+%26+%3Cb%3E%3F%23",
+    )
+    .await;
+    let location = redirect_location(&response);
     assert_eq!(
         location,
         "/room/my%20room%2F1?display_name=Zo%C3%AB%20%26%20%3Cb%3E%3F%23"
     );
 
     // Following the redirect lands on the room page of exactly that room.
-    let response = client().get(server.url(&location)).send().await.unwrap();
+    let response = get(&server, &location).await;
     assert_eq!(response.status(), StatusCode::OK);
     let page = response.text().await.unwrap();
     assert!(page.contains(r#"data-room-id="my room/1""#), "{page}");
@@ -214,53 +214,42 @@ async fn posting_the_lobby_form_redirects_to_the_room_with_both_fields_percent_e
 
 #[tokio::test]
 async fn unicode_room_names_survive_the_redirect_and_reach_the_page_unchanged() {
-    let server = Server::start(&WebConfig::default()).await;
-    let response = client()
-        .post(server.url("/"))
-        .body("room_name=za%C5%BC%C3%B3%C5%82%C4%87+%F0%9F%8E%A5+a%2Bb&display_name=%E5%BC%A0%E4%B8%89")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::FOUND);
-    let location = response.headers()[LOCATION].to_str().unwrap().to_owned();
+    let server = start(&WebConfig::default()).await;
+    let response = post_lobby(
+        &server,
+        None,
+        "room_name=za%C5%BC%C3%B3%C5%82%C4%87+%F0%9F%8E%A5+a%2Bb&display_name=%E5%BC%A0%E4%B8%89",
+    )
+    .await;
+    let location = redirect_location(&response);
     assert_eq!(
         location,
         "/room/za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb?display_name=%E5%BC%A0%E4%B8%89"
     );
-    let page = client()
-        .get(server.url(&location))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(&server, &location).await;
     assert!(page.contains(r#"data-room-id="zażółć 🎥 a+b""#), "{page}");
     // Without the display name the lobby gets the same room back.
-    let response = client()
-        .get(server.url("/room/za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb"))
-        .send()
-        .await
-        .unwrap();
+    let response = get(
+        &server,
+        "/room/za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb",
+    )
+    .await;
     assert_eq!(
         response.headers()[LOCATION],
         "/?room_id=za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb"
     );
-    let page = client()
-        .get(server.url("/?room_id=za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(
+        &server,
+        "/?room_id=za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb",
+    )
+    .await;
     assert!(page.contains(r#"value="zażółć 🎥 a+b""#), "{page}");
     server.stop().await;
 }
 
 #[tokio::test]
 async fn an_incomplete_lobby_form_shows_the_lobby_again_with_a_message() {
-    let server = Server::start(&WebConfig::default()).await;
+    let server = start(&WebConfig::default()).await;
     for (body, message) in [
         ("room_name=abc", "Please enter a display name."),
         (
@@ -270,50 +259,35 @@ async fn an_incomplete_lobby_form_shows_the_lobby_again_with_a_message() {
         ("display_name=Ann", "Please enter a room name."),
         ("room_name=..&display_name=Ann", "cannot be"),
     ] {
-        let response = client()
-            .post(server.url("/"))
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = post_lobby(&server, Some(FORM), body).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
         let page = response.text().await.unwrap();
         assert!(page.contains(message), "{body}: {page}");
         assert!(page.contains(r#"<form method="post""#));
     }
     // What was typed is kept (escaped).
-    let page = client()
-        .post(server.url("/"))
-        .body("room_name=%3Cscript%3Ex%3C%2Fscript%3E")
-        .send()
+    let page = post_lobby(&server, None, "room_name=%3Cscript%3Ex%3C%2Fscript%3E")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
     assert!(page.contains(r#"value="&lt;script&gt;x&lt;/script&gt;""#));
     assert!(!page.contains("<script>x"));
     // A body larger than any real form is refused before it is read.
-    let response = client()
-        .post(server.url("/"))
-        .body(vec![b'a'; 64 * 1024])
-        .send()
-        .await
-        .unwrap();
+    let response = post_lobby(&server, None, vec![b'a'; 64 * 1024]).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn the_room_page_without_a_display_name_redirects_to_the_lobby_with_the_room_prefilled() {
-    let server = Server::start(&WebConfig::default()).await;
+    let server = start(&WebConfig::default()).await;
     for path in [
         "/room/daily%20sync",
         "/room/daily%20sync?display_name=",
         "/room/daily%20sync?other=1",
     ] {
-        let response = client().get(server.url(path)).send().await.unwrap();
+        let response = get(&server, path).await;
         assert_eq!(response.status(), StatusCode::FOUND, "{path}");
         assert_eq!(
             response.headers()[LOCATION],
@@ -326,15 +300,8 @@ async fn the_room_page_without_a_display_name_redirects_to_the_lobby_with_the_ro
 
 #[tokio::test]
 async fn the_room_page_keeps_the_dom_the_tutorial_client_relies_on() {
-    let server = Server::start(&WebConfig::default()).await;
-    let response = client()
-        .get(server.url("/room/r1?display_name=Ann"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
-    let page = response.text().await.unwrap();
+    let server = start(&WebConfig::default()).await;
+    let page = html_page(&server, "/room/r1?display_name=Ann").await;
     for expected in [
         "<title>Membrane WebRTC video room demo</title>",
         r#"<link rel="stylesheet" href="/assets/css/app.css">"#,
@@ -391,14 +358,8 @@ async fn the_room_page_keeps_the_dom_the_tutorial_client_relies_on() {
 
 #[tokio::test]
 async fn script_room_names_and_display_names_are_escaped_everywhere() {
-    let server = Server::start(&WebConfig::default()).await;
-    let response = client()
-        .get(server.url(
-            "/room/%3Cscript%3Ealert(1)%3C%2Fscript%3E?display_name=%3Cscript%3Ealert(2)%3C%2Fscript%3E",
-        ))
-        .send()
-        .await
-        .unwrap();
+    let server = start(&WebConfig::default()).await;
+    let response = get(&server, "/room/%3Cscript%3Ealert(1)%3C%2Fscript%3E?display_name=%3Cscript%3Ealert(2)%3C%2Fscript%3E",).await;
     assert_eq!(response.status(), StatusCode::OK);
     let page = response.text().await.unwrap();
     assert!(!page.contains("<script>alert"), "{page}");
@@ -408,26 +369,20 @@ async fn script_room_names_and_display_names_are_escaped_everywhere() {
     assert_eq!(page.matches("<script").count(), 1);
 
     // Breaking out of the attribute with a quote does not work either.
-    let page = client()
-        .get(server.url("/room/%22%3E%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E?display_name=x"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(
+        &server,
+        "/room/%22%3E%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E?display_name=x",
+    )
+    .await;
     assert!(!page.contains("<img src=x"), "{page}");
     assert!(page.contains(r#"data-room-id="&quot;&gt;&lt;img src=x onerror=alert(1)&gt;""#));
 
     // The lobby's prefilled room name.
-    let page = client()
-        .get(server.url("/?room_id=%22%3E%3Cscript%3Ealert(3)%3C%2Fscript%3E"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(
+        &server,
+        "/?room_id=%22%3E%3Cscript%3Ealert(3)%3C%2Fscript%3E",
+    )
+    .await;
     assert!(!page.contains("<script>alert"), "{page}");
     assert!(page.contains(r#"value="&quot;&gt;&lt;script&gt;alert(3)&lt;/script&gt;""#));
     server.stop().await;
@@ -435,13 +390,13 @@ async fn script_room_names_and_display_names_are_escaped_everywhere() {
 
 #[tokio::test]
 async fn invalid_room_names_in_the_path_get_a_400_lobby() {
-    let server = Server::start(&WebConfig::default()).await;
+    let server = start(&WebConfig::default()).await;
     for path in [
         "/room/%ff%fe?display_name=x",
         "/room/a%00b?display_name=x",
         &format!("/room/{}?display_name=x", "r".repeat(101)),
     ] {
-        let response = client().get(server.url(path)).send().await.unwrap();
+        let response = get(&server, path).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
         assert!(response.text().await.unwrap().contains("Join room!"));
     }
@@ -450,12 +405,8 @@ async fn invalid_room_names_in_the_path_get_a_400_lobby() {
 
 #[tokio::test]
 async fn the_healthcheck_answers_200_with_an_empty_body() {
-    let server = Server::start(&WebConfig::default()).await;
-    let response = client()
-        .get(server.url("/healthcheck"))
-        .send()
-        .await
-        .unwrap();
+    let server = start(&WebConfig::default()).await;
+    let response = get(&server, "/healthcheck").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.text().await.unwrap(), "");
     server.stop().await;
@@ -463,7 +414,7 @@ async fn the_healthcheck_answers_200_with_an_empty_body() {
 
 #[tokio::test]
 async fn unknown_paths_and_methods_are_refused() {
-    let server = Server::start(&WebConfig::default()).await;
+    let server = start(&WebConfig::default()).await;
     for path in [
         "/nope",
         "/room/",
@@ -471,7 +422,7 @@ async fn unknown_paths_and_methods_are_refused() {
         "/assets/js/missing.js",
         "/priv/static/robots.txt",
     ] {
-        let response = client().get(server.url(path)).send().await.unwrap();
+        let response = get(&server, path).await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
     }
     let response = client().delete(server.url("/")).send().await.unwrap();
@@ -481,13 +432,13 @@ async fn unknown_paths_and_methods_are_refused() {
 
 #[tokio::test]
 async fn embedded_static_files_are_served_with_their_content_types() {
-    let server = Server::start(&WebConfig::default()).await;
+    let server = start(&WebConfig::default()).await;
     for (path, content_type) in [
         ("/favicon.ico", "image/x-icon"),
         ("/robots.txt", "text/plain; charset=utf-8"),
         ("/images/logo.png", "image/png"),
     ] {
-        let response = client().get(server.url(path)).send().await.unwrap();
+        let response = get(&server, path).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         assert_eq!(response.headers()[CONTENT_TYPE], content_type, "{path}");
         assert_eq!(response.headers()["cache-control"], "no-cache");
@@ -511,13 +462,9 @@ async fn every_file_of_priv_static_is_embedded_and_served_byte_for_byte() {
     let embedded: Vec<&str> = web::static_files::embedded_paths().collect();
     assert_eq!(embedded, on_disk);
 
-    let server = Server::start(&WebConfig::default()).await;
+    let server = start(&WebConfig::default()).await;
     for path in &on_disk {
-        let response = client()
-            .get(server.url(&format!("/{path}")))
-            .send()
-            .await
-            .unwrap();
+        let response = get(&server, &format!("/{path}")).await;
         if !(path.starts_with("assets/")
             || path.starts_with("images/")
             || path.starts_with("fonts/")
@@ -558,8 +505,8 @@ async fn static_files_are_revalidated_with_etags() {
         } else {
             "/robots.txt"
         };
-        let server = Server::start(&config).await;
-        let first = client().get(server.url(path)).send().await.unwrap();
+        let server = start(&config).await;
+        let first = get(&server, path).await;
         assert_eq!(first.status(), StatusCode::OK);
         let etag = first.headers()[ETAG].to_str().unwrap().to_owned();
         let again = client()
@@ -581,23 +528,15 @@ async fn static_files_are_revalidated_with_etags() {
         server.stop().await;
     }
     // A rebuilt bundle gets a new tag.
-    let server = Server::start(&WebConfig {
+    let server = start(&WebConfig {
         static_dir: Some(foreign.0.clone()),
         ..WebConfig::default()
     })
     .await;
-    let before = client()
-        .get(server.url("/assets/js/app.js"))
-        .send()
-        .await
-        .unwrap();
+    let before = get(&server, "/assets/js/app.js").await;
     let before = before.headers()[ETAG].to_str().unwrap().to_owned();
     std::fs::write(&bundle, b"console.log('rebuilt')").unwrap();
-    let after = client()
-        .get(server.url("/assets/js/app.js"))
-        .send()
-        .await
-        .unwrap();
+    let after = get(&server, "/assets/js/app.js").await;
     assert_ne!(after.headers()[ETAG].to_str().unwrap(), before);
     assert_eq!(after.text().await.unwrap(), "console.log('rebuilt')");
     server.stop().await;
@@ -624,7 +563,7 @@ const TRAVERSALS: &[&str] = &[
 ];
 
 /// Checks that none of [`TRAVERSALS`] is answered with a file.
-async fn assert_no_traversal(server: &Server) {
+async fn assert_no_traversal(server: &Served) {
     for path in TRAVERSALS {
         let (status, response) = raw_get(server.addr, path).await;
         assert!(
@@ -642,7 +581,7 @@ async fn assert_no_traversal(server: &Server) {
 
 #[tokio::test]
 async fn path_traversal_cannot_leave_the_embedded_files() {
-    let server = Server::start(&WebConfig::default()).await;
+    let server = start(&WebConfig::default()).await;
     assert_no_traversal(&server).await;
     server.stop().await;
 }
@@ -660,7 +599,7 @@ async fn path_traversal_cannot_leave_the_static_dir_even_through_symlinks() {
         static_dir.join("assets/secret-link.txt"),
     )
     .unwrap();
-    let server = Server::start(&WebConfig {
+    let server = start(&WebConfig {
         static_dir: Some(static_dir),
         ..WebConfig::default()
     })
@@ -688,7 +627,7 @@ async fn the_static_dir_serves_a_foreign_priv_static_instead_of_the_embedded_one
     foreign.write("assets/js/app.js.map", b"{\"version\":3}");
     foreign.write("images/logo.png", b"\x89PNG fake");
     foreign.write("fonts/x.woff2", b"wOF2");
-    let server = Server::start(&WebConfig {
+    let server = start(&WebConfig {
         static_dir: Some(foreign.0.clone()),
         ..WebConfig::default()
     })
@@ -712,27 +651,16 @@ async fn the_static_dir_serves_a_foreign_priv_static_instead_of_the_embedded_one
         ("/images/logo.png", "image/png", b"\x89PNG fake"),
         ("/fonts/x.woff2", "font/woff2", b"wOF2"),
     ] {
-        let response = client().get(server.url(path)).send().await.unwrap();
+        let response = get(&server, path).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         assert_eq!(response.headers()[CONTENT_TYPE], content_type, "{path}");
         assert_eq!(response.bytes().await.unwrap().as_ref(), body, "{path}");
     }
     // Only the foreign folder is served: the embedded robots.txt is not mixed in.
-    let response = client()
-        .get(server.url("/robots.txt"))
-        .send()
-        .await
-        .unwrap();
+    let response = get(&server, "/robots.txt").await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     // Pages are unchanged and still load the bundle from the same place.
-    let page = client()
-        .get(server.url("/room/r?display_name=a"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(&server, "/room/r?display_name=a").await;
     assert!(page.contains(r#"src="/assets/js/app.js""#));
     server.stop().await;
 }
@@ -757,7 +685,7 @@ async fn a_static_dir_that_is_not_a_folder_is_refused_at_start() {
 
 #[tokio::test]
 async fn head_requests_get_the_headers_without_a_body() {
-    let server = Server::start(&WebConfig::default()).await;
+    let server = start(&WebConfig::default()).await;
     for path in ["/", "/robots.txt", "/healthcheck", "/room/x?display_name=y"] {
         let response = client().head(server.url(path)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
@@ -768,17 +696,9 @@ async fn head_requests_get_the_headers_without_a_body() {
 
 #[tokio::test]
 async fn shutdown_stops_accepting_connections() {
-    let server = Server::start(&WebConfig::default()).await;
+    let server = start(&WebConfig::default()).await;
     let addr = server.addr;
-    assert_eq!(
-        client()
-            .get(server.url("/healthcheck"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(get(&server, "/healthcheck").await.status(), StatusCode::OK);
     server.stop().await;
     assert!(TcpStream::connect(addr).await.is_err());
 }
@@ -804,7 +724,7 @@ async fn https_serves_the_routes_with_a_given_certificate_and_key() {
         tls: TlsMode::PemFiles { cert, key },
         ..WebConfig::default()
     };
-    let server = Server::start(&config).await;
+    let server = start(&config).await;
     let https = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .add_root_certificate(
@@ -851,17 +771,14 @@ async fn https_with_a_self_signed_certificate_is_valid_for_localhost_and_loopbac
     let identity =
         TlsIdentity::self_signed(&["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
     let pem = identity.cert_pem.clone();
-    let server = Server::start_with(
+    let server = start_with(
         &WebConfig::default(),
         Some(identity.acceptor().unwrap()),
         None,
     )
     .await;
     let by_ip = tls_client(&pem)
-        .get(format!(
-            "https://127.0.0.1:{}/healthcheck",
-            server.addr.port()
-        ))
+        .get(https_by_ip(&server, "/healthcheck"))
         .send()
         .await
         .unwrap();
@@ -881,10 +798,7 @@ async fn https_with_a_self_signed_certificate_is_valid_for_localhost_and_loopbac
     assert_eq!(by_name.status(), StatusCode::OK);
     // A client that does not trust the certificate refuses it: it really is checked.
     let untrusted = reqwest::Client::new()
-        .get(format!(
-            "https://127.0.0.1:{}/healthcheck",
-            server.addr.port()
-        ))
+        .get(https_by_ip(&server, "/healthcheck"))
         .send()
         .await;
     assert!(untrusted.is_err());
@@ -909,16 +823,13 @@ async fn tls_self_signed_mode_generates_a_certificate_at_start() {
         tls: mode,
         ..WebConfig::default()
     };
-    let server = Server::start(&config).await;
+    let server = start(&config).await;
     // The certificate is new, so only a client that skips verification can talk to it here.
     let response = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .build()
         .unwrap()
-        .get(format!(
-            "https://127.0.0.1:{}/healthcheck",
-            server.addr.port()
-        ))
+        .get(https_by_ip(&server, "/healthcheck"))
         .send()
         .await
         .unwrap();
@@ -976,7 +887,7 @@ async fn websocket_upgrades_work_over_tls() {
         .boxed();
     let identity = TlsIdentity::self_signed(&["localhost".to_owned()]).unwrap();
     let pem = identity.cert_pem.clone();
-    let server = Server::start_with(
+    let server = start_with(
         &WebConfig::default(),
         Some(identity.acceptor().unwrap()),
         Some(echo),

@@ -1,9 +1,9 @@
-//! The §10.0 fixture server for the Node conformance tests (`cargo run --example
+//! The Phoenix conformance fixture server (`docs/phoenix-protocol.md`) for the Node conformance tests (`cargo run --example
 //! phoenix_fixture_server -- <PORT>`; or env `FIXTURE_PORT`; port 0 picks a free one).
 //!
 //! Contract (kept stable for `test/node/*.test.mjs`):
 //! * prints `listening on http://127.0.0.1:PORT` once it accepts connections;
-//! * `/ws`, `/ws/admin`, `/ws/limited`, `/ws/sip`, `/custom/:socket_var`: the §10.0 fixture
+//! * `/ws`, `/ws/admin`, `/ws/limited`, `/ws/sip`, `/custom/:socket_var`: the conformance fixture
 //!   (check_origin `["//example.com"]`, idle timeout 200 ms, LongPoll window 200 ms);
 //! * `/socket`: the same channels with check_origin off, idle 60 s, LongPoll window 10 s;
 //! * `/lponly`: like `/socket` but the WebSocket transport is refused (404), LongPoll only;
@@ -16,7 +16,7 @@
 //! * `POST /test/broadcast_binary/<topic>/<event>` with any body → binary broadcast;
 //! * SIGINT/SIGTERM → every socket closes with 1012, then the process exits.
 
-#[path = "../common/fixture.rs"]
+#[path = "../kit/fixture.rs"]
 mod fixture;
 
 use bytes::Bytes;
@@ -100,13 +100,11 @@ async fn main() {
         .expect("bound listener has an address");
     println!("listening on http://{addr}");
     let drain = endpoint.clone();
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(async move {
-            shutdown_signal().await;
-            drain.drain();
-            drain.wait_drained(std::time::Duration::from_secs(2)).await;
-        })
-        .run()
-        .await;
+    // The app's own serving code, as the in-process fixture of the Rust tests uses.
+    videoroom::web::serve(routes, listener, None, async move {
+        shutdown_signal().await;
+        drain.drain();
+        drain.wait_drained(std::time::Duration::from_secs(2)).await;
+    })
+    .await;
 }

@@ -1,6 +1,7 @@
-//! The §10.0 conformance fixture (mirrors Phoenix's `WebSocketChannelsTest` /
-//! `LongPollChannelsTest`), shared by the Rust integration tests and the
-//! `phoenix_fixture_server` example used by the Node conformance tests.
+//! The Phoenix conformance fixture (modelled on Phoenix's own `WebSocketChannelsTest` /
+//! `LongPollChannelsTest`; `docs/phoenix-protocol.md`), shared by the Rust integration tests
+//! (through `test/kit/mod.rs`) and the `phoenix_fixture_server` example used by the Node
+//! conformance tests. Self-contained, so the example includes it by `#[path]`.
 //!
 //! Mounts (all with the same channels: `room:*` RoomChannel, `custom:*` CustomChannel,
 //! `echo:*` EchoChannel):
@@ -23,12 +24,15 @@ use videoroom::phoenix::transport::{
     CheckOrigin, ConnectError, ConnectInfo, Endpoint, Settings, SocketHandler, SocketMount,
 };
 use videoroom::phoenix::{
-    Channel, ChannelContext, EchoChannel, Flow, HandleIn, Payload, ReplyRef, Router, StopReason,
-    TerminateReason,
+    Channel, ChannelContext, EchoChannel, Flow, HandleIn, JoinReply, Payload, ReplyRef, Router,
+    StopReason, TerminateReason,
 };
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
+
+/// The context every channel callback gets (short, so the signatures fit one line).
+type Ctx<'a> = ChannelContext<'a>;
 
 /// Phoenix's `UserSocket` of the integration tests.
 pub struct UserSocket;
@@ -75,12 +79,7 @@ pub struct RoomChannel {
 impl Channel for RoomChannel {
     type Info = RoomInfo;
 
-    fn join(
-        &mut self,
-        _topic: &str,
-        payload: Value,
-        ctx: &mut ChannelContext<'_>,
-    ) -> Result<Value, Value> {
+    fn join(&mut self, _topic: &str, payload: Value, ctx: &mut Ctx<'_>) -> JoinReply {
         self.longpoll = ctx.assigns().get("transport").and_then(Value::as_str) == Some("longpoll");
         let user_id = ctx.assigns().get("user_id").cloned().unwrap_or(Value::Null);
         ctx.broadcast(
@@ -98,7 +97,7 @@ impl Channel for RoomChannel {
         event == "new_msg" || event == "bin_ack"
     }
 
-    fn handle_out(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext<'_>) -> Flow {
+    fn handle_out(&mut self, event: &str, payload: Payload, ctx: &mut Ctx<'_>) -> Flow {
         let mut p = payload.into_json();
         if let Value::Object(m) = &mut p {
             let t = if self.longpoll {
@@ -112,12 +111,7 @@ impl Channel for RoomChannel {
         Flow::Continue
     }
 
-    fn handle_in(
-        &mut self,
-        event: &str,
-        payload: Payload,
-        ctx: &mut ChannelContext<'_>,
-    ) -> HandleIn {
+    fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut Ctx<'_>) -> HandleIn {
         match (event, payload) {
             ("new_msg", p) => {
                 ctx.broadcast("new_msg", p);
@@ -172,7 +166,7 @@ impl Channel for RoomChannel {
         }
     }
 
-    fn handle_info(&mut self, msg: RoomInfo, ctx: &mut ChannelContext<'_>) -> Flow {
+    fn handle_info(&mut self, msg: RoomInfo, ctx: &mut Ctx<'_>) -> Flow {
         match msg {
             RoomInfo::Later(reply_ref, value) => {
                 ctx.push("info", json!({"value": value}));
@@ -182,7 +176,7 @@ impl Channel for RoomChannel {
         Flow::Continue
     }
 
-    fn terminate(&mut self, _reason: &TerminateReason, ctx: &mut ChannelContext<'_>) {
+    fn terminate(&mut self, _reason: &TerminateReason, ctx: &mut Ctx<'_>) {
         ctx.push("you_left", json!({"message": "bye!"}));
     }
 }
@@ -193,12 +187,7 @@ pub struct CustomChannel;
 impl Channel for CustomChannel {
     type Info = ();
 
-    fn join(
-        &mut self,
-        _topic: &str,
-        payload: Value,
-        _ctx: &mut ChannelContext<'_>,
-    ) -> Result<Value, Value> {
+    fn join(&mut self, _topic: &str, payload: Value, _: &mut Ctx<'_>) -> JoinReply {
         match payload.get("action").and_then(Value::as_str) {
             Some("ok") => Ok(json!({"action": "ok"})),
             Some("ignore") => Err(json!({"action": "ignore"})),
@@ -207,12 +196,7 @@ impl Channel for CustomChannel {
         }
     }
 
-    fn handle_in(
-        &mut self,
-        event: &str,
-        _payload: Payload,
-        _ctx: &mut ChannelContext<'_>,
-    ) -> HandleIn {
+    fn handle_in(&mut self, event: &str, _: Payload, _: &mut Ctx<'_>) -> HandleIn {
         match event {
             "close" => HandleIn::Stop {
                 reason: StopReason::Normal,
@@ -231,7 +215,7 @@ pub fn router() -> Router {
         .channel("echo:*", || EchoChannel)
 }
 
-/// §10.0 settings: `check_origin: ["//example.com"]`, short timeouts.
+/// The fixture settings: `check_origin: ["//example.com"]`, short timeouts.
 pub fn fixture_settings() -> Settings {
     Settings {
         check_origin: CheckOrigin::List(vec!["//example.com".into()]),
@@ -252,8 +236,20 @@ pub fn app_settings() -> Settings {
 
 /// All fixture routes; `with_app_mounts` adds `/socket` and `/lponly`.
 pub fn routes(endpoint: &Endpoint, with_app_mounts: bool) -> BoxedFilter<(Response,)> {
+    routes_with_idle_timeout(endpoint, with_app_mounts, fixture_settings().idle_timeout)
+}
+
+/// [`routes`] with another idle timeout on the fixture mounts (`/ws`…, `/custom/…`).
+pub fn routes_with_idle_timeout(
+    endpoint: &Endpoint,
+    with_app_mounts: bool,
+    idle_timeout: Duration,
+) -> BoxedFilter<(Response,)> {
     let mount = |path: &str, f: &dyn Fn(&mut Settings)| {
-        let mut s = fixture_settings();
+        let mut s = Settings {
+            idle_timeout,
+            ..fixture_settings()
+        };
         f(&mut s);
         endpoint.mount(
             SocketMount::new(path, router())
