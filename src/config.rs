@@ -146,7 +146,7 @@ pub struct Config {
     )]
     pub max_offer_m_lines: usize,
 
-    /// ICE candidates a peer may send per negotiation (more: an `error` media event).
+    /// ICE candidates a peer may send per m-line of its offer (more: an `error` media event).
     #[arg(
         long = "max-candidates-per-offer",
         env = "MAX_CANDIDATES_PER_OFFER",

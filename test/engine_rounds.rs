@@ -434,3 +434,48 @@ fn a_failed_peer_is_told_and_removed_and_the_others_get_peer_left() {
     );
     assert_eq!(step[2], Out::PeerRemoved(b));
 }
+
+/// A trickled host candidate numbered `n`, as the tutorial's client sends it.
+fn candidate(n: u16) -> serde_json::Value {
+    let line = format!(
+        "candidate:{n} 1 udp 2122260223 192.0.2.1 {} typ host",
+        40000 + n
+    );
+    json!({"type": "candidate", "data": {"candidate": line, "sdpMLineIndex": 0}})
+}
+
+/// On a fresh connection Chromium gathers candidates for every m-line, so a joiner's first offer
+/// in a big room brings many: the budget is per m-line of the latest offer, and only a peer
+/// that goes past it gets `error`.
+#[test]
+fn candidates_are_budgeted_per_m_line_of_the_latest_offer() {
+    let mut room = Room::with_fake();
+    let viewer = room.peer("v");
+    room.join(viewer, true);
+    // Five audio+video pairs: ten m-lines, 32 candidates each by default.
+    room.offer(viewer, &generated_offer(&[], 5), &[]);
+    for n in 0..320 {
+        let step = room.event(viewer, candidate(n));
+        assert!(
+            step.iter().all(|o| o.kind() != "error"),
+            "candidate {n} of 320 refused: {:?}",
+            kinds(&step)
+        );
+    }
+    let step = room.event(viewer, candidate(320));
+    assert_eq!(kinds(&step), ["error"]);
+    assert_eq!(
+        only(&step, "error").data(),
+        &json!({"message": "too many ICE candidates"})
+    );
+    // The next offer (no m-line at all counts as one) starts a new, smaller budget.
+    room.offer(viewer, &generated_offer(&[], 0), &[]);
+    for n in 0..32 {
+        assert!(
+            room.event(viewer, candidate(n))
+                .iter()
+                .all(|o| o.kind() != "error")
+        );
+    }
+    assert_eq!(kinds(&room.event(viewer, candidate(32))), ["error"]);
+}

@@ -3,7 +3,9 @@
 //! The defaults follow careful production servers: a few KB of metadata (LiveKit caps
 //! participant metadata at a few KB too), at most 16 published tracks, an SDP offer that fits a
 //! large room (one PeerConnection carries every subscription, ~1.5–3 KB per m-line), and a few
-//! dozen ICE candidates per negotiation (a browser sends one or two per interface and family).
+//! dozen ICE candidates per m-line of an offer (a browser sends one or two per interface, family
+//! and protocol, and on a fresh connection Chromium gathers for every m-line: a joiner's first
+//! offer in a room of N publishers brings candidates for 2N + 2 m-lines).
 //! An offender gets the protocol's own answer (`peerDenied` for a join, `error` otherwise) and
 //! the server writes one log line per peer and limit, not one per event.
 
@@ -20,7 +22,8 @@ pub struct EngineLimits {
     pub max_offer_bytes: usize,
     /// m-lines of one offer (its own tracks plus one per track it receives).
     pub max_offer_m_lines: usize,
-    /// Candidates a peer may trickle per negotiation (the count restarts with each offer).
+    /// Candidates a peer may trickle per m-line of its latest offer (the count restarts with
+    /// each offer; before the first one, one m-line's worth).
     pub max_candidates_per_offer: usize,
     /// Length of one candidate string.
     pub max_candidate_bytes: usize,
@@ -39,7 +42,7 @@ impl EngineLimits {
     /// Default of [`EngineLimits::max_offer_m_lines`].
     pub const DEFAULT_MAX_OFFER_M_LINES: usize = 128;
     /// Default of [`EngineLimits::max_candidates_per_offer`].
-    pub const DEFAULT_MAX_CANDIDATES_PER_OFFER: usize = 50;
+    pub const DEFAULT_MAX_CANDIDATES_PER_OFFER: usize = 32;
     /// Default of [`EngineLimits::max_candidate_bytes`].
     pub const DEFAULT_MAX_CANDIDATE_BYTES: usize = 512;
 }

@@ -41,8 +41,10 @@ pub(super) struct Member {
     pub(super) outstanding: Option<OfferDataData>,
     /// The counts of the last `offerData` (an unsolicited offer is answered against these).
     pub(super) last_counts: OfferDataData,
-    /// Candidates trickled since the last offer (bounded by the limits).
+    /// Candidates trickled since the last offer.
     pub(super) candidates: usize,
+    /// How many candidates the last offer allows: the per-m-line limit times its m-lines.
+    pub(super) candidate_budget: usize,
     /// The limits this member hit (each is logged once).
     pub(super) limits_hit: BTreeSet<Limit>,
 }

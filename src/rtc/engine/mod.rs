@@ -274,6 +274,7 @@ impl<S: SfuBackend> Engine<S> {
             outstanding: None,
             last_counts: OfferDataData { audio: 0, video: 0 },
             candidates: 0,
+            candidate_budget: self.limits.max_candidates_per_offer,
             limits_hit: BTreeSet::new(),
         };
         let peers_in_room = self
@@ -472,6 +473,16 @@ impl<S: SfuBackend> Engine<S> {
             return;
         };
         member.candidates = 0;
+        let m_lines = offer
+            .sdp_offer
+            .sdp
+            .lines()
+            .filter(|l| l.starts_with("m="))
+            .count();
+        member.candidate_budget = self
+            .limits
+            .max_candidates_per_offer
+            .saturating_mul(m_lines.max(1));
         let counts = member.outstanding.unwrap_or(member.last_counts);
         if member.outstanding.is_none() {
             log::info!(
@@ -678,7 +689,7 @@ impl<S: SfuBackend> Engine<S> {
             return Some(Limit::CandidateSize);
         }
         let member = self.members.get_mut(&peer)?;
-        if member.candidates >= self.limits.max_candidates_per_offer {
+        if member.candidates >= member.candidate_budget {
             return Some(Limit::Candidates);
         }
         member.candidates += 1;
