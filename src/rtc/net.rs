@@ -73,11 +73,6 @@ impl<V: Copy + Eq> AddrCache<V> {
         Some(*owner)
     }
 
-    /// Drops the entry of `addr`.
-    pub fn remove(&mut self, addr: SocketAddr) {
-        self.entries.remove(&addr);
-    }
-
     /// Forgets every address of `owner`.
     pub fn forget(&mut self, owner: V) {
         self.entries.retain(|_, (o, _)| *o != owner);

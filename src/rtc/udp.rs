@@ -19,7 +19,8 @@
 //!
 //! Queue policy: a route's inbox holds [`ROUTE_INBOX_CAPACITY`] datagrams; when it is full the
 //! datagram is dropped (UDP semantics: the peers' NACK/PLI machinery recovers) and a counter is
-//! logged. Learnt addresses live in the one [`AddrCache`] policy: silent for [`ADDR_IDLE_EXPIRY`], forgotten.
+//! logged. Learnt addresses follow [`AddrCache`]'s one policy: silent for [`ADDR_IDLE_EXPIRY`],
+//! they are forgotten.
 //! The receive buffer is one `BytesMut` that datagrams are split off, so receiving allocates
 //! only once per ~64 KiB of traffic, not per packet.
 use std::collections::HashMap;

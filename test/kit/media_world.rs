@@ -28,7 +28,7 @@ use videoroom::rtc::driver::{DriverOutput, MediaDriver, generate_dtls_cert};
 use videoroom::rtc::engine::{Engine, EngineOutput};
 use videoroom::rtc::ids::{MediaKind, PeerId, TrackId};
 use videoroom::rtc::media_event::MediaEventOut;
-use videoroom::rtc::net::Datagram;
+use videoroom::rtc::net::{Datagram, Transmit};
 use videoroom::rtc::sfu::{ConsumerSpec, Sfu, SfuConfig, SfuEvent};
 
 /// Payload types a browser uses: Chrome-like (111/96) or Firefox-like (109/120).
@@ -142,6 +142,55 @@ pub enum RoomCore {
     Sfu(MediaDriver<Sfu>),
     /// The room's engine and SFU, negotiated by the browsers with media events.
     Engine(MediaDriver<Engine<Sfu>>),
+}
+
+/// One output of a room's driver, whichever core it drives.
+enum RoomOutput {
+    Idle,
+    Ufrags(Vec<String>),
+    Transmit(Transmit),
+    Sfu(SfuEvent),
+    Engine(EngineOutput),
+}
+
+/// A driver output with its core's event wrapped by `event`.
+fn lift<E>(output: DriverOutput<E>, event: impl FnOnce(E) -> RoomOutput) -> RoomOutput {
+    match output {
+        DriverOutput::Timeout(_) => RoomOutput::Idle,
+        DriverOutput::Ufrags(u) => RoomOutput::Ufrags(u),
+        DriverOutput::Transmit(t) => RoomOutput::Transmit(t),
+        DriverOutput::Event(e) => event(e),
+    }
+}
+
+impl RoomCore {
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            RoomCore::Sfu(d) => d.deadline(),
+            RoomCore::Engine(d) => d.deadline(),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            RoomCore::Sfu(d) => d.handle_timeout(now),
+            RoomCore::Engine(d) => d.handle_timeout(now),
+        }
+    }
+
+    fn handle_datagram(&mut self, datagram: &Datagram) {
+        match self {
+            RoomCore::Sfu(d) => d.handle_datagram(datagram),
+            RoomCore::Engine(d) => d.handle_datagram(datagram),
+        }
+    }
+
+    fn poll_output(&mut self) -> RoomOutput {
+        match self {
+            RoomCore::Sfu(d) => lift(d.poll_output(), RoomOutput::Sfu),
+            RoomCore::Engine(d) => lift(d.poll_output(), RoomOutput::Engine),
+        }
+    }
 }
 
 /// One room: its address (the one candidate it advertises) and its core.
@@ -493,33 +542,26 @@ impl World {
     fn drain_room_outputs(&mut self, r: usize, now: Instant) {
         loop {
             let room = &mut self.rooms[r];
-            match &mut room.core {
-                RoomCore::Sfu(d) => match d.poll_output() {
-                    DriverOutput::Timeout(_) => break,
-                    DriverOutput::Ufrags(u) => room.ufrags = u,
-                    DriverOutput::Transmit(t) => {
-                        self.queue.push_back((t.source, t.destination, t.contents))
-                    }
-                    DriverOutput::Event(e) => self.events.push((now, r, e)),
-                },
-                RoomCore::Engine(d) => match d.poll_output() {
-                    DriverOutput::Timeout(_) => break,
-                    DriverOutput::Ufrags(u) => room.ufrags = u,
-                    DriverOutput::Transmit(t) => {
-                        self.queue.push_back((t.source, t.destination, t.contents))
-                    }
-                    DriverOutput::Event(EngineOutput::JoinRequest { peer, .. }) => {
+            match room.core.poll_output() {
+                RoomOutput::Idle => break,
+                RoomOutput::Ufrags(u) => room.ufrags = u,
+                RoomOutput::Transmit(t) => {
+                    self.queue.push_back((t.source, t.destination, t.contents))
+                }
+                RoomOutput::Sfu(e) => self.events.push((now, r, e)),
+                RoomOutput::Engine(EngineOutput::JoinRequest { peer, .. }) => {
+                    if let RoomCore::Engine(d) = &mut room.core {
                         d.signal(|engine| engine.accept_peer(peer, now));
                     }
-                    DriverOutput::Event(EngineOutput::Send { to, event }) => {
-                        self.signals.push_back((to, event))
-                    }
-                    DriverOutput::Event(EngineOutput::Broadcast { to, event }) => self
-                        .signals
-                        .extend(to.into_iter().map(|peer| (peer, event.clone()))),
-                    DriverOutput::Event(EngineOutput::PeerRemoved(peer)) => self.removed.push(peer),
-                    DriverOutput::Event(other) => panic!("unexpected engine output {other:?}"),
-                },
+                }
+                RoomOutput::Engine(EngineOutput::Send { to, event }) => {
+                    self.signals.push_back((to, event))
+                }
+                RoomOutput::Engine(EngineOutput::Broadcast { to, event }) => self
+                    .signals
+                    .extend(to.into_iter().map(|peer| (peer, event.clone()))),
+                RoomOutput::Engine(EngineOutput::PeerRemoved(peer)) => self.removed.push(peer),
+                RoomOutput::Engine(other) => panic!("unexpected engine output {other:?}"),
             }
         }
     }
@@ -538,10 +580,7 @@ impl World {
             contents: Bytes::from(data),
         };
         let started = Instant::now();
-        match &mut self.rooms[r].core {
-            RoomCore::Sfu(d) => d.handle_datagram(&datagram),
-            RoomCore::Engine(d) => d.handle_datagram(&datagram),
-        }
+        self.rooms[r].core.handle_datagram(&datagram);
         self.room_time += started.elapsed();
     }
 
@@ -658,18 +697,11 @@ impl World {
             self.drain_browser(i);
         }
         for r in 0..self.rooms.len() {
-            let room = &mut self.rooms[r];
-            let due = match &room.core {
-                RoomCore::Sfu(d) => d.deadline(),
-                RoomCore::Engine(d) => d.deadline(),
-            };
+            let core = &mut self.rooms[r].core;
             // The driver's deadline, as the room's shell sleeps until it (None: not yet asked).
-            if due.is_none_or(|t| t <= now) {
+            if core.deadline().is_none_or(|t| t <= now) {
                 let started = Instant::now();
-                match &mut room.core {
-                    RoomCore::Sfu(d) => d.handle_timeout(now),
-                    RoomCore::Engine(d) => d.handle_timeout(now),
-                }
+                core.handle_timeout(now);
                 self.room_time += started.elapsed();
             }
             self.drain_room(r);

@@ -473,12 +473,7 @@ impl<S: SfuBackend> Engine<S> {
             return;
         };
         member.candidates = 0;
-        let m_lines = offer
-            .sdp_offer
-            .sdp
-            .lines()
-            .filter(|l| l.starts_with("m="))
-            .count();
+        let m_lines = m_line_count(&offer.sdp_offer.sdp);
         member.candidate_budget = self
             .limits
             .max_candidates_per_offer
@@ -679,8 +674,7 @@ impl<S: SfuBackend> Engine<S> {
         if sdp.len() > self.limits.max_offer_bytes {
             return Some(Limit::OfferSize);
         }
-        let m_lines = sdp.lines().filter(|l| l.starts_with("m=")).count();
-        (m_lines > self.limits.max_offer_m_lines).then_some(Limit::OfferMLines)
+        (m_line_count(sdp) > self.limits.max_offer_m_lines).then_some(Limit::OfferMLines)
     }
 
     /// The candidate limit this candidate breaks, if any; otherwise it is counted.
@@ -805,6 +799,11 @@ struct ProducerChange {
 }
 
 /// The client-facing text for an offer the SFU refused (the details go to the log).
+/// How many m-lines (media sections) an SDP has.
+fn m_line_count(sdp: &str) -> usize {
+    sdp.lines().filter(|l| l.starts_with("m=")).count()
+}
+
 fn offer_error_text(e: &SfuError) -> &'static str {
     match e {
         SfuError::InvalidSdp(_) => "invalid SDP offer",

@@ -1,12 +1,14 @@
 //! The forwarding hot path and keyframe requests (see the module docs of [`super`]).
 use std::collections::HashMap;
+use std::time::Instant;
 
 use str0m::media::{KeyframeRequestKind, Mid};
 use str0m::rtp::{ExtensionValues, RtpPacket};
 
-use super::Sfu;
 use super::consumer::{Outgoing, Written};
+use super::{Peer, Sfu};
 use crate::rtc::ids::{MediaKind, PeerId, TrackId};
+use crate::rtc::metrics::MediaMetrics;
 
 impl Sfu {
     /// Rate-limited PLI to a producer (video only).
@@ -54,16 +56,13 @@ impl Sfu {
             .find(|c| c.pt() == pkt.header.payload_type)
             .map(|c| c.spec());
         self.stats.rtp_in += 1;
-        if !self.producers.contains_key(&(publisher, mid)) {
-            return;
-        }
-        self.note_first_media(publisher);
-        // The rest borrows the producer and the subscribers' peers side by side (disjoint
-        // fields of `self`), which is why the fan-out stays inline here rather than a method.
+        // The rest borrows the producer and the peers side by side (disjoint fields of
+        // `self`), which is why the fan-out stays inline here rather than a method.
         let Some(producer) = self.producers.get_mut(&(publisher, mid)) else {
             return;
         };
         let metrics = &self.config.metrics;
+        note_first_media(&mut self.peers, publisher, self.last_now, metrics);
         let payload_len = pkt.payload.len() as u64;
         metrics.packets_in.get(producer.kind).inc();
         metrics.bytes_in.get(producer.kind).inc_by(payload_len);
@@ -122,22 +121,6 @@ impl Sfu {
         }
     }
 
-    /// The first media packet of a publisher: observes how long it took since its first offer.
-    fn note_first_media(&mut self, publisher: PeerId) {
-        if let Some(p) = self.peers.get_mut(&publisher)
-            && !p.sent_media
-        {
-            p.sent_media = true;
-            if let Some(t) = p.first_offer {
-                let took = self.last_now.saturating_duration_since(t);
-                self.config
-                    .metrics
-                    .first_media_seconds
-                    .observe(took.as_secs_f64());
-            }
-        }
-    }
-
     /// Recomputes which consumer carries which producer. Routes are keyed by (publisher,
     /// track id), never by the track id alone: two peers naming the same id cannot cross.
     pub(super) fn rebuild_routes(&mut self) {
@@ -163,5 +146,24 @@ impl Sfu {
         }
         self.tracks_gauge.set(self.producers.len());
         self.subscriptions_gauge.set(subscriptions);
+    }
+}
+
+/// The first media packet of a publisher: observes how long it took since its first offer. A
+/// function of the fields it needs, so [`Sfu::forward`] can call it while it holds the producer.
+fn note_first_media(
+    peers: &mut HashMap<PeerId, Peer>,
+    publisher: PeerId,
+    now: Instant,
+    metrics: &MediaMetrics,
+) {
+    if let Some(p) = peers.get_mut(&publisher)
+        && !p.sent_media
+    {
+        p.sent_media = true;
+        if let Some(t) = p.first_offer {
+            let took = now.saturating_duration_since(t);
+            metrics.first_media_seconds.observe(took.as_secs_f64());
+        }
     }
 }
