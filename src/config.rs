@@ -29,6 +29,11 @@ fn parse_query_depth(value: &str) -> Result<usize, String> {
     }
 }
 
+/// A default duration as the seconds a flag shows (`None`, i.e. never: 0).
+fn default_secs(duration: Option<Duration>) -> f64 {
+    duration.map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Parses a count that must be at least 1 (a room of no peers, or no rooms, would refuse all).
 fn at_least_one(value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {
@@ -83,7 +88,7 @@ pub struct Config {
     pub bind: IpAddr,
 
     /// Close a WebSocket after this many seconds without a frame from the client (close 1001).
-    #[arg(long = "idle-timeout", env, default_value_t = SocketLimits::DEFAULT_IDLE_TIMEOUT_SECS)]
+    #[arg(long = "idle-timeout", env, default_value_t = default_secs(SocketLimits::default().idle_timeout))]
     pub idle_timeout_secs: f64,
 
     /// Allowed browser origins, comma-separated (`https://a.com,//*.b.com`); `*` allows every
@@ -93,43 +98,43 @@ pub struct Config {
 
     /// Largest WebSocket message or LongPoll request body accepted, in bytes (bigger: close
     /// 1009, HTTP 413).
-    #[arg(long, env, default_value_t = Settings::DEFAULT_MAX_FRAME_SIZE)]
+    #[arg(long, env, default_value_t = Settings::default().max_frame_size)]
     pub max_frame_size: usize,
 
     /// Maximum channels joined per socket.
-    #[arg(long, env, default_value_t = SocketLimits::DEFAULT_MAX_CHANNELS)]
+    #[arg(long, env, default_value_t = SocketLimits::default().max_channels)]
     pub max_channels: usize,
 
     /// Largest peer metadata (display name included) in `join`/`updatePeerMetadata`, in bytes (bigger: `peerDenied`, or an `error` media event).
-    #[arg(long, env, default_value_t = EngineLimits::DEFAULT_MAX_PEER_METADATA_BYTES)]
+    #[arg(long, env, default_value_t = EngineLimits::default().max_peer_metadata_bytes)]
     pub max_peer_metadata_bytes: usize,
 
     /// Largest metadata of one track, in bytes (bigger: an `error` media event).
-    #[arg(long, env, default_value_t = EngineLimits::DEFAULT_MAX_TRACK_METADATA_BYTES)]
+    #[arg(long, env, default_value_t = EngineLimits::default().max_track_metadata_bytes)]
     pub max_track_metadata_bytes: usize,
 
     /// Tracks one peer may publish at once (more: an `error` media event).
-    #[arg(long, env, default_value_t = EngineLimits::DEFAULT_MAX_TRACKS_PER_PEER)]
+    #[arg(long, env, default_value_t = EngineLimits::default().max_tracks_per_peer)]
     pub max_tracks_per_peer: usize,
 
     /// Largest SDP offer, in bytes (bigger: an `error` media event).
-    #[arg(long, env, default_value_t = EngineLimits::DEFAULT_MAX_OFFER_BYTES)]
+    #[arg(long, env, default_value_t = EngineLimits::default().max_offer_bytes)]
     pub max_offer_bytes: usize,
 
     /// Most m-lines in one SDP offer (more: an `error` media event).
-    #[arg(long, env, default_value_t = EngineLimits::DEFAULT_MAX_OFFER_M_LINES)]
+    #[arg(long, env, default_value_t = EngineLimits::default().max_offer_m_lines)]
     pub max_offer_m_lines: usize,
 
     /// ICE candidates a peer may send per m-line of its offer (more: an `error` media event).
-    #[arg(long, env, default_value_t = EngineLimits::DEFAULT_MAX_CANDIDATES_PER_OFFER)]
+    #[arg(long, env, default_value_t = EngineLimits::default().max_candidates_per_offer)]
     pub max_candidates_per_offer: usize,
 
     /// Longest ICE candidate string, in bytes (longer: an `error` media event).
-    #[arg(long, env, default_value_t = EngineLimits::DEFAULT_MAX_CANDIDATE_BYTES)]
+    #[arg(long, env, default_value_t = EngineLimits::default().max_candidate_bytes)]
     pub max_candidate_bytes: usize,
 
     /// LongPoll window in seconds (a session dies after 1.5 windows without a poll).
-    #[arg(long = "longpoll-window", env, default_value_t = Settings::DEFAULT_LONGPOLL_WINDOW_SECS)]
+    #[arg(long = "longpoll-window", env, default_value_t = Settings::default().longpoll_window.as_secs_f64())]
     pub longpoll_window_secs: f64,
 
     /// Disable the LongPoll transport.
@@ -137,50 +142,50 @@ pub struct Config {
     pub no_longpoll: bool,
 
     /// Frames queued for one client before it is closed as not reading.
-    #[arg(long, env, default_value_t = Settings::DEFAULT_OUTBOUND_QUEUE)]
+    #[arg(long, env, default_value_t = Settings::default().outbound_queue)]
     pub outbound_queue: usize,
 
     /// Bytes queued for one client before it is closed as not reading (close 1013).
-    #[arg(long, env, default_value_t = Settings::DEFAULT_OUTBOUND_BYTES)]
+    #[arg(long, env, default_value_t = Settings::default().outbound_bytes)]
     pub outbound_bytes: usize,
 
     /// Inbound messages per second per socket, bursts of as many allowed (more: close 1008).
-    #[arg(long, env, default_value_t = SocketLimits::DEFAULT_MAX_MESSAGES_PER_SEC)]
+    #[arg(long, env, default_value_t = SocketLimits::default().max_messages_per_sec)]
     pub max_messages_per_sec: u32,
 
     /// Longest channel topic (`room:<id>`) a client may join, in bytes (longer: join error
     /// `topic too long`).
-    #[arg(long, env, default_value_t = SocketLimits::DEFAULT_MAX_TOPIC_BYTES)]
+    #[arg(long, env, default_value_t = SocketLimits::default().max_topic_bytes)]
     pub max_topic_bytes: usize,
 
     /// Most LongPoll sessions open at once (more: `{"status":403}`).
-    #[arg(long, env, default_value_t = Settings::DEFAULT_MAX_LONGPOLL_SESSIONS)]
+    #[arg(long, env, default_value_t = Settings::default().max_longpoll_sessions)]
     pub max_longpoll_sessions: usize,
 
     /// Longest connect query string (`/socket/websocket?…`, `/socket/longpoll?…`) in bytes
     /// (longer: 400).
-    #[arg(long, env, default_value_t = QueryLimits::DEFAULT_MAX_BYTES)]
+    #[arg(long, env, default_value_t = QueryLimits::default().max_bytes)]
     pub max_query_bytes: usize,
 
     /// Most `key=value` pairs in a connect query string (more: 400).
-    #[arg(long, env, default_value_t = QueryLimits::DEFAULT_MAX_PAIRS)]
+    #[arg(long, env, default_value_t = QueryLimits::default().max_pairs)]
     pub max_query_params: usize,
 
     /// Deepest nesting of one connect query key, `a[b][c]` being 3 (deeper: 400).
     #[arg(
         long,
         env,
-        default_value_t = QueryLimits::DEFAULT_MAX_DEPTH,
+        default_value_t = QueryLimits::default().max_depth,
         value_parser = parse_query_depth
     )]
     pub max_query_depth: usize,
 
     /// Most open TCP connections, WebSockets included (more are closed at once).
-    #[arg(long, env, default_value_t = ServeLimits::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, env, default_value_t = ServeLimits::default().max_connections)]
     pub max_connections: usize,
 
     /// Most open TCP connections from one source IP (more are closed at once).
-    #[arg(long, env, default_value_t = ServeLimits::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    #[arg(long, env, default_value_t = ServeLimits::default().max_connections_per_ip)]
     pub max_connections_per_ip: usize,
 
     /// Seconds a client has to send a request's headers, counted from the connection's start
@@ -188,7 +193,7 @@ pub struct Config {
     #[arg(
         long = "header-read-timeout",
         env,
-        default_value_t = ServeLimits::DEFAULT_HEADER_READ_TIMEOUT_SECS
+        default_value_t = ServeLimits::default().header_read_timeout.as_secs_f64()
     )]
     pub header_read_timeout_secs: f64,
 
@@ -196,12 +201,12 @@ pub struct Config {
     #[arg(
         long = "tls-handshake-timeout",
         env,
-        default_value_t = ServeLimits::DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS
+        default_value_t = ServeLimits::default().tls_handshake_timeout.as_secs_f64()
     )]
     pub tls_handshake_timeout_secs: f64,
 
     /// Largest request head (request line and headers) in bytes, at least 8192 (bigger: 431).
-    #[arg(long, env, default_value_t = ServeLimits::DEFAULT_MAX_HEADER_BYTES)]
+    #[arg(long, env, default_value_t = ServeLimits::default().max_header_bytes)]
     pub max_header_bytes: usize,
 
     /// UDP port of the media plane: one socket serves every peer of every room
@@ -220,12 +225,12 @@ pub struct Config {
 
     /// Most peers per room (at least 1); further joiners get `peerDenied`, and channel joins
     /// beyond twice as many get `{"reason":"room is busy"}`.
-    #[arg(long, env, default_value_t = RoomsConfig::DEFAULT_MAX_PEERS, value_parser = at_least_one)]
+    #[arg(long, env, default_value_t = RoomsConfig::default().max_peers, value_parser = at_least_one)]
     pub max_peers_per_room: usize,
 
     /// Most rooms running at once; a join that would start another gets
     /// `{"reason":"too many rooms"}`.
-    #[arg(long, env, default_value_t = RoomsConfig::DEFAULT_MAX_ROOMS, value_parser = at_least_one)]
+    #[arg(long, env, default_value_t = RoomsConfig::default().max_rooms, value_parser = at_least_one)]
     pub max_rooms: usize,
 
     /// Seconds an empty room waits for a new peer before it stops.
