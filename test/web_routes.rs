@@ -280,8 +280,14 @@ async fn an_incomplete_lobby_form_shows_the_lobby_again_with_a_message() {
 }
 
 #[tokio::test]
-async fn the_room_page_without_a_display_name_redirects_to_the_lobby_with_the_room_prefilled() {
-    let server = start(&WebConfig::default()).await;
+async fn the_room_page_without_a_display_name_redirects_to_the_lobby_when_a_static_dir_is_served() {
+    let foreign = TempDir::new("nameless");
+    foreign.write("assets/js/app.js", b"console.log(1)");
+    let server = start(&WebConfig {
+        static_dir: Some(foreign.0.clone()),
+        ..WebConfig::default()
+    })
+    .await;
     for path in [
         "/room/daily%20sync",
         "/room/daily%20sync?display_name=",
@@ -294,6 +300,18 @@ async fn the_room_page_without_a_display_name_redirects_to_the_lobby_with_the_ro
             "/?room_id=daily%20sync",
             "{path}"
         );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_embedded_client_gets_the_room_page_without_a_display_name_for_its_pre_join_screen() {
+    let server = start(&WebConfig::default()).await;
+    for path in ["/room/daily%20sync", "/room/daily%20sync?display_name="] {
+        let response = get(&server, path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(r#"data-room-id="daily sync""#), "{path}");
     }
     server.stop().await;
 }

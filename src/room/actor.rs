@@ -34,7 +34,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::admission::Admission;
 use super::metrics::RoomMetrics;
 use super::registry::{AttachSlot, RoomRegistry, RoomsConfig};
+use super::chat::{ChatRefusal, display_name_of};
 use super::{PeerMessage, PeerSink};
+use crate::phoenix::ReplyRef;
 use crate::rtc::driver::RoomMedia;
 use crate::rtc::engine::{Engine, EngineOutput};
 use crate::rtc::ids::PeerId;
@@ -61,6 +63,17 @@ pub(crate) enum RoomCommand {
         /// The `data` string of its `mediaEvent` push.
         data: String,
         /// The sender's share of the inbox this event uses until handled.
+        credit: Credit,
+    },
+    /// A checked chat message from a peer (see [`super::chat`]).
+    Chat {
+        /// The sender.
+        peer: PeerId,
+        /// The message text (non-blank, within the size limit).
+        text: String,
+        /// The sender's push, answered once the room has handled it.
+        reply: ReplyRef,
+        /// The sender's share of the inbox this message uses until handled.
         credit: Credit,
     },
 }
@@ -93,6 +106,7 @@ impl std::fmt::Debug for RoomCommand {
         match self {
             RoomCommand::Attach { peer, .. } => write!(f, "Attach({peer})"),
             RoomCommand::MediaEvent { peer, .. } => write!(f, "MediaEvent({peer})"),
+            RoomCommand::Chat { peer, .. } => write!(f, "Chat({peer})"),
         }
     }
 }
@@ -109,6 +123,8 @@ pub(crate) struct Room {
     empty_grace: Duration,
     /// The channels attached to this room.
     peers: HashMap<PeerId, Box<dyn PeerSink>>,
+    /// Display names of admitted peers (from their `join` metadata), for chat messages.
+    names: HashMap<PeerId, String>,
     /// Attached peers an event could not be delivered to (logged once each).
     undeliverable: HashSet<PeerId>,
     /// Since when the room has had no peers.
@@ -145,6 +161,7 @@ impl Room {
             max_peers: config.max_peers.max(1),
             empty_grace: config.empty_grace,
             peers: HashMap::new(),
+            names: HashMap::new(),
             undeliverable: HashSet::new(),
             empty_since: Some(tokio::time::Instant::now()),
             crashed: false,
@@ -214,6 +231,10 @@ impl Room {
                             log::warn!("room={} peer={peer} media event from a detached peer dropped", self.id);
                         }
                     }
+                    Some(RoomCommand::Chat { peer, text, reply, credit }) => {
+                        self.chat(peer, text, reply);
+                        drop(credit);
+                    }
                     // Unreachable while the registry holds a sender; stop if it ever happens.
                     None => break,
                 },
@@ -221,6 +242,7 @@ impl Room {
                     log::info!("room={} peer={peer} detached", self.id);
                     self.peers.remove(&peer);
                     self.attached_at.remove(&peer);
+                    self.names.remove(&peer);
                     self.undeliverable.remove(&peer);
                     self.engine_call(|e| e.remove_peer(peer));
                     if self.peers.is_empty() {
@@ -317,6 +339,7 @@ impl Room {
                         .join_seconds
                         .observe(at.elapsed().as_secs_f64());
                 }
+                self.names.insert(peer, display_name_of(metadata));
                 self.engine_call(|e| e.accept_peer(peer, Instant::now()));
             }
             Ok(Err(data)) => {
@@ -343,6 +366,41 @@ impl Room {
                 }
             }
             None => log::debug!("room={} peer={peer} not attached, event dropped", self.id),
+        }
+    }
+
+    /// Fans a chat message out to every member (the sender included), then answers the sender.
+    /// Members only: a peer that is not (or no longer) accepted is refused.
+    fn chat(&mut self, peer: PeerId, text: String, reply: ReplyRef) {
+        let is_member = self.media.driver().core().is_member(peer);
+        let refusal = match self.names.get(&peer) {
+            Some(name) if is_member => {
+                let sent_at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let message = Arc::new(serde_json::json!({
+                    "peerId": peer.to_string(),
+                    "displayName": name,
+                    "text": text,
+                    "sentAt": sent_at,
+                }));
+                let engine = self.media.driver().core();
+                for (to, sink) in &self.peers {
+                    // A full channel misses the message: chat is best effort, like a dropped
+                    // media event the Phoenix layer deals with by closing the socket.
+                    if engine.is_member(*to) && !sink.deliver(PeerMessage::Chat(message.clone())) {
+                        log::debug!("room={} peer={to} chat message not delivered", self.id);
+                    }
+                }
+                None
+            }
+            _ => {
+                log::debug!("room={} peer={peer} chat from a non-member refused", self.id);
+                Some(ChatRefusal::NotInRoom)
+            }
+        };
+        if let Some(sink) = self.peers.get(&peer) {
+            sink.deliver(PeerMessage::ChatAnswer { reply, refusal });
         }
     }
 

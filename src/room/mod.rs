@@ -12,6 +12,8 @@
 //! - A `join` media event is refused with `peerDenied {"reason": "room is full"}` when the room
 //!   has [`RoomsConfig::max_peers`] members, else asks the room's [`Admission`] hook (default
 //!   [`MaxPeers`]: everyone, up to an optional maximum → the same `peerDenied`).
+//! - `chat` pushes from members go through the room actor, which fans them out to every
+//!   member with the sender's display name and the server's time ([`chat`]); nothing is kept.
 //! - When the channel ends for any reason the peer is removed once (`peerLeft` to the others).
 //! - A room with no peer for [`RoomsConfig::empty_grace`] leaves the registry and stops.
 //!
@@ -48,6 +50,7 @@
 mod actor;
 mod admission;
 pub mod metrics;
+pub mod chat;
 mod peer_channel;
 mod registry;
 
@@ -63,6 +66,15 @@ use crate::phoenix::Router;
 pub enum PeerMessage {
     /// Push this serialized media event as `mediaEvent {"data": …}`.
     MediaEvent(String),
+    /// Push this chat message (the JSON object of [`chat`]) as a `chat` event.
+    Chat(std::sync::Arc<serde_json::Value>),
+    /// Answer the peer's own `chat` push: `ok {}`, or `error {"reason"}` when refused.
+    ChatAnswer {
+        /// The push being answered.
+        reply: crate::phoenix::ReplyRef,
+        /// Why the room refused it, if it did.
+        refusal: Option<chat::ChatRefusal>,
+    },
     /// The room is gone: push this `error` media event, then close the channel.
     Closed {
         /// The serialized `error` media event.
