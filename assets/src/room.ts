@@ -379,10 +379,12 @@ export class Room {
     const input = this.shell.chatInput;
     const text = input.value;
     if (!text.trim() || this.left) return;
+    // Answers may come out of order (a refusal is immediate, an accepted message goes through
+    // the room): the error shown is the last one, cleared when the user sends again.
+    this.shell.setChatError("");
     this.channel
       .push("chat", { text })
       .receive("ok", () => {
-        this.shell.setChatError("");
         if (input.value === text) input.value = "";
       })
       .receive("error", (r: { reason?: string }) =>

@@ -40,7 +40,8 @@ export class Shell {
   private readonly peoplePanel: HTMLElement;
   private readonly chatPanel: HTMLElement;
   private readonly peopleList: HTMLUListElement;
-  private readonly chatLog: HTMLOListElement;
+  private readonly chatLog: HTMLElement;
+  private readonly chatList: HTMLOListElement;
   readonly chatForm: HTMLFormElement;
   readonly chatInput: HTMLInputElement;
   private readonly chatError: HTMLElement;
@@ -102,7 +103,9 @@ export class Shell {
 
     this.chatPanel = el("section", { className: "panel-section", attrs: { "aria-labelledby": "chat-heading" } });
     const chatHeading = el("h2", { id: "chat-heading", text: "Chat" });
-    this.chatLog = el("ol", { className: "chat-log", attrs: { role: "log", "aria-label": "Chat messages" } });
+    this.chatLog = el("div", { className: "chat-log", attrs: { role: "log", "aria-label": "Chat messages" } });
+    this.chatList = el("ol", { className: "chat-list" });
+    this.chatLog.appendChild(this.chatList);
     this.chatForm = el("form", { className: "chat-form" });
     const label = el("label", { text: "Message", attrs: { for: "chat-input" }, className: "sr-only" });
     this.chatInput = el("input", {
@@ -196,7 +199,7 @@ export class Shell {
     });
     meta.append(who, document.createTextNode(" "), time);
     li.append(meta, el("p", { className: "chat-text", text: message.text }));
-    this.chatLog.appendChild(li);
+    this.chatList.appendChild(li);
     this.chatLog.scrollTop = this.chatLog.scrollHeight;
     if (this.chatPanel.hidden || this.panel.hidden) {
       this.unread++;
