@@ -170,7 +170,8 @@ async fn the_lobby_shows_the_join_form_with_the_room_prefilled_from_the_query() 
     let server = start(&WebConfig::default()).await;
     let page = html_page(&server, "/?room_id=standup%20room").await;
     for expected in [
-        "<title>Membrane WebRTC video room demo</title>",
+        "<title>Videoroom</title>",
+        "<h1 class=\"lobby-title text-3xl font-bold text-white mb-2\">Videoroom</h1>",
         r#"<link rel="stylesheet" href="/assets/css/app.css">"#,
         r#"src="/images/logo.png""#,
         "Join room!",
@@ -321,7 +322,7 @@ async fn the_room_page_keeps_the_dom_the_tutorial_client_relies_on() {
     let server = start(&WebConfig::default()).await;
     let page = html_page(&server, "/room/r1?display_name=Ann").await;
     for expected in [
-        "<title>Membrane WebRTC video room demo</title>",
+        "<title>r1 · Videoroom</title>",
         r#"<link rel="stylesheet" href="/assets/css/app.css">"#,
         r#"id="room" class="room flex flex-col h-screen relative" data-room-id="r1""#,
         "Room: r1</h3>",

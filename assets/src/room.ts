@@ -564,6 +564,12 @@ export class Room {
       setConnectionState("connecting", "Connecting…");
     } else if (!this.accepted) {
       setConnectionState("connecting", "Joining…");
+    } else if (this.mediaPending) {
+      // Accepted, but the camera and microphone are still opening: nothing is published yet.
+      setConnectionState("connecting", "Starting camera and microphone…");
+    } else if (this.localTrackIds.size > 0 && this.mediaState === undefined) {
+      // Our tracks are added but the media connection does not exist yet (first offerData).
+      setConnectionState("connecting", `Connecting media… (via ${via})`);
     } else if (this.mediaState === "failed") {
       setConnectionState("failed", "Media connection failed");
     } else if (this.mediaState === "disconnected") {

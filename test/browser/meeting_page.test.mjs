@@ -173,7 +173,29 @@ describe("the meeting page", { timeout: 420_000 }, () => {
     await enterRoom(bob, server.url, ROOM, "Bob");
     await waitInPage(alice.page, () => document.getElementById("announcer").textContent === "Bob joined");
     await enterRoom(carol, server.url, ROOM, "Carol");
-    await enterRoom(dave, server.url, ROOM, "Dave");
+    // Dave comes through the invite link too, in Firefox: its pre-join screen shows the preview,
+    // the level meter and the device pickers.
+    await dave.page.goto(`${server.url}/room/${encodeURIComponent(ROOM)}`);
+    await waitInPage(dave.page, () => {
+      const v = document.querySelector("video[aria-label='Camera preview']");
+      return document.getElementById("prejoin-title")?.textContent === "Ready to join?" && v && v.videoWidth > 0;
+    });
+    assert.equal(await dave.page.title(), `${ROOM} · Videoroom`);
+    await waitInPage(dave.page, () => Number(document.querySelector("[role='meter'][aria-label='Microphone level']").getAttribute("aria-valuenow")) > 0);
+    const daveDevices = JSON.parse(await dave.page.evaluate(() => JSON.stringify({
+      camera: document.getElementById("prejoin-camera-select").options.length,
+      microphone: document.getElementById("prejoin-mic-select").options.length,
+      cameraLabel: document.querySelector("label[for='prejoin-camera-select']").textContent,
+      joinedBefore: window.videoroom.room !== undefined,
+    })));
+    assert.ok(daveDevices.camera >= 1 && daveDevices.microphone >= 1, JSON.stringify(daveDevices));
+    assert.equal(daveDevices.cameraLabel, "Camera");
+    assert.equal(daveDevices.joinedBefore, false, "no room before Join");
+    await dave.page.screenshot({ path: join(artifactsDir(), "prejoin-firefox-1280x800.png") });
+    assert.deepEqual(await seriousViolations(dave.page), [], "Firefox pre-join screen");
+    await dave.page.type("#prejoin-name", "Dave");
+    await dave.page.click("#prejoin button[type='submit']");
+    await waitInPage(dave.page, () => document.getElementById("connection-state")?.dataset.state === "connected", 20_000);
     for (const p of [alice, bob, carol, dave]) {
       await eventually(`${p.kind} sees three live remote tiles`, async () => {
         const tiles = await readTiles(p.page);
@@ -242,6 +264,25 @@ describe("the meeting page", { timeout: 420_000 }, () => {
       return q.length === 3 && q.every((l) => /^Network: (good|fair|poor)$/.test(l));
     });
     await page.screenshot({ path: join(artifactsDir(), "room-presence-1280x800.png") });
+    // The same in Firefox (its receivers' audio levels and stats).
+    await eventually("Firefox shows Bob's initial, someone speaking and network quality", async () => {
+      const seen = JSON.parse(await dave.page.evaluate(() => {
+        const bobTile = Array.from(document.querySelectorAll("#videos-grid div[name='video-feed']")).find((t) => t.getAttribute("aria-label") === "Bob");
+        const badges = Array.from(document.querySelectorAll("#videos-grid div[name='video-feed']:not(#feed-local-peer) .tile-network"));
+        return JSON.stringify({
+          bob: bobTile ? [bobTile.dataset.video, bobTile.querySelector(".tile-initials").textContent, getComputedStyle(bobTile.querySelector(".tile-placeholder")).display !== "none"] : null,
+          speaking: document.querySelectorAll("#videos-grid [data-speaking='true']:not(#feed-local-peer)").length,
+          network: badges.map((b) => !b.hidden && b.getAttribute("aria-label")),
+        });
+      }));
+      return (
+        JSON.stringify(seen.bob) === JSON.stringify(["off", "B", true]) &&
+        seen.speaking > 0 &&
+        seen.network.length === 3 &&
+        seen.network.every((l) => /^Network: (good|fair|poor)$/.test(l))
+      );
+    }, { timeoutMs: 20_000 });
+    await dave.page.screenshot({ path: join(artifactsDir(), "room-presence-firefox-1280x800.png") });
     await bob.page.getByRole("button", { name: "Turn camera on" }).click();
   });
 
@@ -357,6 +398,12 @@ describe("the meeting page", { timeout: 420_000 }, () => {
     await page.screenshot({ path: join(artifactsDir(), "room-screenshare-1280x800.png") });
     // Sam's camera tile is still there too.
     assert.equal(await page.getByRole("group", { name: "Sam", exact: true }).count(), 1);
+    // Firefox shows it large as well.
+    await waitInPage(dave.page, () => {
+      const t = Array.from(document.querySelectorAll("#videos-grid div[name='video-feed']")).find((e) => e.getAttribute("aria-label") === "Sam (screen)");
+      return !!t && t.dataset.kind === "screen" && t.dataset.spotlight === "true" && t.querySelector("video").videoWidth > 0;
+    }, 30_000);
+    await dave.page.screenshot({ path: join(artifactsDir(), "room-screenshare-firefox-1280x800.png") });
 
     await sharer.page.getByRole("button", { name: "Stop sharing" }).click();
     await eventually("the screen tile goes away", async () => (await screenTile.count()) === 0);
