@@ -24,6 +24,7 @@ export class LevelMeter {
     try {
       this.context ??= new AudioContext();
       void this.context.resume().catch(() => {});
+      this.resumeOnGesture(this.context);
       this.analyser ??= this.context.createAnalyser();
       this.analyser.fftSize = 512;
       this.buffer = new Float32Array(new ArrayBuffer(this.analyser.fftSize * 4));
@@ -32,6 +33,22 @@ export class LevelMeter {
     } catch {
       // No WebAudio: the level stays 0.
     }
+  }
+
+  /**
+   * Browsers whose autoplay policy blocks WebAudio without a user gesture (Firefox, unless the
+   * site may autoplay) keep a new context suspended, and the meter would stay at 0: resume it
+   * on the user's first click or key press.
+   */
+  private resumeOnGesture(context: AudioContext): void {
+    if (context.state === "running") return;
+    const resume = () => {
+      document.removeEventListener("pointerdown", resume, true);
+      document.removeEventListener("keydown", resume, true);
+      if (this.context === context) void context.resume().catch(() => {});
+    };
+    document.addEventListener("pointerdown", resume, true);
+    document.addEventListener("keydown", resume, true);
   }
 
   /** The current level, 0..1 (0 while the track is disabled). */
