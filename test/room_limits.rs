@@ -234,10 +234,7 @@ async fn a_chat_message_reaches_every_member_with_the_senders_name_and_the_serve
     let r = bo
         .send("chat", json!({"text": "<script>hi</script> & \"ż\""}))
         .await;
-    assert_eq!(
-        bo.reply(&r).await,
-        json!({"status": "ok", "response": {}})
-    );
+    assert_eq!(bo.reply(&r).await, json!({"status": "ok", "response": {}}));
     for c in [&mut ann, &mut bo] {
         let m = next_chat(c).await;
         // Text and name go out as they came in: JSON carries them, the client renders text.

@@ -32,9 +32,9 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 
 use super::admission::Admission;
+use super::chat::{ChatRefusal, display_name_of};
 use super::metrics::RoomMetrics;
 use super::registry::{AttachSlot, RoomRegistry, RoomsConfig};
-use super::chat::{ChatRefusal, display_name_of};
 use super::{PeerMessage, PeerSink};
 use crate::phoenix::ReplyRef;
 use crate::rtc::driver::RoomMedia;
@@ -395,7 +395,10 @@ impl Room {
                 None
             }
             _ => {
-                log::debug!("room={} peer={peer} chat from a non-member refused", self.id);
+                log::debug!(
+                    "room={} peer={peer} chat from a non-member refused",
+                    self.id
+                );
                 Some(ChatRefusal::NotInRoom)
             }
         };

@@ -100,7 +100,10 @@ pub fn check_text(text: Option<&str>) -> Result<&str, ChatRefusal> {
 
 /// The display name in a peer's `join` metadata (`{"displayName": "…"}`), else "Unknown".
 pub fn display_name_of(metadata: &serde_json::Value) -> String {
-    match metadata.get("displayName").and_then(serde_json::Value::as_str) {
+    match metadata
+        .get("displayName")
+        .and_then(serde_json::Value::as_str)
+    {
         Some(name) if !name.trim().is_empty() => name.to_owned(),
         _ => "Unknown".to_owned(),
     }

@@ -49,8 +49,8 @@
 
 mod actor;
 mod admission;
-pub mod metrics;
 pub mod chat;
+pub mod metrics;
 mod peer_channel;
 mod registry;
 

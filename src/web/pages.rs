@@ -200,7 +200,9 @@ mod tests {
         assert!(!page.contains("<script>x"));
         assert!(page.contains(r#"data-room-id="&quot;&gt;&lt;script&gt;x&lt;/script&gt;""#));
         assert!(page.contains("Room: &quot;&gt;&lt;script&gt;x&lt;/script&gt;</h3>"));
-        assert!(page.contains("<title>&quot;&gt;&lt;script&gt;x&lt;/script&gt; · Videoroom</title>"));
+        assert!(
+            page.contains("<title>&quot;&gt;&lt;script&gt;x&lt;/script&gt; · Videoroom</title>")
+        );
     }
 
     #[test]
