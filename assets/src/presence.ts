@@ -36,19 +36,27 @@ export class LevelMeter {
   }
 
   /**
-   * Browsers whose autoplay policy blocks WebAudio without a user gesture (Firefox, unless the
-   * site may autoplay) keep a new context suspended, and the meter would stay at 0: resume it
-   * on the user's first click or key press.
+   * Browsers whose autoplay policy blocks WebAudio without a user gesture (Firefox by default,
+   * Chromium without a prior gesture) keep a new context suspended, and the meter would stay at
+   * 0: try to resume it on every click, tap or key press until it runs (a resume that the
+   * browser refused, or that is still waiting for an audio device, is tried again).
    */
   private resumeOnGesture(context: AudioContext): void {
     if (context.state === "running") return;
-    const resume = () => {
-      document.removeEventListener("pointerdown", resume, true);
-      document.removeEventListener("keydown", resume, true);
-      if (this.context === context) void context.resume().catch(() => {});
+    const events = ["pointerdown", "keydown", "touchend"] as const;
+    const stop = () => {
+      for (const e of events) document.removeEventListener(e, resume, true);
+      context.removeEventListener("statechange", onState);
     };
-    document.addEventListener("pointerdown", resume, true);
-    document.addEventListener("keydown", resume, true);
+    const resume = () => {
+      if (this.context !== context || context.state === "closed") return stop();
+      if (context.state !== "running") void context.resume().catch(() => {});
+    };
+    const onState = () => {
+      if (context.state === "running" || context.state === "closed") stop();
+    };
+    for (const e of events) document.addEventListener(e, resume, true);
+    context.addEventListener("statechange", onState);
   }
 
   /** The current level, 0..1 (0 while the track is disabled). */

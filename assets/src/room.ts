@@ -119,6 +119,11 @@ export class Room {
   /** Our track ids per kind, once published. */
   private readonly localTrackIds = new Map<MediaKind, string>();
   private screen?: { stream: MediaStream; track: MediaStreamTrack; trackId: string };
+  /** A screen share is being started (the browser's picker is open, or it waits for the camera). */
+  private screenStarting = false;
+  /** Resolves once the server accepted us and our camera/microphone tracks are added (or none could be opened). */
+  private readonly cameraPublished: Promise<void>;
+  private markCameraPublished: () => void = () => {};
   /** The other participants, in joining order. */
   private peers: Peer[] = [];
   private peerId?: string;
@@ -141,6 +146,7 @@ export class Room {
     this.localStream = choice.stream;
     this.mediaPending = !choice.stream;
     this.want = { audio: choice.audio, video: choice.video };
+    this.cameraPublished = new Promise((resolve) => (this.markCameraPublished = resolve));
 
     this.socket = new Socket("/socket", { longPollFallbackMs: LONG_POLL_FALLBACK_MS });
     this.socket.connect();
@@ -231,6 +237,7 @@ export class Room {
       return;
     }
     this.channelJoined = true;
+    this.keepWorkingTransport();
     // Closing the tab: say goodbye so the others drop our tile at once (a LongPoll session
     // would otherwise linger until the server's poll window expires).
     window.addEventListener("pagehide", () => void this.leave());
@@ -242,6 +249,8 @@ export class Room {
   public leave = (): Promise<void> => {
     if (this.left) return Promise.resolve();
     this.left = true;
+    // A screen share waiting for the camera gives up (it sees `left`).
+    this.markCameraPublished();
     this.webrtc.leave();
     this.socket.off(this.socketRefs);
     this.socketRefs = [];
@@ -306,7 +315,9 @@ export class Room {
       const metadata: TrackMetadata = { kind, active: track.enabled };
       this.localTrackIds.set(kind, this.webrtc.addTrack(track, stream, metadata));
     });
+    this.markCameraPublished();
     this.showConnectionState();
+    this.showScreenButton();
   }
 
   private onTrackReady(ctx: TrackContext): void {
@@ -335,6 +346,19 @@ export class Room {
   private updateSpotlight(): void {
     const screens = Array.from(document.querySelectorAll<HTMLElement>("#videos-grid div[data-kind='screen'][data-local='false']"));
     setAutoSpotlight(screens.length ? screens[screens.length - 1].dataset.peerId : undefined);
+  }
+
+  /**
+   * The channel's join reply came back over the WebSocket, so it works: Phoenix must no longer
+   * swap it for LongPoll. Its fallback also fires when the first heartbeat after connecting is
+   * not answered within LONG_POLL_FALLBACK_MS, which a busy tab (or machine) can miss even on a
+   * working socket; the swap closes the socket, which for a joined call means leaving it.
+   */
+  private keepWorkingTransport(): void {
+    if (this.transport !== "websocket") return;
+    const socket = this.socket as unknown as { cancelFallback?: () => void; primaryPassedHealthCheck?: boolean };
+    socket.primaryPassedHealthCheck = true;
+    socket.cancelFallback?.();
   }
 
   private joinChannel(): Promise<unknown> {
@@ -421,7 +445,23 @@ export class Room {
       this.stopScreen();
       return;
     }
-    if (!this.accepted || this.left) return;
+    if (this.screenStarting || this.left) return;
+    this.screenStarting = true;
+    this.showScreenButton();
+    try {
+      await this.startScreen();
+    } finally {
+      this.screenStarting = false;
+      this.showScreenButton();
+    }
+  }
+
+  /**
+   * Asks the browser for a screen or tab (inside the click, as browsers require), then publishes
+   * it once our camera and microphone are: a share started while they are still being set up
+   * waits for them instead of racing their negotiation.
+   */
+  private async startScreen(): Promise<void> {
     let stream: MediaStream;
     try {
       stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
@@ -433,7 +473,8 @@ export class Room {
       return;
     }
     const track = stream.getVideoTracks()[0];
-    if (!track || this.left) {
+    if (track) await this.cameraPublished;
+    if (!track || this.left || track.readyState === "ended") {
       stream.getTracks().forEach((t) => t.stop());
       return;
     }
@@ -445,7 +486,6 @@ export class Room {
     addVideoElement(LOCAL_SCREEN_ID, "Your screen", true, "screen");
     attachStream(stream, LOCAL_SCREEN_ID);
     setTileMediaState(LOCAL_SCREEN_ID, { video: true });
-    this.showScreenButton();
     this.shell.announce("You are sharing your screen");
   }
 
@@ -464,7 +504,8 @@ export class Room {
     const b = this.shell.shareButton;
     b.setAttribute("aria-pressed", String(!!this.screen));
     b.textContent = this.screen ? "Stop sharing" : "Share screen";
-    b.disabled = this.left;
+    // Usable once the server let us in; while a share is starting, a second click does nothing.
+    b.disabled = this.left || !this.accepted || this.screenStarting;
   }
 
   private localTrack(kind: MediaKind): MediaStreamTrack | undefined {

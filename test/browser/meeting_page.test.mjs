@@ -100,7 +100,7 @@ describe("the meeting page", { timeout: 420_000 }, () => {
   let server;
   const browsers = [];
   let alice; // Chromium, through the invite link and the pre-join screen
-  let others; // one Chromium with Bob's and Carol's tabs
+  let others; // Bob's Chromium
   let bob, carol;
   let dave; // Firefox ESR
   const webSockets = [];
@@ -167,8 +167,13 @@ describe("the meeting page", { timeout: 420_000 }, () => {
     others = await launchChromium();
     browsers.push(others);
     bob = others;
-    carol = { kind: "chromium", page: await others.ctx.newPage() };
-    dave = await launchFirefox();
+    // Carol has a browser of her own: a call in a hidden tab of Bob's browser would be
+    // throttled by Chromium, and she is the one who leaves and rejoins later.
+    carol = await launchChromium();
+    browsers.push(carol);
+    // Dave's Firefox keeps its default autoplay blocking, as a real user's does: the page must
+    // start its audio (the level meter) from his gestures, not from a browser setting.
+    dave = await launchFirefox({ autoplayAllowed: false });
     browsers.push(dave);
     await enterRoom(bob, server.url, ROOM, "Bob");
     await waitInPage(alice.page, () => document.getElementById("announcer").textContent === "Bob joined");
@@ -192,8 +197,9 @@ describe("the meeting page", { timeout: 420_000 }, () => {
     assert.equal(daveDevices.joinedBefore, false, "no room before Join");
     await dave.page.screenshot({ path: join(artifactsDir(), "prejoin-firefox-1280x800.png") });
     assert.deepEqual(await seriousViolations(dave.page), [], "Firefox pre-join screen");
-    // Typing the name is the user's first gesture: Firefox lets the level meter's audio
-    // context run from then on.
+    // Clicking into the name field and typing it are Dave's first gestures: from then on Firefox
+    // lets the level meter's audio context run.
+    await dave.page.click("#prejoin-name");
     await dave.page.type("#prejoin-name", "Dave");
     await waitInPage(dave.page, () => Number(document.querySelector("[role='meter'][aria-label='Microphone level']").getAttribute("aria-valuenow")) > 0);
     await dave.page.click("#prejoin button[type='submit']");
