@@ -220,20 +220,24 @@ async fn sixty_peers_vanishing_at_once_log_a_linear_number_of_lines() {
 
 /// The next `chat` push a client receives (skipping media events).
 async fn next_chat(c: &mut Client) -> Value {
-    c.expect_frame("chat").await
+    c.expect_event("chat").await
 }
 
 #[tokio::test]
 async fn a_chat_message_reaches_every_member_with_the_senders_name_and_the_server_time() {
-    let server = start(config(10, 10)).await;
-    let (mut ann, _) = Client::join_room(server.addr, "chat", "Ann").await;
-    let (mut bo, _) = Client::join_room(server.addr, "chat", "<b>Bo</b>").await;
+    let server = start(10, 10).await;
+    let (mut ann, _) = Client::join_room(server.http, "chat", "Ann").await;
+    let (mut bo, _) = Client::join_room(server.http, "chat", "<b>Bo</b>").await;
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
     let r = bo
-        .send("chat", json!({"text": "<script>hi</script> & \"ż\""}))
+        .push(
+            "room:chat",
+            "chat",
+            json!({"text": "<script>hi</script> & \"ż\""}),
+        )
         .await;
     assert_eq!(bo.reply(&r).await, json!({"status": "ok", "response": {}}));
     for c in [&mut ann, &mut bo] {
@@ -250,19 +254,23 @@ async fn a_chat_message_reaches_every_member_with_the_senders_name_and_the_serve
 #[tokio::test]
 async fn chat_over_the_size_or_rate_limit_is_answered_with_an_error_and_not_delivered() {
     use videoroom::room::chat::{CHAT_BURST, MAX_CHAT_CHARS};
-    let server = start(config(10, 10)).await;
-    let (mut ann, _) = Client::join_room(server.addr, "chat-limits", "Ann").await;
-    let (mut bo, _) = Client::join_room(server.addr, "chat-limits", "Bo").await;
+    let server = start(10, 10).await;
+    let (mut ann, _) = Client::join_room(server.http, "chat-limits", "Ann").await;
+    let (mut bo, _) = Client::join_room(server.http, "chat-limits", "Bo").await;
 
     let r = ann
-        .send("chat", json!({"text": "x".repeat(MAX_CHAT_CHARS + 1)}))
+        .push(
+            "room:chat-limits",
+            "chat",
+            json!({"text": "x".repeat(MAX_CHAT_CHARS + 1)}),
+        )
         .await;
     assert_eq!(
         ann.reply(&r).await,
         json!({"status": "error", "response": {"reason": "message too long"}})
     );
     for payload in [json!({"text": "  "}), json!({"text": 5}), json!({})] {
-        let r = ann.send("chat", payload).await;
+        let r = ann.push("room:chat-limits", "chat", payload).await;
         assert_eq!(
             ann.reply(&r).await,
             json!({"status": "error", "response": {"reason": "empty message"}})
@@ -270,17 +278,23 @@ async fn chat_over_the_size_or_rate_limit_is_answered_with_an_error_and_not_deli
     }
     // The burst goes through; the next message at once is over the rate.
     for i in 0..CHAT_BURST {
-        let r = ann.send("chat", json!({"text": format!("m{i}")})).await;
+        let r = ann
+            .push("room:chat-limits", "chat", json!({"text": format!("m{i}")}))
+            .await;
         assert_eq!(ann.reply(&r).await["status"], "ok");
     }
-    let r = ann.send("chat", json!({"text": "one too many"})).await;
+    let r = ann
+        .push("room:chat-limits", "chat", json!({"text": "one too many"}))
+        .await;
     assert_eq!(
         ann.reply(&r).await,
         json!({"status": "error", "response": {"reason": "too many messages"}})
     );
     // Bo sees exactly the burst, in order, and nothing refused: the next chat after it is the
     // one Bo sends now (a refused message, had it reached the room, would come before it).
-    let r = bo.send("chat", json!({"text": "from Bo"})).await;
+    let r = bo
+        .push("room:chat-limits", "chat", json!({"text": "from Bo"}))
+        .await;
     assert_eq!(bo.reply(&r).await["status"], "ok");
     for i in 0..CHAT_BURST {
         assert_eq!(next_chat(&mut bo).await["text"], format!("m{i}"));
@@ -290,13 +304,17 @@ async fn chat_over_the_size_or_rate_limit_is_answered_with_an_error_and_not_deli
 
 #[tokio::test]
 async fn chat_is_not_kept_a_member_who_joins_later_gets_no_earlier_messages() {
-    let server = start(config(10, 10)).await;
-    let (mut ann, _) = Client::join_room(server.addr, "chat-history", "Ann").await;
-    let r = ann.send("chat", json!({"text": "before Cy"})).await;
+    let server = start(10, 10).await;
+    let (mut ann, _) = Client::join_room(server.http, "chat-history", "Ann").await;
+    let r = ann
+        .push("room:chat-history", "chat", json!({"text": "before Cy"}))
+        .await;
     assert_eq!(ann.reply(&r).await["status"], "ok");
     assert_eq!(next_chat(&mut ann).await["text"], "before Cy");
-    let (mut cy, _) = Client::join_room(server.addr, "chat-history", "Cy").await;
-    let r = ann.send("chat", json!({"text": "after Cy"})).await;
+    let (mut cy, _) = Client::join_room(server.http, "chat-history", "Cy").await;
+    let r = ann
+        .push("room:chat-history", "chat", json!({"text": "after Cy"}))
+        .await;
     assert_eq!(ann.reply(&r).await["status"], "ok");
     // Cy's first chat is the one sent after Cy joined: there is no history to replay.
     assert_eq!(next_chat(&mut cy).await["text"], "after Cy");
@@ -304,13 +322,15 @@ async fn chat_is_not_kept_a_member_who_joins_later_gets_no_earlier_messages() {
 
 #[tokio::test]
 async fn chat_from_a_peer_not_admitted_to_the_room_is_refused() {
-    let server = start(config(1, 10)).await;
-    let (_inside, _) = Client::join_room(server.addr, "chat-full", "Inside").await;
-    let (mut outside, reply) = Client::join(server.addr, "room:chat-full").await;
+    let server = start(1, 10).await;
+    let (_inside, _) = Client::join_room(server.http, "chat-full", "Inside").await;
+    let (mut outside, reply) = Client::joined(server.http, "room:chat-full").await;
     assert_eq!(reply["status"], "ok");
     outside.media(join_event("Outside")).await;
     outside.expect_media("peerDenied").await;
-    let r = outside.send("chat", json!({"text": "let me in"})).await;
+    let r = outside
+        .push("room:chat-full", "chat", json!({"text": "let me in"}))
+        .await;
     assert_eq!(
         outside.reply(&r).await,
         json!({"status": "error", "response": {"reason": "not in the room"}})
