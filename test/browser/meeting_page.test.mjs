@@ -6,9 +6,9 @@
 // Chromium pages are driven through roles and accessible names (Playwright's getByRole).
 // Screenshots go to $ARTIFACTS_DIR (support.mjs).
 
-import { describe, test, before, after } from "node:test";
+import { describe, test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import {
@@ -107,6 +107,28 @@ describe("the meeting page", { timeout: 420_000 }, () => {
 
   before(async () => {
     server = await startServer();
+  });
+
+  // A failed step leaves what each participant's page showed (connection state, error banner,
+  // end screen, screenshot) and the server's log in the artifacts, to find out why.
+  afterEach(async (t) => {
+    if (t.passed) return;
+    const dir = artifactsDir();
+    for (const [i, b] of browsers.entries()) {
+      const state = await b.page
+        .evaluate(() => JSON.stringify({
+          url: location.href,
+          connection: document.getElementById("connection-state")?.textContent,
+          error: document.getElementById("videochat-error")?.textContent,
+          end: document.getElementById("end-title")?.textContent,
+          tiles: Array.from(document.querySelectorAll("#videos-grid div[name='video-feed']")).map((f) => f.getAttribute("aria-label")),
+          announced: document.getElementById("announcer")?.textContent,
+        }))
+        .catch((e) => String(e));
+      console.log(`failed step "${t.name}": ${b.kind} #${i}: ${state}`);
+      await b.page.screenshot({ path: join(dir, `meeting-failed-${i}-${b.kind}.png`) }).catch(() => {});
+    }
+    if (server) writeFileSync(join(dir, "meeting_page-server.log"), server.log());
   });
 
   after(async () => {

@@ -280,6 +280,9 @@ export function ensureAudioOutput() {
   );
   let failed;
   daemon.on("error", (e) => (failed = e));
+  // The daemon lives as long as this test process, but must not keep it alive: the process
+  // exits when its tests are done, and the exit handler below stops the daemon.
+  daemon.unref();
   process.on("exit", () => {
     daemon.kill("SIGTERM");
     rmSync(runtime, { recursive: true, force: true });
