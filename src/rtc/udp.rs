@@ -476,6 +476,44 @@ mod tests {
         );
     }
 
+    /// A STUN binding request whose `USERNAME` is `user`.
+    fn stun_request(user: &str) -> Vec<u8> {
+        let mut m = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        m.extend_from_slice(&[7; 12]);
+        let padded = user.len().div_ceil(4) * 4;
+        m.extend_from_slice(&[0x00, 0x06, 0x00, user.len() as u8]);
+        m.extend_from_slice(user.as_bytes());
+        m.resize(20 + 4 + padded, 0);
+        let len = (m.len() - 20) as u16;
+        m[2..4].copy_from_slice(&len.to_be_bytes());
+        m
+    }
+
+    #[test]
+    fn a_peer_at_a_new_address_is_routed_there_after_one_stun_check_and_the_old_one_still_works() {
+        let (tx, _rx) = mpsc::channel(1);
+        let mut routes = Routes::default();
+        let entry = RouteEntry {
+            label: "room=r".into(),
+            inbox: tx,
+            ufrags: Vec::new(),
+            dropped: 0,
+        };
+        routes.routes.insert(1, entry);
+        routes.set_ufrags(1, &["abcd".into()]);
+        let (old, new): (SocketAddr, SocketAddr) =
+            ("192.0.2.1:4000".parse().unwrap(), "198.51.100.7:61000".parse().unwrap());
+        let srtp = [0x80u8; 40];
+        let t0 = Instant::now();
+        assert_eq!(routes.route(old, &stun_request("abcd:efgh"), t0), Some(1));
+        assert_eq!(routes.route(old, &srtp, t0), Some(1));
+        assert_eq!(routes.route(new, &srtp, t0), None, "unknown before a check");
+        assert_eq!(routes.route(new, &stun_request("abcd:efgh"), t0), Some(1));
+        assert_eq!(routes.route(new, &srtp, t0), Some(1), "learnt from the check");
+        assert_eq!(routes.route(old, &srtp, t0), Some(1), "until it expires");
+        assert_eq!(routes.route(new, &stun_request("zzzz:efgh"), t0), Some(1), "by address");
+    }
+
     #[test]
     fn stun_username_yields_the_local_ufrag() {
         let mut m = vec![0x00, 0x01, 0x00, 0x10, 0x21, 0x12, 0xA4, 0x42];

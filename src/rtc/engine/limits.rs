@@ -9,6 +9,8 @@
 //! An offender gets the protocol's own answer (`peerDenied` for a join, `error` otherwise) and
 //! the server writes one log line per peer and limit, not one per event.
 
+use std::time::Duration;
+
 /// The per-peer limits of an [`super::Engine`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineLimits {
@@ -27,6 +29,10 @@ pub struct EngineLimits {
     pub max_candidates_per_offer: usize,
     /// Length of one candidate string.
     pub max_candidate_bytes: usize,
+    /// How long a member whose signalling connection was lost without `leave` is kept while
+    /// its media is alive, for its client to resume ([`super::Engine::detach_peer`]); zero
+    /// removes it at once.
+    pub reconnect_grace: Duration,
 }
 
 impl EngineLimits {
@@ -45,6 +51,10 @@ impl EngineLimits {
     pub const DEFAULT_MAX_CANDIDATES_PER_OFFER: usize = 32;
     /// Default of [`EngineLimits::max_candidate_bytes`].
     pub const DEFAULT_MAX_CANDIDATE_BYTES: usize = 512;
+    /// Default of [`EngineLimits::reconnect_grace`] in seconds: a Wi-Fi hiccup, a laptop lid
+    /// closed for a moment, a switch from Wi-Fi to cellular all fit; a tab that is really gone
+    /// stops sending media and is removed within the SFU's peer timeout anyway.
+    pub const DEFAULT_RECONNECT_GRACE_SECS: u64 = 30;
 }
 
 impl Default for EngineLimits {
@@ -57,6 +67,7 @@ impl Default for EngineLimits {
             max_offer_m_lines: Self::DEFAULT_MAX_OFFER_M_LINES,
             max_candidates_per_offer: Self::DEFAULT_MAX_CANDIDATES_PER_OFFER,
             max_candidate_bytes: Self::DEFAULT_MAX_CANDIDATE_BYTES,
+            reconnect_grace: Duration::from_secs(Self::DEFAULT_RECONNECT_GRACE_SECS),
         }
     }
 }

@@ -509,6 +509,14 @@ impl Sfu {
             .collect()
     }
 
+    /// Whether `peer`'s ICE and DTLS came up and it has not failed since (its media is alive:
+    /// a failed peer is reported within `peer_timeout` of its last datagram).
+    pub fn media_connected(&self, peer: PeerId) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.connected && !p.failed)
+    }
+
     /// Counters since the SFU started.
     pub fn stats(&self) -> SfuStats {
         self.stats

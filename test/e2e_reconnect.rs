@@ -1,0 +1,338 @@
+//! Calls survive a lost signalling socket: webrtc-rs headless peers on the real server, one of
+//! them talking to it through a TCP proxy written here, which cuts its connections (both ends
+//! closed, new ones refused) for a few seconds while its UDP media keeps flowing directly.
+//! The peer reconnects as the web client does (phoenix.js's backoff) and rejoins its channel
+//! with its resume token. Figures (media gap, time to resumed signalling) are printed, never
+//! asserted.
+
+mod peer;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use peer::client::{HeadlessPeer, PeerOptions};
+use peer::media::{LocalTrackRecord, RemoteTrackRecord};
+use peer::scenario::{LONG, active_tracks, assert_clean, join_accepted_at, wait_receiving};
+use peer::server::TestServer;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// How long a peer keeps trying to reconnect.
+const RECONNECT_FOR: Duration = Duration::from_secs(60);
+/// How long the proxy keeps the peer's signalling cut off.
+const CUT: Duration = Duration::from_secs(3);
+
+/// A TCP proxy to the server that can cut every connection through it and refuse new ones,
+/// and be pointed at another server (a load balancer after a restart).
+struct Proxy {
+    addr: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+    accept: JoinHandle<()>,
+}
+
+struct ProxyState {
+    upstream: SocketAddr,
+    cut: bool,
+    links: Vec<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Listens on a free loopback port and relays to `upstream`.
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(ProxyState {
+            upstream,
+            cut: false,
+            links: Vec::new(),
+        }));
+        let shared = state.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut state = shared.lock().unwrap();
+                if state.cut {
+                    continue; // dropped: the client sees its connection closed at once
+                }
+                let upstream = state.upstream;
+                state.links.push(tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                }));
+            }
+        });
+        Proxy {
+            addr,
+            state,
+            accept,
+        }
+    }
+
+    /// The socket URL through the proxy.
+    fn socket_url(&self) -> String {
+        format!("ws://{}/socket/websocket?vsn=2.0.0", self.addr)
+    }
+
+    /// Closes every connection through the proxy (both ends) and refuses new ones.
+    fn cut(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.cut = true;
+        for link in state.links.drain(..) {
+            link.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    fn restore(&self) {
+        self.state.lock().unwrap().cut = false;
+    }
+
+    /// Relays new connections to `upstream` from now on.
+    fn point_at(&self, upstream: SocketAddr) {
+        self.state.lock().unwrap().upstream = upstream;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// The longest stretch between `from` and `until` in which nothing `sent` reached `received`:
+/// from the last delivered packet before it to the first one after it (sender clock).
+fn longest_gap(
+    sent: &LocalTrackRecord,
+    received: &RemoteTrackRecord,
+    from: Instant,
+    until: Instant,
+) -> Duration {
+    let got = received.indices_of(sent.tag);
+    let delivered: Vec<Instant> = sent
+        .sent
+        .iter()
+        .filter(|p| p.at >= from && p.at <= until)
+        .filter(|p| got.is_some_and(|g| g.contains(&p.index)))
+        .map(|p| p.at)
+        .collect();
+    let mut edges = vec![from];
+    edges.extend(delivered);
+    edges.push(until);
+    edges
+        .windows(2)
+        .map(|w| w[1].saturating_duration_since(w[0]))
+        .max()
+        .unwrap_or_default()
+}
+
+/// Prints and returns the longest media gap of each of `publisher`'s tracks at `subscriber`.
+fn print_gaps(
+    subscriber: &HeadlessPeer,
+    publisher: &HeadlessPeer,
+    from: Instant,
+    until: Instant,
+) -> Duration {
+    let mut worst = Duration::ZERO;
+    for sent in active_tracks(publisher) {
+        let gap = subscriber.observe(|o| {
+            let received = o.remote.get(&sent.track_id).expect("track received");
+            longest_gap(&sent, received, from, until)
+        });
+        eprintln!(
+            "FIGURE media gap {} <- {} {:?} across the signalling cut: {gap:?}",
+            subscriber.name, publisher.name, sent.kind
+        );
+        worst = worst.max(gap);
+    }
+    worst
+}
+
+/// Whether `observer` heard `peerLeft` for `peer_id`.
+fn heard_left(observer: &HeadlessPeer, peer_id: &str) -> bool {
+    observer.observe(|o| o.events_of("peerLeft").any(|e| e.data["peerId"] == peer_id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_websocket_resumes_the_same_peer_while_media_flows_and_a_third_peer_joins_after() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.http).await;
+    let alice_options = PeerOptions::new("Alice").reconnecting(RECONNECT_FOR);
+    let alice = join_accepted_at(&proxy.socket_url(), "cut", alice_options).await;
+    let bob = join_accepted_at(&server.socket_url(), "cut", PeerOptions::new("Bob")).await;
+    wait_receiving(&alice, &[&bob]).await;
+    wait_receiving(&bob, &[&alice]).await;
+    let alice_id = alice.peer_id().unwrap();
+    let first_token = alice.observe(|o| o.resume_token.clone()).expect("a token");
+
+    let cut_at = Instant::now();
+    proxy.cut();
+    alice
+        .wait_for("the socket to close", LONG, |o| o.socket_closed)
+        .await
+        .unwrap();
+    tokio::time::sleep(CUT).await;
+    let restored_at = Instant::now();
+    proxy.restore();
+    alice
+        .wait_for("the resumed peerAccepted", LONG, |o| {
+            o.reconnects.first().is_some_and(|r| r.accepted.is_some())
+        })
+        .await
+        .unwrap();
+    let reconnect = alice.observe(|o| o.reconnects[0].clone());
+    let accepted = reconnect.accepted.unwrap();
+    eprintln!(
+        "FIGURE signalling back {:?} after the proxy let connections through again \
+         ({:?} after the cut; channel joined at +{:?}, peerAccepted at +{:?} from restore)",
+        accepted - restored_at,
+        accepted - cut_at,
+        reconnect.joined.saturating_duration_since(restored_at),
+        accepted.saturating_duration_since(restored_at),
+    );
+    assert!(reconnect.resumed, "{reconnect:?}");
+    assert_eq!(reconnect.refusals, Vec::<serde_json::Value>::new());
+    assert_eq!(alice.peer_id().as_deref(), Some(alice_id.as_str()));
+    let next_token = alice.observe(|o| o.resume_token.clone()).expect("a new token");
+    assert_ne!(next_token, first_token, "a fresh token on every resume");
+
+    // Media never depended on the socket: both kept receiving each other across the cut.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let until = Instant::now() - Duration::from_millis(500);
+    print_gaps(&bob, &alice, cut_at, until);
+    print_gaps(&alice, &bob, cut_at, until);
+    for (subscriber, publisher) in [(&bob, &alice), (&alice, &bob)] {
+        for sent in active_tracks(publisher) {
+            let delivered_during_cut = subscriber.observe(|o| {
+                let received = o.remote.get(&sent.track_id).expect("track received");
+                peer::media::delivery(&sent, received, cut_at, restored_at)
+            });
+            assert!(
+                delivered_during_cut.1 * 100 >= delivered_during_cut.0 * 95 && delivered_during_cut.0 > 0,
+                "{} <- {} {:?} while signalling was cut: {delivered_during_cut:?} (sent, delivered)",
+                subscriber.name,
+                publisher.name,
+                sent.kind
+            );
+        }
+    }
+    assert!(!heard_left(&bob, &alice_id), "Bob never hears that Alice left");
+    let bob_joined_twice = bob.observe(|o| {
+        o.events_of("peerJoined")
+            .filter(|e| e.data["peer"]["id"] == alice_id.as_str())
+            .count()
+    });
+    assert_eq!(bob_joined_twice, 0, "Alice joined before Bob; a resume announces nothing");
+
+    // Signalling works again: a third peer joins and everyone renegotiates.
+    let carol = join_accepted_at(&server.socket_url(), "cut", PeerOptions::new("Carol")).await;
+    wait_receiving(&carol, &[&alice, &bob]).await;
+    wait_receiving(&alice, &[&carol]).await;
+    wait_receiving(&bob, &[&carol]).await;
+    assert_clean(&[&alice, &bob, &carol]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cut_off_longer_than_the_grace_is_removed_and_comes_back_as_a_new_peer() {
+    let config = videoroom::config::Config {
+        reconnect_grace_secs: 1.0,
+        ..peer::server::test_config()
+    };
+    let server = TestServer::start_with_config(config).await;
+    let proxy = Proxy::start(server.http).await;
+    let alice_options = PeerOptions::new("Alice").reconnecting(RECONNECT_FOR);
+    let alice = join_accepted_at(&proxy.socket_url(), "late", alice_options).await;
+    let bob = join_accepted_at(&server.socket_url(), "late", PeerOptions::new("Bob")).await;
+    wait_receiving(&bob, &[&alice]).await;
+    let old_id = alice.peer_id().unwrap();
+
+    proxy.cut();
+    bob.wait_for("peerLeft of Alice after the grace", LONG, |o| {
+        o.events_of("peerLeft").any(|e| e.data["peerId"] == old_id.as_str())
+    })
+    .await
+    .unwrap();
+    proxy.restore();
+    alice
+        .wait_for("a new peerAccepted", LONG, |o| {
+            o.reconnects.first().is_some_and(|r| r.accepted.is_some())
+        })
+        .await
+        .unwrap();
+    let reconnect = alice.observe(|o| o.reconnects[0].clone());
+    assert!(!reconnect.resumed);
+    assert_eq!(
+        reconnect.refusals,
+        [serde_json::json!({"reason": "resume token expired"})]
+    );
+    let new_id = alice.peer_id().unwrap();
+    assert_ne!(new_id, old_id);
+    wait_receiving(&bob, &[&alice]).await;
+    wait_receiving(&alice, &[&bob]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_socket_and_media_die_together_is_reported_gone_within_seconds() {
+    let server = TestServer::start().await;
+    let alice = join_accepted_at(&server.socket_url(), "dead", PeerOptions::new("Alice")).await;
+    let bob = join_accepted_at(&server.socket_url(), "dead", PeerOptions::new("Bob")).await;
+    wait_receiving(&bob, &[&alice]).await;
+    let alice_id = alice.peer_id().unwrap();
+    let died = Instant::now();
+    // The tab is killed: no close frame, no `leave`, its peer connection stops.
+    alice.drop_socket().await.unwrap();
+    bob.wait_for("peerLeft of Alice", LONG, |o| {
+        o.events_of("peerLeft").any(|e| e.data["peerId"] == alice_id.as_str())
+    })
+    .await
+    .unwrap();
+    let heard = bob.observe(|o| {
+        o.events_of("peerLeft")
+            .find(|e| e.data["peerId"] == alice_id.as_str())
+            .map(|e| e.at)
+            .unwrap()
+    });
+    eprintln!("FIGURE peerLeft {:?} after the tab died", heard - died);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_server_restart_both_peers_rejoin_as_new_peers_and_receive_each_other() {
+    let first = TestServer::start().await;
+    let proxy = Proxy::start(first.http).await;
+    let options = |name| PeerOptions::new(name).reconnecting(RECONNECT_FOR);
+    let alice = join_accepted_at(&proxy.socket_url(), "restart", options("Alice")).await;
+    let bob = join_accepted_at(&proxy.socket_url(), "restart", options("Bob")).await;
+    wait_receiving(&alice, &[&bob]).await;
+    wait_receiving(&bob, &[&alice]).await;
+    let old_ids = [alice.peer_id().unwrap(), bob.peer_id().unwrap()];
+
+    // A rolling restart: the new process listens, the balancer points at it, the old one
+    // drains (sockets closed with 1012) and exits.
+    let second = TestServer::start().await;
+    proxy.point_at(second.http);
+    let drained = Instant::now();
+    first.stop().await;
+    for peer in [&alice, &bob] {
+        peer.wait_for("a new peerAccepted", LONG, |o| {
+            o.reconnects.first().is_some_and(|r| r.accepted.is_some())
+        })
+        .await
+        .unwrap();
+        let reconnect = peer.observe(|o| o.reconnects[0].clone());
+        assert!(!reconnect.resumed);
+        assert_eq!(
+            reconnect.refusals,
+            [serde_json::json!({"reason": "invalid resume token"})],
+            "the new process never issued the token"
+        );
+        assert!(!old_ids.contains(&peer.peer_id().unwrap()));
+    }
+    wait_receiving(&alice, &[&bob]).await;
+    wait_receiving(&bob, &[&alice]).await;
+    eprintln!(
+        "FIGURE both peers receive each other again {:?} after the old server began draining",
+        drained.elapsed()
+    );
+    assert_eq!(second.room_ids(), ["restart"]);
+}
