@@ -80,12 +80,13 @@ fn field<'a>(msg: &'a str, key: &str) -> Option<&'a str> {
 
 /// `text` with the values of secret fields replaced by `<redacted>` (see the module docs).
 pub fn redact(text: &str) -> Cow<'_, str> {
-    const SECRETS: [&str; 5] = [
+    const SECRETS: [&str; 6] = [
         "ice-pwd:",
         "token=",
         "bearer.phx.",
         r#"resumeToken":""#,
         r#"resumeToken\":\""#,
+        "resumeToken=",
     ];
     if !SECRETS.iter().any(|s| text.contains(s)) {
         return Cow::Borrowed(text);

@@ -5,6 +5,7 @@
 //! with its resume token. Figures (media gap, time to resumed signalling) are printed, never
 //! asserted.
 
+#[allow(dead_code)]
 mod peer;
 
 use std::net::SocketAddr;

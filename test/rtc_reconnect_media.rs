@@ -77,7 +77,7 @@ fn a_browser_whose_address_changes_is_followed_to_the_new_one_after_a_stun_check
     w.rebind(1, "192.0.2.77:61000".parse().unwrap());
     // The browser's ICE agent keeps checking its pair; the first check from the new address
     // moves the SFU (and the mux's learnt address) there.
-    let took = until_both_receive(&mut w, Duration::from_secs(10));
+    let took = until_both_receive(&mut w, Duration::from_secs(30));
     eprintln!("FIGURE media both ways again {took:?} (virtual time) after the address changed");
     assert!(took.is_some(), "media did not follow the new address");
     let from = [

@@ -407,7 +407,8 @@ impl RoomRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::PeerMessage;
+    use crate::room::{Departure, PeerMessage};
+    use tokio::sync::oneshot;
 
     fn peer_sink() -> (Box<dyn PeerSink>, mpsc::Receiver<PeerMessage>) {
         let (tx, rx) = mpsc::channel(16);
@@ -415,7 +416,7 @@ mod tests {
     }
 
     /// What keeps one attached test peer attached: its lease and its mailbox.
-    type Kept = (oneshot::Sender<()>, mpsc::Receiver<PeerMessage>);
+    type Kept = (oneshot::Sender<Departure>, mpsc::Receiver<PeerMessage>);
 
     /// Attaches a fresh peer to `room`.
     fn attach_peer(registry: &RoomRegistry, room: &str) -> Result<Kept, RoomError> {

@@ -40,6 +40,9 @@ use webrtc::rtp_transceiver::{
     RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpSender, RtpTransceiver,
 };
 
+/// phoenix.js's default `reconnectAfterMs` schedule, in ms (5000 after the last).
+pub const RECONNECT_AFTER: [u64; 9] = [10, 50, 100, 150, 200, 250, 500, 1000, 2000];
+
 /// How a peer behaves.
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
@@ -656,18 +659,19 @@ impl Client {
         .await;
     }
 
-    /// The socket is gone: with [`PeerOptions::reconnect`], connects again with backoff
-    /// (100 ms doubling to 2 s) and rejoins the channel with the resume token; if the server
+    /// The socket is gone: with [`PeerOptions::reconnect`], connects again with phoenix.js's
+    /// backoff ([`RECONNECT_AFTER`]) and rejoins the channel with the resume token; if the server
     /// refuses it (it restarted, or the grace ran out) the peer starts afresh as a new peer on
     /// that socket. Returns the new socket's pushes, or `None` if it gave up or may not try.
     async fn reconnect(&mut self) -> Option<mpsc::Receiver<Incoming>> {
         let within = self.options.reconnect.filter(|_| !self.gone)?;
         let lost = Instant::now();
         let mut refusals = Vec::new();
-        let mut delay = Duration::from_millis(100);
+        let mut tries = 0;
         while lost.elapsed() < within {
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            let wait = RECONNECT_AFTER.get(tries).copied().unwrap_or(5000);
+            tries += 1;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
             let Ok((socket, incoming)) = phoenix::connect(&self.url, self.options.heartbeat).await
             else {
                 continue;
