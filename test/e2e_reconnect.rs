@@ -195,7 +195,9 @@ async fn a_cut_websocket_resumes_the_same_peer_while_media_flows_and_a_third_pee
     assert!(reconnect.resumed, "{reconnect:?}");
     assert_eq!(reconnect.refusals, Vec::<serde_json::Value>::new());
     assert_eq!(alice.peer_id().as_deref(), Some(alice_id.as_str()));
-    let next_token = alice.observe(|o| o.resume_token.clone()).expect("a new token");
+    let next_token = alice
+        .observe(|o| o.resume_token.clone())
+        .expect("a new token");
     assert_ne!(next_token, first_token, "a fresh token on every resume");
 
     // Media never depended on the socket: both kept receiving each other across the cut.
@@ -210,7 +212,8 @@ async fn a_cut_websocket_resumes_the_same_peer_while_media_flows_and_a_third_pee
                 peer::media::delivery(&sent, received, cut_at, restored_at)
             });
             assert!(
-                delivered_during_cut.1 * 100 >= delivered_during_cut.0 * 95 && delivered_during_cut.0 > 0,
+                delivered_during_cut.1 * 100 >= delivered_during_cut.0 * 95
+                    && delivered_during_cut.0 > 0,
                 "{} <- {} {:?} while signalling was cut: {delivered_during_cut:?} (sent, delivered)",
                 subscriber.name,
                 publisher.name,
@@ -218,13 +221,19 @@ async fn a_cut_websocket_resumes_the_same_peer_while_media_flows_and_a_third_pee
             );
         }
     }
-    assert!(!heard_left(&bob, &alice_id), "Bob never hears that Alice left");
+    assert!(
+        !heard_left(&bob, &alice_id),
+        "Bob never hears that Alice left"
+    );
     let bob_joined_twice = bob.observe(|o| {
         o.events_of("peerJoined")
             .filter(|e| e.data["peer"]["id"] == alice_id.as_str())
             .count()
     });
-    assert_eq!(bob_joined_twice, 0, "Alice joined before Bob; a resume announces nothing");
+    assert_eq!(
+        bob_joined_twice, 0,
+        "Alice joined before Bob; a resume announces nothing"
+    );
 
     // Signalling works again: a third peer joins and everyone renegotiates.
     let carol = join_accepted_at(&server.socket_url(), "cut", PeerOptions::new("Carol")).await;
@@ -250,7 +259,8 @@ async fn a_peer_cut_off_longer_than_the_grace_is_removed_and_comes_back_as_a_new
 
     proxy.cut();
     bob.wait_for("peerLeft of Alice after the grace", LONG, |o| {
-        o.events_of("peerLeft").any(|e| e.data["peerId"] == old_id.as_str())
+        o.events_of("peerLeft")
+            .any(|e| e.data["peerId"] == old_id.as_str())
     })
     .await
     .unwrap();
@@ -284,7 +294,8 @@ async fn a_peer_whose_socket_and_media_die_together_is_reported_gone_within_seco
     // The tab is killed: no close frame, no `leave`, its peer connection stops.
     alice.drop_socket().await.unwrap();
     bob.wait_for("peerLeft of Alice", LONG, |o| {
-        o.events_of("peerLeft").any(|e| e.data["peerId"] == alice_id.as_str())
+        o.events_of("peerLeft")
+            .any(|e| e.data["peerId"] == alice_id.as_str())
     })
     .await
     .unwrap();

@@ -41,9 +41,7 @@ fn b_is_removed(a: PeerId, b: PeerId) -> Vec<Out> {
     ]
 }
 
-fn a_peer_whose_media_never_connected_is_removed_at_once_when_its_channel_is_lost<
-    S: SfuBackend,
->(
+fn a_peer_whose_media_never_connected_is_removed_at_once_when_its_channel_is_lost<S: SfuBackend>(
     room: &mut Room<S>,
     browser: Browser,
 ) {
@@ -137,7 +135,11 @@ fn a_resumed_member_hears_the_room_as_it_is_now_and_nothing_else_when_nothing_ch
         )]
     );
     assert!(!room.engine.is_held(b));
-    assert_eq!(room.advance(GRACE * 2), [], "a resumed member is not removed");
+    assert_eq!(
+        room.advance(GRACE * 2),
+        [],
+        "a resumed member is not removed"
+    );
     assert!(room.engine.is_member(b));
 }
 
@@ -148,7 +150,10 @@ fn a_resumed_member_gets_the_offer_data_it_missed_and_sees_who_joined_meanwhile(
     assert!(room.detach(b).0);
     // C joins and publishes while B is away: B's round starts, its offerData is undeliverable.
     let c = room.peer("c");
-    assert_eq!(kinds(&room.join(c, true)), ["peerAccepted", "peerJoined", "offerData"]);
+    assert_eq!(
+        kinds(&room.join(c, true)),
+        ["peerAccepted", "peerJoined", "offerData"]
+    );
     let step = room.offer(
         c,
         &generated_offer(&["audio", "video"], 2),

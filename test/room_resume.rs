@@ -23,7 +23,8 @@ async fn start() -> Server {
 /// Connects a fresh socket and joins `room:<room>` with `payload`; returns the client and the
 /// join reply.
 async fn join_with(server: &Server, room: &str, payload: Value) -> (Client, Value) {
-    let mut c = kit::phoenix::connect(server.http, "/socket/websocket", kit::phoenix::Vsn::V2).await;
+    let mut c =
+        kit::phoenix::connect(server.http, "/socket/websocket", kit::phoenix::Vsn::V2).await;
     let reply = c.join(&format!("room:{room}"), payload).await;
     (c, reply)
 }
@@ -72,7 +73,8 @@ async fn a_token_takes_its_peer_back_on_a_new_socket_and_the_others_hear_nothing
     b.expect_media("peerJoined").await;
     let a_id = accepted["id"].clone();
 
-    let (mut a2, reply) = join_with(&server, "r", json!({"resumeToken": token_of(&accepted)})).await;
+    let (mut a2, reply) =
+        join_with(&server, "r", json!({"resumeToken": token_of(&accepted)})).await;
     assert_eq!(reply, json!({"status":"ok","response":{}}));
     let replayed = a2.expect_media("peerAccepted").await;
     let next = token_of(&replayed);
@@ -106,24 +108,51 @@ async fn every_abused_token_is_refused_with_a_clear_reason_and_the_real_peer_goe
     let (_other, _) = first_peer(&server, "elsewhere").await;
 
     let cases = [
-        (json!({"resumeToken": "garbage"}), "r", "invalid resume token"),
+        (
+            json!({"resumeToken": "garbage"}),
+            "r",
+            "invalid resume token",
+        ),
         (json!({"resumeToken": ""}), "r", "invalid resume token"),
-        (json!({"resumeToken": "A".repeat(5000)}), "r", "invalid resume token"),
+        (
+            json!({"resumeToken": "A".repeat(5000)}),
+            "r",
+            "invalid resume token",
+        ),
         (json!({"resumeToken": 42}), "r", "invalid resume token"),
-        (json!({"resumeToken": {"t": token}}), "r", "invalid resume token"),
-        (json!({"resumeToken": token}), "elsewhere", "resume token is for another room"),
-        (json!({"resumeToken": token}), "no-such-room", "resume token is for another room"),
+        (
+            json!({"resumeToken": {"t": token}}),
+            "r",
+            "invalid resume token",
+        ),
+        (
+            json!({"resumeToken": token}),
+            "elsewhere",
+            "resume token is for another room",
+        ),
+        (
+            json!({"resumeToken": token}),
+            "no-such-room",
+            "resume token is for another room",
+        ),
     ];
     for (payload, room, reason) in cases {
         let (_c, reply) = join_with(&server, room, payload.clone()).await;
         assert_eq!(reply, refused(reason), "{payload} in room {room}");
     }
-    assert_eq!(server.room_ids(), ["elsewhere", "r"], "no room started by a refused resume");
+    assert_eq!(
+        server.room_ids(),
+        ["elsewhere", "r"],
+        "no room started by a refused resume"
+    );
 
     // A heard nothing and is still a member with a working token.
     a.expect_no_media(QUIET).await;
     let (_b, _) = Client::join_room(server.http, "r", "B").await;
-    assert_eq!(a.expect_media("peerJoined").await["peer"]["metadata"], json!({"displayName":"B"}));
+    assert_eq!(
+        a.expect_media("peerJoined").await["peer"]["metadata"],
+        json!({"displayName":"B"})
+    );
     let (mut a2, reply) = join_with(&server, "r", json!({"resumeToken": token})).await;
     assert_eq!(reply, json!({"status":"ok","response":{}}));
     let next = token_of(&a2.expect_media("peerAccepted").await);
@@ -150,7 +179,10 @@ async fn a_left_or_removed_peers_token_is_expired() {
         accepted_b["id"],
         "B's own peerJoined first"
     );
-    assert_eq!(b.expect_media("peerLeft").await, json!({"peerId": accepted["id"]}));
+    assert_eq!(
+        b.expect_media("peerLeft").await,
+        json!({"peerId": accepted["id"]})
+    );
     let (_c, reply) = join_with(&server, "r", json!({"resumeToken": token_of(&accepted)})).await;
     assert_eq!(reply, refused("resume token expired"));
 

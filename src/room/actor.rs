@@ -280,7 +280,10 @@ impl Room {
         let attachment = self.next_attachment;
         self.undeliverable.remove(&peer);
         if let Some(old) = self.peers.insert(peer, Attached { sink, attachment }) {
-            log::info!("room={} peer={peer} resumed on a new channel, closing the old one", self.id);
+            log::info!(
+                "room={} peer={peer} resumed on a new channel, closing the old one",
+                self.id
+            );
             old.sink.deliver(PeerMessage::Closed {
                 error_event: MediaEventOut::error("resumed on another connection").to_json(),
             });
@@ -290,7 +293,11 @@ impl Room {
 
     /// A channel ended: if it is still the peer's, the peer leaves or is held (see [`Departure`]).
     fn channel_ended(&mut self, peer: PeerId, attachment: u64, departure: Departure) {
-        if self.peers.get(&peer).is_none_or(|a| a.attachment != attachment) {
+        if self
+            .peers
+            .get(&peer)
+            .is_none_or(|a| a.attachment != attachment)
+        {
             log::debug!("room={} peer={peer} a replaced channel ended", self.id);
             return;
         }
@@ -304,8 +311,15 @@ impl Room {
             }
             Departure::Lost => {
                 let held = self.engine_call(|e| e.detach_peer(peer, Instant::now()));
-                let what = if held == Some(true) { "held for reconnect" } else { "removed" };
-                log::info!("room={} peer={peer} detached: connection lost, {what}", self.id);
+                let what = if held == Some(true) {
+                    "held for reconnect"
+                } else {
+                    "removed"
+                };
+                log::info!(
+                    "room={} peer={peer} detached: connection lost, {what}",
+                    self.id
+                );
             }
         }
     }

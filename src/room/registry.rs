@@ -240,7 +240,10 @@ impl RoomRegistry {
             });
         };
         // The slot first: a busy room refuses before the token is spent.
-        let Some(slot) = entry.handle.reserve_attach(self.inner.config.max_attached()) else {
+        let Some(slot) = entry
+            .handle
+            .reserve_attach(self.inner.config.max_attached())
+        else {
             self.inner.config.metrics.limit_hit("attached_per_room");
             return Err(RoomError::Busy);
         };

@@ -252,10 +252,7 @@ mod tests {
         let (t0, peer) = (Instant::now(), PeerId::new_v4());
         let token = tokens.issue("r", peer, bytes(1), t0);
         for garbage in ["", "garbage", &"A".repeat(10_000), &token[1..]] {
-            assert_eq!(
-                tokens.redeem("r", garbage, t0),
-                Err(ResumeRefusal::Invalid)
-            );
+            assert_eq!(tokens.redeem("r", garbage, t0), Err(ResumeRefusal::Invalid));
         }
         assert_eq!(tokens.redeem("r", &token, t0), Ok(peer));
     }

@@ -679,7 +679,10 @@ impl Client {
             let token = lock(&self.obs).resume_token.clone();
             let mut resumed = false;
             if let Some(token) = token {
-                match socket.join(&self.topic, json!({"resumeToken": token})).await {
+                match socket
+                    .join(&self.topic, json!({"resumeToken": token}))
+                    .await
+                {
                     Ok(_) => resumed = true,
                     Err(refusal) if refusal["reason"] == "socket closed" => continue,
                     Err(refusal) => refusals.push(refusal),
@@ -711,7 +714,9 @@ impl Client {
             );
             return Some(incoming);
         }
-        self.error(format!("gave up reconnecting after {within:?}: {refusals:?}"));
+        self.error(format!(
+            "gave up reconnecting after {within:?}: {refusals:?}"
+        ));
         None
     }
 

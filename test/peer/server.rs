@@ -6,8 +6,8 @@
 mod kit_server;
 
 pub use kit_server::Server as TestServer;
-pub use kit_server::test_config;
 use kit_server::start_server;
+pub use kit_server::test_config;
 use videoroom::config::Config;
 use videoroom::room::RoomsConfig;
 

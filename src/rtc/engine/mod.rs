@@ -366,8 +366,7 @@ impl<S: SfuBackend> Engine<S> {
     /// other peer is removed at once. Returns whether the peer is held.
     pub fn detach_peer(&mut self, peer: PeerId, now: Instant) -> bool {
         let grace = self.limits.reconnect_grace;
-        if !self.members.contains_key(&peer) || grace.is_zero() || !self.sfu.media_connected(peer)
-        {
+        if !self.members.contains_key(&peer) || grace.is_zero() || !self.sfu.media_connected(peer) {
             self.remove_peer(peer);
             return false;
         }
