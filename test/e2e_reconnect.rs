@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use peer::client::{HeadlessPeer, PeerOptions};
 use peer::media::{LocalTrackRecord, RemoteTrackRecord};
-use peer::scenario::{LONG, active_tracks, assert_clean, join_accepted_at, wait_receiving};
+use peer::scenario::{
+    LONG, active_tracks, assert_clean, join_accepted_at, peer_left_at, reconnected, wait_receiving,
+};
 use peer::server::TestServer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -176,13 +178,7 @@ async fn a_cut_websocket_resumes_the_same_peer_while_media_flows_and_a_third_pee
     tokio::time::sleep(CUT).await;
     let restored_at = Instant::now();
     proxy.restore();
-    alice
-        .wait_for("the resumed peerAccepted", LONG, |o| {
-            o.reconnects.first().is_some_and(|r| r.accepted.is_some())
-        })
-        .await
-        .unwrap();
-    let reconnect = alice.observe(|o| o.reconnects[0].clone());
+    let reconnect = reconnected(&alice).await;
     let accepted = reconnect.accepted.unwrap();
     eprintln!(
         "FIGURE signalling back {:?} after the proxy let connections through again \
@@ -258,20 +254,9 @@ async fn a_peer_cut_off_longer_than_the_grace_is_removed_and_comes_back_as_a_new
     let old_id = alice.peer_id().unwrap();
 
     proxy.cut();
-    bob.wait_for("peerLeft of Alice after the grace", LONG, |o| {
-        o.events_of("peerLeft")
-            .any(|e| e.data["peerId"] == old_id.as_str())
-    })
-    .await
-    .unwrap();
+    peer_left_at(&bob, &old_id).await;
     proxy.restore();
-    alice
-        .wait_for("a new peerAccepted", LONG, |o| {
-            o.reconnects.first().is_some_and(|r| r.accepted.is_some())
-        })
-        .await
-        .unwrap();
-    let reconnect = alice.observe(|o| o.reconnects[0].clone());
+    let reconnect = reconnected(&alice).await;
     assert!(!reconnect.resumed);
     assert_eq!(
         reconnect.refusals,
@@ -293,18 +278,7 @@ async fn a_peer_whose_socket_and_media_die_together_is_reported_gone_within_seco
     let died = Instant::now();
     // The tab is killed: no close frame, no `leave`, its peer connection stops.
     alice.drop_socket().await.unwrap();
-    bob.wait_for("peerLeft of Alice", LONG, |o| {
-        o.events_of("peerLeft")
-            .any(|e| e.data["peerId"] == alice_id.as_str())
-    })
-    .await
-    .unwrap();
-    let heard = bob.observe(|o| {
-        o.events_of("peerLeft")
-            .find(|e| e.data["peerId"] == alice_id.as_str())
-            .map(|e| e.at)
-            .unwrap()
-    });
+    let heard = peer_left_at(&bob, &alice_id).await;
     eprintln!("FIGURE peerLeft {:?} after the tab died", heard - died);
 }
 
@@ -326,12 +300,7 @@ async fn after_a_server_restart_both_peers_rejoin_as_new_peers_and_receive_each_
     let drained = Instant::now();
     first.stop().await;
     for peer in [&alice, &bob] {
-        peer.wait_for("a new peerAccepted", LONG, |o| {
-            o.reconnects.first().is_some_and(|r| r.accepted.is_some())
-        })
-        .await
-        .unwrap();
-        let reconnect = peer.observe(|o| o.reconnects[0].clone());
+        let reconnect = reconnected(peer).await;
         assert!(!reconnect.resumed);
         assert_eq!(
             reconnect.refusals,
