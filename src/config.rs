@@ -3,6 +3,7 @@
 //! Every setting is a flag and an environment variable (`--port` / `SERVER_PORT`, …);
 //! `videoroom --help` lists them. Other modules add their own settings here.
 
+use crate::phoenix::SocketLimits;
 use crate::phoenix::transport::params::QueryLimits;
 use crate::phoenix::transport::{CheckOrigin, Settings};
 use crate::room::RoomsConfig;
@@ -75,7 +76,7 @@ pub struct Config {
     #[arg(
         long = "idle-timeout",
         env = "IDLE_TIMEOUT_SECS",
-        default_value_t = Settings::DEFAULT_IDLE_TIMEOUT_SECS
+        default_value_t = SocketLimits::DEFAULT_IDLE_TIMEOUT_SECS
     )]
     pub idle_timeout_secs: f64,
 
@@ -102,7 +103,7 @@ pub struct Config {
     #[arg(
         long = "max-channels",
         env = "MAX_CHANNELS",
-        default_value_t = Settings::DEFAULT_MAX_CHANNELS
+        default_value_t = SocketLimits::DEFAULT_MAX_CHANNELS
     )]
     pub max_channels: usize,
 
@@ -194,7 +195,7 @@ pub struct Config {
     #[arg(
         long = "max-messages-per-sec",
         env = "MAX_MESSAGES_PER_SEC",
-        default_value_t = Settings::DEFAULT_MAX_MESSAGES_PER_SEC
+        default_value_t = SocketLimits::DEFAULT_MAX_MESSAGES_PER_SEC
     )]
     pub max_messages_per_sec: u32,
 
@@ -203,7 +204,7 @@ pub struct Config {
     #[arg(
         long = "max-topic-bytes",
         env = "MAX_TOPIC_BYTES",
-        default_value_t = Settings::DEFAULT_MAX_TOPIC_BYTES
+        default_value_t = SocketLimits::DEFAULT_MAX_TOPIC_BYTES
     )]
     pub max_topic_bytes: usize,
 
@@ -471,15 +472,17 @@ impl Config {
         };
         Settings {
             check_origin,
-            idle_timeout: Duration::from_secs_f64(self.idle_timeout_secs.max(0.001)),
             max_frame_size: self.max_frame_size,
-            max_channels: self.max_channels,
+            socket: SocketLimits {
+                max_channels: self.max_channels,
+                idle_timeout: Some(Duration::from_secs_f64(self.idle_timeout_secs.max(0.001))),
+                max_messages_per_sec: self.max_messages_per_sec,
+                max_topic_bytes: self.max_topic_bytes,
+            },
             longpoll_window: Duration::from_secs_f64(self.longpoll_window_secs.max(0.01)),
             longpoll: !self.no_longpoll,
             outbound_queue: self.outbound_queue,
             outbound_bytes: self.outbound_bytes,
-            max_messages_per_sec: self.max_messages_per_sec,
-            max_topic_bytes: self.max_topic_bytes,
             max_longpoll_sessions: self.max_longpoll_sessions,
             query: QueryLimits {
                 max_bytes: self.max_query_bytes,
@@ -544,11 +547,14 @@ mod tests {
         );
         let settings = d.socket_settings();
         let defaults = Settings::default();
-        assert_eq!(settings.idle_timeout, defaults.idle_timeout);
+        assert_eq!(settings.socket.idle_timeout, defaults.socket.idle_timeout);
+        assert_eq!(settings.socket.max_channels, defaults.socket.max_channels);
         assert_eq!(settings.max_frame_size, defaults.max_frame_size);
         assert_eq!(settings.outbound_bytes, defaults.outbound_bytes);
-        assert_eq!(settings.max_messages_per_sec, defaults.max_messages_per_sec);
-        assert_eq!(settings.max_topic_bytes, defaults.max_topic_bytes);
+        let rate = settings.socket.max_messages_per_sec;
+        assert_eq!(rate, defaults.socket.max_messages_per_sec);
+        let topic = settings.socket.max_topic_bytes;
+        assert_eq!(topic, defaults.socket.max_topic_bytes);
         assert_eq!(settings.query, defaults.query);
         assert_eq!(settings.longpoll_window, defaults.longpoll_window);
         let limits = d.serve_limits();

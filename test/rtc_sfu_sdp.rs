@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use videoroom::rtc::ids::{MediaKind, PeerId, TrackId};
-use videoroom::rtc::sfu::{Answer, ConsumerSpec, Mid, Sfu, SfuConfig, SfuError};
+use videoroom::rtc::sfu::{Answer, ConsumerSpec, Mid, Offer, Sfu, SfuConfig, SfuError, SfuResult};
 
 const CHROME_PUBLISHER: &str = include_str!("fixtures/sdp/chromium-156/publisher-first-offer.sdp");
 const CHROME_JOINER: &str = include_str!("fixtures/sdp/chromium-156/joiner-offer-1pub.sdp");
@@ -86,8 +86,23 @@ fn answer(
     inbound: &BTreeMap<Mid, TrackId>,
     outbound: &[ConsumerSpec],
 ) -> Answer {
-    sfu.handle_offer(peer, offer, inbound, outbound, Instant::now())
+    let offer = Offer {
+        sdp: offer,
+        producers: inbound,
+        consumers: outbound,
+    };
+    sfu.handle_offer(peer, offer, Instant::now())
         .expect("answer")
+}
+
+/// An offer that maps no producers and no consumers, answered or refused.
+fn bare_offer(sfu: &mut Sfu, peer: PeerId, sdp: &str) -> SfuResult<Answer> {
+    let offer = Offer {
+        sdp,
+        producers: &BTreeMap::new(),
+        consumers: &[],
+    };
+    sfu.handle_offer(peer, offer, Instant::now())
 }
 
 #[test]
@@ -294,7 +309,7 @@ fn garbage_sdp_is_an_invalid_offer() {
         "v=0\r\nm=audio\r\n",
         "v=0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n",
     ] {
-        let r = sfu.handle_offer(p, garbage, &BTreeMap::new(), &[], Instant::now());
+        let r = bare_offer(&mut sfu, p, garbage);
         assert!(
             matches!(r, Err(SfuError::InvalidSdp(_))),
             "{garbage:?} gave {r:?}"
@@ -318,23 +333,17 @@ fn an_offer_without_a_usable_codec_is_refused() {
     let no_video_codec = CHROME_PUBLISHER
         .replace("VP8/90000", "VP7/90000")
         .replace("42e01f", "640032");
-    let r = sfu.handle_offer(p, &no_video_codec, &BTreeMap::new(), &[], Instant::now());
+    let r = bare_offer(&mut sfu, p, &no_video_codec);
     assert!(matches!(r, Err(SfuError::NoUsableCodec(_))), "{r:?}");
     let no_audio_codec = FIREFOX_PUBLISHER.replace("opus/48000/2", "speex/16000");
-    let r = sfu.handle_offer(p, &no_audio_codec, &BTreeMap::new(), &[], Instant::now());
+    let r = bare_offer(&mut sfu, p, &no_audio_codec);
     assert!(matches!(r, Err(SfuError::NoUsableCodec(_))), "{r:?}");
 }
 
 #[test]
 fn offers_from_unknown_peers_are_refused() {
     let mut sfu = sfu();
-    let r = sfu.handle_offer(
-        PeerId::new_v4(),
-        CHROME_PUBLISHER,
-        &BTreeMap::new(),
-        &[],
-        Instant::now(),
-    );
+    let r = bare_offer(&mut sfu, PeerId::new_v4(), CHROME_PUBLISHER);
     assert!(matches!(r, Err(SfuError::UnknownPeer(_))));
 }
 

@@ -14,16 +14,17 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::sync::{mpsc, oneshot};
 use videoroom::rtc::driver::{MediaDriver, MediaShell};
 use videoroom::rtc::ids::{MediaKind, PeerId, TrackId};
-use videoroom::rtc::sfu::{ConsumerSpec, Sfu, SfuConfig, SfuEvent};
+use videoroom::rtc::sfu::{ConsumerSpec, Offer, Sfu, SfuConfig, SfuEvent};
 use videoroom::rtc::udp::{UdpMux, candidate_addrs};
 
 enum Command {
     AddPeer(PeerId),
     Stats(oneshot::Sender<videoroom::rtc::sfu::SfuStats>),
-    Offer(Offer),
+    Offer(OfferCommand),
 }
 
-struct Offer {
+/// An offer to answer, with what the test decided for its m-lines.
+struct OfferCommand {
     peer: PeerId,
     sdp: String,
     inbound: BTreeMap<Mid, TrackId>,
@@ -53,7 +54,10 @@ async fn room_task(
                 Some(Command::Offer(o)) => {
                     let answer = media
                         .driver()
-                        .signal(|sfu| sfu.handle_offer(o.peer, &o.sdp, &o.inbound, &o.outbound, Instant::now()))
+                        .signal(|sfu| {
+                            let offer = Offer { sdp: &o.sdp, producers: &o.inbound, consumers: &o.outbound };
+                            sfu.handle_offer(o.peer, offer, Instant::now())
+                        })
                         .expect("no panic")
                         .expect("answer");
                     // The driver publishes the new ufrags while draining: before the answer leaves.
@@ -234,7 +238,7 @@ fn negotiate(
     let (sdp, inbound, pending) = b.offer(receive.len());
     let outbound: Vec<ConsumerSpec> = receive.iter().flat_map(|p| p.outbound()).collect();
     let (reply, answer) = oneshot::channel();
-    let offer = Offer {
+    let offer = OfferCommand {
         peer: b.peer,
         sdp,
         inbound,

@@ -114,18 +114,13 @@ pub trait Channel: Send + 'static {
 
     /// Joins `topic` with the client's `payload`: `Ok(response)` or `Err(response)`.
     /// Pushes and broadcasts made here are sent after the join reply.
-    fn join(&mut self, topic: &str, payload: Value, ctx: &mut ChannelContext<'_>) -> JoinReply;
+    fn join(&mut self, topic: &str, payload: Value, ctx: &mut ChannelContext) -> JoinReply;
 
     /// Handles a client event (any event except the reserved ones).
-    fn handle_in(
-        &mut self,
-        event: &str,
-        payload: Payload,
-        ctx: &mut ChannelContext<'_>,
-    ) -> HandleIn;
+    fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> HandleIn;
 
     /// Handles a message from server-side code.
-    fn handle_info(&mut self, msg: Self::Info, ctx: &mut ChannelContext<'_>) -> Flow {
+    fn handle_info(&mut self, msg: Self::Info, ctx: &mut ChannelContext) -> Flow {
         let _ = (msg, ctx);
         Flow::Continue
     }
@@ -138,14 +133,14 @@ pub trait Channel: Send + 'static {
     }
 
     /// Handles an intercepted broadcast; the default pushes it unchanged.
-    fn handle_out(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext<'_>) -> Flow {
+    fn handle_out(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> Flow {
         ctx.push(event, payload);
         Flow::Continue
     }
 
     /// Called exactly once when the channel ends, for any reason. Pushes made here follow the
     /// `phx_close` and are dropped when the socket itself is gone.
-    fn terminate(&mut self, reason: &TerminateReason, ctx: &mut ChannelContext<'_>) {
+    fn terminate(&mut self, reason: &TerminateReason, ctx: &mut ChannelContext) {
         let _ = (reason, ctx);
     }
 }
@@ -345,32 +340,22 @@ impl<M: Send + 'static> ChannelSender<M> {
 
 /// A channel with its `Info` type erased, as the socket stores it.
 pub(crate) trait AnyChannel: Send {
-    fn join(&mut self, topic: &str, payload: Value, ctx: &mut ChannelContext<'_>) -> JoinReply;
-    fn handle_in(
-        &mut self,
-        event: &str,
-        payload: Payload,
-        ctx: &mut ChannelContext<'_>,
-    ) -> HandleIn;
-    fn handle_info(&mut self, msg: Box<dyn Any + Send>, ctx: &mut ChannelContext<'_>) -> Flow;
+    fn join(&mut self, topic: &str, payload: Value, ctx: &mut ChannelContext) -> JoinReply;
+    fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> HandleIn;
+    fn handle_info(&mut self, msg: Box<dyn Any + Send>, ctx: &mut ChannelContext) -> Flow;
     fn intercepts(&self, event: &str) -> bool;
-    fn handle_out(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext<'_>) -> Flow;
-    fn terminate(&mut self, reason: &TerminateReason, ctx: &mut ChannelContext<'_>);
+    fn handle_out(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> Flow;
+    fn terminate(&mut self, reason: &TerminateReason, ctx: &mut ChannelContext);
 }
 
 impl<C: Channel> AnyChannel for C {
-    fn join(&mut self, topic: &str, payload: Value, ctx: &mut ChannelContext<'_>) -> JoinReply {
+    fn join(&mut self, topic: &str, payload: Value, ctx: &mut ChannelContext) -> JoinReply {
         Channel::join(self, topic, payload, ctx)
     }
-    fn handle_in(
-        &mut self,
-        event: &str,
-        payload: Payload,
-        ctx: &mut ChannelContext<'_>,
-    ) -> HandleIn {
+    fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> HandleIn {
         Channel::handle_in(self, event, payload, ctx)
     }
-    fn handle_info(&mut self, msg: Box<dyn Any + Send>, ctx: &mut ChannelContext<'_>) -> Flow {
+    fn handle_info(&mut self, msg: Box<dyn Any + Send>, ctx: &mut ChannelContext) -> Flow {
         match msg.downcast::<C::Info>() {
             Ok(msg) => Channel::handle_info(self, *msg, ctx),
             Err(_) => {
@@ -385,10 +370,10 @@ impl<C: Channel> AnyChannel for C {
     fn intercepts(&self, event: &str) -> bool {
         Channel::intercepts(self, event)
     }
-    fn handle_out(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext<'_>) -> Flow {
+    fn handle_out(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> Flow {
         Channel::handle_out(self, event, payload, ctx)
     }
-    fn terminate(&mut self, reason: &TerminateReason, ctx: &mut ChannelContext<'_>) {
+    fn terminate(&mut self, reason: &TerminateReason, ctx: &mut ChannelContext) {
         Channel::terminate(self, reason, ctx)
     }
 }

@@ -15,16 +15,11 @@ pub struct EchoChannel;
 impl Channel for EchoChannel {
     type Info = ();
 
-    fn join(&mut self, _topic: &str, _payload: Value, _ctx: &mut ChannelContext<'_>) -> JoinReply {
+    fn join(&mut self, _topic: &str, _payload: Value, _ctx: &mut ChannelContext) -> JoinReply {
         Ok(json!({}))
     }
 
-    fn handle_in(
-        &mut self,
-        event: &str,
-        payload: Payload,
-        ctx: &mut ChannelContext<'_>,
-    ) -> HandleIn {
+    fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> HandleIn {
         ctx.push(event, payload.clone());
         HandleIn::ok_with(payload)
     }

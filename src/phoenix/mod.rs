@@ -34,10 +34,10 @@
 //! struct Echo;
 //! impl Channel for Echo {
 //!     type Info = ();
-//!     fn join(&mut self, _t: &str, _p: Value, _c: &mut ChannelContext<'_>) -> JoinReply {
+//!     fn join(&mut self, _t: &str, _p: Value, _c: &mut ChannelContext) -> JoinReply {
 //!         Ok(json!({}))
 //!     }
-//!     fn handle_in(&mut self, _e: &str, p: Payload, _c: &mut ChannelContext<'_>) -> HandleIn {
+//!     fn handle_in(&mut self, _e: &str, p: Payload, _c: &mut ChannelContext) -> HandleIn {
 //!         HandleIn::ok_with(p)
 //!     }
 //! }

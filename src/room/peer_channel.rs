@@ -84,7 +84,7 @@ impl PeerChannel {
 impl Channel for PeerChannel {
     type Info = PeerMessage;
 
-    fn join(&mut self, topic: &str, payload: Value, ctx: &mut ChannelContext<'_>) -> JoinReply {
+    fn join(&mut self, topic: &str, payload: Value, ctx: &mut ChannelContext) -> JoinReply {
         let room_id = topic.strip_prefix(TOPIC_PREFIX).unwrap_or(topic);
         let (lease, lease_rx) = oneshot::channel();
         let sink: Box<dyn PeerSink> = Box::new(ctx.sender::<PeerMessage>());
@@ -134,12 +134,7 @@ impl Channel for PeerChannel {
         }
     }
 
-    fn handle_in(
-        &mut self,
-        event: &str,
-        payload: Payload,
-        ctx: &mut ChannelContext<'_>,
-    ) -> HandleIn {
+    fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> HandleIn {
         let Some(joined) = &self.joined else {
             return HandleIn::NoReply;
         };
@@ -200,7 +195,7 @@ impl Channel for PeerChannel {
         }
     }
 
-    fn handle_info(&mut self, msg: PeerMessage, ctx: &mut ChannelContext<'_>) -> Flow {
+    fn handle_info(&mut self, msg: PeerMessage, ctx: &mut ChannelContext) -> Flow {
         match msg {
             PeerMessage::MediaEvent(data) => {
                 ctx.push("mediaEvent", json!({ "data": data }));
@@ -213,7 +208,7 @@ impl Channel for PeerChannel {
         }
     }
 
-    fn terminate(&mut self, reason: &TerminateReason, _ctx: &mut ChannelContext<'_>) {
+    fn terminate(&mut self, reason: &TerminateReason, _ctx: &mut ChannelContext) {
         if let Some(mut joined) = self.joined.take() {
             log::info!(
                 "room={} peer={} channel ended: {reason:?}",

@@ -429,6 +429,12 @@ mod tests {
         Ok((lease, rx))
     }
 
+    /// Attaches a fresh peer to each of `rooms` in turn; every attach must be accepted.
+    fn attach_all(registry: &RoomRegistry, rooms: &[&str]) -> Vec<Kept> {
+        let attach = |room: &&str| attach_peer(registry, room).expect("within the limits");
+        rooms.iter().map(attach).collect()
+    }
+
     // A current-thread runtime does not run the spawned room until the test yields, so the
     // room's attach count is deterministic here.
     #[tokio::test(flavor = "current_thread")]
@@ -438,9 +444,7 @@ mod tests {
             ..RoomsConfig::default()
         };
         let registry = RoomRegistry::new(config, MediaPlane::default());
-        let _kept: Vec<Kept> = (0..2)
-            .map(|_| attach_peer(&registry, "r").expect("within twice the peer limit"))
-            .collect();
+        let _kept = attach_all(&registry, &["r", "r"]);
         assert_eq!(attach_peer(&registry, "r").unwrap_err(), RoomError::Busy);
         assert_eq!(registry.room_count(), 1);
     }
@@ -452,10 +456,7 @@ mod tests {
             ..RoomsConfig::default()
         };
         let registry = RoomRegistry::new(config, MediaPlane::default());
-        let _kept: Vec<Kept> = ["a", "b", "a"]
-            .into_iter()
-            .map(|room| attach_peer(&registry, room).expect("two rooms, and joins to them"))
-            .collect();
+        let _kept = attach_all(&registry, &["a", "b", "a"]);
         assert_eq!(
             attach_peer(&registry, "c").unwrap_err(),
             RoomError::TooManyRooms

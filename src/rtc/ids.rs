@@ -5,6 +5,36 @@ use std::str::FromStr;
 
 use uuid::Uuid;
 
+/// The text-backed id types' shared surface: `as_str`, conversions from text, and `Display`.
+macro_rules! text_id {
+    ($name:ident) => {
+        impl $name {
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name(s.into())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                $name(s.into())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 /// A peer of a room (the membrane client's `peerId`), a UUID v4 rendered in its hyphenated form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub Uuid);
@@ -59,30 +89,7 @@ impl fmt::Display for MediaKind {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct RoomId(std::sync::Arc<str>);
 
-impl RoomId {
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for RoomId {
-    fn from(s: &str) -> Self {
-        RoomId(s.into())
-    }
-}
-
-impl From<String> for RoomId {
-    fn from(s: String) -> Self {
-        RoomId(s.into())
-    }
-}
-
-impl fmt::Display for RoomId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+text_id!(RoomId);
 
 /// A published track's id as the clients know it (`"<peerId>:<uuid>"` from the membrane client).
 ///
@@ -91,12 +98,9 @@ impl fmt::Display for RoomId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrackId(std::sync::Arc<str>);
 
-impl TrackId {
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+text_id!(TrackId);
 
+impl TrackId {
     /// Whether the id is in `peer`'s namespace: `"<peer>:<anything non-empty>"`.
     pub fn is_owned_by(&self, peer: PeerId) -> bool {
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
@@ -105,24 +109,6 @@ impl TrackId {
             .strip_prefix(&*prefix)
             .and_then(|rest| rest.strip_prefix(':'))
             .is_some_and(|rest| !rest.is_empty())
-    }
-}
-
-impl From<&str> for TrackId {
-    fn from(s: &str) -> Self {
-        TrackId(s.into())
-    }
-}
-
-impl From<String> for TrackId {
-    fn from(s: String) -> Self {
-        TrackId(s.into())
-    }
-}
-
-impl fmt::Display for TrackId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

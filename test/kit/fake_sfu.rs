@@ -14,7 +14,7 @@ use videoroom::rtc::engine::SfuBackend;
 use videoroom::rtc::ids::{MediaKind, PeerId, TrackId};
 use videoroom::rtc::net::Datagram;
 use videoroom::rtc::sfu::{
-    Answer, ConsumerSpec, Mid, ProducedTrack, SfuError, SfuEvent, SfuOutput,
+    Answer, ConsumerSpec, Mid, Offer, ProducedTrack, SfuError, SfuEvent, SfuOutput, SfuResult,
 };
 
 /// The host candidate the real `Sfu` announces for 127.0.0.1:50000, which the fake announces too.
@@ -117,14 +117,12 @@ impl SfuBackend for FakeSfu {
         self.removed.push(peer);
         self.ufrags.remove(&peer);
     }
-    fn handle_offer(
-        &mut self,
-        peer: PeerId,
-        sdp: &str,
-        inbound: &Inbound,
-        outbound: &[ConsumerSpec],
-        _: Instant,
-    ) -> Result<Answer, SfuError> {
+    fn handle_offer(&mut self, peer: PeerId, offer: Offer<'_>, _: Instant) -> SfuResult<Answer> {
+        let Offer {
+            sdp,
+            producers: inbound,
+            consumers: outbound,
+        } = offer;
         if !sdp.starts_with("v=0") {
             return Err(SfuError::InvalidSdp("not SDP".into()));
         }

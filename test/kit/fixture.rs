@@ -25,7 +25,7 @@ use videoroom::phoenix::transport::{
 };
 use videoroom::phoenix::{
     Channel, ChannelContext, EchoChannel, Flow, HandleIn, JoinReply, Payload, ReplyRef, Router,
-    StopReason, TerminateReason,
+    SocketLimits, StopReason, TerminateReason,
 };
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -219,7 +219,10 @@ pub fn router() -> Router {
 pub fn fixture_settings() -> Settings {
     Settings {
         check_origin: CheckOrigin::List(vec!["//example.com".into()]),
-        idle_timeout: Duration::from_millis(200),
+        socket: SocketLimits {
+            idle_timeout: Some(Duration::from_millis(200)),
+            ..SocketLimits::default()
+        },
         longpoll_window: Duration::from_millis(200),
         max_frame_size: 64 * 1024,
         ..Settings::default()
@@ -236,7 +239,12 @@ pub fn app_settings() -> Settings {
 
 /// All fixture routes; `with_app_mounts` adds `/socket` and `/lponly`.
 pub fn routes(endpoint: &Endpoint, with_app_mounts: bool) -> BoxedFilter<(Response,)> {
-    routes_with_idle_timeout(endpoint, with_app_mounts, fixture_settings().idle_timeout)
+    let idle_timeout = fixture_settings().socket.idle_timeout;
+    routes_with_idle_timeout(
+        endpoint,
+        with_app_mounts,
+        idle_timeout.expect("fixture idles"),
+    )
 }
 
 /// [`routes`] with another idle timeout on the fixture mounts (`/ws`…, `/custom/…`).
@@ -246,10 +254,8 @@ pub fn routes_with_idle_timeout(
     idle_timeout: Duration,
 ) -> BoxedFilter<(Response,)> {
     let mount = |path: &str, f: &dyn Fn(&mut Settings)| {
-        let mut s = Settings {
-            idle_timeout,
-            ..fixture_settings()
-        };
+        let mut s = fixture_settings();
+        s.socket.idle_timeout = Some(idle_timeout);
         f(&mut s);
         endpoint.mount(
             SocketMount::new(path, router())
@@ -260,7 +266,7 @@ pub fn routes_with_idle_timeout(
     let mut all = mount("/ws", &|_| {})
         .or(mount("/ws/admin", &|_| {}))
         .unify()
-        .or(mount("/ws/limited", &|s| s.max_channels = 1))
+        .or(mount("/ws/limited", &|s| s.socket.max_channels = 1))
         .unify()
         .or(mount("/ws/sip", &|s| s.subprotocols = vec!["sip".into()]))
         .unify()

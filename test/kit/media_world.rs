@@ -29,7 +29,7 @@ use videoroom::rtc::engine::{Engine, EngineLimits, EngineOutput};
 use videoroom::rtc::ids::{MediaKind, PeerId, TrackId};
 use videoroom::rtc::media_event::MediaEventOut;
 use videoroom::rtc::net::{Datagram, Transmit};
-use videoroom::rtc::sfu::{ConsumerSpec, Sfu, SfuConfig, SfuEvent};
+use videoroom::rtc::sfu::{ConsumerSpec, Offer, Sfu, SfuConfig, SfuEvent};
 
 /// Payload types a browser uses: Chrome-like (111/96) or Firefox-like (109/120).
 #[derive(Clone, Copy)]
@@ -417,7 +417,15 @@ impl World {
             panic!("negotiate is for bare-SFU rooms; engine rooms negotiate by media events");
         };
         let answer = driver
-            .signal(|sfu| sfu.handle_offer(peer, &offer.to_sdp_string(), &inbound, outbound, now))
+            .signal(|sfu| {
+                let sdp = offer.to_sdp_string();
+                let offer = Offer {
+                    sdp: &sdp,
+                    producers: &inbound,
+                    consumers: outbound,
+                };
+                sfu.handle_offer(peer, offer, now)
+            })
             .expect("SFU alive")
             .expect("answer");
         self.browsers[i].accept_answer(pending, &answer.sdp);

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use videoroom::rtc::driver::{MediaDriver, MediaShell};
 use videoroom::rtc::ids::{MediaKind, PeerId};
-use videoroom::rtc::sfu::{ConsumerSpec, Sfu, SfuConfig, SfuEvent};
+use videoroom::rtc::sfu::{ConsumerSpec, Offer, Sfu, SfuConfig, SfuEvent};
 use videoroom::rtc::udp::{UdpMux, candidate_addrs};
 use warp::Filter;
 
@@ -69,7 +69,10 @@ async fn room(mut media: MediaShell<Sfu>, mut offers: mpsc::Receiver<(OfferBody,
                 };
                 let result = media
                     .driver()
-                    .signal(|sfu| sfu.handle_offer(peer, &body.sdp, &inbound, &outbound, now))
+                    .signal(|sfu| {
+                        let offer = Offer { sdp: &body.sdp, producers: &inbound, consumers: &outbound };
+                        sfu.handle_offer(peer, offer, now)
+                    })
                     .unwrap_or_else(|| Err(videoroom::rtc::sfu::SfuError::InvalidSdp("sfu crashed".into())));
                 // Publishes the new ufrags before the answer leaves.
                 drain(&mut media);

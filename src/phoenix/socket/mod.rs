@@ -213,7 +213,7 @@ impl Entry {
         shared: &Shared,
         topic: &str,
         current_ref: Option<Value>,
-        f: impl FnOnce(&mut dyn AnyChannel, &mut ChannelContext<'_>) -> R,
+        f: impl FnOnce(&mut dyn AnyChannel, &mut ChannelContext) -> R,
     ) -> (Result<R, String>, Vec<Effect>) {
         let channel = self.channel.as_mut();
         run_callback(
@@ -284,7 +284,7 @@ fn run_callback<R>(
     join_ref: &Value,
     instance: InstanceId,
     current_ref: Option<Value>,
-    f: impl FnOnce(&mut dyn AnyChannel, &mut ChannelContext<'_>) -> R,
+    f: impl FnOnce(&mut dyn AnyChannel, &mut ChannelContext) -> R,
 ) -> (Result<R, String>, Vec<Effect>) {
     let mut ctx = ChannelContext {
         topic,

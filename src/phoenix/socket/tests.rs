@@ -23,7 +23,7 @@ struct TestChannel {
 impl Channel for TestChannel {
     type Info = String;
 
-    fn join(&mut self, topic: &str, payload: Value, ctx: &mut ChannelContext<'_>) -> JoinReply {
+    fn join(&mut self, topic: &str, payload: Value, ctx: &mut ChannelContext) -> JoinReply {
         if payload.get("refuse").is_some() {
             return Err(json!({"reason": "unauthorized"}));
         }
@@ -38,12 +38,7 @@ impl Channel for TestChannel {
         Ok(json!({"hello": topic}))
     }
 
-    fn handle_in(
-        &mut self,
-        event: &str,
-        payload: Payload,
-        ctx: &mut ChannelContext<'_>,
-    ) -> HandleIn {
+    fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> HandleIn {
         match event {
             "echo" => HandleIn::ok_with(payload),
             "boom" => panic!("boom"),
@@ -64,12 +59,12 @@ impl Channel for TestChannel {
         }
     }
 
-    fn handle_info(&mut self, msg: String, ctx: &mut ChannelContext<'_>) -> Flow {
+    fn handle_info(&mut self, msg: String, ctx: &mut ChannelContext) -> Flow {
         ctx.push("info", json!({"msg": msg}));
         Flow::Continue
     }
 
-    fn terminate(&mut self, reason: &TerminateReason, ctx: &mut ChannelContext<'_>) {
+    fn terminate(&mut self, reason: &TerminateReason, ctx: &mut ChannelContext) {
         self.log
             .lock()
             .unwrap()

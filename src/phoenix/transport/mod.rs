@@ -103,12 +103,8 @@ impl SocketHandler for AcceptAll {}
 pub struct Settings {
     /// Origin policy (default: the request's own host).
     pub check_origin: CheckOrigin,
-    /// WebSocket idle timeout (default 60 s; closes with 1001).
-    pub idle_timeout: Duration,
     /// Largest accepted WebSocket message in bytes (default 8 MiB; closes with 1009).
     pub max_frame_size: usize,
-    /// Maximum channels per socket (default 100).
-    pub max_channels: usize,
     /// LongPoll window (default 10 s); a session dies after 1.5 windows without a poll.
     pub longpoll_window: Duration,
     /// Serve `<path>/websocket` (default on).
@@ -128,10 +124,9 @@ pub struct Settings {
     /// Bytes a socket may have queued for its client before it is closed as overloaded (1013);
     /// one frame bigger than this still goes out when nothing else is queued.
     pub outbound_bytes: usize,
-    /// Inbound messages per second per socket (burst of as many); more: close 1008.
-    pub max_messages_per_sec: u32,
-    /// Longest joinable topic in bytes (join error `topic too long`).
-    pub max_topic_bytes: usize,
+    /// What one socket may do: channels, message rate, topic length, and the WebSocket idle
+    /// timeout (closes with 1001; LongPoll sessions end by their poll window instead).
+    pub socket: SocketLimits,
     /// Most LongPoll sessions open at once per mount (more: `{"status":403}`).
     pub max_longpoll_sessions: usize,
     /// Bounds of the connect query string (over them: 400).
@@ -139,12 +134,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Default for [`Settings::idle_timeout`], seconds.
-    pub const DEFAULT_IDLE_TIMEOUT_SECS: f64 = SocketLimits::DEFAULT_IDLE_TIMEOUT_SECS;
     /// Default for [`Settings::max_frame_size`].
     pub const DEFAULT_MAX_FRAME_SIZE: usize = 8 * 1024 * 1024;
-    /// Default for [`Settings::max_channels`].
-    pub const DEFAULT_MAX_CHANNELS: usize = SocketLimits::DEFAULT_MAX_CHANNELS;
     /// Default for [`Settings::longpoll_window`], seconds.
     pub const DEFAULT_LONGPOLL_WINDOW_SECS: f64 = 10.0;
     /// Default for [`Settings::outbound_queue`].
@@ -153,10 +144,6 @@ impl Settings {
     pub const DEFAULT_INBOX: usize = 1024;
     /// Default for [`Settings::outbound_bytes`].
     pub const DEFAULT_OUTBOUND_BYTES: usize = 4 * 1024 * 1024;
-    /// Default for [`Settings::max_messages_per_sec`].
-    pub const DEFAULT_MAX_MESSAGES_PER_SEC: u32 = SocketLimits::DEFAULT_MAX_MESSAGES_PER_SEC;
-    /// Default for [`Settings::max_topic_bytes`].
-    pub const DEFAULT_MAX_TOPIC_BYTES: usize = SocketLimits::DEFAULT_MAX_TOPIC_BYTES;
     /// Default for [`Settings::max_longpoll_sessions`].
     pub const DEFAULT_MAX_LONGPOLL_SESSIONS: usize = 10_000;
 }
@@ -165,9 +152,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             check_origin: CheckOrigin::SameHost,
-            idle_timeout: Duration::from_secs_f64(Self::DEFAULT_IDLE_TIMEOUT_SECS),
             max_frame_size: Self::DEFAULT_MAX_FRAME_SIZE,
-            max_channels: Self::DEFAULT_MAX_CHANNELS,
             longpoll_window: Duration::from_secs_f64(Self::DEFAULT_LONGPOLL_WINDOW_SECS),
             websocket: true,
             longpoll: true,
@@ -176,8 +161,7 @@ impl Default for Settings {
             outbound_queue: Self::DEFAULT_OUTBOUND_QUEUE,
             inbox: Self::DEFAULT_INBOX,
             outbound_bytes: Self::DEFAULT_OUTBOUND_BYTES,
-            max_messages_per_sec: Self::DEFAULT_MAX_MESSAGES_PER_SEC,
-            max_topic_bytes: Self::DEFAULT_MAX_TOPIC_BYTES,
+            socket: SocketLimits::default(),
             max_longpoll_sessions: Self::DEFAULT_MAX_LONGPOLL_SESSIONS,
             query: params::QueryLimits::default(),
         }
@@ -238,11 +222,10 @@ impl SocketMount {
     }
 
     fn limits(&self, idle: bool) -> SocketLimits {
+        let socket = &self.settings.socket;
         SocketLimits {
-            max_channels: self.settings.max_channels,
-            idle_timeout: idle.then_some(self.settings.idle_timeout),
-            max_messages_per_sec: self.settings.max_messages_per_sec,
-            max_topic_bytes: self.settings.max_topic_bytes,
+            idle_timeout: socket.idle_timeout.filter(|_| idle),
+            ..socket.clone()
         }
     }
 

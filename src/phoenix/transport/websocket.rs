@@ -290,18 +290,14 @@ async fn write_frames(
     mut urgent: tokio::sync::oneshot::Receiver<WsMessage>,
     queued: Arc<AtomicUsize>,
 ) {
-    loop {
+    // The loop ends with the urgent close frame to send, if one jumped the queue.
+    let urgent_close = loop {
         let msg = tokio::select! {
             biased;
-            close = &mut urgent => {
-                if let Ok(close) = close {
-                    let _ = sink.send(close).await;
-                }
-                break;
-            }
+            close = &mut urgent => break close.ok(),
             msg = frames.recv() => match msg {
                 Some(msg) => msg,
-                None => break,
+                None => break None,
             },
         };
         let len = msg.len();
@@ -310,18 +306,16 @@ async fn write_frames(
         // so the close frame that follows it is written after it, never inside it.
         let sent = tokio::select! {
             biased;
-            close = &mut urgent => {
-                if let Ok(close) = close {
-                    let _ = sink.send(close).await;
-                }
-                break;
-            }
+            close = &mut urgent => break close.ok(),
             sent = sink.send(msg) => sent.is_ok(),
         };
         queued.fetch_sub(len, Ordering::SeqCst);
         if !sent || is_close {
-            break;
+            break None;
         }
+    };
+    if let Some(close) = urgent_close {
+        let _ = sink.send(close).await;
     }
     let _ = sink.close().await;
 }

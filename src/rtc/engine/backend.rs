@@ -5,12 +5,11 @@
 //! fake that needs no WebRTC: the tests' one engine harness (`test/kit/engine_room.rs`) runs the
 //! same sequences with the fake and with the real [`Sfu`] answering recorded browser offers.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
-use crate::rtc::ids::{PeerId, TrackId};
+use crate::rtc::ids::PeerId;
 use crate::rtc::net::Datagram;
-use crate::rtc::sfu::{Answer, ConsumerSpec, Mid, Sfu, SfuError, SfuOutput};
+use crate::rtc::sfu::{Answer, Offer, Sfu, SfuError, SfuOutput, SfuResult};
 
 /// What [`super::Engine`] needs from an SFU; mirrors [`Sfu`]'s inherent methods one to one.
 pub trait SfuBackend {
@@ -19,14 +18,7 @@ pub trait SfuBackend {
     /// See [`Sfu::remove_peer`].
     fn remove_peer(&mut self, peer: PeerId);
     /// See [`Sfu::handle_offer`].
-    fn handle_offer(
-        &mut self,
-        peer: PeerId,
-        offer_sdp: &str,
-        inbound: &BTreeMap<Mid, TrackId>,
-        outbound: &[ConsumerSpec],
-        now: Instant,
-    ) -> Result<Answer, SfuError>;
+    fn handle_offer(&mut self, peer: PeerId, offer: Offer<'_>, now: Instant) -> SfuResult<Answer>;
     /// See [`Sfu::handle_remote_candidate`].
     fn handle_remote_candidate(&mut self, peer: PeerId, candidate: &str) -> Result<(), SfuError>;
     /// See [`Sfu::local_candidates`].
@@ -50,15 +42,8 @@ impl SfuBackend for Sfu {
     fn remove_peer(&mut self, peer: PeerId) {
         Sfu::remove_peer(self, peer)
     }
-    fn handle_offer(
-        &mut self,
-        peer: PeerId,
-        offer_sdp: &str,
-        inbound: &BTreeMap<Mid, TrackId>,
-        outbound: &[ConsumerSpec],
-        now: Instant,
-    ) -> Result<Answer, SfuError> {
-        Sfu::handle_offer(self, peer, offer_sdp, inbound, outbound, now)
+    fn handle_offer(&mut self, peer: PeerId, offer: Offer<'_>, now: Instant) -> SfuResult<Answer> {
+        Sfu::handle_offer(self, peer, offer, now)
     }
     fn handle_remote_candidate(&mut self, peer: PeerId, candidate: &str) -> Result<(), SfuError> {
         Sfu::handle_remote_candidate(self, peer, candidate)

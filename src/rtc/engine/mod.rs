@@ -75,7 +75,7 @@ use crate::rtc::media_event::{
 use crate::rtc::metrics::LabeledCounters;
 use crate::rtc::net::Datagram;
 use crate::rtc::sfu::{
-    Answer, ConsumerSpec, Mid, ProducedTrack, Sfu, SfuError, SfuEvent, SfuOutput, Transmit,
+    Answer, ConsumerSpec, Mid, Offer, ProducedTrack, Sfu, SfuError, SfuEvent, SfuOutput, Transmit,
 };
 
 /// One output of [`Engine::poll_output`].
@@ -591,9 +591,13 @@ impl<S: SfuBackend> Engine<S> {
             );
         }
         let consumers = member.outbound_fitting(counts);
-        let inbound = self.owned_inbound(peer, &offer);
-        let sdp = &offer.sdp_offer.sdp;
-        let answer = match self.sfu.handle_offer(peer, sdp, &inbound, &consumers, now) {
+        let producers = self.offered_producers(peer, &offer);
+        let sfu_offer = Offer {
+            sdp: &offer.sdp_offer.sdp,
+            producers: &producers,
+            consumers: &consumers,
+        };
+        let answer = match self.sfu.handle_offer(peer, sfu_offer, now) {
             Ok(answer) => answer,
             Err(e) => {
                 log::info!("room={} peer={peer} cannot answer offer: {e}", self.room);
@@ -625,8 +629,8 @@ impl<S: SfuBackend> Engine<S> {
     /// The offer's `midToTrackId` entries the sender may publish: track ids in its own
     /// namespace, each once, on mids str0m keeps as they are, and no more than the limit. Any
     /// other entry is left out (its m-line publishes nothing) and the sender gets one `error`.
-    fn owned_inbound(&mut self, peer: PeerId, offer: &SdpOfferData) -> BTreeMap<Mid, TrackId> {
-        let mut inbound = BTreeMap::new();
+    fn offered_producers(&mut self, peer: PeerId, offer: &SdpOfferData) -> BTreeMap<Mid, TrackId> {
+        let mut producers = BTreeMap::new();
         let mut seen = BTreeSet::new();
         let mut refused = None;
         for (mid, track_id) in &offer.mid_to_track_id {
@@ -641,16 +645,16 @@ impl<S: SfuBackend> Engine<S> {
                 refused = Some(Limit::TrackOwnership);
             } else if !metadata_fits {
                 refused = Some(Limit::TrackMetadata);
-            } else if inbound.len() >= self.limits.max_tracks_per_peer {
+            } else if producers.len() >= self.limits.max_tracks_per_peer {
                 refused = Some(Limit::TracksPerPeer);
             } else {
-                inbound.insert(Mid::from(mid.as_str()), id);
+                producers.insert(Mid::from(mid.as_str()), id);
             }
         }
         if let Some(limit) = refused {
             self.refuse(peer, limit, "sdpOffer track");
         }
-        inbound
+        producers
     }
 
     /// Replaces the member's producers by the ones the answer confirmed; returns what changed.

@@ -130,6 +130,22 @@ pub struct ConsumerSpec {
     pub active: bool,
 }
 
+/// What the SFU's fallible calls return.
+pub type SfuResult<T> = Result<T, SfuError>;
+
+/// One browser offer as the SFU takes it: the SDP and what the engine decided for its m-lines.
+#[derive(Debug, Clone, Copy)]
+pub struct Offer<'a> {
+    /// The browser's SDP text.
+    pub sdp: &'a str,
+    /// The peer's own sendonly m-lines, mid → track id (the offer's `midToTrackId`); the
+    /// answer's [`Answer::producers`] says which of them the offer really publishes.
+    pub producers: &'a BTreeMap<Mid, TrackId>,
+    /// The ordered consumers this peer receives (active and disabled); the k-th audio entry goes
+    /// to the k-th recvonly audio m-line, same for video; disabled → `a=inactive`.
+    pub consumers: &'a [ConsumerSpec],
+}
+
 /// The result of [`Sfu::handle_offer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
@@ -137,7 +153,7 @@ pub struct Answer {
     pub sdp: String,
     /// Every mid of the answer (produced, consumed and inactive) → track id.
     pub mid_to_track_id: BTreeMap<Mid, TrackId>,
-    /// The producers this offer publishes, in m-line order: the `inbound` entries whose mid is a
+    /// The producers this offer publishes, in m-line order: the [`Offer::producers`] entries whose mid is a
     /// sendonly/sendrecv audio or video m-line of the offer (the engine announces exactly these).
     pub producers: Vec<ProducedTrack>,
 }

@@ -13,34 +13,32 @@ use str0m::media::Mid;
 use super::consumer::Consumer;
 use super::sdp::{self, OfferSummary};
 use super::track::{KeyframeLimiter, SilenceDiscarder};
-use super::{Answer, ConsumerSpec, ProducedTrack, Producer, Sfu, SfuError};
+use super::{Answer, ConsumerSpec, Offer, ProducedTrack, Producer, Sfu, SfuError, SfuResult};
 use crate::rtc::ids::{MediaKind, PeerId, TrackId};
 
 impl Sfu {
     /// Applies a browser offer (every re-offer is an ICE restart) and returns the answer.
-    ///
-    /// `inbound`: the peer's own sendonly m-lines, mid → track id (the offer's `midToTrackId`);
-    /// the answer's [`Answer::producers`] says which of them the offer really publishes.
-    /// `consumers`: the ordered tracks this peer receives (active and disabled); the k-th audio
-    /// entry goes to the k-th recvonly audio m-line, same for video; disabled → `a=inactive`.
     /// On error the peer's previous session (if any) is kept unchanged where str0m allows it.
     pub fn handle_offer(
         &mut self,
-        peer_id: PeerId,
-        offer_sdp: &str,
-        inbound: &BTreeMap<Mid, TrackId>,
-        consumers: &[ConsumerSpec],
+        peer: PeerId,
+        offer: Offer<'_>,
         now: Instant,
-    ) -> Result<Answer, SfuError> {
+    ) -> SfuResult<Answer> {
+        let Offer {
+            sdp: offer_sdp,
+            producers: inbound,
+            consumers,
+        } = offer;
         self.last_now = self.last_now.max(now);
-        if !self.peers.contains_key(&peer_id) {
-            return Err(SfuError::UnknownPeer(peer_id));
+        if !self.peers.contains_key(&peer) {
+            return Err(SfuError::UnknownPeer(peer));
         }
         let summary = checked_summary(offer_sdp)?;
         let plan = MlinePlan::new(&summary, inbound, consumers);
         for (kind, surplus) in &plan.surplus {
             log::warn!(
-                "room={} peer={peer_id} {surplus} {kind} tracks have no recvonly m-line",
+                "room={} peer={peer} {surplus} {kind} tracks have no recvonly m-line",
                 self.config.room
             );
         }
@@ -51,11 +49,11 @@ impl Sfu {
         };
         let offer = SdpOffer::from_sdp_string(&offer_text)
             .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        let answer = self.accept(peer_id, offer, now)?;
+        let answer = self.accept(peer, offer, now)?;
         let sdp = sdp::rewrite_msids(&answer.to_sdp_string(), &plan.msids());
-        self.apply(peer_id, &plan, now);
+        self.apply(peer, &plan, now);
         log::debug!(
-            "room={} peer={peer_id} answered ({} produced, {} consumed, {} inactive m-lines)",
+            "room={} peer={peer} answered ({} produced, {} consumed, {} inactive m-lines)",
             self.config.room,
             plan.producers.len(),
             plan.consumed.len(),

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use videoroom::rtc::ids::PeerId;
 use videoroom::rtc::net::Datagram;
-use videoroom::rtc::sfu::{Sfu, SfuConfig, SfuOutput};
+use videoroom::rtc::sfu::{Offer, Sfu, SfuConfig, SfuOutput};
 
 const OFFER: &str = include_str!("../../fixtures/sdp/chromium-156/publisher-first-offer.sdp");
 
@@ -27,7 +27,8 @@ thread_local! {
         );
         let peer = PeerId::new_v4();
         sfu.add_peer(peer, now);
-        sfu.handle_offer(peer, OFFER, &Default::default(), &[], now)
+        let offer = Offer { sdp: OFFER, producers: &Default::default(), consumers: &[] };
+        sfu.handle_offer(peer, offer, now)
             .expect("the fixture offer is answered");
         sfu
     });
