@@ -404,6 +404,10 @@ impl Room {
                 }
                 let token = self.registry.issue_token(&self.id, peer);
                 self.engine_call(|e| e.accept_peer_resumable(peer, token, Instant::now()));
+                if !self.media.driver().core().is_member(peer) {
+                    // It stopped waiting (its channel ended) before the decision: no token.
+                    self.registry.revoke_token(peer);
+                }
             }
             Ok(Err(data)) => {
                 self.engine_call(|e| e.deny_peer(peer, data));

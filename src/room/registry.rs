@@ -371,11 +371,13 @@ impl RoomRegistry {
         true
     }
 
-    /// Forgets room `room_id` if it is still this `instance` (after a crash).
+    /// Forgets room `room_id` if it is still this `instance` (after a crash); its peers'
+    /// resume tokens expire.
     pub(crate) fn forget(&self, room_id: &str, instance: u64) {
         let mut rooms = self.lock();
         if rooms.get(room_id).is_some_and(|e| e.instance == instance) {
             rooms.remove(room_id);
+            self.tokens().revoke_room(room_id, Instant::now());
         }
     }
 

@@ -149,6 +149,19 @@ impl ResumeTokens {
         }
     }
 
+    /// Every live token of `room` expires (the room crashed: its peers are gone).
+    pub fn revoke_room(&mut self, room: &str, now: Instant) {
+        let peers: Vec<PeerId> = self
+            .entries
+            .values()
+            .filter(|e| e.room == room && matches!(e.state, State::Live))
+            .map(|e| e.peer)
+            .collect();
+        for peer in peers {
+            self.revoke(peer, now);
+        }
+    }
+
     /// How many tokens are remembered, live or dead.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -244,6 +257,23 @@ mod tests {
             Err(ResumeRefusal::Invalid)
         );
         assert!(tokens.is_empty());
+    }
+
+    #[test]
+    fn a_crashed_rooms_tokens_expire_and_other_rooms_keep_theirs() {
+        let mut tokens = ResumeTokens::new(GRACE);
+        let t0 = Instant::now();
+        let (a, b, c) = (PeerId::new_v4(), PeerId::new_v4(), PeerId::new_v4());
+        let crashed = [
+            tokens.issue("r", a, bytes(1), t0),
+            tokens.issue("r", b, bytes(2), t0),
+        ];
+        let other = tokens.issue("s", c, bytes(3), t0);
+        tokens.revoke_room("r", t0);
+        for token in crashed {
+            assert_eq!(tokens.redeem("r", &token, t0), Err(ResumeRefusal::Expired));
+        }
+        assert_eq!(tokens.redeem("s", &other, t0), Ok(c));
     }
 
     #[test]
