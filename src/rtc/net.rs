@@ -123,8 +123,6 @@ impl<'a> Stun<'a> {
     pub const BINDING_SUCCESS: u16 = 0x0101;
     /// `USERNAME` (`"<receiver's ufrag>:<sender's ufrag>"` in ICE).
     pub const USERNAME: u16 = 0x0006;
-    /// `USE-CANDIDATE` (RFC 8445 §7.1.2): the controlling agent nominates this pair.
-    pub const USE_CANDIDATE: u16 = 0x0025;
 
     /// The datagram as a STUN message: first two bits zero, the magic cookie, whole
     /// attributes; `None` for anything else (DTLS, SRTP, garbage).

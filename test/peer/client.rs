@@ -66,6 +66,9 @@ pub struct PeerOptions {
     /// (or join as a new peer if the server refuses it); `None`: stay gone (the tutorial's
     /// client).
     pub reconnect: Option<Duration>,
+    /// `(server, relay)`: the server's media address is replaced by the relay's in its
+    /// candidates and answers, so the peer's media goes through a relay the test controls.
+    pub media_via: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
 /// A point in the negotiation where a peer stops, to be killed or cut off there.
@@ -92,7 +95,14 @@ impl PeerOptions {
             ip: IpAddr::from([127, 0, 0, 1]),
             hold: Hold::Never,
             reconnect: None,
+            media_via: None,
         }
+    }
+
+    /// Sends media to `relay` instead of the server's media address `server`.
+    pub fn media_via(mut self, server: std::net::SocketAddr, relay: std::net::SocketAddr) -> Self {
+        self.media_via = Some((server, relay));
+        self
     }
 
     /// Reconnects for up to `within` when the socket is lost (see [`PeerOptions::reconnect`]).
@@ -918,9 +928,10 @@ impl Client {
             "sdpAnswer" => self.on_answer(data).await?,
             "candidate" => {
                 let candidate = data["candidate"].as_str().ok_or("no candidate")?;
+                let candidate = self.via_relay(candidate);
                 let pc = self.pc.clone().ok_or("candidate before any offer")?;
                 let init = RTCIceCandidateInit {
-                    candidate: candidate.to_owned(),
+                    candidate: candidate.clone(),
                     sdp_mline_index: data["sdpMLineIndex"].as_u64().map(|i| i as u16),
                     ..Default::default()
                 };
@@ -969,6 +980,18 @@ impl Client {
             self.send_event("renegotiateTracks", Some(json!({}))).await;
         }
         Ok(())
+    }
+
+    /// `text` (a candidate, an SDP) with the server's media address replaced by the relay's,
+    /// with [`PeerOptions::media_via`].
+    fn via_relay(&self, text: &str) -> String {
+        match self.options.media_via {
+            Some((server, relay)) => text.replace(
+                &format!("{} {} typ", server.ip(), server.port()),
+                &format!("{} {} typ", relay.ip(), relay.port()),
+            ),
+            None => text.to_owned(),
+        }
     }
 
     /// Whether the `kind` event finds the peer at (or past) its hold point; marks it held.
@@ -1228,7 +1251,7 @@ impl Client {
     }
 
     async fn on_answer(&mut self, data: Value) -> Result<(), String> {
-        let sdp = data["sdp"].as_str().ok_or("no sdp")?.to_owned();
+        let sdp = self.via_relay(data["sdp"].as_str().ok_or("no sdp")?);
         if data["type"] != "answer" {
             return Err(format!("sdpAnswer type is {}", data["type"]));
         }

@@ -25,11 +25,12 @@
 //!   passes, and the dropped count is subtracted from later sequence numbers (no gaps).
 //! - Address changes: str0m's ICE-lite agent moves its sending path only when the old candidate
 //!   pair is pruned, 15 s after the last check on it, while a NAT rebinding (or Wi-Fi to
-//!   cellular) gives the browser's checks a new source address at once. So the SFU follows the
-//!   browser's nomination itself: once str0m has answered a nominating check (`USE-CANDIDATE`)
-//!   from a new address (a valid request: str0m checked its MESSAGE-INTEGRITY), datagrams to
-//!   the peer go there instead, as soon as the address str0m still uses has been silent for
-//!   [`PATH_SILENCE`]. STUN responses always go where str0m sends them.
+//!   cellular) gives the browser's checks (consent and keepalive requests every few seconds) a
+//!   new source address at once. So the SFU follows the browser itself: once str0m has answered
+//!   a check from a new address (a valid request: str0m checked its MESSAGE-INTEGRITY, so only
+//!   the peer can make one), datagrams to the peer go there instead, as soon as the address
+//!   str0m still uses has been silent for [`PATH_SILENCE`]. While the old path is alive nothing
+//!   changes; STUN responses always go where str0m sends them.
 //! - Failure: a connected peer from which nothing arrived for `peer_timeout` (browsers send
 //!   RTP, RTCP and STUN consent checks every few hundred ms to 2.5 s), or one that did not
 //!   connect within `connect_timeout` of its first offer, or whose DTLS closed, is reported once
@@ -64,7 +65,7 @@ use crate::rtc::metrics::{GaugeShare, MediaMetrics};
 use crate::rtc::net::{AddrCache, Datagram, Stun};
 
 /// How long the address str0m sends a peer's media to must have been silent before the SFU
-/// sends to the address of the peer's latest valid nominating check instead (see the module
+/// sends to the address of the peer's latest valid check instead (see the module
 /// docs): a browser sends media, RTCP or checks many times a second, so a second of silence
 /// means the old path is gone, not that it hesitates.
 pub const PATH_SILENCE: Duration = Duration::from_secs(1);
@@ -265,14 +266,14 @@ struct Peer {
     needs_tick: bool,
     /// An RTP packet from it was forwarded (time to first media is observed once).
     sent_media: bool,
-    /// Its latest nominating check (`USE-CANDIDATE`) not yet answered: transaction id, source.
-    nominating: Option<([u8; 12], SocketAddr)>,
-    /// Where its latest nominating check that str0m answered came from: its current path.
+    /// Its latest STUN check not yet answered: transaction id, source.
+    checking: Option<([u8; 12], SocketAddr)>,
+    /// Where its latest check that str0m answered came from: its current path.
     path: Option<SocketAddr>,
 }
 
 /// Where a datagram str0m sends to `destination` for `peer` goes (see the module docs): a
-/// success response to its pending nominating check makes that check's source the peer's path;
+/// success response to its pending check makes that check's source the peer's path;
 /// any other datagram goes to the path instead of `destination` once `destination` has been
 /// silent for [`PATH_SILENCE`].
 fn follow_path(
@@ -286,13 +287,13 @@ fn follow_path(
 ) -> SocketAddr {
     if let Some(stun) = Stun::parse(contents) {
         if stun.kind == Stun::BINDING_SUCCESS
-            && let Some((transaction, from)) = peer.nominating
+            && let Some((transaction, from)) = peer.checking
             && from == destination
             && stun.transaction == transaction
         {
-            peer.nominating = None;
+            peer.checking = None;
             if peer.path.replace(from) != Some(from) {
-                log::debug!("room={room} peer={id} nominated path {from}");
+                log::debug!("room={room} peer={id} checked path {from}");
             }
         }
         return destination;
@@ -358,7 +359,7 @@ impl Sfu {
             dirty: false,
             needs_tick: false,
             sent_media: false,
-            nominating: None,
+            checking: None,
             path: None,
         });
     }
@@ -460,10 +461,9 @@ impl Sfu {
             peer.last_rx = now;
             if let Some(stun) = Stun::parse(&datagram.contents)
                 && stun.kind == Stun::BINDING_REQUEST
-                && stun.attribute(Stun::USE_CANDIDATE).is_some()
                 && let Ok(transaction) = stun.transaction.try_into()
             {
-                peer.nominating = Some((transaction, source));
+                peer.checking = Some((transaction, source));
             }
             if let Some(rtc) = peer.rtc.as_mut()
                 && let Err(e) = rtc.handle_input(input)
