@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use peer::client::{HeadlessPeer, PeerOptions};
 use peer::media::{LocalTrackRecord, RemoteTrackRecord};
 use peer::scenario::{
-    LONG, active_tracks, assert_clean, assert_delivery_over, join_accepted_at, peer_left_at,
-    reconnected, wait_receiving,
+    LONG, active_tracks, assert_clean, assert_delivery_over, join_accepted_at, packets_from,
+    peer_left_at, reconnected, wait_receiving,
 };
 use peer::server::TestServer;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -166,17 +166,6 @@ async fn relay(front: UdpSocket, server: SocketAddr, mut commands: mpsc::Receive
             silent_until = Instant::now() + outage;
         }
     }
-}
-
-/// Packets `subscriber` received so far from each of `publisher`'s tracks.
-fn packets_from(subscriber: &HeadlessPeer, publisher: &HeadlessPeer) -> Vec<u64> {
-    let tracks = active_tracks(publisher);
-    subscriber.observe(|o| {
-        tracks
-            .iter()
-            .map(|t| o.remote.get(&t.track_id).map_or(0, |r| r.packets))
-            .collect()
-    })
 }
 
 /// The longest stretch between `from` and `until` in which nothing `sent` reached `received`:

@@ -58,6 +58,17 @@ pub async fn reconnected(peer: &HeadlessPeer) -> Reconnect {
     peer.observe(back).expect("reconnected")
 }
 
+/// Packets received so far by `subscriber` on every track of `publisher`.
+pub fn packets_from(subscriber: &HeadlessPeer, publisher: &HeadlessPeer) -> Vec<u64> {
+    let tracks = active_tracks(publisher);
+    subscriber.observe(|o| {
+        tracks
+            .iter()
+            .map(|t| o.remote.get(&t.track_id).map_or(0, |r| r.packets))
+            .collect()
+    })
+}
+
 /// Local tracks still published by `peer`.
 pub fn active_tracks(peer: &HeadlessPeer) -> Vec<LocalTrackRecord> {
     peer.observe(|o| o.local.values().filter(|t| t.active).cloned().collect())
