@@ -164,6 +164,22 @@ async fn every_abused_token_is_refused_with_a_clear_reason_and_the_real_peer_goe
     let (mut a3, reply) = join_with(&server, "r", json!({"resumeToken": next})).await;
     assert_eq!(reply, json!({"status":"ok","response":{}}));
     a3.expect_media("peerAccepted").await;
+
+    // Operators see each outcome.
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"videoroom_reconnects_total{outcome="invalid"} 5"#,
+        r#"videoroom_reconnects_total{outcome="other_room"} 2"#,
+        r#"videoroom_reconnects_total{outcome="used"} 1"#,
+        r#"videoroom_reconnects_total{outcome="resumed"} 2"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing");
+    }
 }
 
 #[tokio::test]

@@ -232,6 +232,7 @@ impl Room {
                             let attachment = self.attach(peer, sink);
                             leases.push(lease_end(peer, attachment, lease, slot));
                             self.engine_call(|e| e.resume_peer(peer, token));
+                            self.metrics.reconnect("resumed");
                         } else {
                             // Removed between the token check and now (grace over, media
                             // failed): the client starts afresh.
@@ -311,6 +312,9 @@ impl Room {
             }
             Departure::Lost => {
                 let held = self.engine_call(|e| e.detach_peer(peer, Instant::now()));
+                if held == Some(true) {
+                    self.metrics.reconnect("held");
+                }
                 let what = if held == Some(true) {
                     "held for reconnect"
                 } else {

@@ -121,6 +121,9 @@ impl Channel for PeerChannel {
             }
             Err(e) => {
                 log::warn!("room={room_id} channel join refused: {e}");
+                if let RoomError::Resume(why) = e {
+                    self.registry.metrics().reconnect(why.label());
+                }
                 let reason = match e {
                     RoomError::Busy => "room is busy",
                     RoomError::TooManyRooms => "too many rooms",

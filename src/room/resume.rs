@@ -38,6 +38,16 @@ pub enum ResumeRefusal {
 }
 
 impl ResumeRefusal {
+    /// The `outcome` label of the reconnects counter.
+    pub fn label(self) -> &'static str {
+        match self {
+            ResumeRefusal::Invalid => "invalid",
+            ResumeRefusal::Used => "used",
+            ResumeRefusal::Expired => "expired",
+            ResumeRefusal::OtherRoom => "other_room",
+        }
+    }
+
     /// The client-facing text (`{"reason": …}` of the join error).
     pub fn reason(self) -> &'static str {
         match self {
