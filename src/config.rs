@@ -29,6 +29,21 @@ fn parse_query_depth(value: &str) -> Result<usize, String> {
     }
 }
 
+/// A default duration as the seconds a flag shows (`None`, i.e. never: 0).
+fn default_secs(duration: Option<Duration>) -> f64 {
+    duration.map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Parses a count that must be at least 1 (a room of no peers, or no rooms, would refuse all).
+fn at_least_one(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "expected a whole number of at least 1, got {value:?}"
+        )),
+    }
+}
+
 /// Parses the Elixir demo's `PORT_RANGE` value, `FIRST-LAST` (e.g. `50000-59999`).
 fn parse_port_range(value: &str) -> Result<(u16, u16), String> {
     let (first, last) = value
@@ -65,326 +80,206 @@ pub enum LogFormat {
 )]
 pub struct Config {
     /// TCP port for HTTP, WebSocket and LongPoll.
-    #[arg(long = "port", env = "SERVER_PORT", default_value_t = 4000)]
+    #[arg(long, env = "SERVER_PORT", default_value_t = 4000)]
     pub port: u16,
 
     /// Address to bind.
-    #[arg(long = "bind", env = "BIND_ADDRESS", default_value = "0.0.0.0")]
+    #[arg(long, env = "BIND_ADDRESS", default_value = "0.0.0.0")]
     pub bind: IpAddr,
 
     /// Close a WebSocket after this many seconds without a frame from the client (close 1001).
-    #[arg(
-        long = "idle-timeout",
-        env = "IDLE_TIMEOUT_SECS",
-        default_value_t = SocketLimits::DEFAULT_IDLE_TIMEOUT_SECS
-    )]
+    #[arg(long = "idle-timeout", env, default_value_t = default_secs(SocketLimits::default().idle_timeout))]
     pub idle_timeout_secs: f64,
 
     /// Allowed browser origins, comma-separated (`https://a.com,//*.b.com`); `*` allows every
     /// origin; empty (default) allows only the request's own host.
-    #[arg(
-        long = "check-origin",
-        env = "CHECK_ORIGIN",
-        default_value = "",
-        value_delimiter = ','
-    )]
+    #[arg(long, env, default_value = "", value_delimiter = ',')]
     pub check_origin: Vec<String>,
 
     /// Largest WebSocket message or LongPoll request body accepted, in bytes (bigger: close
     /// 1009, HTTP 413).
-    #[arg(
-        long = "max-frame-size",
-        env = "MAX_FRAME_SIZE",
-        default_value_t = Settings::DEFAULT_MAX_FRAME_SIZE
-    )]
+    #[arg(long, env, default_value_t = Settings::default().max_frame_size)]
     pub max_frame_size: usize,
 
     /// Maximum channels joined per socket.
-    #[arg(
-        long = "max-channels",
-        env = "MAX_CHANNELS",
-        default_value_t = SocketLimits::DEFAULT_MAX_CHANNELS
-    )]
+    #[arg(long, env, default_value_t = SocketLimits::default().max_channels)]
     pub max_channels: usize,
 
     /// Largest peer metadata (display name included) in `join`/`updatePeerMetadata`, in bytes (bigger: `peerDenied`, or an `error` media event).
-    #[arg(
-        long = "max-peer-metadata-bytes",
-        env = "MAX_PEER_METADATA_BYTES",
-        default_value_t = EngineLimits::DEFAULT_MAX_PEER_METADATA_BYTES
-    )]
+    #[arg(long, env, default_value_t = EngineLimits::default().max_peer_metadata_bytes)]
     pub max_peer_metadata_bytes: usize,
 
     /// Largest metadata of one track, in bytes (bigger: an `error` media event).
-    #[arg(
-        long = "max-track-metadata-bytes",
-        env = "MAX_TRACK_METADATA_BYTES",
-        default_value_t = EngineLimits::DEFAULT_MAX_TRACK_METADATA_BYTES
-    )]
+    #[arg(long, env, default_value_t = EngineLimits::default().max_track_metadata_bytes)]
     pub max_track_metadata_bytes: usize,
 
     /// Tracks one peer may publish at once (more: an `error` media event).
-    #[arg(
-        long = "max-tracks-per-peer",
-        env = "MAX_TRACKS_PER_PEER",
-        default_value_t = EngineLimits::DEFAULT_MAX_TRACKS_PER_PEER
-    )]
+    #[arg(long, env, default_value_t = EngineLimits::default().max_tracks_per_peer)]
     pub max_tracks_per_peer: usize,
 
     /// Largest SDP offer, in bytes (bigger: an `error` media event).
-    #[arg(
-        long = "max-offer-bytes",
-        env = "MAX_OFFER_BYTES",
-        default_value_t = EngineLimits::DEFAULT_MAX_OFFER_BYTES
-    )]
+    #[arg(long, env, default_value_t = EngineLimits::default().max_offer_bytes)]
     pub max_offer_bytes: usize,
 
     /// Most m-lines in one SDP offer (more: an `error` media event).
-    #[arg(
-        long = "max-offer-m-lines",
-        env = "MAX_OFFER_M_LINES",
-        default_value_t = EngineLimits::DEFAULT_MAX_OFFER_M_LINES
-    )]
+    #[arg(long, env, default_value_t = EngineLimits::default().max_offer_m_lines)]
     pub max_offer_m_lines: usize,
 
     /// ICE candidates a peer may send per m-line of its offer (more: an `error` media event).
-    #[arg(
-        long = "max-candidates-per-offer",
-        env = "MAX_CANDIDATES_PER_OFFER",
-        default_value_t = EngineLimits::DEFAULT_MAX_CANDIDATES_PER_OFFER
-    )]
+    #[arg(long, env, default_value_t = EngineLimits::default().max_candidates_per_offer)]
     pub max_candidates_per_offer: usize,
 
     /// Longest ICE candidate string, in bytes (longer: an `error` media event).
-    #[arg(
-        long = "max-candidate-bytes",
-        env = "MAX_CANDIDATE_BYTES",
-        default_value_t = EngineLimits::DEFAULT_MAX_CANDIDATE_BYTES
-    )]
+    #[arg(long, env, default_value_t = EngineLimits::default().max_candidate_bytes)]
     pub max_candidate_bytes: usize,
 
     /// LongPoll window in seconds (a session dies after 1.5 windows without a poll).
-    #[arg(
-        long = "longpoll-window",
-        env = "LONGPOLL_WINDOW_SECS",
-        default_value_t = Settings::DEFAULT_LONGPOLL_WINDOW_SECS
-    )]
+    #[arg(long = "longpoll-window", env, default_value_t = Settings::default().longpoll_window.as_secs_f64())]
     pub longpoll_window_secs: f64,
 
     /// Disable the LongPoll transport.
-    #[arg(long = "no-longpoll", env = "NO_LONGPOLL", default_value_t = false)]
+    #[arg(long, env, default_value_t = false)]
     pub no_longpoll: bool,
 
     /// Frames queued for one client before it is closed as not reading.
-    #[arg(
-        long = "outbound-queue",
-        env = "OUTBOUND_QUEUE",
-        default_value_t = Settings::DEFAULT_OUTBOUND_QUEUE
-    )]
+    #[arg(long, env, default_value_t = Settings::default().outbound_queue)]
     pub outbound_queue: usize,
 
     /// Bytes queued for one client before it is closed as not reading (close 1013).
-    #[arg(
-        long = "outbound-bytes",
-        env = "OUTBOUND_BYTES",
-        default_value_t = Settings::DEFAULT_OUTBOUND_BYTES
-    )]
+    #[arg(long, env, default_value_t = Settings::default().outbound_bytes)]
     pub outbound_bytes: usize,
 
     /// Inbound messages per second per socket, bursts of as many allowed (more: close 1008).
-    #[arg(
-        long = "max-messages-per-sec",
-        env = "MAX_MESSAGES_PER_SEC",
-        default_value_t = SocketLimits::DEFAULT_MAX_MESSAGES_PER_SEC
-    )]
+    #[arg(long, env, default_value_t = SocketLimits::default().max_messages_per_sec)]
     pub max_messages_per_sec: u32,
 
     /// Longest channel topic (`room:<id>`) a client may join, in bytes (longer: join error
     /// `topic too long`).
-    #[arg(
-        long = "max-topic-bytes",
-        env = "MAX_TOPIC_BYTES",
-        default_value_t = SocketLimits::DEFAULT_MAX_TOPIC_BYTES
-    )]
+    #[arg(long, env, default_value_t = SocketLimits::default().max_topic_bytes)]
     pub max_topic_bytes: usize,
 
     /// Most LongPoll sessions open at once (more: `{"status":403}`).
-    #[arg(
-        long = "max-longpoll-sessions",
-        env = "MAX_LONGPOLL_SESSIONS",
-        default_value_t = Settings::DEFAULT_MAX_LONGPOLL_SESSIONS
-    )]
+    #[arg(long, env, default_value_t = Settings::default().max_longpoll_sessions)]
     pub max_longpoll_sessions: usize,
 
     /// Longest connect query string (`/socket/websocket?…`, `/socket/longpoll?…`) in bytes
     /// (longer: 400).
-    #[arg(
-        long = "max-query-bytes",
-        env = "MAX_QUERY_BYTES",
-        default_value_t = QueryLimits::DEFAULT_MAX_BYTES
-    )]
+    #[arg(long, env, default_value_t = QueryLimits::default().max_bytes)]
     pub max_query_bytes: usize,
 
     /// Most `key=value` pairs in a connect query string (more: 400).
-    #[arg(
-        long = "max-query-params",
-        env = "MAX_QUERY_PARAMS",
-        default_value_t = QueryLimits::DEFAULT_MAX_PAIRS
-    )]
+    #[arg(long, env, default_value_t = QueryLimits::default().max_pairs)]
     pub max_query_params: usize,
 
     /// Deepest nesting of one connect query key, `a[b][c]` being 3 (deeper: 400).
     #[arg(
-        long = "max-query-depth",
-        env = "MAX_QUERY_DEPTH",
-        default_value_t = QueryLimits::DEFAULT_MAX_DEPTH,
+        long,
+        env,
+        default_value_t = QueryLimits::default().max_depth,
         value_parser = parse_query_depth
     )]
     pub max_query_depth: usize,
 
     /// Most open TCP connections, WebSockets included (more are closed at once).
-    #[arg(
-        long = "max-connections",
-        env = "MAX_CONNECTIONS",
-        default_value_t = ServeLimits::DEFAULT_MAX_CONNECTIONS
-    )]
+    #[arg(long, env, default_value_t = ServeLimits::default().max_connections)]
     pub max_connections: usize,
 
     /// Most open TCP connections from one source IP (more are closed at once).
-    #[arg(
-        long = "max-connections-per-ip",
-        env = "MAX_CONNECTIONS_PER_IP",
-        default_value_t = ServeLimits::DEFAULT_MAX_CONNECTIONS_PER_IP
-    )]
+    #[arg(long, env, default_value_t = ServeLimits::default().max_connections_per_ip)]
     pub max_connections_per_ip: usize,
 
     /// Seconds a client has to send a request's headers, counted from the connection's start
     /// or its previous response, so also the idle time before a WebSocket upgrade (then closed).
     #[arg(
         long = "header-read-timeout",
-        env = "HEADER_READ_TIMEOUT_SECS",
-        default_value_t = ServeLimits::DEFAULT_HEADER_READ_TIMEOUT_SECS
+        env,
+        default_value_t = ServeLimits::default().header_read_timeout.as_secs_f64()
     )]
     pub header_read_timeout_secs: f64,
 
     /// Seconds an HTTPS client has to finish its TLS handshake (then the connection is closed).
     #[arg(
         long = "tls-handshake-timeout",
-        env = "TLS_HANDSHAKE_TIMEOUT_SECS",
-        default_value_t = ServeLimits::DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS
+        env,
+        default_value_t = ServeLimits::default().tls_handshake_timeout.as_secs_f64()
     )]
     pub tls_handshake_timeout_secs: f64,
 
     /// Largest request head (request line and headers) in bytes, at least 8192 (bigger: 431).
-    #[arg(
-        long = "max-header-bytes",
-        env = "MAX_HEADER_BYTES",
-        default_value_t = ServeLimits::DEFAULT_MAX_HEADER_BYTES
-    )]
+    #[arg(long, env, default_value_t = ServeLimits::default().max_header_bytes)]
     pub max_header_bytes: usize,
 
     /// UDP port of the media plane: one socket serves every peer of every room
     /// (default: the first port of `--port-range`, else 50000).
-    #[arg(long = "udp-port", env = "UDP_PORT")]
+    #[arg(long, env)]
     pub udp_port: Option<u16>,
 
     /// The Elixir demo's `PORT_RANGE` (`FIRST-LAST`), accepted for compatibility: we need one
     /// UDP port only, so the range's first port is used unless `--udp-port` is given.
-    #[arg(long = "port-range", env = "PORT_RANGE", value_parser = parse_port_range)]
+    #[arg(long, env, value_parser = parse_port_range)]
     pub port_range: Option<(u16, u16)>,
 
     /// A public IP advertised as an extra ICE host candidate (server behind 1:1 NAT).
-    #[arg(long = "external-ip", env = "EXTERNAL_IP")]
+    #[arg(long, env)]
     pub external_ip: Option<IpAddr>,
 
     /// Most peers per room (at least 1); further joiners get `peerDenied`, and channel joins
     /// beyond twice as many get `{"reason":"room is busy"}`.
-    #[arg(
-        long = "max-peers-per-room",
-        env = "MAX_PEERS_PER_ROOM",
-        default_value_t = RoomsConfig::DEFAULT_MAX_PEERS,
-        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
-    )]
+    #[arg(long, env, default_value_t = RoomsConfig::default().max_peers, value_parser = at_least_one)]
     pub max_peers_per_room: usize,
 
     /// Most rooms running at once; a join that would start another gets
     /// `{"reason":"too many rooms"}`.
-    #[arg(
-        long = "max-rooms",
-        env = "MAX_ROOMS",
-        default_value_t = RoomsConfig::DEFAULT_MAX_ROOMS,
-        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
-    )]
+    #[arg(long, env, default_value_t = RoomsConfig::default().max_rooms, value_parser = at_least_one)]
     pub max_rooms: usize,
 
     /// Seconds an empty room waits for a new peer before it stops.
-    #[arg(long = "room-grace", env = "ROOM_GRACE_SECS", default_value_t = 2.0)]
+    #[arg(long = "room-grace", env, default_value_t = 2.0)]
     pub room_grace_secs: f64,
 
     /// Seconds a peer whose socket was lost without `leave` stays in its room while its media
     /// is alive, for its client to resume with its token (0: removed at once).
-    #[arg(
-        long = "reconnect-grace",
-        env = "RECONNECT_GRACE_SECS",
-        default_value_t = EngineLimits::DEFAULT_RECONNECT_GRACE_SECS as f64
-    )]
+    #[arg(long, env, default_value_t = default_secs(Some(EngineLimits::default().reconnect_grace)))]
     pub reconnect_grace_secs: f64,
 
     /// Seconds to wait for sockets to close after Ctrl-C (they are told 1012 first).
-    #[arg(
-        long = "drain-timeout",
-        env = "DRAIN_TIMEOUT_SECS",
-        default_value_t = 5.0
-    )]
+    #[arg(long = "drain-timeout", env, default_value_t = 5.0)]
     pub drain_timeout_secs: f64,
 
     /// Seconds between the shutdown signal and telling sockets 1012, while `/readyz` already
     /// answers 503 (lets a load balancer take the server out before clients are moved).
-    #[arg(long = "drain-delay", env = "DRAIN_DELAY_SECS", default_value_t = 0.0)]
+    #[arg(long = "drain-delay", env, default_value_t = 0.0)]
     pub drain_delay_secs: f64,
 
     /// `/healthz` fails when the UDP mux or a room's media loop has made no progress for this
     /// many seconds.
-    #[arg(
-        long = "stall-timeout",
-        env = "STALL_TIMEOUT_SECS",
-        default_value_t = 5.0
-    )]
+    #[arg(long = "stall-timeout", env, default_value_t = 5.0)]
     pub stall_timeout_secs: f64,
 
     /// Log format: `text` (one line per event) or `json` (one JSON object per line).
-    #[arg(long = "log-format", env = "LOG_FORMAT", default_value = "text")]
+    #[arg(long, env, default_value = "text")]
     pub log_format: LogFormat,
 
     /// Serve this folder (e.g. an Elixir videoroom checkout's `priv/static`) instead of the web
     /// app embedded in the binary.
-    #[arg(long = "static-dir", env = "STATIC_DIR")]
+    #[arg(long, env)]
     pub static_dir: Option<PathBuf>,
 
     /// HTTPS: certificate chain (PEM). Needs `--tls-key`.
-    #[arg(
-        long = "tls-cert",
-        env = "TLS_CERT",
-        requires = "tls_key",
-        conflicts_with = "tls_self_signed"
-    )]
+    #[arg(long, env, requires = "tls_key", conflicts_with = "tls_self_signed")]
     pub tls_cert: Option<PathBuf>,
 
     /// HTTPS: private key (PEM). Needs `--tls-cert`.
-    #[arg(long = "tls-key", env = "TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
     /// HTTPS with a self-signed certificate generated at start (for localhost, 127.0.0.1, ::1
     /// and the names in `--tls-name`).
-    #[arg(
-        long = "tls-self-signed",
-        env = "TLS_SELF_SIGNED",
-        default_value_t = false
-    )]
+    #[arg(long, env, default_value_t = false)]
     pub tls_self_signed: bool,
 
     /// Extra host names or addresses for the self-signed certificate, comma-separated.
-    #[arg(long = "tls-name", env = "TLS_NAMES", value_delimiter = ',')]
+    #[arg(long = "tls-name", env, value_delimiter = ',')]
     pub tls_names: Vec<String>,
 }
 

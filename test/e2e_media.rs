@@ -5,38 +5,35 @@
 #[allow(dead_code)]
 mod peer;
 
+#[path = "kit/e2e_scenario.rs"]
+mod e2e_scenario;
+
+use e2e_scenario::{join_in_turn, on_fresh_server, receiving_pair};
 use peer::client::PeerOptions;
 use peer::media::Kind;
 use peer::scenario::{
     LONG, active_tracks, answer_directions, assert_clean, assert_delivery,
     assert_delivery_across_restarts, assert_delivery_over, join_accepted, wait_receiving,
 };
-use peer::server::TestServer;
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 /// Every scenario runs under this bound, so a hung server fails the test instead of the run.
-async fn bounded(test: impl std::future::Future<Output = ()>) {
-    tokio::time::timeout(Duration::from_secs(150), test)
-        .await
-        .expect("scenario timed out");
-}
+const BOUND: Duration = Duration::from_secs(150);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_peers_each_receive_the_other_two_peers_audio_and_video() {
-    bounded(async {
-        let server = TestServer::start().await;
-        let a = join_accepted(&server, "trio", PeerOptions::new("a")).await;
-        let b = join_accepted(&server, "trio", PeerOptions::new("b")).await;
-        let c = join_accepted(&server, "trio", PeerOptions::new("c")).await;
-        for (sub, pubs) in [(&a, [&b, &c]), (&b, [&a, &c]), (&c, [&a, &b])] {
+    on_fresh_server(BOUND, None, async |server| {
+        let [a, b, c] = join_in_turn(server, "trio", ["a", "b", "c"].map(PeerOptions::new)).await;
+        let everyone = [(&a, [&b, &c]), (&b, [&a, &c]), (&c, [&a, &b])];
+        for (sub, pubs) in everyone {
             wait_receiving(sub, &pubs).await;
         }
         let from = Instant::now();
         tokio::time::sleep(Duration::from_secs(4)).await;
         let until = Instant::now() - Duration::from_millis(500);
-        for (sub, pubs) in [(&a, [&b, &c]), (&b, [&a, &c]), (&c, [&a, &b])] {
+        for (sub, pubs) in everyone {
             for publisher in pubs {
                 assert_delivery(sub, publisher, from, until, 95);
                 // Audio and video of one publisher share one msid stream, as the browser offered them.
@@ -72,18 +69,16 @@ async fn three_peers_each_receive_the_other_two_peers_audio_and_video() {
             });
         }
         assert_clean(&[&a, &b, &c]);
-        server.stop().await;
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_leaves_and_a_peer_that_vanishes_are_removed_and_their_m_lines_go_inactive() {
-    bounded(async {
-        let server = TestServer::start().await;
-        let stay = join_accepted(&server, "exits", PeerOptions::new("stay")).await;
-        let leaver = join_accepted(&server, "exits", PeerOptions::new("leaver")).await;
-        let ghost = join_accepted(&server, "exits", PeerOptions::new("ghost")).await;
+    on_fresh_server(BOUND, None, async |server| {
+        let names = ["stay", "leaver", "ghost"];
+        let [stay, leaver, ghost] =
+            join_in_turn(server, "exits", names.map(PeerOptions::new)).await;
         wait_receiving(&stay, &[&leaver, &ghost]).await;
         let leaver_id = leaver.peer_id().unwrap();
         let ghost_id = ghost.peer_id().unwrap();
@@ -147,19 +142,18 @@ async fn a_peer_that_leaves_and_a_peer_that_vanishes_are_removed_and_their_m_lin
             assert!(gone_tracks.iter().all(|t| removed.contains(t)));
         });
         assert_clean(&[&stay]);
-        server.stop().await;
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_adds_a_track_later_and_removes_it_again() {
-    bounded(async {
-        let server = TestServer::start().await;
+    on_fresh_server(BOUND, None, async |server| {
         // Audio only at first, so the later camera gets a fresh transceiver (a browser would
         // re-use an unused recvonly one of the same kind).
-        let watcher = join_accepted(&server, "late", PeerOptions::audio_only("watcher")).await;
-        let presenter = join_accepted(&server, "late", PeerOptions::audio_only("presenter")).await;
+        let names = ["watcher", "presenter"];
+        let [watcher, presenter] =
+            join_in_turn(server, "late", names.map(PeerOptions::audio_only)).await;
         wait_receiving(&watcher, &[&presenter]).await;
         let presenter_id = presenter.peer_id().unwrap();
 
@@ -208,17 +202,18 @@ async fn a_peer_adds_a_track_later_and_removes_it_again() {
         // Audio keeps flowing.
         assert_delivery_over(&watcher, &presenter, Duration::from_secs(2)).await;
         assert_clean(&[&watcher, &presenter]);
-        server.stop().await;
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_is_dropped_and_sequence_numbers_stay_gapless() {
-    bounded(async {
-        let server = TestServer::start().await;
-        let speaker = join_accepted(&server, "quiet", PeerOptions::audio_only("speaker")).await;
-        let listener = join_accepted(&server, "quiet", PeerOptions::receive_only("listener")).await;
+    on_fresh_server(BOUND, None, async |server| {
+        let options = [
+            PeerOptions::audio_only("speaker"),
+            PeerOptions::receive_only("listener"),
+        ];
+        let [speaker, listener] = join_in_turn(server, "quiet", options).await;
         wait_receiving(&listener, &[&speaker]).await;
         let audio = active_tracks(&speaker).remove(0);
         let from = Instant::now();
@@ -256,19 +251,17 @@ async fn silence_is_dropped_and_sequence_numbers_stay_gapless() {
             );
         });
         assert_clean(&[&speaker, &listener]);
-        server.stop().await;
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_rooms_never_see_each_others_media_or_events() {
-    bounded(async {
-        let server = TestServer::start().await;
-        let x1 = join_accepted(&server, "x", PeerOptions::new("x1")).await;
-        let y1 = join_accepted(&server, "y", PeerOptions::new("y1")).await;
-        let x2 = join_accepted(&server, "x", PeerOptions::new("x2")).await;
-        let y2 = join_accepted(&server, "y", PeerOptions::new("y2")).await;
+    on_fresh_server(BOUND, None, async |server| {
+        let x1 = join_accepted(server, "x", PeerOptions::new("x1")).await;
+        let y1 = join_accepted(server, "y", PeerOptions::new("y1")).await;
+        let x2 = join_accepted(server, "x", PeerOptions::new("x2")).await;
+        let y2 = join_accepted(server, "y", PeerOptions::new("y2")).await;
         wait_receiving(&x1, &[&x2]).await;
         wait_receiving(&x2, &[&x1]).await;
         wait_receiving(&y1, &[&y2]).await;
@@ -308,26 +301,24 @@ async fn two_rooms_never_see_each_others_media_or_events() {
             }
         }
         assert_clean(&[&x1, &x2, &y1, &y2]);
-        server.stop().await;
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_subscriber_gets_a_keyframe_from_a_publisher_that_only_sends_them_on_request() {
-    bounded(async {
-        let server = TestServer::start().await;
+    on_fresh_server(BOUND, None, async |server| {
         // An encoder that never produces a keyframe unless asked (after its very first frame).
         let mut options = PeerOptions::new("camera").publishing(false, true);
         options.keyframe_interval = u64::MAX;
-        let camera = join_accepted(&server, "keyframes", options).await;
+        let camera = join_accepted(server, "keyframes", options).await;
         camera
             .wait_for("the camera sending", LONG, |o| {
                 o.local.values().any(|t| t.sent.len() > 48)
             })
             .await
             .unwrap();
-        let viewer = join_accepted(&server, "keyframes", PeerOptions::receive_only("viewer")).await;
+        let viewer = join_accepted(server, "keyframes", PeerOptions::receive_only("viewer")).await;
         wait_receiving(&viewer, &[&camera]).await;
         let video = active_tracks(&camera).remove(0);
         viewer
@@ -345,24 +336,19 @@ async fn a_late_subscriber_gets_a_keyframe_from_a_publisher_that_only_sends_them
         );
         viewer.observe(|o| assert_eq!(o.remote[&video.track_id].malformed_vp8, 0));
         assert_clean(&[&camera, &viewer]);
-        server.stop().await;
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_keeps_flowing_while_a_newcomer_makes_everyone_renegotiate_with_an_ice_restart() {
-    bounded(async {
-        let server = TestServer::start().await;
-        let a = join_accepted(&server, "restarts", PeerOptions::new("a")).await;
-        let b = join_accepted(&server, "restarts", PeerOptions::new("b")).await;
-        wait_receiving(&a, &[&b]).await;
-        wait_receiving(&b, &[&a]).await;
+    on_fresh_server(BOUND, None, async |server| {
+        let [a, b] = receiving_pair(server, "restarts").await;
         let offers_before = a.observe(|o| o.offers.len());
         let from = Instant::now();
         tokio::time::sleep(Duration::from_millis(500)).await;
         // The newcomer's tracks make a and b renegotiate; every re-offer restarts ICE.
-        let c = join_accepted(&server, "restarts", PeerOptions::new("c")).await;
+        let c = join_accepted(server, "restarts", PeerOptions::new("c")).await;
         wait_receiving(&a, &[&c]).await;
         wait_receiving(&b, &[&c]).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -384,7 +370,6 @@ async fn media_keeps_flowing_while_a_newcomer_makes_everyone_renegotiate_with_an
         assert_delivery_across_restarts(&a, &b, from, until, 95);
         assert_delivery_across_restarts(&b, &a, from, until, 95);
         assert_clean(&[&a, &b, &c]);
-        server.stop().await;
     })
     .await;
 }

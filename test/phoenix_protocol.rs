@@ -45,6 +45,14 @@ async fn join_ok(c: &mut Client, topic: &str, r: &str, payload: Value) {
         .await;
 }
 
+/// A client of `/socket/websocket` on `s` that joined the echo channel `topic` ([`join_ok`],
+/// ref "1").
+async fn echo_client(s: &Fixture, vsn: Vsn, topic: &str) -> Client {
+    let mut c = connect(s.addr, "/socket/websocket", vsn).await;
+    join_ok(&mut c, topic, "1", json!({})).await;
+    c
+}
+
 /// Asks the fixture's `whoami` (ref `r`) on joined `topic` and expects the connect `params`
 /// and `auth_token` it saw.
 async fn expect_whoami(
@@ -569,8 +577,7 @@ async fn a_text_frame_with_invalid_utf8_closes_the_connection_with_1007() {
 #[tokio::test]
 async fn draining_closes_every_socket_with_1012() {
     let s = start_fixture().await;
-    let mut a = connect(s.addr, "/socket/websocket", Vsn::V2).await;
-    join_ok(&mut a, "echo:1", "1", json!({})).await;
+    let mut a = echo_client(&s, Vsn::V2, "echo:1").await;
     let mut b = connect(s.addr, "/socket/websocket", Vsn::V1).await;
     b.heartbeat("1").await;
     s.endpoint.drain();
@@ -607,10 +614,8 @@ async fn an_echo_channel_pushes_and_replies_every_payload() {
 #[tokio::test]
 async fn a_client_that_stops_reading_is_disconnected_instead_of_buffered_forever() {
     let s = start_fixture().await;
-    let mut slow = connect(s.addr, "/socket/websocket", Vsn::V2).await;
-    join_ok(&mut slow, "echo:flood", "1", json!({})).await;
-    let mut fast = connect(s.addr, "/socket/websocket", Vsn::V2).await;
-    join_ok(&mut fast, "echo:flood", "1", json!({})).await;
+    let slow = echo_client(&s, Vsn::V2, "echo:flood").await;
+    let mut fast = echo_client(&s, Vsn::V2, "echo:flood").await;
     let reader = tokio::spawn(async move {
         let mut n = 0usize;
         while let Some(Received::Json(_)) = fast.recv_within(Duration::from_secs(2)).await {

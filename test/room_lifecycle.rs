@@ -29,11 +29,21 @@ async fn start(grace: Duration, max_peers: Option<usize>) -> Server {
     start_server(config(grace, max_peers)).await
 }
 
+/// Joins `room` as `name` and hears of itself (its own `peerJoined`); returns the client and
+/// its `peerAccepted`.
+async fn join_hearing_self(server: &Server, room: &str, name: &str) -> (Client, Value) {
+    let (mut c, accepted) = Client::join_room(server.http, room, name).await;
+    assert_eq!(
+        c.expect_media("peerJoined").await["peer"]["id"],
+        accepted["id"]
+    );
+    (c, accepted)
+}
+
 /// A joins `room` and hears of itself, then B joins and A hears of B; returns A, B and B's
 /// `peerAccepted`.
 async fn two_peers(server: &Server, room: &str) -> (Client, Client, Value) {
-    let (mut a, _) = Client::join_room(server.http, room, "A").await;
-    a.expect_media("peerJoined").await;
+    let (mut a, _) = join_hearing_self(server, room, "A").await;
     let (b, acc_b) = Client::join_room(server.http, room, "B").await;
     assert_eq!(
         a.expect_media("peerJoined").await["peer"]["id"],
@@ -64,8 +74,7 @@ async fn joining_replies_ok_and_the_join_event_gets_peer_accepted_then_peer_join
 #[tokio::test]
 async fn a_second_peer_sees_the_first_and_the_first_hears_of_the_second() {
     let server = start(GRACE, None).await;
-    let (mut a, acc_a) = Client::join_room(server.http, "r", "A").await;
-    a.expect_media("peerJoined").await;
+    let (mut a, acc_a) = join_hearing_self(&server, "r", "A").await;
     let (mut b, acc_b) = Client::join_room(server.http, "r", "B").await;
     assert_eq!(
         acc_b["peersInRoom"],
@@ -84,11 +93,9 @@ async fn a_second_peer_sees_the_first_and_the_first_hears_of_the_second() {
 #[tokio::test]
 async fn two_rooms_never_see_each_others_events() {
     let server = start(GRACE, None).await;
-    let (mut a, _) = Client::join_room(server.http, "one", "A").await;
-    a.expect_media("peerJoined").await;
-    let (mut b, acc_b) = Client::join_room(server.http, "two", "B").await;
+    let (mut a, _) = join_hearing_self(&server, "one", "A").await;
+    let (mut b, acc_b) = join_hearing_self(&server, "two", "B").await;
     assert_eq!(acc_b["peersInRoom"], json!([]));
-    b.expect_media("peerJoined").await;
     b.media(json!({"type":"updatePeerMetadata","data":{"metadata":{"displayName":"B2"}}}))
         .await;
     assert_eq!(
@@ -204,8 +211,7 @@ async fn simultaneous_first_joins_start_one_room() {
 #[tokio::test]
 async fn bad_input_is_dropped_and_the_room_keeps_serving_the_others() {
     let server = start(GRACE, None).await;
-    let (mut a, _) = Client::join_room(server.http, "bad", "A").await;
-    a.expect_media("peerJoined").await;
+    let (mut a, _) = join_hearing_self(&server, "bad", "A").await;
     let (mut stranger, _) = Client::joined(server.http, "room:bad").await;
     // Before join, every event but join is dropped.
     stranger
@@ -254,10 +260,8 @@ impl videoroom::room::Admission for PanickyAdmission {
 async fn a_panic_in_one_room_closes_only_that_room() {
     let admission = std::sync::Arc::new(PanickyAdmission);
     let server = start_server_with_admission(config(GRACE, None), admission).await;
-    let (mut calm, _) = Client::join_room(server.http, "calm", "A").await;
-    calm.expect_media("peerJoined").await;
-    let (mut bystander, _) = Client::join_room(server.http, "fragile", "Y").await;
-    bystander.expect_media("peerJoined").await;
+    let (mut calm, _) = join_hearing_self(&server, "calm", "A").await;
+    let (mut bystander, _) = join_hearing_self(&server, "fragile", "Y").await;
 
     let (mut culprit, _) = Client::joined(server.http, "room:fragile").await;
     culprit.media(join_event("boom")).await;

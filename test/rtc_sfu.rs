@@ -35,6 +35,29 @@ fn three_peer_room() -> World {
     w
 }
 
+/// A room where Chrome-like browser `a` publishes, and browser `b` (`flavor`, publishing when
+/// `b_publishes`) then negotiates to receive `a`'s tracks; returns the world, `a` and `b`.
+fn publisher_and_subscriber(flavor: Flavor, b_publishes: bool) -> (World, usize, usize) {
+    let mut w = World::new(1);
+    let a = w.add_browser(0, Flavor::Chrome, true);
+    let b = w.add_browser(0, flavor, b_publishes);
+    w.negotiate(a, &[]);
+    w.negotiate(b, &w.tracks_of(a, true));
+    (w, a, b)
+}
+
+/// Asserts that `sub` received every `kind` packet `publ` sent from its sequence number `from`
+/// on, each once, in order.
+fn assert_forwarded(w: &World, sub: usize, publ: usize, kind: MediaKind, from: u64) {
+    let what = format!("{kind} {publ} -> {sub}");
+    assert_received(
+        &w.got_from(sub, publ, kind),
+        from,
+        w.sent_seq(publ, kind),
+        &what,
+    );
+}
+
 #[test]
 fn every_subscriber_receives_every_publisher_with_its_own_ssrc_pt_and_continuous_seq() {
     let mut w = three_peer_room();
@@ -81,26 +104,15 @@ fn every_subscriber_receives_every_publisher_with_its_own_ssrc_pt_and_continuous
     }
     // Payload types follow the subscriber's offer: Firefox-like browser 0 gets 109/120,
     // Chrome-like browsers get 111/96 from the Firefox-like publisher.
-    assert!(
-        w.got_from(0, 1, MediaKind::Audio)
-            .iter()
-            .all(|g| *g.pt == 109)
-    );
-    assert!(
-        w.got_from(0, 1, MediaKind::Video)
-            .iter()
-            .all(|g| *g.pt == 120)
-    );
-    assert!(
-        w.got_from(1, 0, MediaKind::Audio)
-            .iter()
-            .all(|g| *g.pt == 111)
-    );
-    assert!(
-        w.got_from(2, 0, MediaKind::Video)
-            .iter()
-            .all(|g| *g.pt == 96)
-    );
+    for (sub, publ, kind, pt) in [
+        (0, 1, MediaKind::Audio, 109),
+        (0, 1, MediaKind::Video, 120),
+        (1, 0, MediaKind::Audio, 111),
+        (2, 0, MediaKind::Video, 96),
+    ] {
+        let got = w.got_from(sub, publ, kind);
+        assert!(got.iter().all(|g| *g.pt == pt), "{kind} {publ} -> {sub}");
+    }
 }
 
 #[test]
@@ -110,29 +122,15 @@ fn datagrams_handed_over_in_a_batch_before_draining_are_all_forwarded() {
     w.run(Duration::from_millis(500));
     let from = w.sent_seq(0, MediaKind::Audio);
     w.run(Duration::from_secs(2));
-    assert_received(
-        &w.got_from(1, 0, MediaKind::Audio),
-        from,
-        w.sent_seq(0, MediaKind::Audio),
-        "audio 0 -> 1",
-    );
+    assert_forwarded(&w, 1, 0, MediaKind::Audio, from);
     let from = w.sent_seq(2, MediaKind::Video);
     w.run(Duration::from_secs(1));
-    assert_received(
-        &w.got_from(0, 2, MediaKind::Video),
-        from,
-        w.sent_seq(2, MediaKind::Video),
-        "video 2 -> 0",
-    );
+    assert_forwarded(&w, 0, 2, MediaKind::Video, from);
 }
 
 #[test]
 fn ice_restarts_on_every_re_offer_keep_media_flowing() {
-    let mut w = World::new(1);
-    let a = w.add_browser(0, Flavor::Chrome, true);
-    let b = w.add_browser(0, Flavor::Firefox, true);
-    w.negotiate(a, &[]);
-    w.negotiate(b, &w.tracks_of(a, true));
+    let (mut w, a, b) = publisher_and_subscriber(Flavor::Firefox, true);
     w.run(Duration::from_secs(1));
     let from = w.sent_seq(a, MediaKind::Video);
     let from_audio = w.sent_seq(a, MediaKind::Audio);
@@ -143,18 +141,8 @@ fn ice_restarts_on_every_re_offer_keep_media_flowing() {
         w.negotiate(a, &w.tracks_of(b, true));
         w.run(Duration::from_millis(300));
     }
-    assert_received(
-        &w.got_from(b, a, MediaKind::Video),
-        from,
-        w.sent_seq(a, MediaKind::Video),
-        "video a -> b",
-    );
-    assert_received(
-        &w.got_from(b, a, MediaKind::Audio),
-        from_audio,
-        w.sent_seq(a, MediaKind::Audio),
-        "audio a -> b",
-    );
+    assert_forwarded(&w, b, a, MediaKind::Video, from);
+    assert_forwarded(&w, b, a, MediaKind::Audio, from_audio);
     assert!(
         !w.events
             .iter()
@@ -214,11 +202,7 @@ fn a_new_subscriber_and_its_plis_make_the_publisher_send_keyframes_at_a_limited_
 
 #[test]
 fn silence_is_dropped_and_subscribers_see_gapless_sequence_numbers() {
-    let mut w = World::new(1);
-    let a = w.add_browser(0, Flavor::Chrome, true);
-    let b = w.add_browser(0, Flavor::Chrome, false);
-    w.negotiate(a, &[]);
-    w.negotiate(b, &w.tracks_of(a, true));
+    let (mut w, a, b) = publisher_and_subscriber(Flavor::Chrome, false);
     w.run(Duration::from_secs(1));
     let loud_from = w.sent_seq(a, MediaKind::Audio);
     w.run(Duration::from_millis(400));
@@ -254,11 +238,7 @@ fn silence_is_dropped_and_subscribers_see_gapless_sequence_numbers() {
 
 #[test]
 fn a_vanished_peer_is_reported_failed_within_five_seconds() {
-    let mut w = World::new(1);
-    let a = w.add_browser(0, Flavor::Chrome, true);
-    let b = w.add_browser(0, Flavor::Firefox, true);
-    w.negotiate(a, &[]);
-    w.negotiate(b, &w.tracks_of(a, true));
+    let (mut w, a, b) = publisher_and_subscriber(Flavor::Firefox, true);
     w.negotiate(a, &w.tracks_of(b, true));
     w.run(Duration::from_secs(2));
     assert!(connected(&w, a) && connected(&w, b));

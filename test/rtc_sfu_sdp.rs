@@ -32,6 +32,27 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<Mid, TrackId> {
         .collect()
 }
 
+/// The producers of a publisher's offer: its audio on mid 0, its video on mid 1.
+fn audio_and_video() -> BTreeMap<Mid, TrackId> {
+    map(&[("0", "p:audio"), ("1", "p:video")])
+}
+
+/// A fresh SFU with one peer.
+fn sfu_with_peer() -> (Sfu, PeerId) {
+    let mut sfu = sfu();
+    let peer = PeerId::new_v4();
+    sfu.add_peer(peer, Instant::now());
+    (sfu, peer)
+}
+
+/// A fresh SFU with one peer, and its answer to that peer's `offer` publishing
+/// [`audio_and_video`].
+fn publisher(offer: &str) -> (Sfu, PeerId, Answer) {
+    let (mut sfu, peer) = sfu_with_peer();
+    let ans = answer(&mut sfu, peer, offer, &audio_and_video(), &[]);
+    (sfu, peer, ans)
+}
+
 fn track(publisher: PeerId, kind: MediaKind, n: u32, active: bool) -> ConsumerSpec {
     ConsumerSpec {
         track_id: format!("{publisher}:0000000{n}-aaaa-4bbb-8ccc-dddddddddddd").into(),
@@ -107,12 +128,8 @@ fn bare_offer(sfu: &mut Sfu, peer: PeerId, sdp: &str) -> SfuResult<Answer> {
 
 #[test]
 fn chrome_publisher_gets_recvonly_opus_vp8_h264_with_its_own_payload_types_and_feedback() {
-    let mut sfu = sfu();
-    let a = PeerId::new_v4();
-    sfu.add_peer(a, Instant::now());
-    let inbound = map(&[("0", "a:audio"), ("1", "a:video")]);
-    let ans = answer(&mut sfu, a, CHROME_PUBLISHER, &inbound, &[]);
-    assert_eq!(ans.mid_to_track_id, inbound);
+    let (_, _, ans) = publisher(CHROME_PUBLISHER);
+    assert_eq!(ans.mid_to_track_id, audio_and_video());
     let audio = section(&ans.sdp, "0");
     let video = section(&ans.sdp, "1");
     assert_eq!(direction(&audio), "a=recvonly");
@@ -155,11 +172,7 @@ fn chrome_publisher_gets_recvonly_opus_vp8_h264_with_its_own_payload_types_and_f
 
 #[test]
 fn firefox_publisher_gets_its_own_payload_types() {
-    let mut sfu = sfu();
-    let a = PeerId::new_v4();
-    sfu.add_peer(a, Instant::now());
-    let inbound = map(&[("0", "a:audio"), ("1", "a:video")]);
-    let ans = answer(&mut sfu, a, FIREFOX_PUBLISHER, &inbound, &[]);
+    let (_, _, ans) = publisher(FIREFOX_PUBLISHER);
     assert_eq!(payload_types(&section(&ans.sdp, "0")), vec!["109"]);
     let vpts = payload_types(&section(&ans.sdp, "1"));
     assert_eq!(vpts.first(), Some(&"120"), "{}", ans.sdp);
@@ -167,10 +180,9 @@ fn firefox_publisher_gets_its_own_payload_types() {
 }
 
 fn joiner_gets_one_shared_msid_stream(offer: &str) {
-    let mut sfu = sfu();
-    let (a, b) = (PeerId::new_v4(), PeerId::new_v4());
-    sfu.add_peer(b, Instant::now());
-    let inbound = map(&[("0", "b:audio"), ("1", "b:video")]);
+    let (mut sfu, b) = sfu_with_peer();
+    let a = PeerId::new_v4();
+    let inbound = audio_and_video();
     let outbound = [
         track(a, MediaKind::Audio, 1, true),
         track(a, MediaKind::Video, 2, true),
@@ -213,9 +225,8 @@ fn firefox_joiner_receives_audio_and_video_under_one_msid_stream() {
 }
 
 fn disabled_tracks_become_inactive(offer: &str) {
-    let mut sfu = sfu();
-    let (a, b, v) = (PeerId::new_v4(), PeerId::new_v4(), PeerId::new_v4());
-    sfu.add_peer(v, Instant::now());
+    let (mut sfu, v) = sfu_with_peer();
+    let (a, b) = (PeerId::new_v4(), PeerId::new_v4());
     let outbound = [
         track(a, MediaKind::Audio, 1, true),
         track(a, MediaKind::Video, 2, true),
@@ -254,9 +265,8 @@ fn firefox_viewer_gets_inactive_m_lines_for_disabled_tracks() {
 
 #[test]
 fn surplus_recvonly_m_lines_are_inactive_and_unmapped() {
-    let mut sfu = sfu();
-    let (a, v) = (PeerId::new_v4(), PeerId::new_v4());
-    sfu.add_peer(v, Instant::now());
+    let (mut sfu, v) = sfu_with_peer();
+    let a = PeerId::new_v4();
     let outbound = [track(a, MediaKind::Video, 2, true)];
     let ans = answer(&mut sfu, v, CHROME_VIEWER, &BTreeMap::new(), &outbound);
     assert_eq!(
@@ -270,16 +280,12 @@ fn surplus_recvonly_m_lines_are_inactive_and_unmapped() {
 
 #[test]
 fn a_re_offer_with_new_ice_credentials_gets_new_local_credentials() {
-    let mut sfu = sfu();
-    let b = PeerId::new_v4();
-    sfu.add_peer(b, Instant::now());
-    let inbound = map(&[("0", "b:audio"), ("1", "b:video")]);
-    let first = answer(&mut sfu, b, CHROME_PUBLISHER, &inbound, &[]);
+    let (mut sfu, b, first) = publisher(CHROME_PUBLISHER);
     let ufrags_before = sfu.ice_ufrags();
     let restarted = CHROME_PUBLISHER
         .replace("a=ice-ufrag:", "a=ice-ufrag:x")
         .replace("a=ice-pwd:", "a=ice-pwd:y");
-    let second = answer(&mut sfu, b, &restarted, &inbound, &[]);
+    let second = answer(&mut sfu, b, &restarted, &audio_and_video(), &[]);
     let ufrag = |sdp: &str| {
         sdp.lines()
             .find(|l| l.starts_with("a=ice-ufrag:"))
@@ -300,9 +306,7 @@ fn a_re_offer_with_new_ice_credentials_gets_new_local_credentials() {
 
 #[test]
 fn garbage_sdp_is_an_invalid_offer() {
-    let mut sfu = sfu();
-    let p = PeerId::new_v4();
-    sfu.add_peer(p, Instant::now());
+    let (mut sfu, p) = sfu_with_peer();
     for garbage in [
         "",
         "hello",
@@ -316,20 +320,12 @@ fn garbage_sdp_is_an_invalid_offer() {
         );
     }
     // The peer is still usable afterwards.
-    answer(
-        &mut sfu,
-        p,
-        CHROME_PUBLISHER,
-        &map(&[("0", "p:a"), ("1", "p:v")]),
-        &[],
-    );
+    answer(&mut sfu, p, CHROME_PUBLISHER, &audio_and_video(), &[]);
 }
 
 #[test]
 fn an_offer_without_a_usable_codec_is_refused() {
-    let mut sfu = sfu();
-    let p = PeerId::new_v4();
-    sfu.add_peer(p, Instant::now());
+    let (mut sfu, p) = sfu_with_peer();
     let no_video_codec = CHROME_PUBLISHER
         .replace("VP8/90000", "VP7/90000")
         .replace("42e01f", "640032");
@@ -361,16 +357,7 @@ fn local_candidates_are_host_candidates_of_every_configured_address() {
 
 #[test]
 fn remote_candidates_are_parsed_and_mdns_names_refused() {
-    let mut sfu = sfu();
-    let p = PeerId::new_v4();
-    sfu.add_peer(p, Instant::now());
-    answer(
-        &mut sfu,
-        p,
-        CHROME_PUBLISHER,
-        &map(&[("0", "p:a"), ("1", "p:v")]),
-        &[],
-    );
+    let (mut sfu, p, _) = publisher(CHROME_PUBLISHER);
     sfu.handle_remote_candidate(
         p,
         "candidate:1 1 udp 2122260223 192.0.2.9 54321 typ host generation 0",

@@ -9,6 +9,28 @@ fn bin(parts: &[&[u8]]) -> Bytes {
     Bytes::from(parts.concat())
 }
 
+/// A server push of `event` on `topic` to the channel instance `join_ref` (a push has no ref).
+fn push(join_ref: Value, topic: &str, event: &str, payload: Payload) -> Message {
+    Message {
+        join_ref,
+        r#ref: Value::Null,
+        topic: topic.into(),
+        event: event.into(),
+        payload,
+    }
+}
+
+/// A reply to `r#ref` on `topic` for the channel instance `join_ref`.
+fn reply(join_ref: Value, r#ref: Value, topic: &str, status: Option<&str>) -> Reply {
+    Reply {
+        join_ref,
+        r#ref,
+        topic: topic.into(),
+        status: status.map(str::to_owned),
+        payload: Payload::empty(),
+    }
+}
+
 fn text_json(f: Frame) -> Value {
     match f {
         Frame::Text(t) => serde_json::from_str(&t).expect("valid JSON"),
@@ -43,13 +65,8 @@ fn vsn_negotiation_follows_tilde_arrow_semver() {
 
 #[test]
 fn binary_push_is_encoded_with_a_four_byte_header_and_no_ref() {
-    let m = Message {
-        join_ref: json!("12"),
-        r#ref: Value::Null,
-        topic: "topic".into(),
-        event: "event".into(),
-        payload: Payload::Binary(Bytes::from_static(&[101, 102, 103])),
-    };
+    let efg = Payload::Binary(Bytes::from_static(&[101, 102, 103]));
+    let m = push(json!("12"), "topic", "event", efg);
     let f = Serializer::V2
         .encode(&Outgoing::Message(m))
         .expect("encodes");
@@ -63,11 +80,8 @@ fn binary_push_is_encoded_with_a_four_byte_header_and_no_ref() {
 #[test]
 fn binary_reply_carries_the_status_in_the_fifth_length() {
     let r = Reply {
-        join_ref: json!("12"),
-        r#ref: json!("123"),
-        topic: "topic".into(),
-        status: Some("ok".into()),
         payload: Payload::Binary(Bytes::from_static(&[101, 102, 103])),
+        ..reply(json!("12"), json!("123"), "topic", Some("ok"))
     };
     let f = Serializer::V2.encode(&Outgoing::Reply(r)).expect("encodes");
     assert_eq!(
@@ -132,13 +146,7 @@ fn binary_client_push_decodes_all_four_strings_and_the_payload() {
 #[test]
 fn header_strings_longer_than_255_bytes_do_not_encode() {
     let long = "x".repeat(256);
-    let m = Message {
-        join_ref: json!("1"),
-        r#ref: Value::Null,
-        topic: long,
-        event: "e".into(),
-        payload: Payload::Binary(Bytes::new()),
-    };
+    let m = push(json!("1"), &long, "e", Payload::Binary(Bytes::new()));
     assert_eq!(
         Serializer::V2.encode(&Outgoing::Message(m)),
         Err(EncodeError::FieldTooLong("topic"))
@@ -165,23 +173,14 @@ fn truncated_or_unknown_binary_frames_are_decode_errors() {
 
 #[test]
 fn v2_json_vectors_match_phoenix() {
-    let m = Message {
-        join_ref: Value::Null,
-        r#ref: Value::Null,
-        topic: "t".into(),
-        event: "e".into(),
-        payload: Payload::Json(json!({"m":1})),
-    };
+    let m = push(Value::Null, "t", "e", Payload::Json(json!({"m":1})));
     assert_eq!(
         text_json(Serializer::V2.encode(&Outgoing::Message(m)).unwrap()),
         json!([null, null, "t", "e", {"m":1}])
     );
     let r = Reply {
-        join_ref: Value::Null,
-        r#ref: Value::Null,
-        topic: "t".into(),
-        status: None,
         payload: Payload::Json(json!({"m":1})),
+        ..reply(Value::Null, Value::Null, "t", None)
     };
     assert_eq!(
         text_json(Serializer::V2.encode(&Outgoing::Reply(r)).unwrap()),
@@ -191,13 +190,7 @@ fn v2_json_vectors_match_phoenix() {
 
 #[test]
 fn v1_output_never_contains_join_ref() {
-    let m = Message {
-        join_ref: json!("9"),
-        r#ref: Value::Null,
-        topic: "t".into(),
-        event: "e".into(),
-        payload: Payload::Json(json!("m")),
-    };
+    let m = push(json!("9"), "t", "e", Payload::Json(json!("m")));
     assert_eq!(
         text_json(Serializer::V1.encode(&Outgoing::Message(m)).unwrap()),
         json!({"event":"e","payload":"m","ref":null,"topic":"t"})
@@ -265,13 +258,7 @@ fn v2_decode_ignores_extra_elements_and_rejects_short_arrays() {
 
 #[test]
 fn refs_are_echoed_verbatim_in_json_and_stringified_in_binary() {
-    let r = Reply {
-        join_ref: json!(7),
-        r#ref: json!(8),
-        topic: "t".into(),
-        status: Some("ok".into()),
-        payload: Payload::empty(),
-    };
+    let r = reply(json!(7), json!(8), "t", Some("ok"));
     assert_eq!(
         text_json(Serializer::V2.encode(&Outgoing::Reply(r.clone())).unwrap())[1],
         json!(8)

@@ -55,20 +55,6 @@ pub struct RoomsConfig {
 }
 
 impl RoomsConfig {
-    /// Default [`RoomsConfig::max_peers`]. The SFU forwards every member's tracks to every other
-    /// member, so a room of N peers sends N×(N−1) streams: at 100 peers that is 9,900 video
-    /// streams, about 10 Gbit/s at 1 Mbit/s each, already more than one server's uplink, and the
-    /// client's tile grid is unusable long before. 100 keeps one room from eating the server
-    /// while no real meeting of this app comes near it.
-    pub const DEFAULT_MAX_PEERS: usize = 100;
-    /// Default [`RoomsConfig::max_rooms`]: with the default room size that is already far more
-    /// media than one machine forwards; it bounds the tasks and memory a stranger can start
-    /// by joining made-up room names.
-    pub const DEFAULT_MAX_ROOMS: usize = 1000;
-    /// Default [`RoomsConfig::peer_queue`]: a join, an SDP offer and a few dozen ICE candidates
-    /// are well under it, so only a peer flooding its room reaches it.
-    pub const DEFAULT_PEER_QUEUE: usize = 256;
-
     /// The most channels attached to one room at once: members plus as many waiting joiners.
     pub fn max_attached(&self) -> usize {
         self.max_peers.max(1).saturating_mul(2)
@@ -79,9 +65,19 @@ impl Default for RoomsConfig {
     fn default() -> Self {
         RoomsConfig {
             empty_grace: Duration::from_secs(2),
-            max_peers: Self::DEFAULT_MAX_PEERS,
-            max_rooms: Self::DEFAULT_MAX_ROOMS,
-            peer_queue: Self::DEFAULT_PEER_QUEUE,
+            // The SFU forwards every member's tracks to every other member, so a room of N
+            // peers sends N×(N−1) streams: at 100 peers that is 9,900 video streams, about
+            // 10 Gbit/s at 1 Mbit/s each, already more than one server's uplink, and the
+            // client's tile grid is unusable long before. 100 keeps one room from eating the
+            // server while no real meeting of this app comes near it.
+            max_peers: 100,
+            // With the default room size that is already far more media than one machine
+            // forwards; it bounds the tasks and memory a stranger can start by joining
+            // made-up room names.
+            max_rooms: 1000,
+            // A join, an SDP offer and a few dozen ICE candidates are well under it, so only a
+            // peer flooding its room reaches it.
+            peer_queue: 256,
             admission: Arc::new(MaxPeers::default()),
             metrics: RoomMetrics::default(),
             fault_injection: false,

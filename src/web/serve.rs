@@ -54,29 +54,15 @@ pub struct ServeLimits {
     pub shutdown_grace: Duration,
 }
 
-impl ServeLimits {
-    /// Default for [`ServeLimits::max_connections`].
-    pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
-    /// Default for [`ServeLimits::max_connections_per_ip`].
-    pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
-    /// Default for [`ServeLimits::header_read_timeout`], seconds.
-    pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: f64 = 10.0;
-    /// Default for [`ServeLimits::max_header_bytes`] (hyper's smallest allowed buffer is 8192).
-    pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
-    /// Default for [`ServeLimits::tls_handshake_timeout`], seconds.
-    pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS: f64 = 10.0;
-}
-
 impl Default for ServeLimits {
     fn default() -> Self {
         ServeLimits {
-            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
-            max_connections_per_ip: Self::DEFAULT_MAX_CONNECTIONS_PER_IP,
-            header_read_timeout: Duration::from_secs_f64(Self::DEFAULT_HEADER_READ_TIMEOUT_SECS),
-            max_header_bytes: Self::DEFAULT_MAX_HEADER_BYTES,
-            tls_handshake_timeout: Duration::from_secs_f64(
-                Self::DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS,
-            ),
+            max_connections: 16_384,
+            max_connections_per_ip: 256,
+            header_read_timeout: Duration::from_secs(10),
+            // hyper's smallest allowed buffer is 8192.
+            max_header_bytes: 64 * 1024,
+            tls_handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_millis(500),
         }
     }

@@ -79,11 +79,47 @@ async function join(channel) {
   return outcome(channel.join());
 }
 
+/**
+ * Joins a fresh `<prefix>:` topic (see uniqueTopic) on `socket` with `payload` and asserts that
+ * the join is answered with `reply`; returns the channel, its topic and its join_ref.
+ */
+async function joinFresh(socket, client, prefix, label, { payload = {}, reply = OK_EMPTY } = {}) {
+  const topic = uniqueTopic(prefix, client, label);
+  const channel = socket.channel(topic, payload);
+  assert.deepEqual(await join(channel), reply);
+  return { channel, topic, jr: channel.joinRef() };
+}
+
+/**
+ * openSocket with the socket `options`, then joinFresh on it (`payload`, `reply`): returns the
+ * socket, its recorder, the channel, its topic and its join_ref.
+ */
+async function openJoined(t, client, prefix, label, { payload, reply, ...options } = {}) {
+  const { socket, rec } = openSocket(t, client, options);
+  return { socket, rec, ...(await joinFresh(socket, client, prefix, label, { payload, reply })) };
+}
+
 /** Records every payload delivered to `channel` for `event` (through the channel's own bindings). */
 function collect(channel, event) {
   const seen = [];
   channel.on(event, (payload) => seen.push(payload));
   return seen;
+}
+
+/**
+ * Two sockets of `client`, one after the other joined to the same fresh `room:` topic, each
+ * member's channel collecting `event`: returns the topic and the members `{ rec, channel, got }`.
+ */
+async function twoMembers(t, client, label, event) {
+  const topic = uniqueTopic("room", client, label);
+  const members = [];
+  for (let i = 0; i < 2; i += 1) {
+    const { socket, rec } = openSocket(t, client);
+    const channel = socket.channel(topic, {});
+    assert.deepEqual(await join(channel), OK_EMPTY);
+    members.push({ rec, channel, got: collect(channel, event) });
+  }
+  return { topic, members };
 }
 
 /** A window.sessionStorage stand-in (phoenix.js 1.8 remembers a LongPoll fallback there). */
@@ -143,11 +179,7 @@ for (const client of clients) {
     });
 
     test("a push is answered by its reply and the server's push of the same event", { timeout: TEST_TIMEOUT_MS }, async (t) => {
-      const { rec, socket } = openSocket(t, client);
-      const topic = uniqueTopic("echo", client, "push");
-      const channel = socket.channel(topic, {});
-      assert.equal((await join(channel)).status, "ok");
-      const jr = channel.joinRef();
+      const { rec, channel, topic, jr } = await openJoined(t, client, "echo", "push");
       const payload = { text: "héllo ✓", n: 42, list: [1, "two", null, true], nested: { a: { b: [] } } };
       const echoed = collect(channel, "say");
       const reply = await outcome(channel.push("say", payload));
@@ -167,10 +199,7 @@ for (const client of clients) {
     });
 
     test("pushes on one channel are answered in the order they were sent", { timeout: TEST_TIMEOUT_MS }, async (t) => {
-      const { rec, socket } = openSocket(t, client);
-      const topic = uniqueTopic("echo", client, "order");
-      const channel = socket.channel(topic, {});
-      assert.equal((await join(channel)).status, "ok");
+      const { rec, channel, topic } = await openJoined(t, client, "echo", "order");
       const echoed = collect(channel, "seq");
       const replies = await Promise.all(Array.from({ length: 50 }, (_, i) => outcome(channel.push("seq", { i }))));
       assert.deepEqual(replies, Array.from({ length: 50 }, (_, i) => ({ status: "ok", response: { i } })));
@@ -181,51 +210,31 @@ for (const client of clients) {
     });
 
     test("new_msg is broadcast to every member of the room, each getting it with its own join_ref", { timeout: TEST_TIMEOUT_MS }, async (t) => {
-      const a = openSocket(t, client);
-      const b = openSocket(t, client);
-      const topic = uniqueTopic("room", client, "new-msg");
-      const chanA = a.socket.channel(topic, {});
-      const chanB = b.socket.channel(topic, {});
-      assert.equal((await join(chanA)).status, "ok");
-      assert.equal((await join(chanB)).status, "ok");
-      const gotA = collect(chanA, "new_msg");
-      const gotB = collect(chanB, "new_msg");
-      const reply = await outcome(chanA.push("new_msg", { body: "hi!" }));
+      const { topic, members } = await twoMembers(t, client, "new-msg", "new_msg");
+      const reply = await outcome(members[0].channel.push("new_msg", { body: "hi!" }));
       assert.deepEqual(reply, { status: "ok", response: {} });
       const expected = { body: "hi!", transport: ":websocket" };
-      await waitFor(() => gotA.length === 1 && gotB.length === 1, waitOpts(a.rec, "new_msg on both sockets"));
+      await waitFor(() => members.every((m) => m.got.length === 1), waitOpts(members[0].rec, "new_msg on both sockets"));
       await sleep(100);
-      assert.deepEqual(a.rec.on(topic, "new_msg"), [[chanA.joinRef(), null, topic, "new_msg", expected]]);
-      assert.deepEqual(b.rec.on(topic, "new_msg"), [[chanB.joinRef(), null, topic, "new_msg", expected]]);
-      assert.deepEqual(gotA, [expected]);
-      assert.deepEqual(gotB, [expected]);
+      for (const { rec, channel, got } of members) {
+        assert.deepEqual(rec.on(topic, "new_msg"), [[channel.joinRef(), null, topic, "new_msg", expected]]);
+        assert.deepEqual(got, [expected]);
+      }
     });
 
     test("a server-side broadcast reaches every member with null join_ref and ref", { timeout: TEST_TIMEOUT_MS }, async (t) => {
-      const a = openSocket(t, client);
-      const b = openSocket(t, client);
-      const topic = uniqueTopic("room", client, "broadcast");
-      const chanA = a.socket.channel(topic, {});
-      const chanB = b.socket.channel(topic, {});
-      assert.equal((await join(chanA)).status, "ok");
-      assert.equal((await join(chanB)).status, "ok");
-      const gotA = collect(chanA, "announcement");
-      const gotB = collect(chanB, "announcement");
+      const { topic, members } = await twoMembers(t, client, "broadcast", "announcement");
       const payload = { text: "server says hi", count: 3, tags: ["a", "b"] };
       await server.broadcast(topic, "announcement", payload);
-      await waitFor(() => gotA.length === 1 && gotB.length === 1, waitOpts(a.rec, "the broadcast on both sockets"));
-      assert.deepEqual(a.rec.on(topic, "announcement"), [[null, null, topic, "announcement", payload]]);
-      assert.deepEqual(b.rec.on(topic, "announcement"), [[null, null, topic, "announcement", payload]]);
-      assert.deepEqual(gotA, [payload]);
-      assert.deepEqual(gotB, [payload]);
+      await waitFor(() => members.every((m) => m.got.length === 1), waitOpts(members[0].rec, "the broadcast on both sockets"));
+      for (const { rec, got } of members) {
+        assert.deepEqual(rec.on(topic, "announcement"), [[null, null, topic, "announcement", payload]]);
+        assert.deepEqual(got, [payload]);
+      }
     });
 
     test("an ArrayBuffer push goes out as a binary frame and comes back as a binary reply and a binary push", { timeout: TEST_TIMEOUT_MS }, async (t) => {
-      const { rec, socket } = openSocket(t, client);
-      const topic = uniqueTopic("room", client, "bin");
-      const channel = socket.channel(topic, {});
-      assert.equal((await join(channel)).status, "ok");
-      const jr = channel.joinRef();
+      const { rec, channel, topic, jr } = await openJoined(t, client, "room", "bin");
       const pushed = collect(channel, "binary_event");
       const reply = await outcome(channel.push("binary_event", arrayBuffer([1, 2])));
       assert.equal(reply.status, "ok");
@@ -245,10 +254,7 @@ for (const client of clients) {
     });
 
     test("a 100 KiB binary payload with every byte value round-trips unchanged", { timeout: TEST_TIMEOUT_MS }, async (t) => {
-      const { rec, socket } = openSocket(t, client);
-      const topic = uniqueTopic("echo", client, "bigbin");
-      const channel = socket.channel(topic, {});
-      assert.equal((await join(channel)).status, "ok");
+      const { rec, channel } = await openJoined(t, client, "echo", "bigbin");
       const data = new Uint8Array(100 * 1024);
       data.set(Array.from({ length: 256 }, (_, i) => i));
       data.set(randomBytes(data.length - 256), 256);
@@ -261,11 +267,7 @@ for (const client of clients) {
     });
 
     test("leaving replies ok, then closes the channel with phx_close, and the room says you_left", { timeout: TEST_TIMEOUT_MS }, async (t) => {
-      const { rec, socket } = openSocket(t, client);
-      const topic = uniqueTopic("room", client, "leave");
-      const channel = socket.channel(topic, {});
-      assert.equal((await join(channel)).status, "ok");
-      const jr = channel.joinRef();
+      const { socket, rec, channel, topic, jr } = await openJoined(t, client, "room", "leave");
       let closed = 0;
       channel.onClose(() => {
         closed += 1;
@@ -337,11 +339,7 @@ for (const client of clients) {
     });
 
     test("a second channel object on a joined topic replaces the first: the old instance is closed and exactly one remains", { timeout: TEST_TIMEOUT_MS }, async (t) => {
-      const { rec, socket } = openSocket(t, client);
-      const topic = uniqueTopic("room", client, "dup");
-      const first = socket.channel(topic, {});
-      assert.equal((await join(first)).status, "ok");
-      const jr1 = first.joinRef();
+      const { socket, rec, channel: first, topic, jr: jr1 } = await openJoined(t, client, "room", "dup");
       let firstClosed = 0;
       first.onClose(() => {
         firstClosed += 1;
@@ -408,11 +406,7 @@ for (const client of clients) {
     });
 
     test("after the channel crashes (phx_error) the client rejoins with a new join_ref and the channel works again", { timeout: TEST_TIMEOUT_MS }, async (t) => {
-      const { rec, socket } = openSocket(t, client, { rejoinAfterMs: () => 100 });
-      const topic = uniqueTopic("room", client, "crash");
-      const channel = socket.channel(topic, { user: "bob" });
-      assert.equal((await join(channel)).status, "ok");
-      const jr1 = channel.joinRef();
+      const { rec, channel, topic, jr: jr1 } = await openJoined(t, client, "room", "crash", { rejoinAfterMs: () => 100, payload: { user: "bob" } });
       const errors = [];
       channel.onError((reason) => errors.push(reason));
       const boom = channel.push("boom", {}, 3000);
@@ -442,11 +436,7 @@ for (const client of clients) {
     });
 
     test("a channel the server stops normally gets phx_close and is not rejoined", { timeout: TEST_TIMEOUT_MS }, async (t) => {
-      const { rec, socket } = openSocket(t, client, { rejoinAfterMs: () => 50 });
-      const topic = uniqueTopic("custom", client, "close");
-      const channel = socket.channel(topic, { action: "ok" });
-      assert.deepEqual(await join(channel), { status: "ok", response: { action: "ok" } });
-      const jr = channel.joinRef();
+      const { socket, rec, channel, topic, jr } = await openJoined(t, client, "custom", "close", { rejoinAfterMs: () => 50, payload: { action: "ok" }, reply: { status: "ok", response: { action: "ok" } } });
       let closed = 0;
       channel.onClose(() => {
         closed += 1;
@@ -461,10 +451,7 @@ for (const client of clients) {
     });
 
     test("a binary server-side broadcast arrives as an ArrayBuffer with null join_ref and ref", { timeout: TEST_TIMEOUT_MS }, async (t) => {
-      const { rec, socket } = openSocket(t, client);
-      const topic = uniqueTopic("room", client, "binbroadcast");
-      const channel = socket.channel(topic, {});
-      assert.equal((await join(channel)).status, "ok");
+      const { rec, channel, topic } = await openJoined(t, client, "room", "binbroadcast");
       const got = collect(channel, "frame");
       await server.broadcastBinary(topic, "frame", Uint8Array.from([9, 0, 255, 7]));
       await waitFor(() => got.length === 1, waitOpts(rec, "the binary broadcast"));
@@ -474,11 +461,7 @@ for (const client of clients) {
     });
 
     test("a reply sent later from server-side code reaches the waiting push, after the channel's own push", { timeout: TEST_TIMEOUT_MS }, async (t) => {
-      const { rec, socket } = openSocket(t, client);
-      const topic = uniqueTopic("room", client, "later");
-      const channel = socket.channel(topic, {});
-      assert.equal((await join(channel)).status, "ok");
-      const jr = channel.joinRef();
+      const { rec, channel, topic, jr } = await openJoined(t, client, "room", "later");
       const infos = collect(channel, "info");
       const reply = await outcome(channel.push("later", { x: [1, 2] }));
       assert.deepEqual(reply, { status: "ok", response: { later: { x: [1, 2] } } });
@@ -573,10 +556,7 @@ for (const client of clients) {
         const token = "s3cret.token+/with=chars";
         const auth = client.hasAuthToken ? { authToken: token } : {};
         const params = { user_id: "7", user: { name: "Zoë & co", role: "a=b" } };
-        const { rec, socket } = openSocket(t, client, { ...transport, ...auth, params });
-        const topic = uniqueTopic("room", client, `whoami-${kind}`);
-        const channel = socket.channel(topic, {});
-        assert.equal((await join(channel)).status, "ok");
+        const { rec, channel, topic } = await openJoined(t, client, "room", `whoami-${kind}`, { ...transport, ...auth, params });
         await waitFor(() => rec.on(topic, "joined").length === 1, waitOpts(rec, "joined"));
         assert.deepEqual(rec.on(topic, "joined")[0][4], { status: "connected", user_id: "7" });
         const reply = await outcome(channel.push("whoami", {}));
@@ -590,10 +570,7 @@ for (const client of clients) {
 
   describe(`${client.name} at /ws (check_origin ["//example.com"], idle timeout 200 ms)`, () => {
     test("a page on an allowed origin connects, joins and gets replies", { timeout: TEST_TIMEOUT_MS }, async (t) => {
-      const { rec, socket } = openSocket(t, client, { path: "/ws", transport: pageOn("https://example.com"), heartbeatIntervalMs: 50 });
-      const topic = uniqueTopic("echo", client, "origin-ok");
-      const channel = socket.channel(topic, {});
-      assert.deepEqual(await join(channel), OK_EMPTY);
+      const { rec, channel } = await openJoined(t, client, "echo", "origin-ok", { path: "/ws", transport: pageOn("https://example.com"), heartbeatIntervalMs: 50 });
       assert.deepEqual(await outcome(channel.push("hello", { from: "example.com" })), { status: "ok", response: { from: "example.com" } });
       assert.equal(rec.opens, 1);
     });
@@ -607,11 +584,7 @@ for (const client of clients) {
 
     test("a connection silent for longer than the idle timeout is closed with a code that makes phoenix.js reconnect, and its channels rejoin", { timeout: TEST_TIMEOUT_MS }, async (t) => {
       // Heartbeats every 2 s cannot keep a connection with a 200 ms idle timeout alive.
-      const { rec, socket } = openSocket(t, client, { path: "/ws", heartbeatIntervalMs: 2000 });
-      const topic = uniqueTopic("echo", client, "idle");
-      const channel = socket.channel(topic, {});
-      assert.deepEqual(await join(channel), OK_EMPTY);
-      const jr1 = channel.joinRef();
+      const { rec, channel, jr: jr1 } = await openJoined(t, client, "echo", "idle", { path: "/ws", heartbeatIntervalMs: 2000 });
       const joinedAt = Date.now();
       await waitFor(() => rec.closes.length >= 1, waitOpts(rec, "the idle close"));
       assert.ok(Date.now() - joinedAt >= 150, "not closed before the idle timeout");
@@ -671,11 +644,7 @@ for (const client of clients) {
     test("when the server drains on SIGTERM the client sees close code 1012, reconnects to the new server and rejoins", { timeout: 45_000 }, async (t) => {
       const own = await FixtureServer.start();
       t.after(() => own.stop());
-      const { rec, socket } = openSocket(t, client, { target: `${own.wsUrl}/socket` });
-      const topic = uniqueTopic("echo", client, "drain");
-      const channel = socket.channel(topic, {});
-      assert.equal((await join(channel)).status, "ok");
-      const jr1 = channel.joinRef();
+      const { rec, channel, jr: jr1 } = await openJoined(t, client, "echo", "drain", { target: `${own.wsUrl}/socket` });
       const exit = await own.terminate();
       assert.deepEqual(exit, { code: 0, signal: null }, `the fixture exits cleanly after draining:\n${own.output}`);
       await waitFor(() => rec.closes.length >= 1, waitOpts(rec, "the drain close"));
@@ -693,10 +662,7 @@ for (const client of clients) {
       const { rec, socket } = openSocket(t, client, { transport: client.LongPoll, params: { user_id: "lp-user" } });
       await waitFor(() => rec.opens === 1, waitOpts(rec, "the LongPoll session"));
       assert.ok(socket.conn instanceof client.LongPoll);
-      const topic = uniqueTopic("room", client, "lp");
-      const room = socket.channel(topic, { user: "dave" });
-      assert.deepEqual(await join(room), { status: "ok", response: {} });
-      const jr = room.joinRef();
+      const { channel: room, topic, jr } = await joinFresh(socket, client, "room", "lp", { payload: { user: "dave" } });
       await waitFor(() => rec.on(topic).length >= 3, waitOpts(rec, "reply, user_entered, joined"));
       assert.deepEqual(rec.on(topic).slice(0, 3), [
         [jr, jr, topic, "phx_reply", OK_EMPTY],
@@ -704,9 +670,7 @@ for (const client of clients) {
         [jr, null, topic, "joined", { status: "connected", user_id: "lp-user" }],
       ]);
 
-      const echoTopic = uniqueTopic("echo", client, "lp");
-      const echo = socket.channel(echoTopic, {});
-      assert.equal((await join(echo)).status, "ok");
+      const { channel: echo } = await joinFresh(socket, client, "echo", "lp");
       const echoed = collect(echo, "ask");
       const replies = await Promise.all([1, 2, 3].map((i) => outcome(echo.push("ask", { i, text: "über" }))));
       assert.deepEqual(replies, [1, 2, 3].map((i) => ({ status: "ok", response: { i, text: "über" } })));
@@ -727,10 +691,7 @@ for (const client of clients) {
     });
 
     test("150 pushes issued at once over LongPoll are all answered, each with its own payload", { timeout: TEST_TIMEOUT_MS }, async (t) => {
-      const { rec, socket } = openSocket(t, client, { transport: client.LongPoll });
-      const topic = uniqueTopic("echo", client, "lp-burst");
-      const channel = socket.channel(topic, {});
-      assert.equal((await join(channel)).status, "ok");
+      const { rec, channel } = await openJoined(t, client, "echo", "lp-burst", { transport: client.LongPoll });
       const echoed = collect(channel, "burst");
       // phoenix.js 1.8 sends these as ndjson POSTs of at most 100 lines each; 1.6 as 150 POSTs.
       const replies = await Promise.all(Array.from({ length: 150 }, (_, i) => outcome(channel.push("burst", { i }))));
@@ -741,11 +702,7 @@ for (const client of clients) {
     });
 
     test("a channel crash over LongPoll gives phx_error and the client rejoins", { timeout: TEST_TIMEOUT_MS }, async (t) => {
-      const { rec, socket } = openSocket(t, client, { transport: client.LongPoll, rejoinAfterMs: () => 100 });
-      const topic = uniqueTopic("room", client, "lp-crash");
-      const channel = socket.channel(topic, {});
-      assert.equal((await join(channel)).status, "ok");
-      const jr1 = channel.joinRef();
+      const { rec, channel, topic, jr: jr1 } = await openJoined(t, client, "room", "lp-crash", { transport: client.LongPoll, rejoinAfterMs: () => 100 });
       channel.push("boom", {}, 2000);
       await waitFor(() => rec.on(topic, "phx_error").length === 1, waitOpts(rec, "phx_error"));
       assert.deepEqual(rec.on(topic, "phx_error"), [[jr1, jr1, topic, "phx_error", { reason: "channel_crash" }]]);
@@ -755,10 +712,7 @@ for (const client of clients) {
 
     if (client.hasLongPollFallback) {
       test("an ArrayBuffer push over LongPoll (a base64 ndjson line) reaches the channel as binary", { timeout: TEST_TIMEOUT_MS }, async (t) => {
-        const { rec, socket } = openSocket(t, client, { transport: client.LongPoll });
-        const topic = uniqueTopic("room", client, "lp-bin");
-        const channel = socket.channel(topic, {});
-        assert.equal((await join(channel)).status, "ok");
+        const { rec, channel, topic } = await openJoined(t, client, "room", "lp-bin", { transport: client.LongPoll });
         const acks = collect(channel, "bin_ack");
         const msgs = collect(channel, "new_msg");
         // Same tick: phoenix.js batches both into one ndjson POST, binary line first.
@@ -775,11 +729,7 @@ for (const client of clients) {
 
       test("the \"disconnect\" broadcast ends the LongPoll session; the client sees 410, reconnects and rejoins", { timeout: 45_000 }, async (t) => {
         const userId = `lpdc-${Date.now()}`;
-        const { rec, socket } = openSocket(t, client, { transport: client.LongPoll, params: { user_id: userId } });
-        const topic = uniqueTopic("room", client, "lp-dc");
-        const channel = socket.channel(topic, {});
-        assert.equal((await join(channel)).status, "ok");
-        const jr1 = channel.joinRef();
+        const { socket, rec, channel, jr: jr1 } = await openJoined(t, client, "room", "lp-dc", { transport: client.LongPoll, params: { user_id: userId } });
         await server.disconnect(`user_sockets:${userId}`);
         await waitFor(() => rec.closes.length >= 1, waitOpts(rec, "the session to end", 30_000));
         assert.equal(rec.closes[0].code, 3410, "phoenix.js ≥1.8.2 closes with 3410 session_gone on a 410 for a known token");
@@ -813,10 +763,7 @@ for (const client of clients) {
       assert.equal(proxy.seen.upgrades.length, 1);
       assert.match(proxy.seen.upgrades[0], /^\/socket\/websocket\?user_id=fallback&vsn=2\.0\.0$/);
       assert.ok(proxy.seen.requests.some((r) => /^GET \/socket\/longpoll\?user_id=fallback&vsn=2\.0\.0/.test(r)), proxy.seen.requests.join("\n"));
-      const topic = uniqueTopic("room", client, "fallback");
-      const channel = socket.channel(topic, { user: "erin" });
-      assert.deepEqual(await join(channel), { status: "ok", response: {} });
-      const jr = channel.joinRef();
+      const { channel, topic, jr } = await joinFresh(socket, client, "room", "fallback", { payload: { user: "erin" } });
       await waitFor(() => rec.on(topic).length >= 3, waitOpts(rec, "reply, user_entered, joined"));
       assert.deepEqual(rec.on(topic).slice(0, 3), [
         [jr, jr, topic, "phx_reply", OK_EMPTY],
@@ -838,9 +785,7 @@ for (const client of clients) {
       await waitFor(() => rec.opens === 1, waitOpts(rec, "an open connection", 10_000));
       assert.ok(Date.now() - started < fallbackMs, "the fallback followed the error, not the timer");
       assert.ok(socket.conn instanceof client.LongPoll);
-      const topic = uniqueTopic("echo", client, "lponly");
-      const channel = socket.channel(topic, {});
-      assert.deepEqual(await join(channel), OK_EMPTY);
+      const { channel } = await joinFresh(socket, client, "echo", "lponly");
       assert.deepEqual(await outcome(channel.push("hi", { there: 1 })), { status: "ok", response: { there: 1 } });
     });
 
@@ -857,9 +802,7 @@ for (const client of clients) {
       assert.equal(rec.opens, 1);
       assert.deepEqual(rec.closes, []);
       assert.equal(store.size, 0, "nothing remembered");
-      const topic = uniqueTopic("echo", client, "healthy");
-      const channel = socket.channel(topic, {});
-      assert.equal((await join(channel)).status, "ok");
+      await joinFresh(socket, client, "echo", "healthy");
     });
 
     test("a WebSocket upgrade that never completes makes the client switch to LongPoll after longPollFallbackMs", { timeout: TEST_TIMEOUT_MS, skip }, async (t) => {
@@ -876,9 +819,7 @@ for (const client of clients) {
       assert.ok(Date.now() - started >= fallbackMs, "LongPoll only after the fallback timer");
       assert.equal(proxy.seen.upgrades.length, 1);
       assert.ok(socket.conn instanceof client.LongPoll);
-      const topic = uniqueTopic("echo", client, "hang");
-      const channel = socket.channel(topic, {});
-      assert.equal((await join(channel)).status, "ok");
+      const { channel } = await joinFresh(socket, client, "echo", "hang");
       assert.deepEqual(await outcome(channel.push("still", { here: true })), { status: "ok", response: { here: true } });
     });
   });

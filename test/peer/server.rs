@@ -20,7 +20,7 @@ impl TestServer {
     /// Starts a server whose rooms admit at most `max_peers` peers.
     pub async fn start_with(max_peers: Option<usize>) -> Self {
         let config = videoroom::config::Config {
-            max_peers_per_room: max_peers.unwrap_or(RoomsConfig::DEFAULT_MAX_PEERS),
+            max_peers_per_room: max_peers.unwrap_or(RoomsConfig::default().max_peers),
             ..test_config()
         };
         start_server(config).await

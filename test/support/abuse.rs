@@ -142,22 +142,27 @@ struct Peer {
     topic: String,
 }
 
-/// Joins `room` as a media peer with `metadata`; waits for the answer to the media `join`.
+/// How long a join may take unless an attack says otherwise.
+const JOIN_WITHIN: Duration = Duration::from_secs(5);
+
+/// Joins `room` as a media peer named `name`; waits (up to [`JOIN_WITHIN`]) for the answer to
+/// the media `join`.
 async fn join_peer(
     addr: SocketAddr,
     from: IpAddr,
     room: &str,
-    metadata: Value,
-    within: Duration,
+    name: &str,
 ) -> (Option<Peer>, Joined) {
-    join_peer_with(addr, from, room, metadata, within, None).await
+    join_peer_with(addr, from, room, name, JOIN_WITHIN, None).await
 }
 
+/// [`join_peer`] waiting up to `within`, over a socket with `recv_buffer` bytes of receive
+/// buffer (None: the kernel's default).
 async fn join_peer_with(
     addr: SocketAddr,
     from: IpAddr,
     room: &str,
-    metadata: Value,
+    name: &str,
     within: Duration,
     recv_buffer: Option<u32>,
 ) -> (Option<Peer>, Joined) {
@@ -188,6 +193,7 @@ async fn join_peer_with(
             other => return (None, Joined::NoAnswer(format!("phx_join: {other:?}"))),
         }
     }
+    let metadata = json!({"displayName": name});
     let join = json!({"type": "join", "data": {"receiveMedia": true, "metadata": metadata}});
     if ws.send(push_media(&topic, &join)).await.is_err() {
         return (None, Joined::NoAnswer("send join".into()));
@@ -208,6 +214,20 @@ async fn join_peer_with(
             other => return (None, Joined::NoAnswer(format!("media join: {other:?}"))),
         }
     }
+}
+
+/// Reads `ws` (skipping text frames) until it ends or `within` passes: how it ended (`close
+/// Some(code)`, or the frame it ended with), None when it did not.
+async fn ending(ws: &mut Ws, within: Duration) -> Option<String> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        match next_frame(ws, Duration::from_secs(5)).await {
+            Frame::Text(_) => continue,
+            Frame::Close(c) => return Some(format!("close {c:?}")),
+            other => return Some(format!("{other:?}")),
+        }
+    }
+    None
 }
 
 /// Heartbeat on `ws`; true when answered ok within `within` (other frames are skipped).
@@ -238,6 +258,19 @@ struct Drained {
     topic: String,
 }
 
+/// [`join_peer`] that must be admitted: the peer and its id, or the failed setup step.
+async fn join_accepted(
+    addr: SocketAddr,
+    from: IpAddr,
+    room: &str,
+    name: &str,
+) -> Result<(Peer, String), Outcome> {
+    match join_peer(addr, from, room, name).await {
+        (Some(peer), Joined::Accepted(id)) => Ok((peer, id)),
+        (_, joined) => Err(setup_failed(&format!("{name} join"), format!("{joined:?}"))),
+    }
+}
+
 /// `count` peers named `<prefix><n>` joined to `room` one after another from `source(n)`, each
 /// admitted and drained; the first that is not admitted ends it with what happened to it.
 async fn join_admitted(
@@ -246,14 +279,11 @@ async fn join_admitted(
     room: &str,
     prefix: &str,
     count: usize,
-) -> Result<Vec<Drained>, String> {
+) -> Result<Vec<Drained>, Outcome> {
     let mut peers = Vec::with_capacity(count);
     for n in 0..count {
-        let metadata = json!({"displayName": format!("{prefix}{n}")});
-        match join_peer(s.http, source(n), room, metadata, Duration::from_secs(5)).await {
-            (Some(p), Joined::Accepted(_)) => peers.push(drain(p)),
-            (_, j) => return Err(format!("peer {n}: {j:?}")),
-        }
+        let (peer, _) = join_accepted(s.http, source(n), room, &format!("{prefix}{n}")).await?;
+        peers.push(drain(peer));
     }
     Ok(peers)
 }
@@ -414,18 +444,10 @@ struct Canary {
 
 impl Canary {
     async fn start(addr: SocketAddr) -> Canary {
-        let (peer, joined) = join_peer(
-            addr,
-            ip(0, 0, 1),
-            "canary",
-            json!({"displayName": "canary"}),
-            Duration::from_secs(5),
-        )
-        .await;
-        let Some(peer) = peer else {
-            panic!("canary could not join: {joined:?}");
+        let (peer, _) = match join_accepted(addr, ip(0, 0, 1), "canary", "canary").await {
+            Ok(joined) => joined,
+            Err((step, why, _)) => panic!("canary could not join: {step}: {why}"),
         };
-        assert!(matches!(joined, Joined::Accepted(_)), "canary: {joined:?}");
         let samples = Arc::new(Mutex::new(Vec::new()));
         let noticed = Arc::new(Mutex::new(None));
         let (s, n) = (samples.clone(), noticed.clone());
@@ -475,27 +497,39 @@ impl Canary {
 }
 
 // ------------------------------------------------------------------------------------------
-// The attacks. Each returns (what was sent, what the server answered, as specified?).
+// The attacks. Each returns (what was sent, what the server answered, as specified?), or the
+// outcome of the setup step that failed before it could attack.
 
 type Outcome = (String, String, bool);
+type Attack = Result<Outcome, Outcome>;
 
-async fn nested_query(s: &Server) -> Outcome {
+/// The outcome of setup `step` failing with `why`.
+fn setup_failed(step: &str, why: impl std::fmt::Display) -> Outcome {
+    (step.to_owned(), why.to_string(), false)
+}
+
+/// How much a server log grew: `<bytes> bytes in <lines> lines`.
+fn log_growth(log: &str) -> String {
+    format!("{} bytes in {} lines", log.len(), log.lines().count())
+}
+
+async fn nested_query(s: &Server) -> Attack {
     let nested = format!("a{}=1", "[a]".repeat(9000));
     let ws = get_status(s.http, &format!("/socket/websocket?vsn=2.0.0&{nested}")).await;
     let lp = get_status(s.http, &format!("/socket/longpoll?vsn=2.0.0&{nested}")).await;
     let health = get_status(s.http, "/healthcheck").await;
     let ok = ws.contains(" 400 ") && lp.contains(" 400 ") && health.contains(" 200 ");
-    (
+    Ok((
         format!(
             "GET with a 9,000-level nested query ({} KB) on both transports",
             nested.len() / 1000
         ),
         format!("websocket `{ws}`, longpoll `{lp}`, then /healthcheck `{health}`"),
         ok,
-    )
+    ))
 }
 
-async fn longpoll_bodies(s: &Server) -> Outcome {
+async fn longpoll_bodies(s: &Server) -> Attack {
     let open = {
         let request = format!(
             "GET /socket/longpoll?vsn=2.0.0 HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
@@ -513,11 +547,10 @@ async fn longpoll_bodies(s: &Server) -> Outcome {
         .and_then(|t| t.split('"').next())
         .map(str::to_owned)
     else {
-        return (
-            "open a LongPoll session".into(),
+        return Err(setup_failed(
+            "open a LongPoll session",
             format!("no token: {}", clip(&open, 200)),
-            false,
-        );
+        ));
     };
     let rss_before = s.rss_mib();
     let mut tasks = Vec::new();
@@ -560,7 +593,7 @@ async fn longpoll_bodies(s: &Server) -> Outcome {
     let rss_after = s.rss_mib();
     let refused = statuses.iter().filter(|s| s.contains(" 413 ")).count();
     let ok = refused == 10 && rss_after - rss_before < 32.0;
-    (
+    Ok((
         format!(
             "10 LongPoll POSTs declaring Content-Length 200,000,000, {:.1} MB of body actually written in total",
             body_bytes as f64 / 1e6
@@ -573,10 +606,10 @@ async fn longpoll_bodies(s: &Server) -> Outcome {
                 .collect::<Vec<_>>()
         ),
         ok,
-    )
+    ))
 }
 
-async fn half_sent_headers(s: &Server) -> Outcome {
+async fn half_sent_headers(s: &Server) -> Attack {
     let started = Instant::now();
     let mut waits = Vec::new();
     for _ in 0..500 {
@@ -611,7 +644,7 @@ async fn half_sent_headers(s: &Server) -> Outcome {
         && first >= HEADER_TIMEOUT_SECS as f64 - 0.5
         && last <= HEADER_TIMEOUT_SECS as f64 + 1.5
         && health.contains(" 200 ");
-    (
+    Ok((
         format!(
             "500 connections each sending half a request head (no blank line), header timeout {HEADER_TIMEOUT_SECS} s"
         ),
@@ -620,10 +653,10 @@ async fn half_sent_headers(s: &Server) -> Outcome {
             closed.len()
         ),
         ok,
-    )
+    ))
 }
 
-async fn silent_connections(s: &Server) -> Outcome {
+async fn silent_connections(s: &Server) -> Attack {
     const SILENT: usize = 2000;
     let started = Instant::now();
     // One after the other (a burst of 2,000 SYNs overflows the kernel's listen backlog, which is
@@ -644,14 +677,7 @@ async fn silent_connections(s: &Server) -> Outcome {
     let connected_in = started.elapsed().as_secs_f64();
     // A new user from another address, while the silent ones are held.
     let newcomer_started = Instant::now();
-    let (peer, joined) = join_peer(
-        s.http,
-        ip(0, 0, 3),
-        "newcomer",
-        json!({"displayName": "new"}),
-        Duration::from_secs(5),
-    )
-    .await;
+    let (peer, joined) = join_peer(s.http, ip(0, 0, 3), "newcomer", "new").await;
     let newcomer_ms = newcomer_started.elapsed().as_secs_f64() * 1000.0;
     let newcomer_ok = matches!(joined, Joined::Accepted(_));
     drop(peer);
@@ -669,7 +695,7 @@ async fn silent_connections(s: &Server) -> Outcome {
     // connecting takes longer than the timeout (a loaded machine), the first held ones time out
     // and free their places for later ones, so only the refused majority is a fixed bound.
     let ok = newcomer_ok && open == 0 && at_once >= SILENT / 2 && at_once + after_timeout == SILENT;
-    (
+    Ok((
         format!(
             "{SILENT} silent TCP connections from 127.0.0.2 (issue: 20,000; per-IP limit {PER_IP}), then a new user from 127.0.0.3"
         ),
@@ -683,20 +709,13 @@ async fn silent_connections(s: &Server) -> Outcome {
             started.elapsed().as_secs_f64()
         ),
         ok,
-    )
+    ))
 }
 
-async fn sigterm_half_open() -> Outcome {
+async fn sigterm_half_open() -> Attack {
     let mut server = start_server(&["--drain-timeout", "1"]);
     let addr = server.http;
-    let (peer, _) = join_peer(
-        addr,
-        ip(0, 0, 1),
-        "drain",
-        json!({"displayName": "deaf"}),
-        Duration::from_secs(5),
-    )
-    .await;
+    let (peer, _) = join_peer(addr, ip(0, 0, 1), "drain", "deaf").await;
     let mut half = TcpStream::connect(addr).await.expect("connect");
     half.write_all(b"POST /socket/longpoll HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
         .await
@@ -718,51 +737,31 @@ async fn sigterm_half_open() -> Outcome {
     drop(peer);
     let ok = term.is_ok_and(|t| t.success())
         && exit.is_some_and(|(d, st)| d <= Duration::from_secs(2) && st.success());
-    (
+    Ok((
         "SIGTERM to a separate server (--drain-timeout 1) holding a joined deaf WebSocket, a half-sent POST body and a silent connection".into(),
         match exit {
             Some((d, st)) => format!("exited after {:.2} s with {st} (limit: drain 1 s + 1 s)", d.as_secs_f64()),
             None => "still running after 5 s".into(),
         },
         ok,
-    )
+    ))
 }
 
-async fn stopped_receiver(s: &Server) -> Outcome {
+async fn stopped_receiver(s: &Server) -> Attack {
     let rss_before = s.rss_mib();
     // The stuck peer reads nothing from here on; a small receive buffer keeps the kernel from
     // absorbing what the server's queue bound is about.
-    let (stuck, joined) = join_peer_with(
-        s.http,
-        ip(0, 0, 5),
-        "stuck",
-        json!({"displayName": "stuck"}),
-        Duration::from_secs(5),
-        Some(16 * 1024),
-    )
-    .await;
+    let buffer = Some(16 * 1024);
+    let (stuck, joined) =
+        join_peer_with(s.http, ip(0, 0, 5), "stuck", "stuck", JOIN_WITHIN, buffer).await;
     let Some(mut stuck) = stuck else {
-        return ("stuck peer join".into(), format!("{joined:?}"), false);
+        return Err(setup_failed("stuck peer join", format!("{joined:?}")));
     };
     const TALKERS: usize = 6;
     // Each update stays under the peer-metadata limit (4 KiB), so it is broadcast; the count makes
     // up the volume, paced under the inbound rate limit (200/s).
     const UPDATES: usize = 600;
-    let mut talkers = Vec::new();
-    for n in 0..TALKERS {
-        let (p, j) = join_peer(
-            s.http,
-            ip(0, 0, 6),
-            "stuck",
-            json!({"displayName": format!("talker{n}")}),
-            Duration::from_secs(5),
-        )
-        .await;
-        match p {
-            Some(p) => talkers.push(drain(p)),
-            None => return ("talker join".into(), format!("{j:?}"), false),
-        }
-    }
+    let talkers = join_admitted(s, |_| ip(0, 0, 6), "stuck", "talker", TALKERS).await?;
     let blob = "m".repeat(3 * 1024);
     let mut handles = Vec::new();
     for mut t in talkers {
@@ -785,21 +784,7 @@ async fn stopped_receiver(s: &Server) -> Outcome {
     let rss_peak = s.rss_mib();
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Now read what is left: the backlog, then the close frame.
-    let mut code = None;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        match next_frame(&mut stuck.ws, Duration::from_secs(5)).await {
-            Frame::Text(_) => continue,
-            Frame::Close(c) => {
-                code = Some(format!("close {c:?}"));
-                break;
-            }
-            other => {
-                code = Some(format!("{other:?}"));
-                break;
-            }
-        }
-    }
+    let code = ending(&mut stuck.ws, Duration::from_secs(15)).await;
     let mut talkers_ok = 0;
     for t in &mut talkers {
         if t.alive().await {
@@ -810,7 +795,7 @@ async fn stopped_receiver(s: &Server) -> Outcome {
     let ok = code.as_deref() == Some("close Some(1013)")
         && talkers_ok == TALKERS
         && rss_peak - rss_before < 64.0;
-    (
+    Ok((
         format!(
             "a peer that stops reading (16 KiB receive buffer) in a room where {TALKERS} peers each broadcast {UPDATES} × 3 KB updatePeerMetadata ({:.1} MB towards it)",
             (TALKERS * UPDATES * 3 * 1024) as f64 / 1e6
@@ -820,15 +805,13 @@ async fn stopped_receiver(s: &Server) -> Outcome {
             code.unwrap_or_else(|| "no close".into())
         ),
         ok,
-    )
+    ))
 }
 
-async fn unknown_event_flood(s: &Server) -> Outcome {
+async fn unknown_event_flood(s: &Server) -> Attack {
     let log_before = s.log_len();
-    let mut ws = match ws_from(s.http, ip(0, 0, 7), None).await {
-        Ok(ws) => ws,
-        Err(e) => return ("flood socket".into(), e, false),
-    };
+    let socket = ws_from(s.http, ip(0, 0, 7), None).await;
+    let mut ws = socket.map_err(|e| setup_failed("flood socket", e))?;
     let _ = ws
         .send(Message::text(r#"["1","1","room:flood","phx_join",{}]"#))
         .await;
@@ -848,47 +831,30 @@ async fn unknown_event_flood(s: &Server) -> Outcome {
         }
     }
     let flood_secs = started.elapsed().as_secs_f64();
-    let mut code = None;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        match next_frame(&mut ws, Duration::from_secs(5)).await {
-            Frame::Text(_) => continue,
-            Frame::Close(c) => {
-                code = Some(format!("close {c:?}"));
-                break;
-            }
-            other => {
-                code = Some(format!("{other:?}"));
-                break;
-            }
-        }
-    }
+    let code = ending(&mut ws, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = s.log_since(log_before);
     // Bounded by the rate limit (its burst of 200), not by the flood's 500,000 frames.
     let ok = code.as_deref() == Some("close Some(1008)")
         && log.lines().count() <= 20
         && log.len() < 64 * 1024;
-    (
+    Ok((
         format!(
             "{sent} frames `[\"1\",n,\"room:flood\",\"no_such_event\",{{}}]` on a joined channel in {flood_secs:.1} s"
         ),
         format!(
-            "{}; server log grew {} bytes in {} lines",
+            "{}; server log grew {}",
             code.unwrap_or_else(|| "no close".into()),
-            log.len(),
-            log.lines().count()
+            log_growth(&log)
         ),
         ok,
-    )
+    ))
 }
 
-async fn huge_topic(s: &Server) -> Outcome {
+async fn huge_topic(s: &Server) -> Attack {
     let log_before = s.log_len();
-    let mut ws = match ws_from(s.http, ip(0, 0, 8), None).await {
-        Ok(ws) => ws,
-        Err(e) => return ("socket".into(), e, false),
-    };
+    let socket = ws_from(s.http, ip(0, 0, 8), None).await;
+    let mut ws = socket.map_err(|e| setup_failed("socket", e))?;
     let topic = format!("room:{}", "t".repeat(8_000_000 - 5));
     let _ = ws
         .send(Message::text(format!(
@@ -904,36 +870,27 @@ async fn huge_topic(s: &Server) -> Outcome {
     let log = s.log_since(log_before);
     let ok =
         reply.contains("topic too long") && alive && log.lines().count() == 1 && log.len() < 1024;
-    (
+    Ok((
         "phx_join of an 8,000,000-byte topic `room:ttt…`".into(),
         format!(
-            "`{reply}`; socket still answers heartbeats: {alive}; log grew {} bytes in {} lines",
-            log.len(),
-            log.lines().count()
+            "`{reply}`; socket still answers heartbeats: {alive}; log grew {}",
+            log_growth(&log)
         ),
         ok,
-    )
+    ))
 }
 
-async fn huge_display_names(s: &Server) -> Outcome {
-    let observers = match join_admitted(s, |_| ip(0, 0, 9), "names", "obs", 3).await {
-        Ok(peers) => peers,
-        Err(why) => return ("observer join".into(), why, false),
-    };
+async fn huge_display_names(s: &Server) -> Attack {
+    let observers = join_admitted(s, |_| ip(0, 0, 9), "names", "obs", 3).await?;
     let rss_before = s.rss_mib();
     let name = "n".repeat(4 * 1024 * 1024);
     let mut tasks = Vec::new();
     for n in 0..20u8 {
         let (addr, name) = (s.http, name.clone());
         tasks.push(tokio::spawn(async move {
-            let (peer, joined) = join_peer(
-                addr,
-                ip(0, 2, n + 1),
-                "names",
-                json!({"displayName": name}),
-                Duration::from_secs(20),
-            )
-            .await;
+            let within = Duration::from_secs(20);
+            let (peer, joined) =
+                join_peer_with(addr, ip(0, 2, n + 1), "names", &name, within, None).await;
             // Keep the socket for a moment (an attacker would), then go.
             tokio::time::sleep(Duration::from_millis(500)).await;
             drop(peer);
@@ -968,7 +925,7 @@ async fn huge_display_names(s: &Server) -> Outcome {
         }
     }
     let ok = refused == 20 && observers_ok == 3 && observed_bytes < 3 * 1024 * 1024;
-    (
+    Ok((
         "20 peers joining one room with 4 MiB display names (3 observers in the room)".into(),
         format!(
             "{accepted} accepted, {refused} refused{}; observers still connected {observers_ok}/3, received {:.1} MB in total; RSS {rss_before:.1} → peak {rss_peak:.1} MiB",
@@ -980,7 +937,7 @@ async fn huge_display_names(s: &Server) -> Outcome {
             observed_bytes as f64 / 1e6
         ),
         ok,
-    )
+    ))
 }
 
 const PUBLISHER_SDP: &str = include_str!("../fixtures/sdp/chromium-156/publisher-first-offer.sdp");
@@ -1029,46 +986,15 @@ async fn publish(peer: &mut Peer, track: &str, ufrag: &str) -> Vec<Value> {
     }
 }
 
-async fn track_ownership(s: &Server) -> Outcome {
-    let meta = |n: &str| json!({"displayName": n});
-    let (Some(mut a), Joined::Accepted(a_id)) = join_peer(
-        s.http,
-        ip(0, 0, 10),
-        "own",
-        meta("a"),
-        Duration::from_secs(5),
-    )
-    .await
-    else {
-        return ("peer a join".into(), "failed".into(), false);
-    };
+async fn track_ownership(s: &Server) -> Attack {
+    let (mut a, a_id) = join_accepted(s.http, ip(0, 0, 10), "own", "a").await?;
     let a_track = format!("{a_id}:{}", uuid::Uuid::new_v4());
     let a_seen = publish(&mut a, &a_track, "aaaa").await;
     let a_answered = a_seen.iter().any(|e| e["type"] == "sdpAnswer");
     let a = drain(a);
-    let (Some(observer), Joined::Accepted(_)) = join_peer(
-        s.http,
-        ip(0, 0, 10),
-        "own",
-        meta("c"),
-        Duration::from_secs(5),
-    )
-    .await
-    else {
-        return ("observer join".into(), "failed".into(), false);
-    };
+    let (observer, _) = join_accepted(s.http, ip(0, 0, 10), "own", "c").await?;
     let observer = drain(observer);
-    let (Some(mut b), Joined::Accepted(b_id)) = join_peer(
-        s.http,
-        ip(0, 0, 10),
-        "own",
-        meta("b"),
-        Duration::from_secs(5),
-    )
-    .await
-    else {
-        return ("peer b join".into(), "failed".into(), false);
-    };
+    let (mut b, b_id) = join_accepted(s.http, ip(0, 0, 10), "own", "b").await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let observed_before = observer.events.lock().unwrap().len();
     let b_seen = publish(&mut b, &a_track, "bbbb").await;
@@ -1096,7 +1022,7 @@ async fn track_ownership(s: &Server) -> Outcome {
         .collect();
     let ok = a_answered && b_error.is_some() && changed.is_empty();
     drop((a, observer));
-    (
+    Ok((
         "peer b offers a track under peer a's track id (`<a>:<uuid>`) in a room with a and an observer".into(),
         format!(
             "a's own offer answered: {a_answered}; b got {}{}; observer saw {}",
@@ -1105,15 +1031,12 @@ async fn track_ownership(s: &Server) -> Outcome {
             if changed.is_empty() { "nothing about a's track".to_owned() } else { changed.join(", ") }
         ),
         ok,
-    )
+    ))
 }
 
-async fn mass_departure(s: &Server) -> Outcome {
+async fn mass_departure(s: &Server) -> Attack {
     const N: usize = 100;
-    let peers = match join_admitted(s, |n| ip(0, 3, (n / 200 + 1) as u8), "mass", "p", N).await {
-        Ok(peers) => peers,
-        Err(why) => return ("mass join".into(), why, false),
-    };
+    let peers = join_admitted(s, |n| ip(0, 3, (n / 200 + 1) as u8), "mass", "p", N).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log_before = s.log_len();
     // Everyone goes at once: the sockets are dropped without a close handshake.
@@ -1127,7 +1050,7 @@ async fn mass_departure(s: &Server) -> Outcome {
         .filter(|l| l.contains("not delivered"))
         .count();
     let ok = not_delivered <= 2 * N && room_lines.len() <= 3 * N;
-    (
+    Ok((
         format!("{N} peers of one room drop their sockets at once (no closing handshake)"),
         format!(
             "server logged {} lines in all ({} bytes), {} for room=mass, {not_delivered} of them \"not delivered\" (O(N) bound 2N = {}; N²/2 = {})",
@@ -1138,16 +1061,13 @@ async fn mass_departure(s: &Server) -> Outcome {
             N * N / 2
         ),
         ok,
-    )
+    ))
 }
 
-async fn burst_joiners(s: &Server) -> Outcome {
+async fn burst_joiners(s: &Server) -> Attack {
     const ADMITTED: usize = 20;
     const BURST: usize = 1500;
-    let admitted = match join_admitted(s, |_| ip(0, 0, 11), "burst", "early", ADMITTED).await {
-        Ok(peers) => peers,
-        Err(why) => return ("early join".into(), why, false),
-    };
+    let admitted = join_admitted(s, |_| ip(0, 0, 11), "burst", "early", ADMITTED).await?;
     let rss_before = s.rss_mib();
     let log_before = s.log_len();
     let started = Instant::now();
@@ -1155,14 +1075,9 @@ async fn burst_joiners(s: &Server) -> Outcome {
     for n in 0..BURST {
         let addr = s.http;
         tasks.push(tokio::spawn(async move {
-            let (peer, joined) = join_peer(
-                addr,
-                ip(0, 4, (n / 250 + 1) as u8),
-                "burst",
-                json!({"displayName": format!("j{n}")}),
-                Duration::from_secs(40),
-            )
-            .await;
+            let (from, within) = (ip(0, 4, (n / 250 + 1) as u8), Duration::from_secs(40));
+            let (peer, joined) =
+                join_peer_with(addr, from, "burst", &format!("j{n}"), within, None).await;
             (peer.map(drain), joined)
         }));
     }
@@ -1219,7 +1134,7 @@ async fn burst_joiners(s: &Server) -> Outcome {
     }
     drop((accepted_joiners, others));
     let ok = kicked.is_empty() && kicked_joiners == 0 && no_answer.is_empty();
-    (
+    Ok((
         format!("{BURST} simultaneous joiners to a room holding {ADMITTED} admitted peers"),
         format!(
             "in {burst_secs:.1} s: {accepted} accepted, {refused} refused, {} without an answer{}; early peers kicked: {}{}; burst joiners kicked after peerAccepted: {kicked_joiners}; log {:.1} MB, {not_delivered} \"not delivered\" lines; RSS {rss_before:.1} → peak {rss_peak:.1} MiB",
@@ -1236,7 +1151,7 @@ async fn burst_joiners(s: &Server) -> Outcome {
             log.len() as f64 / 1e6,
         ),
         ok,
-    )
+    ))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1295,15 +1210,13 @@ async fn main() {
                 _ => unreachable!(),
             }
         };
-        let (sent, answer, ok) = tokio::time::timeout(ATTACK_DEADLINE, attack)
-            .await
-            .unwrap_or_else(|_| {
-                (
-                    "(attack)".into(),
-                    format!("did not finish within {ATTACK_DEADLINE:?}"),
-                    false,
-                )
-            });
+        let (sent, answer, ok) = match tokio::time::timeout(ATTACK_DEADLINE, attack).await {
+            Ok(Ok(outcome) | Err(outcome)) => outcome,
+            Err(_) => {
+                let late = format!("did not finish within {ATTACK_DEADLINE:?}");
+                ("(attack)".into(), late, false)
+            }
+        };
         let alive = server.is_running();
         let (n, p50, p99, max) = canary.take();
         let noticed = canary.noticed.lock().unwrap().clone();

@@ -94,24 +94,13 @@ pub struct SocketLimits {
     pub max_topic_bytes: usize,
 }
 
-impl SocketLimits {
-    /// Default for [`SocketLimits::max_channels`].
-    pub const DEFAULT_MAX_CHANNELS: usize = 100;
-    /// Default for [`SocketLimits::idle_timeout`], seconds.
-    pub const DEFAULT_IDLE_TIMEOUT_SECS: f64 = 60.0;
-    /// Default for [`SocketLimits::max_messages_per_sec`].
-    pub const DEFAULT_MAX_MESSAGES_PER_SEC: u32 = 200;
-    /// Default for [`SocketLimits::max_topic_bytes`].
-    pub const DEFAULT_MAX_TOPIC_BYTES: usize = 256;
-}
-
 impl Default for SocketLimits {
     fn default() -> Self {
         SocketLimits {
-            max_channels: Self::DEFAULT_MAX_CHANNELS,
-            idle_timeout: Some(Duration::from_secs_f64(Self::DEFAULT_IDLE_TIMEOUT_SECS)),
-            max_messages_per_sec: Self::DEFAULT_MAX_MESSAGES_PER_SEC,
-            max_topic_bytes: Self::DEFAULT_MAX_TOPIC_BYTES,
+            max_channels: 100,
+            idle_timeout: Some(Duration::from_secs(60)),
+            max_messages_per_sec: 200,
+            max_topic_bytes: 256,
         }
     }
 }

@@ -125,6 +125,28 @@ fn harness_on(serializer: Serializer, pubsub: &Arc<LocalPubSub>) -> Harness {
     harness_with(serializer, SocketLimits::default(), None, pubsub.clone())
 }
 
+/// A V2 socket with `limits` on a PubSub of its own.
+fn harness_limited(limits: SocketLimits) -> Harness {
+    harness_with(Serializer::V2, limits, None, LocalPubSub::new())
+}
+
+/// A V2 socket with default limits that has sent the frames `joins` (their answers dropped).
+fn harness_joined(joins: &[Value]) -> Harness {
+    let mut h = harness();
+    for join in joins {
+        h.send(join.clone());
+    }
+    h
+}
+
+/// The first of `frames` carrying `event`.
+fn first_event(frames: &[Value], event: &str) -> Value {
+    match frames.iter().find(|f| f[3] == event) {
+        Some(frame) => frame.clone(),
+        None => panic!("no {event} in {frames:?}"),
+    }
+}
+
 impl Harness {
     fn send(&mut self, frame: Value) -> Vec<Value> {
         self.state
@@ -215,8 +237,7 @@ fn refused_and_crashing_joins_reply_errors_and_leave_no_channel() {
 
 #[test]
 fn duplicate_join_replies_to_the_new_join_then_closes_the_old_instance() {
-    let mut h = harness();
-    h.send(json!(["11", "1", "room:j", "phx_join", {}]));
+    let mut h = harness_joined(&[json!(["11", "1", "room:j", "phx_join", {}])]);
     let out = h.send(json!(["12", "2", "room:j", "phx_join", {}]));
     let reply = out.iter().position(|f| f[3] == "phx_reply").unwrap();
     let close = out.iter().position(|f| f[3] == "phx_close").unwrap();
@@ -236,11 +257,10 @@ fn duplicate_join_replies_to_the_new_join_then_closes_the_old_instance() {
 
 #[test]
 fn the_channel_limit_refuses_the_next_join() {
-    let limits = SocketLimits {
+    let mut h = harness_limited(SocketLimits {
         max_channels: 2,
         ..SocketLimits::default()
-    };
-    let mut h = harness_with(Serializer::V2, limits, None, LocalPubSub::new());
+    });
     h.send(json!(["1", "1", "room:1", "phx_join", {}]));
     h.send(json!(["2", "2", "room:2", "phx_join", {}]));
     assert_eq!(
@@ -253,8 +273,7 @@ fn the_channel_limit_refuses_the_next_join() {
 
 #[test]
 fn stale_join_refs_are_dropped_and_null_join_refs_accepted() {
-    let mut h = harness();
-    h.send(json!(["11", "1", "room:s", "phx_join", {}]));
+    let mut h = harness_joined(&[json!(["11", "1", "room:s", "phx_join", {}])]);
     assert_eq!(
         h.send(json!(["99", "2", "room:s", "echo", {"a": 1}])),
         Vec::<Value>::new()
@@ -271,8 +290,7 @@ fn stale_join_refs_are_dropped_and_null_join_refs_accepted() {
 
 #[test]
 fn leave_replies_closes_and_then_forwards_terminate_pushes() {
-    let mut h = harness();
-    h.send(json!(["11", "1", "room:l", "phx_join", {}]));
+    let mut h = harness_joined(&[json!(["11", "1", "room:l", "phx_join", {}])]);
     assert_eq!(
         h.send(json!(["11", "2", "room:l", "phx_leave", {}])),
         vec![
@@ -296,9 +314,10 @@ fn leave_replies_closes_and_then_forwards_terminate_pushes() {
 
 #[test]
 fn a_panicking_channel_gets_phx_error_and_the_others_keep_working() {
-    let mut h = harness();
-    h.send(json!(["1", "1", "room:a", "phx_join", {}]));
-    h.send(json!(["2", "2", "room:b", "phx_join", {}]));
+    let mut h = harness_joined(&[
+        json!(["1", "1", "room:a", "phx_join", {}]),
+        json!(["2", "2", "room:b", "phx_join", {}]),
+    ]);
     let out = h.send(json!(["1", "3", "room:a", "boom", {}]));
     assert_eq!(
         out[0],
@@ -314,8 +333,7 @@ fn a_panicking_channel_gets_phx_error_and_the_others_keep_working() {
 
 #[test]
 fn stop_replies_then_closes() {
-    let mut h = harness();
-    h.send(json!(["1", "1", "room:a", "phx_join", {}]));
+    let mut h = harness_joined(&[json!(["1", "1", "room:a", "phx_join", {}])]);
     let out = h.send(json!(["1", "2", "room:a", "stop", {}]));
     assert_eq!(out[0][3], "phx_reply");
     assert_eq!(out[1], json!(["1", "1", "room:a", "phx_close", {}]));
@@ -323,8 +341,7 @@ fn stop_replies_then_closes() {
 
 #[test]
 fn undecodable_frames_close_the_socket_with_1011_and_terminate_channels() {
-    let mut h = harness();
-    h.send(json!(["1", "1", "room:a", "phx_join", {}]));
+    let mut h = harness_joined(&[json!(["1", "1", "room:a", "phx_join", {}])]);
     h.state.handle_frame(h.now, &Frame::Text("not json".into()));
     assert_eq!(h.outputs(), vec![json!({"close": 1011})]);
     assert_eq!(
@@ -336,11 +353,10 @@ fn undecodable_frames_close_the_socket_with_1011_and_terminate_channels() {
 
 #[test]
 fn idle_sockets_close_with_1001_after_the_timeout() {
-    let limits = SocketLimits {
+    let mut h = harness_limited(SocketLimits {
         idle_timeout: Some(Duration::from_millis(200)),
         ..SocketLimits::default()
-    };
-    let mut h = harness_with(Serializer::V2, limits, None, LocalPubSub::new());
+    });
     let start = h.now;
     assert_eq!(
         h.state.poll_timeout(),
@@ -400,8 +416,7 @@ fn broadcast_from_skips_only_the_sender() {
 
 #[test]
 fn handle_info_messages_reach_the_channel_through_its_sender() {
-    let mut h = harness();
-    h.send(json!(["1", "1", "room:a", "phx_join", {}]));
+    let mut h = harness_joined(&[json!(["1", "1", "room:a", "phx_join", {}])]);
     assert_eq!(
         h.send(json!(["1", "2", "room:a", "sender", {}])),
         Vec::<Value>::new()
@@ -423,34 +438,24 @@ fn presence_state_follows_the_join_and_diffs_are_broadcast() {
     a.send(json!(["1", "1", "room:p", "phx_join", {"track": "a"}]));
     a.pump_inbox();
     let out = b.send(json!(["1", "1", "room:p", "phx_join", {"track": "b"}]));
-    let state = out
-        .iter()
-        .find(|f| f[3] == "presence_state")
-        .expect("presence_state pushed");
+    let state = first_event(&out, "presence_state");
     assert_eq!(state[0], json!("1"));
     assert!(state[4]["a"]["metas"][0]["phx_ref"].is_string());
     assert!(state[4]["b"]["metas"][0]["phx_ref"].is_string());
-    let diff = a
-        .pump_inbox()
-        .into_iter()
-        .find(|f| f[3] == "presence_diff")
-        .expect("diff");
+    let diff = first_event(&a.pump_inbox(), "presence_diff");
     assert_eq!(diff[4]["joins"]["b"]["metas"][0]["k"], "b");
     b.send(json!(["1", "2", "room:p", "phx_leave", {}]));
-    let diff = a
-        .pump_inbox()
-        .into_iter()
-        .find(|f| f[3] == "presence_diff")
-        .expect("leave diff");
+    let diff = first_event(&a.pump_inbox(), "presence_diff");
     assert_eq!(diff[4]["leaves"]["b"]["metas"][0]["k"], "b");
     assert_eq!(diff[4]["joins"], json!({}));
 }
 
 #[test]
 fn closing_the_transport_terminates_every_channel_exactly_once() {
-    let mut h = harness();
-    h.send(json!(["1", "1", "room:a", "phx_join", {}]));
-    h.send(json!(["2", "2", "room:b", "phx_join", {}]));
+    let mut h = harness_joined(&[
+        json!(["1", "1", "room:a", "phx_join", {}]),
+        json!(["2", "2", "room:b", "phx_join", {}]),
+    ]);
     h.state.transport_closed();
     h.state.transport_closed();
     assert_eq!(h.outputs(), Vec::<Value>::new());
@@ -485,11 +490,10 @@ fn v1_frames_never_carry_join_ref() {
 
 #[test]
 fn more_messages_in_a_second_than_the_rate_closes_the_socket_with_1008() {
-    let limits = SocketLimits {
+    let mut h = harness_limited(SocketLimits {
         max_messages_per_sec: 3,
         ..SocketLimits::default()
-    };
-    let mut h = harness_with(Serializer::V2, limits, None, LocalPubSub::new());
+    });
     let heartbeat = json!([null, "1", "phoenix", "heartbeat", {}]);
     let ok = json!([null, "1", "phoenix", "phx_reply", {"status": "ok", "response": {}}]);
     for _ in 0..3 {
@@ -506,11 +510,10 @@ fn more_messages_in_a_second_than_the_rate_closes_the_socket_with_1008() {
 
 #[test]
 fn a_topic_longer_than_the_limit_gets_a_join_error_before_any_route_runs() {
-    let limits = SocketLimits {
+    let mut h = harness_limited(SocketLimits {
         max_topic_bytes: 10,
         ..SocketLimits::default()
-    };
-    let mut h = harness_with(Serializer::V2, limits, None, LocalPubSub::new());
+    });
     assert_eq!(
         h.send(json!(["1", "1", "room:0123456", "phx_join", {}])),
         vec![

@@ -133,36 +133,21 @@ pub struct Settings {
     pub query: params::QueryLimits,
 }
 
-impl Settings {
-    /// Default for [`Settings::max_frame_size`].
-    pub const DEFAULT_MAX_FRAME_SIZE: usize = 8 * 1024 * 1024;
-    /// Default for [`Settings::longpoll_window`], seconds.
-    pub const DEFAULT_LONGPOLL_WINDOW_SECS: f64 = 10.0;
-    /// Default for [`Settings::outbound_queue`].
-    pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
-    /// Default for [`Settings::inbox`].
-    pub const DEFAULT_INBOX: usize = 1024;
-    /// Default for [`Settings::outbound_bytes`].
-    pub const DEFAULT_OUTBOUND_BYTES: usize = 4 * 1024 * 1024;
-    /// Default for [`Settings::max_longpoll_sessions`].
-    pub const DEFAULT_MAX_LONGPOLL_SESSIONS: usize = 10_000;
-}
-
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             check_origin: CheckOrigin::SameHost,
-            max_frame_size: Self::DEFAULT_MAX_FRAME_SIZE,
-            longpoll_window: Duration::from_secs_f64(Self::DEFAULT_LONGPOLL_WINDOW_SECS),
+            max_frame_size: 8 * 1024 * 1024,
+            longpoll_window: Duration::from_secs(10),
             websocket: true,
             longpoll: true,
             auth_token: true,
             subprotocols: Vec::new(),
-            outbound_queue: Self::DEFAULT_OUTBOUND_QUEUE,
-            inbox: Self::DEFAULT_INBOX,
-            outbound_bytes: Self::DEFAULT_OUTBOUND_BYTES,
+            outbound_queue: 1024,
+            inbox: 1024,
+            outbound_bytes: 4 * 1024 * 1024,
             socket: SocketLimits::default(),
-            max_longpoll_sessions: Self::DEFAULT_MAX_LONGPOLL_SESSIONS,
+            max_longpoll_sessions: 10_000,
             query: params::QueryLimits::default(),
         }
     }

@@ -21,23 +21,15 @@ pub struct QueryLimits {
     pub max_depth: usize,
 }
 
-impl QueryLimits {
-    /// Default for [`QueryLimits::max_bytes`]: Cowboy's request-line limit is 8 KB; we allow more
-    /// for a long auth token.
-    pub const DEFAULT_MAX_BYTES: usize = 16 * 1024;
-    /// Default for [`QueryLimits::max_pairs`] (Plug counts pairs too).
-    pub const DEFAULT_MAX_PAIRS: usize = 256;
-    /// Default for [`QueryLimits::max_depth`]: far more than any client nests, far less than a
-    /// stack-hungry attacker wants.
-    pub const DEFAULT_MAX_DEPTH: usize = 32;
-}
-
 impl Default for QueryLimits {
     fn default() -> Self {
         QueryLimits {
-            max_bytes: Self::DEFAULT_MAX_BYTES,
-            max_pairs: Self::DEFAULT_MAX_PAIRS,
-            max_depth: Self::DEFAULT_MAX_DEPTH,
+            // Cowboy's request-line limit is 8 KB; we allow more for a long auth token.
+            max_bytes: 16 * 1024,
+            // Plug counts pairs too.
+            max_pairs: 256,
+            // Far more than any client nests, far less than a stack-hungry attacker wants.
+            max_depth: 32,
         }
     }
 }
@@ -185,14 +177,8 @@ mod tests {
     use super::{ParamsError, QueryLimits};
     use serde_json::{Value, json};
 
-    const DEFAULTS: QueryLimits = QueryLimits {
-        max_bytes: QueryLimits::DEFAULT_MAX_BYTES,
-        max_pairs: QueryLimits::DEFAULT_MAX_PAIRS,
-        max_depth: QueryLimits::DEFAULT_MAX_DEPTH,
-    };
-
     fn parse_query(query: &str) -> Value {
-        super::parse_query(query, &DEFAULTS).expect("within the limits")
+        super::parse_query(query, &QueryLimits::default()).expect("within the limits")
     }
 
     fn refusal(query: &str, limits: &QueryLimits) -> ParamsError {
@@ -233,11 +219,14 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused_and_a_long_one_is_refused_by_length() {
         let query = format!("a{}=1", "[a]".repeat(5000));
-        assert_eq!(refusal(&query, &DEFAULTS), ParamsError::TooDeep(32));
+        assert_eq!(
+            refusal(&query, &QueryLimits::default()),
+            ParamsError::TooDeep(32)
+        );
         // The attack of issue 8: 9,000 levels in a 27 KB URL.
         let query = format!("a{}=1", "[a]".repeat(9000));
         assert_eq!(
-            refusal(&query, &DEFAULTS),
+            refusal(&query, &QueryLimits::default()),
             ParamsError::TooLong {
                 len: 27003,
                 limit: 16384
@@ -262,9 +251,9 @@ mod tests {
 
     #[test]
     fn the_deepest_allowed_key_still_parses() {
-        let query = format!("a{}=1", "[a]".repeat(QueryLimits::DEFAULT_MAX_DEPTH - 1));
+        let query = format!("a{}=1", "[a]".repeat(QueryLimits::default().max_depth - 1));
         let mut value = parse_query(&query);
-        for _ in 0..QueryLimits::DEFAULT_MAX_DEPTH {
+        for _ in 0..QueryLimits::default().max_depth {
             value = value["a"].take();
         }
         assert_eq!(value, json!("1"));
@@ -272,11 +261,14 @@ mod tests {
 
     #[test]
     fn too_many_pairs_and_too_long_queries_are_refused() {
-        let many = vec!["a=1"; QueryLimits::DEFAULT_MAX_PAIRS + 1].join("&");
-        assert_eq!(refusal(&many, &DEFAULTS), ParamsError::TooManyPairs(256));
-        let long = "a=".to_owned() + &"x".repeat(QueryLimits::DEFAULT_MAX_BYTES);
+        let many = vec!["a=1"; QueryLimits::default().max_pairs + 1].join("&");
         assert_eq!(
-            refusal(&long, &DEFAULTS),
+            refusal(&many, &QueryLimits::default()),
+            ParamsError::TooManyPairs(256)
+        );
+        let long = "a=".to_owned() + &"x".repeat(QueryLimits::default().max_bytes);
+        assert_eq!(
+            refusal(&long, &QueryLimits::default()),
             ParamsError::TooLong {
                 len: 16386,
                 limit: 16384
@@ -303,10 +295,13 @@ mod tests {
         );
         let wide = QueryLimits {
             max_depth: 100,
-            ..DEFAULTS
+            ..QueryLimits::default()
         };
         let deep = format!("a{}=1", "[a]".repeat(60));
         assert!(super::parse_query(&deep, &wide).is_ok());
-        assert_eq!(refusal(&deep, &DEFAULTS), ParamsError::TooDeep(32));
+        assert_eq!(
+            refusal(&deep, &QueryLimits::default()),
+            ParamsError::TooDeep(32)
+        );
     }
 }

@@ -35,39 +35,24 @@ pub struct EngineLimits {
     pub reconnect_grace: Duration,
 }
 
-impl EngineLimits {
-    /// Default of [`EngineLimits::max_peer_metadata_bytes`]: a display name and a few fields.
-    pub const DEFAULT_MAX_PEER_METADATA_BYTES: usize = 4 * 1024;
-    /// Default of [`EngineLimits::max_track_metadata_bytes`].
-    pub const DEFAULT_MAX_TRACK_METADATA_BYTES: usize = 4 * 1024;
-    /// Default of [`EngineLimits::max_tracks_per_peer`]: camera, microphone, screen and spares.
-    pub const DEFAULT_MAX_TRACKS_PER_PEER: usize = 16;
-    /// Default of [`EngineLimits::max_offer_bytes`]: one PeerConnection carries every
-    /// subscription at about 1.5–3 KB per m-line, so this fits a room of about 100 peers.
-    pub const DEFAULT_MAX_OFFER_BYTES: usize = 256 * 1024;
-    /// Default of [`EngineLimits::max_offer_m_lines`].
-    pub const DEFAULT_MAX_OFFER_M_LINES: usize = 128;
-    /// Default of [`EngineLimits::max_candidates_per_offer`].
-    pub const DEFAULT_MAX_CANDIDATES_PER_OFFER: usize = 32;
-    /// Default of [`EngineLimits::max_candidate_bytes`].
-    pub const DEFAULT_MAX_CANDIDATE_BYTES: usize = 512;
-    /// Default of [`EngineLimits::reconnect_grace`] in seconds: a Wi-Fi hiccup, a laptop lid
-    /// closed for a moment, a switch from Wi-Fi to cellular all fit; a tab that is really gone
-    /// stops sending media and is removed within the SFU's peer timeout anyway.
-    pub const DEFAULT_RECONNECT_GRACE_SECS: u64 = 30;
-}
-
 impl Default for EngineLimits {
     fn default() -> Self {
         EngineLimits {
-            max_peer_metadata_bytes: Self::DEFAULT_MAX_PEER_METADATA_BYTES,
-            max_track_metadata_bytes: Self::DEFAULT_MAX_TRACK_METADATA_BYTES,
-            max_tracks_per_peer: Self::DEFAULT_MAX_TRACKS_PER_PEER,
-            max_offer_bytes: Self::DEFAULT_MAX_OFFER_BYTES,
-            max_offer_m_lines: Self::DEFAULT_MAX_OFFER_M_LINES,
-            max_candidates_per_offer: Self::DEFAULT_MAX_CANDIDATES_PER_OFFER,
-            max_candidate_bytes: Self::DEFAULT_MAX_CANDIDATE_BYTES,
-            reconnect_grace: Duration::from_secs(Self::DEFAULT_RECONNECT_GRACE_SECS),
+            // A display name and a few fields.
+            max_peer_metadata_bytes: 4 * 1024,
+            max_track_metadata_bytes: 4 * 1024,
+            // Camera, microphone, screen and spares.
+            max_tracks_per_peer: 16,
+            // One PeerConnection carries every subscription at about 1.5–3 KB per m-line, so
+            // this fits a room of about 100 peers.
+            max_offer_bytes: 256 * 1024,
+            max_offer_m_lines: 128,
+            max_candidates_per_offer: 32,
+            max_candidate_bytes: 512,
+            // A Wi-Fi hiccup, a laptop lid closed for a moment, a switch from Wi-Fi to cellular
+            // all fit; a tab that is really gone stops sending media and is removed within the
+            // SFU's peer timeout anyway.
+            reconnect_grace: Duration::from_secs(30),
         }
     }
 }
