@@ -239,7 +239,11 @@ pub struct Config {
 
     /// Seconds a peer whose socket was lost without `leave` stays in its room while its media
     /// is alive, for its client to resume with its token (0: removed at once).
-    #[arg(long, env, default_value_t = default_secs(Some(EngineLimits::default().reconnect_grace)))]
+    #[arg(
+        long = "reconnect-grace",
+        env,
+        default_value_t = default_secs(Some(EngineLimits::default().reconnect_grace))
+    )]
     pub reconnect_grace_secs: f64,
 
     /// Seconds to wait for sockets to close after Ctrl-C (they are told 1012 first).
