@@ -184,6 +184,7 @@ fn watched_room_registry(
         max_rooms: config.max_rooms,
         metrics: metrics.rooms.clone(),
         fault_injection,
+        reconnect_grace: config.reconnect_grace(),
         ..RoomsConfig::default()
     };
     RoomRegistry::new(rooms, media)

@@ -237,6 +237,15 @@ pub struct Config {
     #[arg(long = "room-grace", env, default_value_t = 2.0)]
     pub room_grace_secs: f64,
 
+    /// Seconds a peer whose socket was lost without `leave` stays in its room while its media
+    /// is alive, for its client to resume with its token (0: removed at once).
+    #[arg(
+        long = "reconnect-grace",
+        env,
+        default_value_t = default_secs(Some(EngineLimits::default().reconnect_grace))
+    )]
+    pub reconnect_grace_secs: f64,
+
     /// Seconds to wait for sockets to close after Ctrl-C (they are told 1012 first).
     #[arg(long = "drain-timeout", env, default_value_t = 5.0)]
     pub drain_timeout_secs: f64,
@@ -393,7 +402,13 @@ impl Config {
             max_offer_m_lines: self.max_offer_m_lines,
             max_candidates_per_offer: self.max_candidates_per_offer,
             max_candidate_bytes: self.max_candidate_bytes,
+            reconnect_grace: self.reconnect_grace(),
         }
+    }
+
+    /// [`Config::reconnect_grace_secs`] as a duration (negative or NaN: none).
+    pub fn reconnect_grace(&self) -> Duration {
+        Duration::try_from_secs_f64(self.reconnect_grace_secs.max(0.0)).unwrap_or_default()
     }
 
     /// The connection-level limits of the HTTP server; after a drain, open requests get the

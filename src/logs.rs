@@ -4,8 +4,9 @@
 //! - Every line that concerns a room or a peer says `room=<id>` and `peer=<id>` in its message;
 //!   the JSON format also lifts them into `room` and `peer` fields for log shippers.
 //! - Secrets never reach the output at any level: the value after `ice-pwd:` (SDP, also in
-//!   str0m's own debug lines), after `token=` and after the `base64url.bearer.phx.` WebSocket
-//!   subprotocol is replaced by `<redacted>` ([`redact`]).
+//!   str0m's own debug lines), after `token=`, after the `base64url.bearer.phx.` WebSocket
+//!   subprotocol and of a JSON `resumeToken` (join params, `peerAccepted`, also inside an
+//!   escaped media event) is replaced by `<redacted>` ([`redact`]).
 //! - Known noise is demoted: str0m warns "Ignore remote PT RED change" on every re-offer from
 //!   Chrome, which is harmless (its payload-type module is capped at `error`); the rest is
 //!   demoted where it is logged (Firefox's end-of-candidates and `.local` candidates, a
@@ -79,7 +80,14 @@ fn field<'a>(msg: &'a str, key: &str) -> Option<&'a str> {
 
 /// `text` with the values of secret fields replaced by `<redacted>` (see the module docs).
 pub fn redact(text: &str) -> Cow<'_, str> {
-    const SECRETS: [&str; 3] = ["ice-pwd:", "token=", "bearer.phx."];
+    const SECRETS: [&str; 6] = [
+        "ice-pwd:",
+        "token=",
+        "bearer.phx.",
+        r#"resumeToken":""#,
+        r#"resumeToken\":\""#,
+        "resumeToken=",
+    ];
     if !SECRETS.iter().any(|s| text.contains(s)) {
         return Cow::Borrowed(text);
     }
@@ -127,6 +135,14 @@ mod tests {
             "protocols base64url.bearer.phx.<redacted>, phoenix"
         );
         assert_eq!(redact("room=a peer=b connected"), "room=a peer=b connected");
+        assert_eq!(
+            redact(r#"join {"resumeToken":"q1Zx-_AB"} resumeToken=q1Zx"#),
+            r#"join {"resumeToken":"<redacted>"} resumeToken=<redacted>"#
+        );
+        assert_eq!(
+            redact(r#"{"data":"{\"id\":\"p\",\"resumeToken\":\"q1Zx-_AB\"}"}"#),
+            r#"{"data":"{\"id\":\"p\",\"resumeToken\":\"<redacted>\"}"}"#
+        );
     }
 
     #[test]

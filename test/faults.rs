@@ -19,7 +19,7 @@ mod server_process;
 
 use peer::client::{HeadlessPeer, Hold, Observations, PeerOptions};
 use peer::scenario::{
-    LONG, active_tracks, answer_directions, assert_clean, assert_delivery, join_accepted_at,
+    LONG, answer_directions, assert_clean, assert_delivery, join_accepted_at, packets_from,
     wait_receiving,
 };
 use serde_json::json;
@@ -297,17 +297,6 @@ async fn a_websocket_closed_between_offer_and_answer_leaves_no_orphaned_track() 
         Hold::BeforeAnswer,
     )))
     .await;
-}
-
-/// Packets received so far by `subscriber` on every track of `publisher`.
-fn packets_from(subscriber: &HeadlessPeer, publisher: &HeadlessPeer) -> Vec<u64> {
-    let tracks = active_tracks(publisher);
-    subscriber.observe(|o| {
-        tracks
-            .iter()
-            .map(|t| o.remote.get(&t.track_id).map_or(0, |r| r.packets))
-            .collect()
-    })
 }
 
 /// Two peers in `room`, each receiving the other.

@@ -137,7 +137,7 @@ fn leave_has_no_data_key() {
 }
 
 #[test]
-fn peer_accepted_lists_the_other_peers_with_their_tracks() {
+fn peer_accepted_lists_the_other_peers_with_their_tracks_and_the_resume_token() {
     assert_out(
         "out_peer_accepted",
         MediaEventOut::PeerAccepted(PeerAcceptedData {
@@ -147,7 +147,21 @@ fn peer_accepted_lists_the_other_peers_with_their_tracks() {
                 metadata: json!({"displayName": "Alice"}),
                 track_id_to_metadata: map(&[("p1:a", json!({})), ("p1:v", json!({}))]),
             }],
+            resume_token: Some("3q2-7wAAAAC6vLq8urq6vLq8urq8urq8".into()),
         }),
+    );
+}
+
+#[test]
+fn peer_accepted_without_a_resume_token_has_no_resume_token_key() {
+    let event = MediaEventOut::PeerAccepted(PeerAcceptedData {
+        id: "p2".into(),
+        peers_in_room: vec![],
+        resume_token: None,
+    });
+    assert_eq!(
+        event.to_json(),
+        r#"{"type":"peerAccepted","data":{"id":"p2","peersInRoom":[]}}"#
     );
 }
 

@@ -135,6 +135,11 @@ impl Metrics {
             media.media_failures.clone(),
         );
         r.register(
+            "reconnects",
+            "Peers held after losing their socket while their media lived, resumed, or refused a resume, by outcome",
+            rooms.reconnects.clone(),
+        );
+        r.register(
             "join_duration_seconds",
             "From a channel join to the peer's admission",
             rooms.join_seconds.clone(),

@@ -9,8 +9,11 @@
 //!
 //! Queue policies (the inbox's is in [`super`]: each sender is bounded by its own share, so a
 //! burst refuses only the joiners beyond it and never evicts an admitted peer):
-//! - Peer departures do not use the inbox: each peer's channel holds a `oneshot` lease whose drop
-//!   removes the peer, so a departure is never lost and happens exactly once.
+//! - Peer departures do not use the inbox: each peer's channel holds a `oneshot` lease that
+//!   says [`Departure::Left`] or is dropped ([`Departure::Lost`]), so a departure is never lost
+//!   and happens exactly once per attachment. A lost peer with live media is held by the engine
+//!   for its reconnect grace; a resumed peer gets a new attachment, and the end of an older
+//!   one (its old channel closing late) is ignored.
 //! - Media events to a peer go through its channel's bounded mailbox without waiting; if that is
 //!   full the Phoenix layer closes the socket (the peer stopped reading), which ends the lease.
 //!   An undeliverable event is logged once per peer, not once per event.
@@ -29,13 +32,14 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::admission::Admission;
 use super::chat::{ChatRefusal, display_name_of};
 use super::metrics::RoomMetrics;
 use super::registry::{AttachSlot, RoomRegistry, RoomsConfig};
-use super::{PeerMessage, PeerSink};
+use super::resume::ResumeRefusal;
+use super::{Departure, Lease, PeerMessage, PeerSink};
 use crate::phoenix::ReplyRef;
 use crate::rtc::driver::RoomMedia;
 use crate::rtc::engine::{Engine, EngineOutput};
@@ -51,10 +55,24 @@ pub(crate) enum RoomCommand {
         peer: PeerId,
         /// Where the room sends the peer's media events.
         sink: Box<dyn PeerSink>,
-        /// Resolves (with an error) when the channel is gone: the peer is then removed.
-        lease: oneshot::Receiver<()>,
-        /// The room's attach slot this channel holds until the peer is removed.
+        /// Resolves when the channel is gone: the peer is then removed or held.
+        lease: Lease,
+        /// The room's attach slot this channel holds until it ends.
         slot: AttachSlot,
+    },
+    /// A channel presented `peer`'s resume token (already spent): it replaces the peer's
+    /// channel, if any, and hears what it missed.
+    Resume {
+        /// The resumed peer.
+        peer: PeerId,
+        /// Where the room sends the peer's media events from now on.
+        sink: Box<dyn PeerSink>,
+        /// The new channel's lease.
+        lease: Lease,
+        /// The new channel's attach slot.
+        slot: AttachSlot,
+        /// The peer's next resume token (told in the replayed `peerAccepted`).
+        token: String,
     },
     /// The serialized media event a peer pushed.
     MediaEvent {
@@ -105,6 +123,7 @@ impl std::fmt::Debug for RoomCommand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RoomCommand::Attach { peer, .. } => write!(f, "Attach({peer})"),
+            RoomCommand::Resume { peer, .. } => write!(f, "Resume({peer})"),
             RoomCommand::MediaEvent { peer, .. } => write!(f, "MediaEvent({peer})"),
             RoomCommand::Chat { peer, .. } => write!(f, "Chat({peer})"),
         }
@@ -121,8 +140,10 @@ pub(crate) struct Room {
     admission: Arc<dyn Admission>,
     max_peers: usize,
     empty_grace: Duration,
-    /// The channels attached to this room.
-    peers: HashMap<PeerId, Box<dyn PeerSink>>,
+    /// The channels attached to this room (a held peer has none).
+    peers: HashMap<PeerId, Attached>,
+    /// Numbers attachments, so the late end of a replaced channel is told apart.
+    next_attachment: u64,
     /// Display names of admitted peers (from their `join` metadata), for chat messages.
     names: HashMap<PeerId, String>,
     /// Attached peers an event could not be delivered to (logged once each).
@@ -161,6 +182,7 @@ impl Room {
             max_peers: config.max_peers.max(1),
             empty_grace: config.empty_grace,
             peers: HashMap::new(),
+            next_attachment: 0,
             names: HashMap::new(),
             undeliverable: HashSet::new(),
             empty_since: Some(tokio::time::Instant::now()),
@@ -198,28 +220,46 @@ impl Room {
         loop {
             // The driver may want a timer before any input, and after every input.
             self.drain();
-            self.peers_gauge
-                .set(self.media.driver().core().member_count());
+            let members = self.media.driver().core().member_count();
+            self.peers_gauge.set(members);
             if self.crashed {
                 self.metrics.error("room_crashed");
                 self.close_all("room crashed");
                 self.registry.forget(&self.id, self.instance);
                 return;
             }
+            // Held peers are members without a channel: the room is not empty while they are.
+            let empty = self.peers.is_empty() && members == 0;
+            match (empty, self.empty_since) {
+                (true, None) => self.empty_since = Some(tokio::time::Instant::now()),
+                (false, Some(_)) => self.empty_since = None,
+                _ => {}
+            }
             let retire_at = self.empty_since.map(|t| t + grace);
             tokio::select! {
                 command = self.inbox.recv() => match command {
                     Some(RoomCommand::Attach { peer, sink, lease, slot }) => {
                         log::info!("room={} peer={peer} attached", self.id);
-                        self.peers.insert(peer, sink);
+                        let attachment = self.attach(peer, sink);
                         self.attached_at.insert(peer, Instant::now());
-                        self.empty_since = None;
-                        leases.push(async move {
-                            // Resolves when the channel sends or drops its end.
-                            let _ = lease.await;
-                            drop(slot);
-                            peer
-                        });
+                        leases.push(lease_end(peer, attachment, lease, slot));
+                    }
+                    Some(RoomCommand::Resume { peer, sink, lease, slot, token }) => {
+                        if self.media.driver().core().is_member(peer) {
+                            let attachment = self.attach(peer, sink);
+                            leases.push(lease_end(peer, attachment, lease, slot));
+                            self.engine_call(|e| e.resume_peer(peer, token));
+                            self.metrics.reconnect("resumed");
+                        } else {
+                            // Removed between the token check and now (grace over, media
+                            // failed): the client starts afresh.
+                            log::info!("room={} peer={peer} resume came too late", self.id);
+                            self.registry.revoke_token(peer);
+                            let reason = ResumeRefusal::Expired.reason();
+                            sink.deliver(PeerMessage::Closed {
+                                error_event: MediaEventOut::error(reason).to_json(),
+                            });
+                        }
                     }
                     Some(RoomCommand::MediaEvent { peer, data, credit }) => {
                         if self.fault_injection && data.contains("faultInjection") {
@@ -238,20 +278,13 @@ impl Room {
                     // Unreachable while the registry holds a sender; stop if it ever happens.
                     None => break,
                 },
-                Some(peer) = leases.next(), if !leases.is_empty() => {
-                    log::info!("room={} peer={peer} detached", self.id);
-                    self.peers.remove(&peer);
-                    self.attached_at.remove(&peer);
-                    self.names.remove(&peer);
-                    self.undeliverable.remove(&peer);
-                    self.engine_call(|e| e.remove_peer(peer));
-                    if self.peers.is_empty() {
-                        self.empty_since = Some(tokio::time::Instant::now());
-                    }
+                Some((peer, attachment, departure)) = leases.next(), if !leases.is_empty() => {
+                    self.channel_ended(peer, attachment, departure);
                 }
                 () = self.media.wait() => {}
                 _ = sleep_until(retire_at) => {
                     if self.peers.is_empty()
+                        && self.media.driver().core().member_count() == 0
                         && self.registry.retire_if_idle(&self.id, self.instance, &self.inbox)
                     {
                         log::info!("room={} stopped: empty for {grace:?}", self.id);
@@ -260,6 +293,64 @@ impl Room {
                 }
             }
         }
+    }
+
+    /// Makes `sink` the channel of `peer`; a channel it replaces (the server had not noticed
+    /// that the client's old connection died) is closed. Returns the attachment's number.
+    fn attach(&mut self, peer: PeerId, sink: Box<dyn PeerSink>) -> u64 {
+        self.next_attachment += 1;
+        let attachment = self.next_attachment;
+        self.undeliverable.remove(&peer);
+        if let Some(old) = self.peers.insert(peer, Attached { sink, attachment }) {
+            log::info!(
+                "room={} peer={peer} resumed on a new channel, closing the old one",
+                self.id
+            );
+            old.sink.deliver(PeerMessage::Closed {
+                error_event: MediaEventOut::error("resumed on another connection").to_json(),
+            });
+        }
+        attachment
+    }
+
+    /// A channel ended: if it is still the peer's, the peer leaves or is held (see [`Departure`]).
+    fn channel_ended(&mut self, peer: PeerId, attachment: u64, departure: Departure) {
+        if self
+            .peers
+            .get(&peer)
+            .is_none_or(|a| a.attachment != attachment)
+        {
+            log::debug!("room={} peer={peer} a replaced channel ended", self.id);
+            return;
+        }
+        self.peers.remove(&peer);
+        self.attached_at.remove(&peer);
+        self.undeliverable.remove(&peer);
+        match departure {
+            Departure::Left => {
+                log::info!("room={} peer={peer} detached: left", self.id);
+                self.engine_call(|e| e.remove_peer(peer));
+            }
+            Departure::Lost => {
+                let held = self.engine_call(|e| e.detach_peer(peer, Instant::now()));
+                if held == Some(true) {
+                    self.metrics.reconnect("held");
+                }
+                let what = if held == Some(true) {
+                    "held for reconnect"
+                } else {
+                    "removed"
+                };
+                log::info!(
+                    "room={} peer={peer} detached: connection lost, {what}",
+                    self.id
+                );
+            }
+        }
+        // Names of peers no longer members (this one, or held peers whose grace or media ran
+        // out meanwhile): a held peer keeps its name for the chat of its resumed channel.
+        let engine = self.media.driver().core();
+        self.names.retain(|p, _| engine.is_member(*p));
     }
 
     /// Test-only faults, obeyed when [`RoomsConfig::fault_injection`] is set (the
@@ -305,6 +396,7 @@ impl Room {
                 }
                 EngineOutput::PeerRemoved(peer) => {
                     log::debug!("room={} peer={peer} is no longer a member", self.id);
+                    self.registry.revoke_token(peer);
                 }
                 // The driver consumes these; they never reach the room.
                 EngineOutput::IceUfrags(_)
@@ -340,7 +432,12 @@ impl Room {
                         .observe(at.elapsed().as_secs_f64());
                 }
                 self.names.insert(peer, display_name_of(metadata));
-                self.engine_call(|e| e.accept_peer(peer, Instant::now()));
+                let token = self.registry.issue_token(&self.id, peer);
+                self.engine_call(|e| e.accept_peer_resumable(peer, token, Instant::now()));
+                if !self.media.driver().core().is_member(peer) {
+                    // It stopped waiting (its channel ended) before the decision: no token.
+                    self.registry.revoke_token(peer);
+                }
             }
             Ok(Err(data)) => {
                 self.engine_call(|e| e.deny_peer(peer, data));
@@ -356,7 +453,7 @@ impl Room {
     /// (a peer that is gone misses every event until its departure is handled).
     fn deliver(&mut self, peer: PeerId, event: String) {
         match self.peers.get(&peer) {
-            Some(sink) => {
+            Some(Attached { sink, .. }) => {
                 if !sink.deliver(PeerMessage::MediaEvent(event)) && self.undeliverable.insert(peer)
                 {
                     log::warn!(
@@ -365,6 +462,7 @@ impl Room {
                     );
                 }
             }
+            // A held peer (or one gone): its client hears the state again when it resumes.
             None => log::debug!("room={} peer={peer} not attached, event dropped", self.id),
         }
     }
@@ -385,7 +483,7 @@ impl Room {
                     "sentAt": sent_at,
                 }));
                 let engine = self.media.driver().core();
-                for (to, sink) in &self.peers {
+                for (to, Attached { sink, .. }) in &self.peers {
                     // A full channel misses the message: chat is best effort, like a dropped
                     // media event the Phoenix layer deals with by closing the socket.
                     if engine.is_member(*to) && !sink.deliver(PeerMessage::Chat(message.clone())) {
@@ -402,7 +500,7 @@ impl Room {
                 Some(ChatRefusal::NotInRoom)
             }
         };
-        if let Some(sink) = self.peers.get(&peer) {
+        if let Some(Attached { sink, .. }) = self.peers.get(&peer) {
             sink.deliver(PeerMessage::ChatAnswer { reply, refusal });
         }
     }
@@ -410,13 +508,32 @@ impl Room {
     /// Tells every attached peer the room is gone (error event, then the channel closes).
     fn close_all(&mut self, reason: &str) {
         let event = MediaEventOut::error(reason).to_json();
-        for (peer, sink) in self.peers.drain() {
+        for (peer, Attached { sink, .. }) in self.peers.drain() {
             log::info!("room={} peer={peer} closing: {reason}", self.id);
             sink.deliver(PeerMessage::Closed {
                 error_event: event.clone(),
             });
         }
     }
+}
+
+/// One channel of a peer, as the room knows it.
+struct Attached {
+    sink: Box<dyn PeerSink>,
+    /// Which attachment this is ([`Room::attach`]).
+    attachment: u64,
+}
+
+/// Resolves when a channel's lease ends (its slot is given back then), with how it ended.
+async fn lease_end(
+    peer: PeerId,
+    attachment: u64,
+    lease: Lease,
+    slot: AttachSlot,
+) -> (PeerId, u64, Departure) {
+    let departure = lease.await.unwrap_or(Departure::Lost);
+    drop(slot);
+    (peer, attachment, departure)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -20,6 +20,9 @@ pub struct RoomMetrics {
     pub queue_overflows: LabeledCounters,
     /// Errors, by kind (`room_crashed`, …; shared with the other layers).
     pub errors: LabeledCounters,
+    /// Lost sockets and resumes, by outcome: `held` (a peer's socket was lost while its media
+    /// lived), `resumed`, or the refusal (`invalid`, `used`, `expired`, `other_room`).
+    pub reconnects: LabeledCounters,
 }
 
 impl RoomMetrics {
@@ -36,7 +39,13 @@ impl RoomMetrics {
             limit_hits,
             queue_overflows,
             errors,
+            reconnects: LabeledCounters::default(),
         }
+    }
+
+    /// Counts one reconnect `outcome` (see [`RoomMetrics::reconnects`]).
+    pub fn reconnect(&self, outcome: &'static str) {
+        self.reconnects.get_or_create(&[("outcome", outcome)]).inc();
     }
 
     /// Counts one hit of `limit`.

@@ -14,7 +14,18 @@
 //!   [`MaxPeers`]: everyone, up to an optional maximum → the same `peerDenied`).
 //! - `chat` pushes from members go through the room actor, which fans them out to every
 //!   member with the sender's display name and the server's time ([`chat`]); nothing is kept.
-//! - When the channel ends for any reason the peer is removed once (`peerLeft` to the others).
+//! - When the channel ends the peer's lease says how ([`Departure`]): a `phx_leave` (or the
+//!   channel stopping itself) removes the peer at once, `peerLeft` to the others, as does a
+//!   `leave` media event. A lost socket *detaches* it: a member whose media is connected is
+//!   held for [`RoomsConfig::reconnect_grace`] (nobody hears of it, its media keeps flowing),
+//!   anyone else is removed at once. A held peer whose media dies is removed within the SFU's
+//!   peer timeout (a few seconds), as before.
+//! - Resume: `peerAccepted` carries a `resumeToken` ([`resume`]). A channel joining
+//!   `room:<id>` with `{"resumeToken": …}` takes that peer back ([`RoomRegistry::resume`]): the
+//!   old channel, if the server still had it, is closed, the new one gets `peerAccepted` again
+//!   (the room as it is now, and the next token) and any `offerData` it missed. A token that is
+//!   spent, dead, of another room or unknown is refused with a join error `{"reason": …}`
+//!   ([`ResumeRefusal::reason`]) and the peer it names is not touched.
 //! - A room with no peer for [`RoomsConfig::empty_grace`] leaves the registry and stops.
 //!
 //! # Ownership
@@ -53,11 +64,28 @@ pub mod chat;
 pub mod metrics;
 mod peer_channel;
 mod registry;
+pub mod resume;
 
 pub(crate) use actor::{Credit, RoomCommand};
 pub use admission::{Admission, MaxPeers};
-pub use peer_channel::{PeerChannel, RoomSocket, TOPIC_PREFIX};
+pub use peer_channel::{PeerChannel, RESUME_TOKEN_PARAM, RoomSocket, TOPIC_PREFIX};
 pub use registry::{RoomHandle, RoomRegistry, RoomsConfig};
+pub use resume::ResumeRefusal;
+
+/// How a peer's channel ended, as its lease tells the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// The client left the channel (`phx_leave`) or the channel stopped itself: remove the
+    /// peer now.
+    Left,
+    /// The connection was lost (the lease was dropped without a word): hold the peer for its
+    /// reconnect grace if its media lives.
+    Lost,
+}
+
+/// A peer's presence in its room: the channel keeps the sender; sending [`Departure::Left`] or
+/// dropping it ([`Departure::Lost`]) ends the attachment exactly once.
+pub type Lease = tokio::sync::oneshot::Receiver<Departure>;
 
 use crate::phoenix::Router;
 
@@ -113,6 +141,15 @@ pub enum RoomError {
     /// Called outside a tokio runtime, so no room task can be started.
     #[error("no tokio runtime to start the room on")]
     NoRuntime,
+    /// A resume token was refused.
+    #[error("resume refused: {}", .0.reason())]
+    Resume(ResumeRefusal),
+}
+
+impl From<ResumeRefusal> for RoomError {
+    fn from(why: ResumeRefusal) -> Self {
+        RoomError::Resume(why)
+    }
 }
 
 /// Adds the `room:*` channel to `router`, with rooms from `registry`.

@@ -3,13 +3,17 @@
 //! - join: find or start the room, assign a UUID v4 peer id, attach to the room, reply ok `{}`;
 //!   refused: error `{"reason": "room is busy"}`, `{"reason": "too many rooms"}`, or (the room
 //!   cannot be reached or started) `{"reason": "failed to start room"}`; one log line each.
+//! - join with `{"resumeToken": "<token from peerAccepted>"}`: take that peer back instead
+//!   (same peer id, the room replays `peerAccepted` and what is pending), reply ok `{}`; a bad
+//!   token is refused with the [`super::ResumeRefusal::reason`] text. The token is never logged.
 //! - `mediaEvent {"data": "<string>"}` from the client → the room (no reply, like the demo),
 //!   within the peer's share of the room's inbox ([`super::RoomsConfig::peer_queue`]).
 //! - media events from the room → `mediaEvent {"data": "<string>"}` pushes.
 //! - `chat {"text"}` → checked here (size, per-peer rate; refusals answered at once with
 //!   `error {"reason"}`), then through the room to every member as `chat` pushes ([`super::chat`]).
-//! - the channel's end (leave, socket closed, duplicate join, crash) drops the lease, which
-//!   removes the peer from the room exactly once.
+//! - the channel's end tells the room through the lease: `phx_leave` or the channel stopping
+//!   itself says [`Departure::Left`] (the peer is removed); a lost socket, a duplicate join or a
+//!   crash drops the lease ([`Departure::Lost`]: the peer is held while its media lives).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -19,7 +23,7 @@ use tokio::sync::oneshot;
 
 use super::chat::{self, ChatRate};
 use super::registry::{RoomHandle, RoomRegistry};
-use super::{Credit, PeerMessage, PeerSink, RoomCommand, RoomError};
+use super::{Credit, Departure, PeerMessage, PeerSink, ResumeRefusal, RoomCommand, RoomError};
 use crate::phoenix::transport::{ConnectError, ConnectInfo, SocketHandler};
 use crate::phoenix::{
     Channel, ChannelContext, ChannelSender, Flow, HandleIn, JoinReply, Payload, StopReason,
@@ -29,6 +33,8 @@ use crate::rtc::ids::PeerId;
 
 /// The topic prefix this channel serves.
 pub const TOPIC_PREFIX: &str = "room:";
+/// The join param that carries a resume token.
+pub const RESUME_TOKEN_PARAM: &str = "resumeToken";
 
 /// The `/socket` handler of the rooms: accepts everyone (like the demo) and keeps the client's
 /// IP address in the socket's assigns (`client_ip`), so each peer's join logs it once.
@@ -53,8 +59,8 @@ impl PeerSink for ChannelSender<PeerMessage> {
 struct Joined {
     room: RoomHandle,
     peer: PeerId,
-    /// Dropping this removes the peer from the room.
-    lease: Option<oneshot::Sender<()>>,
+    /// Says how the channel ended; dropped unsent, it says the connection was lost.
+    lease: Option<oneshot::Sender<Departure>>,
     /// This peer's media events waiting in the room's inbox.
     waiting: Arc<AtomicUsize>,
     /// This peer's chat rate.
@@ -83,19 +89,33 @@ impl PeerChannel {
 impl Channel for PeerChannel {
     type Info = PeerMessage;
 
-    fn join(&mut self, topic: &str, _payload: Value, ctx: &mut ChannelContext) -> JoinReply {
+    fn join(&mut self, topic: &str, payload: Value, ctx: &mut ChannelContext) -> JoinReply {
         let room_id = topic.strip_prefix(TOPIC_PREFIX).unwrap_or(topic);
-        let peer = PeerId::new_v4();
         let (lease, lease_rx) = oneshot::channel();
         let sink: Box<dyn PeerSink> = Box::new(ctx.sender::<PeerMessage>());
-        match self.registry.attach(room_id, peer, sink, lease_rx) {
-            Ok(room) => {
+        let resume = payload.get(RESUME_TOKEN_PARAM).filter(|t| !t.is_null());
+        let (attached, what) = match resume {
+            Some(token) => {
+                let token = token
+                    .as_str()
+                    .ok_or(RoomError::Resume(ResumeRefusal::Invalid));
+                let resumed = token.and_then(|t| self.registry.resume(room_id, t, sink, lease_rx));
+                (resumed, "resumed")
+            }
+            None => {
+                let peer = PeerId::new_v4();
+                let attached = self.registry.attach(room_id, peer, sink, lease_rx);
+                (attached.map(|room| (room, peer)), "joined")
+            }
+        };
+        match attached {
+            Ok((room, peer)) => {
                 let ip = ctx
                     .assigns()
                     .get("client_ip")
                     .and_then(Value::as_str)
                     .unwrap_or("unknown");
-                log::info!("room={room_id} peer={peer} joined the channel from {ip}");
+                log::info!("room={room_id} peer={peer} {what} the channel from {ip}");
                 self.joined = Some(Joined {
                     room,
                     peer,
@@ -106,10 +126,14 @@ impl Channel for PeerChannel {
                 Ok(json!({}))
             }
             Err(e) => {
-                log::warn!("room={room_id} peer={peer} join refused: {e}");
+                log::warn!("room={room_id} channel join refused: {e}");
+                if let RoomError::Resume(why) = e {
+                    self.registry.metrics().reconnect(why.label());
+                }
                 let reason = match e {
                     RoomError::Busy => "room is busy",
                     RoomError::TooManyRooms => "too many rooms",
+                    RoomError::Resume(why) => why.reason(),
                     RoomError::Overloaded | RoomError::Stopped | RoomError::NoRuntime => {
                         "failed to start room"
                     }
@@ -197,7 +221,8 @@ impl Channel for PeerChannel {
                     RoomError::Busy
                     | RoomError::TooManyRooms
                     | RoomError::Stopped
-                    | RoomError::NoRuntime => "room closed",
+                    | RoomError::NoRuntime
+                    | RoomError::Resume(_) => "room closed",
                 };
                 ctx.push(
                     "mediaEvent",
@@ -242,9 +267,14 @@ impl Channel for PeerChannel {
                 joined.room.room_id(),
                 joined.peer
             );
-            // Dropping the lease is what removes the peer; done here explicitly for clarity,
-            // and it also happens if the channel is dropped without terminate.
-            drop(joined.lease.take());
+            // A client that left, or a channel that stopped itself, is gone for good; anything
+            // else (socket lost, duplicate join, crash) drops the lease unsent: the room holds
+            // the peer while its media lives. A channel dropped without terminate says the same.
+            if let Some(lease) = joined.lease.take()
+                && matches!(reason, TerminateReason::Left | TerminateReason::Stopped(_))
+            {
+                let _ = lease.send(Departure::Left);
+            }
         }
     }
 }

@@ -13,15 +13,17 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::actor::{Room, RoomCommand};
 use super::admission::{Admission, MaxPeers};
 use super::metrics::RoomMetrics;
-use super::{PeerSink, RoomError};
+use super::resume::{ResumeRefusal, ResumeTokens, TOKEN_BYTES};
+use super::{Lease, PeerSink, RoomError};
 use crate::rtc::driver::MediaPlane;
+use crate::rtc::engine::EngineLimits;
 use crate::rtc::ids::PeerId;
 
 /// Settings shared by every room.
@@ -47,6 +49,9 @@ pub struct RoomsConfig {
     /// Test-only fault injection (`VIDEOROOM_FAULT_INJECTION=1`, never set in production): a
     /// `faultInjection` media event panics or stalls its room (see `actor.rs`).
     pub fault_injection: bool,
+    /// How long a peer whose socket was lost can be resumed (the engine holds it that long,
+    /// [`EngineLimits::reconnect_grace`]); spent resume tokens are remembered as long.
+    pub reconnect_grace: Duration,
 }
 
 impl RoomsConfig {
@@ -76,6 +81,7 @@ impl Default for RoomsConfig {
             admission: Arc::new(MaxPeers::default()),
             metrics: RoomMetrics::default(),
             fault_injection: false,
+            reconnect_grace: EngineLimits::default().reconnect_grace,
         }
     }
 }
@@ -87,6 +93,7 @@ impl std::fmt::Debug for RoomsConfig {
             .field("max_peers", &self.max_peers)
             .field("max_rooms", &self.max_rooms)
             .field("peer_queue", &self.peer_queue)
+            .field("reconnect_grace", &self.reconnect_grace)
             .finish_non_exhaustive()
     }
 }
@@ -145,6 +152,9 @@ struct Entry {
 struct Inner {
     /// Room id → running room. Locked only for map operations and non-blocking sends.
     rooms: Mutex<HashMap<String, Entry>>,
+    /// Every room's resume tokens; locked after `rooms` when both are needed, never across an
+    /// `.await`.
+    tokens: Mutex<ResumeTokens>,
     config: RoomsConfig,
     media: MediaPlane,
     next_instance: AtomicU64,
@@ -170,6 +180,7 @@ impl RoomRegistry {
         RoomRegistry {
             inner: Arc::new(Inner {
                 rooms: Mutex::new(HashMap::new()),
+                tokens: Mutex::new(ResumeTokens::new(config.reconnect_grace)),
                 config,
                 media,
                 next_instance: AtomicU64::new(1),
@@ -183,6 +194,70 @@ impl RoomRegistry {
         self.inner.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn tokens(&self) -> MutexGuard<'_, ResumeTokens> {
+        // As above: only map operations run under it.
+        self.inner.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh resume token for `peer` of `room_id` (its previous one is spent). The random
+    /// bytes are drawn here, at the edge of the sans-IO table.
+    pub(crate) fn issue_token(&self, room_id: &str, peer: PeerId) -> String {
+        let random: [u8; TOKEN_BYTES] = rand::random();
+        self.tokens().issue(room_id, peer, random, Instant::now())
+    }
+
+    /// `peer` is gone: its resume token no longer works.
+    pub(crate) fn revoke_token(&self, peer: PeerId) {
+        self.tokens().revoke(peer, Instant::now());
+    }
+
+    /// Reattaches the peer that `token` resumes (reached through `sink` now) to room `room_id`,
+    /// with a fresh token for it; the room replays what the client missed. Refused (nothing
+    /// changes for that peer) when the token is not live for this room, or the room is busy.
+    pub fn resume(
+        &self,
+        room_id: &str,
+        token: &str,
+        sink: Box<dyn PeerSink>,
+        lease: Lease,
+    ) -> Result<(RoomHandle, PeerId), RoomError> {
+        let rooms = self.lock();
+        let now = Instant::now();
+        let Some(entry) = rooms.get(room_id) else {
+            // A live token's peer is a member of a running room, so this token is dead, or of
+            // another room: redeeming says which (and a live one, were there any, dies too).
+            let mut tokens = self.tokens();
+            return Err(match tokens.redeem(room_id, token, now) {
+                Ok(peer) => {
+                    tokens.revoke(peer, now);
+                    ResumeRefusal::Expired.into()
+                }
+                Err(why) => why.into(),
+            });
+        };
+        // The slot first: a busy room refuses before the token is spent.
+        let Some(slot) = entry
+            .handle
+            .reserve_attach(self.inner.config.max_attached())
+        else {
+            self.inner.config.metrics.limit_hit("attached_per_room");
+            return Err(RoomError::Busy);
+        };
+        let (peer, next) = {
+            let mut tokens = self.tokens();
+            let peer = tokens.redeem(room_id, token, now)?;
+            (peer, tokens.issue(room_id, peer, rand::random(), now))
+        };
+        entry.handle.send(RoomCommand::Resume {
+            peer,
+            sink,
+            lease,
+            slot,
+            token: next,
+        })?;
+        Ok((entry.handle.clone(), peer))
+    }
+
     /// Attaches `peer` (reached through `sink`) to room `room_id`, starting the room if needed.
     /// `lease` is the peer's presence: when its sender is dropped the room removes the peer
     /// (exactly once, whatever ended the channel). Must run inside a tokio runtime.
@@ -191,7 +266,7 @@ impl RoomRegistry {
         room_id: &str,
         peer: PeerId,
         sink: Box<dyn PeerSink>,
-        lease: oneshot::Receiver<()>,
+        lease: Lease,
     ) -> Result<RoomHandle, RoomError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| RoomError::NoRuntime)?;
         let max_attached = self.inner.config.max_attached();
@@ -235,7 +310,7 @@ impl RoomRegistry {
         runtime: &tokio::runtime::Handle,
         rooms: &mut HashMap<String, Entry>,
         room_id: &str,
-        (peer, sink, lease): (PeerId, Box<dyn PeerSink>, oneshot::Receiver<()>),
+        (peer, sink, lease): (PeerId, Box<dyn PeerSink>, Lease),
     ) -> Result<RoomHandle, RoomError> {
         let instance = self.inner.next_instance.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -292,11 +367,13 @@ impl RoomRegistry {
         true
     }
 
-    /// Forgets room `room_id` if it is still this `instance` (after a crash).
+    /// Forgets room `room_id` if it is still this `instance` (after a crash); its peers'
+    /// resume tokens expire.
     pub(crate) fn forget(&self, room_id: &str, instance: u64) {
         let mut rooms = self.lock();
         if rooms.get(room_id).is_some_and(|e| e.instance == instance) {
             rooms.remove(room_id);
+            self.tokens().revoke_room(room_id, Instant::now());
         }
     }
 
@@ -331,7 +408,8 @@ impl RoomRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::PeerMessage;
+    use crate::room::{Departure, PeerMessage};
+    use tokio::sync::oneshot;
 
     fn peer_sink() -> (Box<dyn PeerSink>, mpsc::Receiver<PeerMessage>) {
         let (tx, rx) = mpsc::channel(16);
@@ -339,7 +417,7 @@ mod tests {
     }
 
     /// What keeps one attached test peer attached: its lease and its mailbox.
-    type Kept = (oneshot::Sender<()>, mpsc::Receiver<PeerMessage>);
+    type Kept = (oneshot::Sender<Departure>, mpsc::Receiver<PeerMessage>);
 
     /// Attaches a fresh peer to `room`.
     fn attach_peer(registry: &RoomRegistry, room: &str) -> Result<Kept, RoomError> {

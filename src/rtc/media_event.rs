@@ -204,6 +204,11 @@ pub struct PeerAcceptedData {
     pub id: String,
     /// All OTHER peers of the room.
     pub peers_in_room: Vec<PeerInfo>,
+    /// The single-use token that resumes this peer after a lost socket (join param
+    /// `resumeToken` of the `room:<id>` channel); absent where the room issues none. Clients
+    /// that do not know it ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
 }
 
 /// `peerJoined` data.

@@ -66,6 +66,11 @@ impl<V: Copy + Eq> AddrCache<V> {
         self.entries.insert(addr, (owner, now));
     }
 
+    /// When `addr` was last heard (without refreshing it).
+    pub fn heard(&self, addr: SocketAddr) -> Option<Instant> {
+        self.entries.get(&addr).map(|(_, heard)| *heard)
+    }
+
     /// The owner of `addr`, refreshing its last-heard time.
     pub fn lookup(&mut self, addr: SocketAddr, now: Instant) -> Option<V> {
         let (owner, heard) = self.entries.get_mut(&addr)?;
@@ -97,6 +102,54 @@ impl<V: Copy + Eq> AddrCache<V> {
     /// Whether no address is remembered.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// A STUN message's header and attributes (RFC 5389 §6, §15), read without copying; only what
+/// the demultiplexers look at.
+#[derive(Debug, Clone, Copy)]
+pub struct Stun<'a> {
+    /// Message type (class and method), e.g. [`Stun::BINDING_REQUEST`].
+    pub kind: u16,
+    /// The 96-bit transaction id.
+    pub transaction: &'a [u8],
+    attributes: &'a [u8],
+}
+
+impl<'a> Stun<'a> {
+    /// A Binding request.
+    pub const BINDING_REQUEST: u16 = 0x0001;
+    /// A Binding success response.
+    pub const BINDING_SUCCESS: u16 = 0x0101;
+    /// `USERNAME` (`"<receiver's ufrag>:<sender's ufrag>"` in ICE).
+    pub const USERNAME: u16 = 0x0006;
+
+    /// The datagram as a STUN message: first two bits zero, the magic cookie, whole
+    /// attributes; `None` for anything else (DTLS, SRTP, garbage).
+    pub fn parse(d: &'a [u8]) -> Option<Self> {
+        if d.len() < 20 || d[0] & 0xC0 != 0 || d[4..8] != [0x21, 0x12, 0xA4, 0x42] {
+            return None;
+        }
+        Some(Stun {
+            kind: u16::from_be_bytes([d[0], d[1]]),
+            transaction: &d[8..20],
+            attributes: &d[20..],
+        })
+    }
+
+    /// The value of the first attribute of type `kind`, if the message has one.
+    pub fn attribute(&self, kind: u16) -> Option<&'a [u8]> {
+        let mut rest = self.attributes;
+        while rest.len() >= 4 {
+            let typ = u16::from_be_bytes([rest[0], rest[1]]);
+            let len = u16::from_be_bytes([rest[2], rest[3]]) as usize;
+            let value = rest.get(4..4 + len)?;
+            if typ == kind {
+                return Some(value);
+            }
+            rest = rest.get(4 + len.div_ceil(4) * 4..)?;
+        }
+        None
     }
 }
 

@@ -35,7 +35,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::rtc::metrics::{HEARTBEAT_INTERVAL, MediaMetrics, Watch};
-use crate::rtc::net::{ADDR_IDLE_EXPIRY, AddrCache};
+use crate::rtc::net::{ADDR_IDLE_EXPIRY, AddrCache, Stun};
 pub use crate::rtc::net::{Datagram, Transmit};
 
 /// How many datagrams a route's inbox holds before new ones are dropped.
@@ -327,23 +327,8 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 
 /// The local ufrag of a STUN message's `USERNAME` (`"<local>:<remote>"`), if it has one.
 pub(crate) fn stun_local_ufrag(d: &[u8]) -> Option<&str> {
-    // STUN: first two bits zero, magic cookie, length a multiple of 4 (RFC 5389 §6).
-    if d.len() < 20 || d[0] & 0xC0 != 0 || d[4..8] != [0x21, 0x12, 0xA4, 0x42] {
-        return None;
-    }
-    let mut attrs = &d[20..];
-    while attrs.len() >= 4 {
-        let typ = u16::from_be_bytes([attrs[0], attrs[1]]);
-        let len = u16::from_be_bytes([attrs[2], attrs[3]]) as usize;
-        let value = attrs.get(4..4 + len)?;
-        if typ == 0x0006 {
-            let user = std::str::from_utf8(value).ok()?;
-            return Some(user.split(':').next().unwrap_or(user));
-        }
-        let padded = 4 + len.div_ceil(4) * 4;
-        attrs = attrs.get(padded..)?;
-    }
-    None
+    let user = std::str::from_utf8(Stun::parse(d)?.attribute(Stun::USERNAME)?).ok()?;
+    Some(user.split(':').next().unwrap_or(user))
 }
 
 /// The addresses of every local interface (IPv4, plus global IPv6) with `port`, loopback first.
@@ -473,6 +458,54 @@ mod tests {
         assert!(
             addrs.first().is_some_and(|a| a.ip().is_loopback()),
             "{addrs:?}"
+        );
+    }
+
+    /// A STUN binding request whose `USERNAME` is `user`.
+    fn stun_request(user: &str) -> Vec<u8> {
+        let mut m = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        m.extend_from_slice(&[7; 12]);
+        let padded = user.len().div_ceil(4) * 4;
+        m.extend_from_slice(&[0x00, 0x06, 0x00, user.len() as u8]);
+        m.extend_from_slice(user.as_bytes());
+        m.resize(20 + 4 + padded, 0);
+        let len = (m.len() - 20) as u16;
+        m[2..4].copy_from_slice(&len.to_be_bytes());
+        m
+    }
+
+    #[test]
+    fn a_peer_at_a_new_address_is_routed_there_after_one_stun_check_and_the_old_one_still_works() {
+        let (tx, _rx) = mpsc::channel(1);
+        let mut routes = Routes::default();
+        let entry = RouteEntry {
+            label: "room=r".into(),
+            inbox: tx,
+            ufrags: Vec::new(),
+            dropped: 0,
+        };
+        routes.routes.insert(1, entry);
+        routes.set_ufrags(1, &["abcd".into()]);
+        let (old, new): (SocketAddr, SocketAddr) = (
+            "192.0.2.1:4000".parse().unwrap(),
+            "198.51.100.7:61000".parse().unwrap(),
+        );
+        let srtp = [0x80u8; 40];
+        let t0 = Instant::now();
+        assert_eq!(routes.route(old, &stun_request("abcd:efgh"), t0), Some(1));
+        assert_eq!(routes.route(old, &srtp, t0), Some(1));
+        assert_eq!(routes.route(new, &srtp, t0), None, "unknown before a check");
+        assert_eq!(routes.route(new, &stun_request("abcd:efgh"), t0), Some(1));
+        assert_eq!(
+            routes.route(new, &srtp, t0),
+            Some(1),
+            "learnt from the check"
+        );
+        assert_eq!(routes.route(old, &srtp, t0), Some(1), "until it expires");
+        assert_eq!(
+            routes.route(new, &stun_request("zzzz:efgh"), t0),
+            Some(1),
+            "by address"
         );
     }
 

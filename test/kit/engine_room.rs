@@ -318,6 +318,32 @@ impl<S: SfuBackend> Room<S> {
         )
     }
 
+    /// The room's clock.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Moves the clock on by `by` and hands the engine its timeout; returns the outputs.
+    pub fn advance(&mut self, by: std::time::Duration) -> Vec<Out> {
+        self.now += by;
+        self.engine.handle_timeout(self.now);
+        self.drain()
+    }
+
+    /// The peer's signalling connection is lost ([`Engine::detach_peer`]); returns whether it
+    /// is held and the outputs.
+    pub fn detach(&mut self, peer: PeerId) -> (bool, Vec<Out>) {
+        let held = self.engine.detach_peer(peer, self.now);
+        (held, self.drain())
+    }
+
+    /// The peer's client is back with a valid token; `token` is the next one. Returns the
+    /// outputs.
+    pub fn resume(&mut self, peer: PeerId, token: &str) -> Vec<Out> {
+        assert!(self.engine.resume_peer(peer, token.to_owned()), "a member");
+        self.drain()
+    }
+
     /// Index in the log of the first output matching `f`.
     pub fn position(&self, f: impl Fn(&Out) -> bool) -> usize {
         self.log

@@ -35,6 +35,8 @@ pub struct FakeSfu {
     pub offers: Vec<(PeerId, Vec<ConsumerSpec>)>,
     /// Events `poll_output` reports next (queued by [`FakeSfu::fail_peer`]).
     events: RefCell<VecDeque<SfuEvent>>,
+    /// Peers reported failed: their media is no longer connected.
+    failed: RefCell<Vec<PeerId>>,
     /// The local ICE ufrag of each answered peer: every answer gets a fresh one (as after an ICE
     /// restart) and a removed peer's goes away, as with the real SFU.
     ufrags: BTreeMap<PeerId, u32>,
@@ -45,6 +47,7 @@ pub struct FakeSfu {
 impl FakeSfu {
     /// Reports `peer` as failed (ICE gone) at the next `poll_output`.
     pub fn fail_peer(&self, peer: PeerId) {
+        self.failed.borrow_mut().push(peer);
         self.events
             .borrow_mut()
             .push_back(SfuEvent::PeerFailed(peer));
@@ -147,5 +150,9 @@ impl SfuBackend for FakeSfu {
     }
     fn ice_ufrags(&self) -> Vec<String> {
         self.ufrags.values().map(|n| format!("u{n}")).collect()
+    }
+    /// The fake's media connects with the first answer and dies with [`FakeSfu::fail_peer`].
+    fn media_connected(&self, peer: PeerId) -> bool {
+        self.ufrags.contains_key(&peer) && !self.failed.borrow().contains(&peer)
     }
 }

@@ -40,6 +40,9 @@ use webrtc::rtp_transceiver::{
     RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpSender, RtpTransceiver,
 };
 
+/// phoenix.js's default `reconnectAfterMs` schedule, in ms (5000 after the last).
+pub const RECONNECT_AFTER: [u64; 9] = [10, 50, 100, 150, 200, 250, 500, 1000, 2000];
+
 /// How a peer behaves.
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
@@ -59,6 +62,13 @@ pub struct PeerOptions {
     pub ip: IpAddr,
     /// Where the peer stops negotiating (fault tests: a client frozen, then killed, there).
     pub hold: Hold,
+    /// When the socket is lost: reconnect with backoff for this long, resume with the token
+    /// (or join as a new peer if the server refuses it); `None`: stay gone (the tutorial's
+    /// client).
+    pub reconnect: Option<Duration>,
+    /// `(server, relay)`: the server's media address is replaced by the relay's in its
+    /// candidates and answers, so the peer's media goes through a relay the test controls.
+    pub media_via: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
 /// A point in the negotiation where a peer stops, to be killed or cut off there.
@@ -84,7 +94,21 @@ impl PeerOptions {
             heartbeat: Duration::from_secs(30),
             ip: IpAddr::from([127, 0, 0, 1]),
             hold: Hold::Never,
+            reconnect: None,
+            media_via: None,
         }
+    }
+
+    /// Sends media to `relay` instead of the server's media address `server`.
+    pub fn media_via(mut self, server: std::net::SocketAddr, relay: std::net::SocketAddr) -> Self {
+        self.media_via = Some((server, relay));
+        self
+    }
+
+    /// Reconnects for up to `within` when the socket is lost (see [`PeerOptions::reconnect`]).
+    pub fn reconnecting(mut self, within: Duration) -> Self {
+        self.reconnect = Some(within);
+        self
     }
 
     /// Stops negotiating at `hold`.
@@ -198,6 +222,25 @@ pub struct Observations {
     pub held: bool,
     /// `phx_close` / `phx_error` pushes of the channel, in order.
     pub channel_ends: Vec<String>,
+    /// The resume token of the latest `peerAccepted`.
+    pub resume_token: Option<String>,
+    /// Every reconnection, in order.
+    pub reconnects: Vec<Reconnect>,
+}
+
+/// One reconnection after a lost socket.
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    /// When the socket was found closed.
+    pub lost: Instant,
+    /// When the channel was joined again.
+    pub joined: Instant,
+    /// When the replayed `peerAccepted` arrived (resumed, or accepted as a new peer).
+    pub accepted: Option<Instant>,
+    /// The join errors met on the way (e.g. `{"reason":"resume token expired"}`).
+    pub refusals: Vec<Value>,
+    /// The same peer was resumed (else it joined again as a new peer).
+    pub resumed: bool,
 }
 
 impl Observations {
@@ -295,6 +338,7 @@ impl HeadlessPeer {
         let name = options.display_name.clone();
         let client = Client {
             socket,
+            url: socket_url.to_owned(),
             topic,
             obs: obs.clone(),
             options,
@@ -313,15 +357,7 @@ impl HeadlessPeer {
         client
             .silent
             .store(client.options.silent, Ordering::Relaxed);
-        client
-            .send_event(
-                "join",
-                Some(json!({
-                    "receiveMedia": true,
-                    "metadata": {"displayName": client.options.display_name},
-                })),
-            )
-            .await;
+        client.send_join().await;
         let actor = tokio::spawn(client.run(incoming, commands_rx, pc_rx));
         Ok(Self {
             name,
@@ -566,6 +602,8 @@ struct LocalTrack {
 
 struct Client {
     socket: PhoenixSocket,
+    /// The socket URL, to reconnect to.
+    url: String,
     topic: String,
     obs: Shared,
     options: PeerOptions,
@@ -600,6 +638,10 @@ impl Client {
                     Some(message) => self.on_socket_message(message).await,
                     None => {
                         lock(&self.obs).socket_closed = true;
+                        if let Some(back) = self.reconnect().await {
+                            incoming = back;
+                            continue;
+                        }
                         // Keep serving commands so leave()/vanish() still answer.
                         while let Some(command) = commands.recv().await {
                             self.on_command(command).await;
@@ -615,6 +657,100 @@ impl Client {
             }
         }
         self.shutdown_media().await;
+    }
+
+    /// The `join` media event, as the demo page sends it.
+    async fn send_join(&self) {
+        let metadata = json!({"displayName": self.options.display_name});
+        self.send_event(
+            "join",
+            Some(json!({"receiveMedia": true, "metadata": metadata})),
+        )
+        .await;
+    }
+
+    /// The socket is gone: with [`PeerOptions::reconnect`], connects again with phoenix.js's
+    /// backoff ([`RECONNECT_AFTER`]) and rejoins the channel with the resume token; if the server
+    /// refuses it (it restarted, or the grace ran out) the peer starts afresh as a new peer on
+    /// that socket. Returns the new socket's pushes, or `None` if it gave up or may not try.
+    async fn reconnect(&mut self) -> Option<mpsc::Receiver<Incoming>> {
+        let within = self.options.reconnect.filter(|_| !self.gone)?;
+        let lost = Instant::now();
+        let mut refusals = Vec::new();
+        let mut tries = 0;
+        while lost.elapsed() < within {
+            let wait = RECONNECT_AFTER.get(tries).copied().unwrap_or(5000);
+            tries += 1;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            let Ok((socket, incoming)) = phoenix::connect(&self.url, self.options.heartbeat).await
+            else {
+                continue;
+            };
+            let token = lock(&self.obs).resume_token.clone();
+            let mut resumed = false;
+            if let Some(token) = token {
+                match socket
+                    .join(&self.topic, json!({"resumeToken": token}))
+                    .await
+                {
+                    Ok(_) => resumed = true,
+                    Err(refusal) if refusal["reason"] == "socket closed" => continue,
+                    Err(refusal) => refusals.push(refusal),
+                }
+            }
+            if !resumed {
+                if let Err(refusal) = socket.join(&self.topic, json!({})).await {
+                    refusals.push(refusal);
+                    continue;
+                }
+                self.start_over().await;
+            }
+            self.socket = socket;
+            lock(&self.obs).reconnects.push(Reconnect {
+                lost,
+                joined: Instant::now(),
+                accepted: None,
+                refusals: std::mem::take(&mut refusals),
+                resumed,
+            });
+            if !resumed {
+                self.send_join().await;
+            }
+            log::info!(
+                "{}: socket back after {:?} ({})",
+                self.options.display_name,
+                lost.elapsed(),
+                if resumed { "resumed" } else { "as a new peer" }
+            );
+            return Some(incoming);
+        }
+        self.error(format!(
+            "gave up reconnecting after {within:?}: {refusals:?}"
+        ));
+        None
+    }
+
+    /// Forgets the old session (the server no longer knows the peer): media stopped, no peer
+    /// connection, no local tracks (they are added again on `peerAccepted`), no remote peers.
+    async fn start_over(&mut self) {
+        self.shutdown_media().await;
+        self.local.clear();
+        self.recv_transceivers.clear();
+        self.peer_id = None;
+        self.awaiting_answer = false;
+        self.answered = false;
+        self.transport_up.store(false, Ordering::Relaxed);
+        let mut o = lock(&self.obs);
+        o.peer_id = None;
+        o.resume_token = None;
+        let gone: Vec<String> = std::mem::take(&mut o.peers)
+            .into_values()
+            .flat_map(|p| p.track_id_to_metadata.into_keys())
+            .collect();
+        o.removed.extend(gone);
+        for track in o.local.values_mut() {
+            track.active = false;
+        }
     }
 
     async fn send_event(&self, kind: &str, data: Option<Value>) {
@@ -688,11 +824,16 @@ impl Client {
 
     async fn on_media_event(&mut self, kind: &str, data: Value) -> Result<(), String> {
         match kind {
+            "peerAccepted" if self.peer_id.is_some() => return self.on_resumed(&data).await,
             "peerAccepted" => {
                 let id = data["id"].as_str().ok_or("no id")?.to_owned();
                 {
                     let mut o = lock(&self.obs);
                     o.peer_id = Some(id.clone());
+                    o.resume_token = data["resumeToken"].as_str().map(str::to_owned);
+                    if let Some(r) = o.reconnects.last_mut() {
+                        r.accepted.get_or_insert(Instant::now());
+                    }
                     for peer in data["peersInRoom"].as_array().ok_or("no peersInRoom")? {
                         let (pid, remote) = parse_peer(peer)?;
                         o.peers.insert(pid, remote);
@@ -787,9 +928,10 @@ impl Client {
             "sdpAnswer" => self.on_answer(data).await?,
             "candidate" => {
                 let candidate = data["candidate"].as_str().ok_or("no candidate")?;
+                let candidate = self.via_relay(candidate);
                 let pc = self.pc.clone().ok_or("candidate before any offer")?;
                 let init = RTCIceCandidateInit {
-                    candidate: candidate.to_owned(),
+                    candidate: candidate.clone(),
                     sdp_mline_index: data["sdpMLineIndex"].as_u64().map(|i| i as u16),
                     ..Default::default()
                 };
@@ -805,6 +947,51 @@ impl Client {
             other => return Err(format!("unknown media event type {other}")),
         }
         Ok(())
+    }
+
+    /// The replayed `peerAccepted` of a resume: the room as it is now replaces what the peer
+    /// knew (peers gone meanwhile are forgotten with their tracks), the next token is kept, and
+    /// an offer whose answer was lost in the cut is asked for again. Local tracks stay.
+    async fn on_resumed(&mut self, data: &Value) -> Result<(), String> {
+        let id = data["id"].as_str().ok_or("no id")?;
+        if Some(id) != self.peer_id.as_deref() {
+            return Err(format!("resumed as {id}, not {:?}", self.peer_id));
+        }
+        let mut now_in_room = BTreeMap::new();
+        for peer in data["peersInRoom"].as_array().ok_or("no peersInRoom")? {
+            let (pid, remote) = parse_peer(peer)?;
+            now_in_room.insert(pid, remote);
+        }
+        {
+            let mut o = lock(&self.obs);
+            o.resume_token = data["resumeToken"].as_str().map(str::to_owned);
+            if let Some(r) = o.reconnects.last_mut() {
+                r.accepted.get_or_insert(Instant::now());
+            }
+            let old = std::mem::replace(&mut o.peers, now_in_room);
+            let gone: Vec<String> = old
+                .into_iter()
+                .filter(|(pid, _)| !o.peers.contains_key(pid))
+                .flat_map(|(_, p)| p.track_id_to_metadata.into_keys())
+                .collect();
+            o.removed.extend(gone);
+        }
+        if self.awaiting_answer {
+            self.send_event("renegotiateTracks", Some(json!({}))).await;
+        }
+        Ok(())
+    }
+
+    /// `text` (a candidate, an SDP) with the server's media address replaced by the relay's,
+    /// with [`PeerOptions::media_via`].
+    fn via_relay(&self, text: &str) -> String {
+        match self.options.media_via {
+            Some((server, relay)) => text.replace(
+                &format!("{} {} typ", server.ip(), server.port()),
+                &format!("{} {} typ", relay.ip(), relay.port()),
+            ),
+            None => text.to_owned(),
+        }
     }
 
     /// Whether the `kind` event finds the peer at (or past) its hold point; marks it held.
@@ -1064,7 +1251,7 @@ impl Client {
     }
 
     async fn on_answer(&mut self, data: Value) -> Result<(), String> {
-        let sdp = data["sdp"].as_str().ok_or("no sdp")?.to_owned();
+        let sdp = self.via_relay(data["sdp"].as_str().ok_or("no sdp")?);
         if data["type"] != "answer" {
             return Err(format!("sdpAnswer type is {}", data["type"]));
         }

@@ -1,7 +1,7 @@
 //! Building blocks of the end-to-end scenarios: join-and-wait, "is receiving everything",
 //! delivery assertions. Waits are generous (a loaded 2-core machine), assertions are exact.
 
-use super::client::{HeadlessPeer, Observations, PeerOptions};
+use super::client::{HeadlessPeer, Observations, PeerOptions, Reconnect};
 use super::media::{self, LocalTrackRecord};
 use super::server::TestServer;
 use std::collections::HashSet;
@@ -25,6 +25,48 @@ pub async fn join_accepted_at(socket_url: &str, room: &str, options: PeerOptions
         .await
         .unwrap();
     peer
+}
+
+/// Waits until `observer` hears `peerLeft` for `peer_id`; returns when it arrived.
+pub async fn peer_left_at(observer: &HeadlessPeer, peer_id: &str) -> Instant {
+    let left = |o: &Observations| {
+        o.events_of("peerLeft")
+            .find(|e| e.data["peerId"] == peer_id)
+            .map(|e| e.at)
+    };
+    observer
+        .wait_for("peerLeft", LONG, |o| left(o).is_some())
+        .await
+        .unwrap();
+    observer.observe(left).expect("peerLeft heard")
+}
+
+/// Waits until `peer` has reconnected after losing its socket and heard `peerAccepted` again
+/// (resumed or as a new peer); returns that reconnection.
+pub async fn reconnected(peer: &HeadlessPeer) -> Reconnect {
+    let back = |o: &Observations| {
+        o.reconnects
+            .first()
+            .filter(|r| r.accepted.is_some())
+            .cloned()
+    };
+    peer.wait_for("peerAccepted after a reconnection", LONG, |o| {
+        back(o).is_some()
+    })
+    .await
+    .unwrap();
+    peer.observe(back).expect("reconnected")
+}
+
+/// Packets received so far by `subscriber` on every track of `publisher`.
+pub fn packets_from(subscriber: &HeadlessPeer, publisher: &HeadlessPeer) -> Vec<u64> {
+    let tracks = active_tracks(publisher);
+    subscriber.observe(|o| {
+        tracks
+            .iter()
+            .map(|t| o.remote.get(&t.track_id).map_or(0, |r| r.packets))
+            .collect()
+    })
 }
 
 /// Local tracks still published by `peer`.

@@ -6,7 +6,9 @@
 mod kit_server;
 
 pub use kit_server::Server as TestServer;
-use kit_server::{start_server, test_config};
+use kit_server::start_server;
+pub use kit_server::test_config;
+use videoroom::config::Config;
 use videoroom::room::RoomsConfig;
 
 impl TestServer {
@@ -21,6 +23,11 @@ impl TestServer {
             max_peers_per_room: max_peers.unwrap_or(RoomsConfig::default().max_peers),
             ..test_config()
         };
+        start_server(config).await
+    }
+
+    /// Starts a server with `config` (its addresses are ignored: loopback, free ports).
+    pub async fn start_with_config(config: Config) -> Self {
         start_server(config).await
     }
 }

@@ -33,7 +33,9 @@ async fn main() {
                 join_accepted(
                     &server,
                     &format!("load{r}"),
-                    PeerOptions::new(&format!("r{r}p{p}")),
+                    // Like the web client: a lost socket is reconnected and the peer resumed.
+                    PeerOptions::new(&format!("r{r}p{p}"))
+                        .reconnecting(std::time::Duration::from_secs(60)),
                 )
                 .await,
             );

@@ -31,6 +31,8 @@ pub trait SfuBackend {
     fn poll_output(&mut self) -> SfuOutput;
     /// See [`Sfu::ice_ufrags`].
     fn ice_ufrags(&self) -> Vec<String>;
+    /// See [`Sfu::media_connected`].
+    fn media_connected(&self, peer: PeerId) -> bool;
 }
 
 impl SfuBackend for Sfu {
@@ -60,5 +62,8 @@ impl SfuBackend for Sfu {
     }
     fn ice_ufrags(&self) -> Vec<String> {
         Sfu::ice_ufrags(self)
+    }
+    fn media_connected(&self, peer: PeerId) -> bool {
+        Sfu::media_connected(self, peer)
     }
 }

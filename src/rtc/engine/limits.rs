@@ -9,6 +9,8 @@
 //! An offender gets the protocol's own answer (`peerDenied` for a join, `error` otherwise) and
 //! the server writes one log line per peer and limit, not one per event.
 
+use std::time::Duration;
+
 /// The per-peer limits of an [`super::Engine`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineLimits {
@@ -27,6 +29,10 @@ pub struct EngineLimits {
     pub max_candidates_per_offer: usize,
     /// Length of one candidate string.
     pub max_candidate_bytes: usize,
+    /// How long a member whose signalling connection was lost without `leave` is kept while
+    /// its media is alive, for its client to resume ([`super::Engine::detach_peer`]); zero
+    /// removes it at once.
+    pub reconnect_grace: Duration,
 }
 
 impl Default for EngineLimits {
@@ -43,6 +49,10 @@ impl Default for EngineLimits {
             max_offer_m_lines: 128,
             max_candidates_per_offer: 32,
             max_candidate_bytes: 512,
+            // A Wi-Fi hiccup, a laptop lid closed for a moment, a switch from Wi-Fi to cellular
+            // all fit; a tab that is really gone stops sending media and is removed within the
+            // SFU's peer timeout anyway.
+            reconnect_grace: Duration::from_secs(30),
         }
     }
 }

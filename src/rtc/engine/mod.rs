@@ -4,8 +4,10 @@
 //! # How this works
 //! Inputs are method calls that take `now`: [`Engine::handle_media_event`] (a peer's serialized
 //! event), [`Engine::accept_peer`] / [`Engine::deny_peer`] (the room's answer to a
-//! [`EngineOutput::JoinRequest`]), [`Engine::remove_peer`] (the peer's channel died),
-//! [`Engine::handle_datagram`] and [`Engine::handle_timeout`] (forwarded to the SFU). After every
+//! [`EngineOutput::JoinRequest`]), [`Engine::remove_peer`] (the peer left its channel),
+//! [`Engine::detach_peer`] / [`Engine::resume_peer`] (its signalling connection was lost / is
+//! back), [`Engine::handle_datagram`] and [`Engine::handle_timeout`] (forwarded to the SFU; the
+//! timeout also ends the reconnect grace of held peers). After every
 //! input the owner drains [`Engine::poll_output`] until it returns [`EngineOutput::Timeout`] —
 //! the same drain rule as str0m and the SFU. The engine never reads a clock, never owns a socket.
 //!
@@ -33,6 +35,15 @@
 //! - `sdpAnswer` is followed by the server's candidates (`candidate` events), then by a follow-up
 //!   `offerData` if one is due. [`EngineOutput::IceUfrags`] precedes each `sdpAnswer` so the UDP
 //!   mux knows the new ufrags before the browser can send STUN with them.
+//!
+//! # Reconnect
+//! Media does not depend on signalling. A member whose channel is lost without `leave` while
+//! its media is connected is *held* for [`EngineLimits::reconnect_grace`]: its tracks keep
+//! flowing, events for it are still produced (the owner drops them) and nobody gets `peerLeft`.
+//! It is removed as any member when the grace runs out, when its media fails (SFU peer
+//! timeout, a few seconds) or on `leave`. When its client comes back with a valid resume token,
+//! [`Engine::resume_peer`] replays the state: `peerAccepted` with the room as it is now, then
+//! the outstanding `offerData` or a new round if its outbound tracks changed.
 //!
 //! # Bad input
 //! Invalid JSON, unknown types, ill-shaped data, events from non-peers (except `join`), `join`
@@ -113,6 +124,9 @@ pub struct Engine<S: SfuBackend = Sfu> {
     members: BTreeMap<PeerId, Member>,
     /// Peers that sent `join` and wait for the owner's decision.
     pending: BTreeMap<PeerId, JoinData>,
+    /// Members whose signalling connection is gone while their media lives, each until its
+    /// reconnect grace runs out ([`Engine::detach_peer`]).
+    held: BTreeMap<PeerId, Instant>,
     outputs: VecDeque<EngineOutput>,
     last_ufrags: Vec<String>,
     /// Counts every limit hit, by limit (logged only once per peer and limit).
@@ -134,6 +148,7 @@ impl<S: SfuBackend> Engine<S> {
             order: Vec::new(),
             members: BTreeMap::new(),
             pending: BTreeMap::new(),
+            held: BTreeMap::new(),
             outputs: VecDeque::new(),
             last_ufrags: Vec::new(),
             limit_hits: LabeledCounters::default(),
@@ -254,8 +269,19 @@ impl<S: SfuBackend> Engine<S> {
         }));
     }
 
-    /// Admits a peer whose [`EngineOutput::JoinRequest`] the owner accepted.
+    /// Admits a peer whose [`EngineOutput::JoinRequest`] the owner accepted (no resume token).
     pub fn accept_peer(&mut self, peer: PeerId, now: Instant) {
+        self.admit(peer, None, now);
+    }
+
+    /// Admits a peer like [`Engine::accept_peer`], telling it `resume_token` in `peerAccepted`
+    /// (the owner draws the token and keeps the table of them).
+    pub fn accept_peer_resumable(&mut self, peer: PeerId, resume_token: String, now: Instant) {
+        self.admit(peer, Some(resume_token), now);
+    }
+
+    /// The admission itself: member state, `peerAccepted`, `peerJoined`, the first round.
+    fn admit(&mut self, peer: PeerId, resume_token: Option<String>, now: Instant) {
         let Some(join) = self.pending.remove(&peer) else {
             log::debug!(
                 "room={} peer={peer} accept for a peer that no longer waits",
@@ -304,6 +330,7 @@ impl<S: SfuBackend> Engine<S> {
             MediaEventOut::PeerAccepted(PeerAcceptedData {
                 id: peer.to_string(),
                 peers_in_room,
+                resume_token,
             }),
         );
         self.broadcast(MediaEventOut::PeerJoined(PeerJoinedData { peer: info }));
@@ -332,14 +359,89 @@ impl<S: SfuBackend> Engine<S> {
         }
     }
 
+    /// The peer's signalling connection is gone without `leave` (socket lost). A member whose
+    /// media is connected is held for [`EngineLimits::reconnect_grace`]: it stays in the room,
+    /// its tracks keep flowing and nobody hears of it; it is removed when the grace runs out,
+    /// when its media fails (SFU peer timeout) or when [`Engine::remove_peer`] is called. Any
+    /// other peer is removed at once. Returns whether the peer is held.
+    pub fn detach_peer(&mut self, peer: PeerId, now: Instant) -> bool {
+        let grace = self.limits.reconnect_grace;
+        if !self.members.contains_key(&peer) || grace.is_zero() || !self.sfu.media_connected(peer) {
+            self.remove_peer(peer);
+            return false;
+        }
+        log::info!(
+            "room={} peer={peer} signalling lost, media alive: held for {grace:?}",
+            self.room
+        );
+        self.held.insert(peer, now + grace);
+        true
+    }
+
+    /// Whether `peer` is held after losing its signalling connection.
+    pub fn is_held(&self, peer: PeerId) -> bool {
+        self.held.contains_key(&peer)
+    }
+
+    /// A member's client is back on a new signalling connection (the owner checked its resume
+    /// token): it gets `peerAccepted` again (the others and their tracks now, and
+    /// `resume_token`, the next token), then the `offerData` it may have missed, or a new round
+    /// if its outbound tracks changed meanwhile. Nobody else hears anything. Returns `false`
+    /// (nothing sent) if `peer` is not a member any more.
+    pub fn resume_peer(&mut self, peer: PeerId, resume_token: String) -> bool {
+        if !self.members.contains_key(&peer) {
+            return false;
+        }
+        self.held.remove(&peer);
+        log::info!("room={} peer={peer} resumed", self.room);
+        let peers_in_room = self
+            .order
+            .iter()
+            .filter(|id| **id != peer)
+            .map(|id| self.members[id].info(*id))
+            .collect();
+        self.send(
+            peer,
+            MediaEventOut::PeerAccepted(PeerAcceptedData {
+                id: peer.to_string(),
+                peers_in_room,
+                resume_token: Some(resume_token),
+            }),
+        );
+        match self.members.get(&peer).and_then(|m| m.outstanding) {
+            // Its answer to that offerData is what the round waits for: ask again.
+            Some(counts) => self.send(peer, MediaEventOut::OfferData(counts)),
+            None => self.reconcile(peer),
+        }
+        true
+    }
+
+    /// Removes the held peers whose reconnect grace is over at `now`.
+    fn expire_held(&mut self, now: Instant) {
+        let expired: Vec<PeerId> = self
+            .held
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in expired {
+            log::info!(
+                "room={} peer={peer} did not come back within the reconnect grace, removing it",
+                self.room
+            );
+            self.drop_member(peer);
+        }
+    }
+
     /// Feeds a datagram to the SFU.
     pub fn handle_datagram(&mut self, datagram: &Datagram) {
         self.sfu.handle_datagram(datagram);
     }
 
-    /// Advances the SFU's time.
+    /// Advances time: the SFU's timers, and the reconnect grace of held peers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.sfu.handle_timeout(now);
+        self.expire_held(now);
     }
 
     /// The next output; drain until [`EngineOutput::Timeout`] after every input.
@@ -350,7 +452,10 @@ impl<S: SfuBackend> Engine<S> {
             }
             match self.sfu.poll_output() {
                 SfuOutput::Transmit(t) => return EngineOutput::Transmit(t),
-                SfuOutput::Timeout(t) => return EngineOutput::Timeout(t),
+                SfuOutput::Timeout(t) => {
+                    let grace_over = self.held.values().min().copied();
+                    return EngineOutput::Timeout(grace_over.map_or(t, |g| g.min(t)));
+                }
                 SfuOutput::Event(SfuEvent::PeerFailed(peer)) => {
                     if self.members.contains_key(&peer) {
                         log::warn!(
@@ -749,6 +854,7 @@ impl<S: SfuBackend> Engine<S> {
         let Some(_member) = self.members.remove(&peer) else {
             return;
         };
+        self.held.remove(&peer);
         self.order.retain(|p| *p != peer);
         self.sfu.remove_peer(peer);
         // No tracksRemoved for a leaving peer (the original engine sends none): the client

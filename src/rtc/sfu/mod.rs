@@ -23,6 +23,14 @@
 //! - Silence: Opus packets whose ssrc-audio-level extension (id negotiated in the SDP; str0m
 //!   parses it) says at least `silence_threshold` dBov are dropped, one in `silence_max_drops+1`
 //!   passes, and the dropped count is subtracted from later sequence numbers (no gaps).
+//! - Address changes: str0m's ICE-lite agent moves its sending path only when the old candidate
+//!   pair is pruned, 15 s after the last check on it, while a NAT rebinding (or Wi-Fi to
+//!   cellular) gives the browser's checks (consent and keepalive requests every few seconds) a
+//!   new source address at once. So the SFU follows the browser itself: once str0m has answered
+//!   a check from a new address (a valid request: str0m checked its MESSAGE-INTEGRITY, so only
+//!   the peer can make one), datagrams to the peer go there instead, as soon as the address
+//!   str0m still uses has been silent for [`PATH_SILENCE`]. While the old path is alive nothing
+//!   changes; STUN responses always go where str0m sends them.
 //! - Failure: a connected peer from which nothing arrived for `peer_timeout` (browsers send
 //!   RTP, RTCP and STUN consent checks every few hundred ms to 2.5 s), or one that did not
 //!   connect within `connect_timeout` of its first offer, or whose DTLS closed, is reported once
@@ -54,7 +62,13 @@ use self::consumer::Consumer;
 use self::track::{KeyframeLimiter, SilenceDiscarder};
 use crate::rtc::ids::{MediaKind, PeerId, RoomId, TrackId};
 use crate::rtc::metrics::{GaugeShare, MediaMetrics};
-use crate::rtc::net::{AddrCache, Datagram};
+use crate::rtc::net::{AddrCache, Datagram, Stun};
+
+/// How long the address str0m sends a peer's media to must have been silent before the SFU
+/// sends to the address of the peer's latest valid check instead (see the module
+/// docs): a browser sends media, RTCP or checks many times a second, so a second of silence
+/// means the old path is gone, not that it hesitates.
+pub const PATH_SILENCE: Duration = Duration::from_secs(1);
 
 /// Settings of one [`Sfu`].
 #[derive(Debug, Clone)]
@@ -252,6 +266,49 @@ struct Peer {
     needs_tick: bool,
     /// An RTP packet from it was forwarded (time to first media is observed once).
     sent_media: bool,
+    /// Its latest STUN check not yet answered: transaction id, source.
+    checking: Option<([u8; 12], SocketAddr)>,
+    /// Where its latest check that str0m answered came from: its current path.
+    path: Option<SocketAddr>,
+}
+
+/// Where a datagram str0m sends to `destination` for `peer` goes (see the module docs): a
+/// success response to its pending check makes that check's source the peer's path;
+/// any other datagram goes to the path instead of `destination` once `destination` has been
+/// silent for [`PATH_SILENCE`].
+fn follow_path(
+    peer: &mut Peer,
+    heard: &AddrCache<PeerId>,
+    room: &RoomId,
+    id: PeerId,
+    now: Instant,
+    destination: SocketAddr,
+    contents: &[u8],
+) -> SocketAddr {
+    if let Some(stun) = Stun::parse(contents) {
+        if stun.kind == Stun::BINDING_SUCCESS
+            && let Some((transaction, from)) = peer.checking
+            && from == destination
+            && stun.transaction == transaction
+        {
+            peer.checking = None;
+            if peer.path.replace(from) != Some(from) {
+                log::debug!("room={room} peer={id} checked path {from}");
+            }
+        }
+        return destination;
+    }
+    match peer.path {
+        Some(path)
+            if path != destination
+                && heard
+                    .heard(destination)
+                    .is_none_or(|t| now.saturating_duration_since(t) >= PATH_SILENCE) =>
+        {
+            path
+        }
+        _ => destination,
+    }
 }
 
 /// One published track (a publisher's sendonly m-line) and its forwarding state.
@@ -302,6 +359,8 @@ impl Sfu {
             dirty: false,
             needs_tick: false,
             sent_media: false,
+            checking: None,
+            path: None,
         });
     }
 
@@ -400,6 +459,12 @@ impl Sfu {
         let room = &self.config.room;
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.last_rx = now;
+            if let Some(stun) = Stun::parse(&datagram.contents)
+                && stun.kind == Stun::BINDING_REQUEST
+                && let Ok(transaction) = stun.transaction.try_into()
+            {
+                peer.checking = Some((transaction, source));
+            }
             if let Some(rtc) = peer.rtc.as_mut()
                 && let Err(e) = rtc.handle_input(input)
             {
@@ -496,11 +561,23 @@ impl Sfu {
                 let _ = rtc.handle_input(Input::Timeout(last_now));
             }
             match rtc.poll_output() {
-                Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
-                    source: t.source,
-                    destination: t.destination,
-                    contents: t.contents.into(),
-                }),
+                Ok(Output::Transmit(t)) => {
+                    let contents: Vec<u8> = t.contents.into();
+                    let destination = follow_path(
+                        peer,
+                        &self.by_addr,
+                        &self.config.room,
+                        id,
+                        last_now,
+                        t.destination,
+                        &contents,
+                    );
+                    self.transmits.push_back(Transmit {
+                        source: t.source,
+                        destination,
+                        contents,
+                    });
+                }
                 Ok(Output::Timeout(t)) => {
                     peer.next_timeout = Some(t);
                     return;
@@ -523,6 +600,14 @@ impl Sfu {
             .filter(|p| p.rtc.is_some())
             .filter_map(|p| p.ufrag.clone())
             .collect()
+    }
+
+    /// Whether `peer`'s ICE and DTLS came up and it has not failed since (its media is alive:
+    /// a failed peer is reported within `peer_timeout` of its last datagram).
+    pub fn media_connected(&self, peer: PeerId) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.connected && !p.failed)
     }
 
     /// Counters since the SFU started.
