@@ -41,3 +41,24 @@ export const PRESENCE_INTERVAL_MS = 300;
 
 /** Audio level (0..1) above which someone counts as speaking. */
 export const SPEAKING_LEVEL = 0.04;
+
+/** How long the page tries to get back into the call after losing the server before it gives up. */
+export const RECONNECT_GIVE_UP_MS = 60_000;
+
+/**
+ * Delay before the socket's next reconnection attempt (phoenix.js `reconnectAfterMs`): quick at
+ * first (a blip), then every 1–1.5 s (a restarting server is back within a few seconds; the
+ * jitter spreads a whole room's clients), instead of phoenix's default 5 s.
+ */
+export function reconnectAfterMs(tries: number): number {
+  const base = [10, 50, 100, 250, 500][tries - 1] ?? 1000;
+  return base + Math.floor(Math.random() * (tries > 5 ? 500 : 0));
+}
+
+/**
+ * Delay before the channel's next join attempt (phoenix.js `rejoinAfterMs`): the first one is
+ * almost at once, so that after a refused resume token the join as a new peer follows quickly.
+ */
+export function rejoinAfterMs(tries: number): number {
+  return [50, 1000, 2000][tries - 1] ?? 5000;
+}

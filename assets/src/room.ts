@@ -5,7 +5,15 @@
 
 import { LongPoll, Socket, type Channel } from "phoenix";
 import queryString from "query-string";
-import { LOCAL_PEER_ID, LONG_POLL_FALLBACK_MS, STORAGE_IN_CALL } from "./consts";
+import {
+  LOCAL_PEER_ID,
+  LONG_POLL_FALLBACK_MS,
+  RECONNECT_GIVE_UP_MS,
+  STORAGE_DISPLAY_NAME,
+  STORAGE_IN_CALL,
+  reconnectAfterMs,
+  rejoinAfterMs,
+} from "./consts";
 import { MembraneWebRTC, type Peer, type TrackContext } from "./membrane";
 import { describeMediaError, openMedia, savedDevices, type JoinChoice } from "./prejoin";
 import { LevelMeter, PresenceMonitor } from "./presence";
@@ -23,6 +31,7 @@ import {
   setErrorMessage,
   setFloatingSelfView,
   setParticipantsList,
+  setTileFrozen,
   setTileLabel,
   setTileMediaState,
   setToggleButton,
@@ -89,6 +98,18 @@ function rememberInCall(roomId: string, choice: { displayName: string; audio: bo
   }
 }
 
+/** One recovery of the signalling after a lost socket (for the test hook and the console). */
+export interface Reconnection {
+  /** When the socket or channel was lost (ms since the epoch). */
+  lostAt: number;
+  /** When the server had us back (the resumed or the new `peerAccepted`). */
+  backAt?: number;
+  /** Resumed as the same peer (else joined again as a new one, e.g. after a server restart). */
+  resumed?: boolean;
+  /** The join refusals met on the way (e.g. `invalid resume token`). */
+  refusals: string[];
+}
+
 function displayNameOf(peer: Peer): string {
   const name = peer.metadata?.displayName;
   return typeof name === "string" && name ? name : "Unknown";
@@ -128,8 +149,20 @@ export class Room {
   private peers: Peer[] = [];
   private peerId?: string;
   private socketRefs: string[] = [];
-  /** The channel join succeeded; from then on losing the socket means leaving the room. */
+  /** The channel join succeeded once; from then on a lost socket is reconnected. */
   private channelJoined = false;
+  /** The resume token the latest channel join presented (see channelParams). */
+  private presentedToken?: string;
+  /** Signalling is lost and being recovered (phoenix.js reconnects the socket and rejoins). */
+  private reconnecting?: Reconnection;
+  private giveUpTimer = 0;
+  private frozenTimer = 0;
+  /** Per remote tile: the last frame count seen and since when it has not changed. */
+  private readonly frameProgress = new Map<string, { frames: number; since: number }>();
+  /** Every recovery so far, for tests and the console. */
+  public readonly reconnections: Reconnection[] = [];
+  /** How long to try to get back before showing "Connection lost" with Rejoin (tests shorten it). */
+  public reconnectGiveUpMs = RECONNECT_GIVE_UP_MS;
   /** The server accepted us into the room. */
   private accepted = false;
   private left = false;
@@ -148,7 +181,11 @@ export class Room {
     this.want = { audio: choice.audio, video: choice.video };
     this.cameraPublished = new Promise((resolve) => (this.markCameraPublished = resolve));
 
-    this.socket = new Socket("/socket", { longPollFallbackMs: LONG_POLL_FALLBACK_MS });
+    this.socket = new Socket("/socket", {
+      longPollFallbackMs: LONG_POLL_FALLBACK_MS,
+      reconnectAfterMs,
+      rejoinAfterMs,
+    });
     this.socket.connect();
     this.socketRefs.push(
       this.socket.onOpen(() => this.showConnectionState()),
@@ -156,15 +193,17 @@ export class Room {
       this.socket.onClose(() => this.onSocketLost()),
     );
 
-    this.channel = this.socket.channel(`room:${this.roomId}`, {});
+    // Params as a function: every automatic rejoin presents the latest resume token.
+    this.channel = this.socket.channel(`room:${this.roomId}`, () => this.channelParams());
     this.channel.on("mediaEvent", (event: { data: string }) =>
       this.webrtc.receiveMediaEvent(event.data),
     );
     this.channel.on("chat", (message: ChatMessage) => this.shell.addChatMessage(message, message.peerId === this.peerId));
-    // A channel error after joining means the server side of our peer is gone.
+    // A channel error after joining: phoenix.js rejoins it (with the token, see channelParams).
     this.channel.onError(() => this.onSocketLost());
 
     this.webrtc = new MembraneWebRTC({
+      restartIceOnDisconnect: true,
       callbacks: {
         onSendMediaEvent: (data) => {
           this.channel.push("mediaEvent", { data });
@@ -211,6 +250,7 @@ export class Room {
           this.mediaState = state;
           this.showConnectionState();
         },
+        onJoinResumed: () => this.onBack(true),
       },
     });
     this.presence = new PresenceMonitor(
@@ -223,6 +263,12 @@ export class Room {
   public join = async (): Promise<void> => {
     this.showConnectionState();
     rememberInCall(this.roomId, { displayName: this.displayName, ...this.want });
+    try {
+      // The next visit's pre-join form (and a reload's rejoin, via rememberInCall) keep the name.
+      localStorage.setItem(STORAGE_DISPLAY_NAME, this.displayName);
+    } catch {
+      // private mode
+    }
     addVideoElement(LOCAL_PEER_ID, `${this.displayName} (you)`, true);
     makeSelfViewMovable();
     if (this.localStream) this.useLocalStream(this.localStream);
@@ -241,9 +287,73 @@ export class Room {
     // Closing the tab: say goodbye so the others drop our tile at once (a LongPoll session
     // would otherwise linger until the server's poll window expires).
     window.addEventListener("pagehide", () => void this.leave());
+    this.frozenTimer = window.setInterval(() => this.markFrozenTiles(), 500);
     this.showConnectionState();
     this.webrtc.join({ displayName: this.displayName });
   };
+
+  /** The channel's join params: the resume token of our peer while we have one. */
+  private channelParams(): Record<string, string> {
+    this.presentedToken = this.webrtc?.resumeToken;
+    return this.presentedToken ? { resumeToken: this.presentedToken } : {};
+  }
+
+  /**
+   * phoenix.js rejoined the channel after a lost socket or channel error. With a token the
+   * server took our peer back and replays `peerAccepted` (MembraneWebRTC reconciles the room,
+   * then onJoinResumed). Without one (refused, or never accepted) we join as a new peer.
+   */
+  private onRejoined(): void {
+    if (this.left || !this.channelJoined) return;
+    this.keepWorkingTransport();
+    if (this.presentedToken) return;
+    console.info(`videoroom: rejoining room ${this.roomId} as a new peer`);
+    this.webrtc.startOver();
+    this.accepted = false;
+    this.webrtc.join({ displayName: this.displayName });
+  }
+
+  /** A (re)join was refused: a resume refusal drops the token, so phoenix's next try joins afresh. */
+  private onRejoinRefused(reply: unknown): void {
+    if (this.left || !this.channelJoined) return;
+    const reason = (reply as { reason?: unknown })?.reason;
+    this.reconnecting?.refusals.push(String(reason ?? JSON.stringify(reply)));
+    if (this.presentedToken) {
+      console.info(`videoroom: resume refused (${String(reason)}), joining as a new peer`);
+      this.webrtc.startOver();
+    }
+  }
+
+  /** The server has us back: resumed as the same peer, or accepted as a new one. */
+  private onBack(resumed: boolean): void {
+    const r = this.reconnecting;
+    if (!r) return;
+    r.backAt = Date.now();
+    r.resumed = resumed;
+    this.reconnecting = undefined;
+    window.clearTimeout(this.giveUpTimer);
+    console.info(`videoroom: back in room ${this.roomId} after ${r.backAt - r.lostAt} ms (${resumed ? "resumed" : "as a new peer"})`);
+    this.shell.announce("Reconnected");
+    this.showConnectionState();
+  }
+
+  /**
+   * Marks remote tiles whose video stopped (no new frame for 1.5 s while the camera is on):
+   * during a reconnection the user sees which pictures are frozen.
+   */
+  private markFrozenTiles(): void {
+    const now = Date.now();
+    for (const feed of document.querySelectorAll<HTMLElement>("#videos-grid div[name='video-feed'][data-local='false']")) {
+      const tileId = feed.dataset.peerId ?? "";
+      const video = feed.querySelector("video");
+      const frames = (video as HTMLVideoElement & { getVideoPlaybackQuality?: () => { totalVideoFrames: number } })
+        ?.getVideoPlaybackQuality?.().totalVideoFrames ?? Math.round((video?.currentTime ?? 0) * 1000);
+      const last = this.frameProgress.get(tileId);
+      if (!last || last.frames !== frames) this.frameProgress.set(tileId, { frames, since: now });
+      const still = now - (this.frameProgress.get(tileId)?.since ?? now);
+      setTileFrozen(tileId, feed.dataset.frames === "yes" && feed.dataset.video !== "off" && still > 1500);
+    }
+  }
 
   /** Leaves the room: tells the server, stops our media, leaves the channel. */
   public leave = (): Promise<void> => {
@@ -257,6 +367,8 @@ export class Room {
     this.localStream?.getTracks().forEach((t) => t.stop());
     this.screen?.track.stop();
     this.presence.stop();
+    window.clearTimeout(this.giveUpTimer);
+    window.clearInterval(this.frozenTimer);
     this.level.detach();
     this.shell.disableCallControls();
     this.showToggles();
@@ -288,8 +400,16 @@ export class Room {
   }
 
   private async onJoinSuccess(peerId: string, peersInRoom: Peer[]): Promise<void> {
+    const again = this.peerId !== undefined;
     this.accepted = true;
     this.peerId = peerId;
+    if (again) {
+      // Accepted as a new peer after losing the old one (server restart, resume refused): the
+      // others have new ids too; their old tiles stayed (frozen) until now.
+      removeRemoteVideoElements(LOCAL_PEER_ID);
+      this.localTrackIds.clear();
+      this.onBack(false);
+    }
     this.peers = [...peersInRoom];
     for (const peer of peersInRoom) addVideoElement(peer.id, displayNameOf(peer), false);
     this.updateParticipantsList();
@@ -315,6 +435,14 @@ export class Room {
       const metadata: TrackMetadata = { kind, active: track.enabled };
       this.localTrackIds.set(kind, this.webrtc.addTrack(track, stream, metadata));
     });
+    if (again && this.screen) {
+      // Our screen share goes on in the new session.
+      const screen = this.screen;
+      const metadata: TrackMetadata = { kind: "video", active: true, source: "screen" };
+      screen.trackId = this.webrtc.addTrack(screen.track, screen.stream, metadata);
+      addVideoElement(LOCAL_SCREEN_ID, "Your screen", true, "screen");
+      attachStream(screen.stream, LOCAL_SCREEN_ID);
+    }
     this.markCameraPublished();
     this.showConnectionState();
     this.showScreenButton();
@@ -356,17 +484,31 @@ export class Room {
    */
   private keepWorkingTransport(): void {
     if (this.transport !== "websocket") return;
-    const socket = this.socket as unknown as { cancelFallback?: () => void; primaryPassedHealthCheck?: boolean };
+    const socket = this.socket as unknown as {
+      cancelFallback?: () => void;
+      primaryPassedHealthCheck?: boolean;
+      longPollFallbackMs?: number;
+    };
     socket.primaryPassedHealthCheck = true;
     socket.cancelFallback?.();
+    // Reconnections stay on the WebSocket too: while the server is unreachable (a restart, a
+    // network cut) each refused attempt would otherwise swap the socket for LongPoll for good.
+    socket.longPollFallbackMs = 0;
   }
 
   private joinChannel(): Promise<unknown> {
     return new Promise((resolve, reject) => {
+      // These hooks stay on the join push: they also see every automatic rejoin.
       this.channel
         .join()
-        .receive("ok", resolve)
-        .receive("error", reject)
+        .receive("ok", (reply) => {
+          this.onRejoined();
+          resolve(reply);
+        })
+        .receive("error", (reply) => {
+          this.onRejoinRefused(reply);
+          reject(reply);
+        })
         // Phoenix keeps retrying the join; "ok" still resolves later.
         .receive("timeout", () => setConnectionState("connecting", "Still connecting…"));
     });
@@ -553,25 +695,42 @@ export class Room {
     ]);
   }
 
-  /** Socket error/close. Before the channel joined this is Phoenix retrying (or falling back to LongPoll). */
+  /**
+   * Socket error/close, or channel error. Before the channel joined this is Phoenix retrying (or
+   * falling back to LongPoll). After, phoenix.js reconnects with backoff and rejoins presenting
+   * our resume token: the media connection and the tiles stay meanwhile. After
+   * reconnectGiveUpMs without getting back, the page says so and offers Rejoin.
+   */
   private onSocketLost(): void {
     if (this.left) return;
     if (!this.channelJoined) {
       this.showConnectionState();
       return;
     }
+    if (!this.reconnecting) {
+      this.reconnecting = { lostAt: Date.now(), refusals: [] };
+      this.reconnections.push(this.reconnecting);
+      this.webrtc.signallingLost();
+      this.giveUpTimer = window.setTimeout(() => this.giveUp(), this.reconnectGiveUpMs);
+      console.info(`videoroom: connection to the server lost, reconnecting`);
+      this.shell.announce("Connection lost, reconnecting");
+    }
+    this.showConnectionState();
+  }
+
+  /** Could not get back within reconnectGiveUpMs: leave, say so, offer Rejoin. */
+  private giveUp(): void {
+    if (this.left || !this.reconnecting) return;
     void this.leave();
     this.socket.disconnect();
     this.peers = [];
     removeRemoteVideoElements(LOCAL_PEER_ID);
     this.updateParticipantsList();
-    setErrorMessage("The connection to the server was lost. Reload the page to join again.");
+    const seconds = Math.round(this.reconnectGiveUpMs / 1000);
+    const message = `The connection to the server was lost and could not be restored for ${seconds} s. Check your network, then rejoin.`;
+    setErrorMessage(message);
     setConnectionState("disconnected", "Disconnected");
-    this.shell.showEndScreen(
-      "Connection lost",
-      "The connection to the server was lost.",
-      () => this.rejoin(),
-    );
+    this.shell.showEndScreen("Connection lost", message, () => this.rejoin());
   }
 
   private fail(message: string, title: string): void {
@@ -601,7 +760,9 @@ export class Room {
   private showConnectionState(): void {
     if (this.left) return;
     const via = this.transport === "longpoll" ? "LongPoll" : "WebSocket";
-    if (!this.socket.isConnected() || !this.channelJoined) {
+    if (this.reconnecting) {
+      setConnectionState("reconnecting", "Reconnecting…");
+    } else if (!this.socket.isConnected() || !this.channelJoined) {
       setConnectionState("connecting", "Connecting…");
     } else if (!this.accepted) {
       setConnectionState("connecting", "Joining…");

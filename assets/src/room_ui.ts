@@ -168,6 +168,24 @@ export function attachTrack(peerId: string, track: MediaStreamTrack): void {
   audio?.play().catch(() => {});
 }
 
+/**
+ * Marks a remote tile whose picture stopped (`data-frozen`, and a "Reconnecting…" note on it),
+ * e.g. while the connection to the server or the media is being restored.
+ */
+export function setTileFrozen(tileId: string, frozen: boolean): void {
+  const feed = tileOf(tileId);
+  if (!feed || (feed.dataset.frozen === "true") === frozen) return;
+  feed.dataset.frozen = String(frozen);
+  let note = feed.querySelector<HTMLElement>(".tile-frozen");
+  if (!note) {
+    note = document.createElement("div");
+    note.className = "tile-frozen";
+    note.textContent = "Reconnecting…";
+    feed.appendChild(note);
+  }
+  note.hidden = !frozen;
+}
+
 /** Removes a peer's tile. */
 export function removeVideoElement(peerId: string): void {
   tileOf(peerId)?.remove();

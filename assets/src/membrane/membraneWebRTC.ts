@@ -65,12 +65,55 @@ export class MembraneWebRTC {
   private queue: Promise<void> = Promise.resolve();
   /** True between join() and cleanUp(): events outside a session are ignored. */
   private active = false;
+  /** Extension: ask for an ICE restart when the media connection goes disconnected/failed. */
+  private readonly restartIce: boolean;
+  /** Extension: the `resumeToken` of the latest `peerAccepted` (our server's; others send none). */
+  private token?: string;
+  /**
+   * Extension: the app said the signalling channel is down (signallingLost()). Events are then
+   * withheld instead of sent, and what they asked for is redone after the resumed `peerAccepted`.
+   */
+  private signallingDown = false;
+  /** What withheld events asked for, redone once signalling is back. */
+  private redo = { renegotiate: false, peerMetadata: false, trackMetadata: false };
+  /** An ICE restart was asked for and its offer is not answered yet (one per episode). */
+  private iceRestartAsked = false;
 
-  constructor({ callbacks, rtcConfig, receiveMedia = true }: MembraneWebRTCConfig) {
+  constructor({ callbacks, rtcConfig, receiveMedia = true, restartIceOnDisconnect = false }: MembraneWebRTCConfig) {
     this.callbacks = callbacks;
     this.rtcConfig = rtcConfig ?? DEFAULT_RTC_CONFIG;
     this.receiveMedia = receiveMedia;
+    this.restartIce = restartIceOnDisconnect;
   }
+
+  /**
+   * Extension: the resume token of the latest `peerAccepted`, to present when rejoining the
+   * channel after a lost socket (`{"resumeToken": …}` in the join params); undefined when the
+   * server gave none or after startOver().
+   */
+  public get resumeToken(): string | undefined {
+    return this.token;
+  }
+
+  /**
+   * Extension: the app lost its signalling channel (socket closed or errored). The media
+   * connection is kept; events are withheld until the server accepts us again. On the resumed
+   * `peerAccepted` (same peer id) the room is reconciled through the usual callbacks, then
+   * onJoinResumed, and a renegotiation is asked for only if one was withheld or unanswered.
+   */
+  public signallingLost = (): void => {
+    if (this.active) this.signallingDown = true;
+  };
+
+  /**
+   * Extension: the server no longer knows us (resume refused, server restarted): forgets the
+   * session (media connection, remote peers, our published tracks, the token) without stopping
+   * the local media tracks, so the app can join() again as a new peer and add them again.
+   * No callbacks are called: the app replaces its view on the next onJoinSuccess.
+   */
+  public startOver = (): void => {
+    this.resetSession();
+  };
 
   /** Asks the server to let us in with the given peer metadata (answered by onJoinSuccess/onJoinError). */
   public join = (peerMetadata: any): void => {
@@ -189,8 +232,17 @@ export class MembraneWebRTC {
    * client dropped the connection without closing it; closing frees the ports at once.)
    */
   public cleanUp = (): void => {
-    this.active = false;
     this.localTracks.forEach(({ track }) => track?.stop());
+    this.resetSession();
+  };
+
+  /** Closes the media connection and forgets the room (local media tracks are left running). */
+  private resetSession(): void {
+    this.active = false;
+    this.token = undefined;
+    this.signallingDown = false;
+    this.redo = { renegotiate: false, peerMetadata: false, trackMetadata: false };
+    this.iceRestartAsked = false;
     this.localTracks = new Map();
     if (this.connection) {
       this.connection.onicecandidate = null;
@@ -205,7 +257,7 @@ export class MembraneWebRTC {
     this.midToTrackId = new Map();
     this.fallbackStreams = new Map();
     this.pendingCandidates = [];
-  };
+  }
 
   // ---------------------------------------------------------------------------------------------
   // Incoming events
@@ -247,7 +299,9 @@ export class MembraneWebRTC {
     }
   }
 
-  private onPeerAccepted(data: { id: string; peersInRoom?: WirePeer[] }): void {
+  private onPeerAccepted(data: { id: string; peersInRoom?: WirePeer[]; resumeToken?: unknown }): void {
+    if (typeof data.resumeToken === "string") this.token = data.resumeToken;
+    if (this.localPeer.id && data.id === this.localPeer.id) return this.onResumed(data.peersInRoom ?? []);
     this.localPeer.id = data.id;
     const peers = (data.peersInRoom ?? []).map((p) => this.addPeer(p));
     this.callbacks.onJoinSuccess?.(data.id, peers);
@@ -256,6 +310,51 @@ export class MembraneWebRTC {
         this.callbacks.onTrackAdded?.(this.remoteTracks.get(trackId)!);
       }
     }
+  }
+
+  /**
+   * The replayed `peerAccepted` of a resume: the room as it is now replaces what we knew, told
+   * through the usual callbacks (peers gone or come, tracks removed, added or changed); our own
+   * tracks stay published. Then what was withheld is sent again, and a renegotiation is asked
+   * for only if one was withheld, an offer is unanswered, or the media connection needs an ICE
+   * restart; the server itself sends `offerData` if the tracks we receive changed.
+   */
+  private onResumed(peersInRoom: WirePeer[]): void {
+    this.signallingDown = false;
+    const now = new Map(peersInRoom.filter((p) => p && p.id !== this.localPeer.id).map((p) => [p.id, p]));
+    for (const peerId of [...this.idToPeer.keys()]) if (!now.has(peerId)) this.onPeerLeft(peerId);
+    for (const wire of now.values()) {
+      const peer = this.idToPeer.get(wire.id);
+      if (!peer) {
+        const added = this.addPeer({ ...wire, trackIdToMetadata: {} });
+        this.callbacks.onPeerJoined?.(added);
+        this.onTracksAdded(wire.id, wire.trackIdToMetadata ?? {});
+        continue;
+      }
+      if (JSON.stringify(peer.metadata) !== JSON.stringify(wire.metadata)) this.onPeerUpdated(wire.id, wire.metadata);
+      const tracks = wire.trackIdToMetadata ?? {};
+      this.onTracksRemoved(wire.id, [...peer.trackIdToMetadata.keys()].filter((id) => !(id in tracks)));
+      this.onTracksAdded(wire.id, tracks);
+      for (const [trackId, metadata] of Object.entries(tracks)) {
+        if (JSON.stringify(peer.trackIdToMetadata.get(trackId)) !== JSON.stringify(metadata)) {
+          this.onTrackUpdated(wire.id, trackId, metadata);
+        }
+      }
+    }
+    const redo = this.redo;
+    this.redo = { renegotiate: false, peerMetadata: false, trackMetadata: false };
+    if (redo.peerMetadata) this.send(generateMediaEvent("updatePeerMetadata", { metadata: this.localPeer.metadata }));
+    if (redo.trackMetadata) {
+      for (const local of this.localTracks.values()) {
+        this.send(generateMediaEvent("updateTrackMetadata", { trackId: local.trackId, trackMetadata: local.metadata }));
+      }
+    }
+    const state = this.connection?.connectionState;
+    const unanswered = this.connection?.signalingState === "have-local-offer";
+    if (redo.renegotiate || unanswered || (this.restartIce && (state === "disconnected" || state === "failed"))) {
+      this.send(generateMediaEvent("renegotiateTracks", {}));
+    }
+    this.callbacks.onJoinResumed?.(this.localPeer.id);
   }
 
   private onPeerJoined(wire: WirePeer): void {
@@ -326,8 +425,10 @@ export class MembraneWebRTC {
       pc.onicecandidate = (ev) => this.onLocalCandidate(ev);
       pc.ontrack = (ev) => this.onTrack(ev);
       const conn = pc;
-      pc.onconnectionstatechange = () =>
+      pc.onconnectionstatechange = () => {
         this.callbacks.onConnectionStateChange?.(conn.connectionState);
+        this.onConnectionState(conn.connectionState);
+      };
       this.connection = pc;
     } else {
       if (pc.signalingState === "have-local-offer") {
@@ -395,6 +496,7 @@ export class MembraneWebRTC {
     // before ontrack fires inside setRemoteDescription.
     this.midToTrackId = new Map(Object.entries(data.midToTrackId ?? {}));
     await pc.setRemoteDescription({ type: "answer", sdp: data.sdp });
+    this.iceRestartAsked = false;
     const pending = this.pendingCandidates;
     this.pendingCandidates = [];
     for (const candidate of pending) await this.addRemoteCandidate(pc, candidate);
@@ -445,6 +547,23 @@ export class MembraneWebRTC {
         sdpMLineIndex: ev.candidate.sdpMLineIndex,
       }),
     );
+  }
+
+  /**
+   * Extension (restartIceOnDisconnect): a media connection that went disconnected or failed
+   * (the network changed) asks the server for a round; every offer restarts ICE.
+   */
+  private onConnectionState(state: RTCPeerConnectionState): void {
+    if (!this.restartIce || !this.active) return;
+    if (state === "connected") {
+      this.iceRestartAsked = false;
+      return;
+    }
+    if ((state === "disconnected" || state === "failed") && !this.iceRestartAsked) {
+      this.iceRestartAsked = true;
+      console.info(`MembraneWebRTC: media connection ${state}, restarting ICE`);
+      this.send(generateMediaEvent("renegotiateTracks", {}));
+    }
   }
 
   private onTrack(ev: RTCTrackEvent): void {
@@ -502,6 +621,14 @@ export class MembraneWebRTC {
   }
 
   private send(event: MediaEvent): void {
+    if (this.signallingDown) {
+      // Withheld: the server would not get it. Candidates and offers of a lost round are
+      // replaced by a new round; metadata is sent again as it is then.
+      if (event.type === "renegotiateTracks" || event.type === "sdpOffer") this.redo.renegotiate = true;
+      if (event.type === "updatePeerMetadata") this.redo.peerMetadata = true;
+      if (event.type === "updateTrackMetadata") this.redo.trackMetadata = true;
+      return;
+    }
     this.callbacks.onSendMediaEvent(serializeMediaEvent(event));
   }
 }

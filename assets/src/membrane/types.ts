@@ -46,6 +46,11 @@ export interface Callbacks {
    * unaffected): the state of the media connection (`RTCPeerConnection.connectionState`).
    */
   onConnectionStateChange?: (state: RTCPeerConnectionState) => void;
+  /**
+   * Extension: after signallingLost(), the server took us back as the same peer (a resumed
+   * `peerAccepted`); the changes in the room were already told through the other callbacks.
+   */
+  onJoinResumed?: (peerId: string) => void;
 }
 
 /** Constructor argument of MembraneWebRTC. */
@@ -55,4 +60,9 @@ export interface MembraneWebRTCConfig {
   rtcConfig?: RTCConfiguration;
   /** Whether the server should send us the other peers' media. Default true. */
   receiveMedia?: boolean;
+  /**
+   * Extension: when the media connection goes `disconnected` or `failed`, send
+   * `renegotiateTracks` so the next offer restarts ICE. Default false (as the original).
+   */
+  restartIceOnDisconnect?: boolean;
 }
