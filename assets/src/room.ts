@@ -110,6 +110,9 @@ export interface Reconnection {
   refusals: string[];
 }
 
+/** A video element, with requestVideoFrameCallback where the browser has it. */
+type FrameVideo = HTMLVideoElement & { requestVideoFrameCallback?: (cb: () => void) => number };
+
 function displayNameOf(peer: Peer): string {
   const name = peer.metadata?.displayName;
   return typeof name === "string" && name ? name : "Unknown";
@@ -157,8 +160,8 @@ export class Room {
   private reconnecting?: Reconnection;
   private giveUpTimer = 0;
   private frozenTimer = 0;
-  /** Per remote tile: the last frame count seen and since when it has not changed. */
-  private readonly frameProgress = new Map<string, { frames: number; since: number }>();
+  /** When each remote tile's video last showed a new frame. */
+  private readonly lastFrameAt = new WeakMap<HTMLVideoElement, number>();
   /** Every recovery so far, for tests and the console. */
   public readonly reconnections: Reconnection[] = [];
   /** How long to try to get back before showing "Connection lost" with Rejoin (tests shorten it). */
@@ -339,19 +342,25 @@ export class Room {
 
   /**
    * Marks remote tiles whose video stopped (no new frame for 1.5 s while the camera is on):
-   * during a reconnection the user sees which pictures are frozen.
+   * during a reconnection the user sees which pictures are frozen. Frames are counted with
+   * requestVideoFrameCallback (Firefox reports no decoded-frame count for a MediaStream).
    */
   private markFrozenTiles(): void {
     const now = Date.now();
     for (const feed of document.querySelectorAll<HTMLElement>("#videos-grid div[name='video-feed'][data-local='false']")) {
-      const tileId = feed.dataset.peerId ?? "";
-      const video = feed.querySelector("video");
-      const frames = (video as HTMLVideoElement & { getVideoPlaybackQuality?: () => { totalVideoFrames: number } })
-        ?.getVideoPlaybackQuality?.().totalVideoFrames ?? Math.round((video?.currentTime ?? 0) * 1000);
-      const last = this.frameProgress.get(tileId);
-      if (!last || last.frames !== frames) this.frameProgress.set(tileId, { frames, since: now });
-      const still = now - (this.frameProgress.get(tileId)?.since ?? now);
-      setTileFrozen(tileId, feed.dataset.frames === "yes" && feed.dataset.video !== "off" && still > 1500);
+      const video = feed.querySelector("video") as FrameVideo | null;
+      // Without a frame callback there is no telling: such a browser marks nothing.
+      if (!video?.requestVideoFrameCallback) continue;
+      if (!this.lastFrameAt.has(video)) {
+        this.lastFrameAt.set(video, now);
+        const onFrame = () => {
+          this.lastFrameAt.set(video, Date.now());
+          if (video.isConnected) video.requestVideoFrameCallback?.(onFrame);
+        };
+        video.requestVideoFrameCallback(onFrame);
+      }
+      const still = now - (this.lastFrameAt.get(video) ?? now);
+      setTileFrozen(feed.dataset.peerId ?? "", feed.dataset.frames === "yes" && feed.dataset.video !== "off" && still > 1500);
     }
   }
 

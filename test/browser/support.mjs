@@ -92,14 +92,15 @@ export function freeUdpPort() {
 /**
  * Starts the server binary ($VIDEOROOM_BIN) on a free TCP port (`SERVER_PORT`) and a free UDP
  * port (`UDP_PORT`), advertising a non-loopback address of this host (`EXTERNAL_IP`) so that
- * Firefox can reach the SFU. `env` adds (or overrides) variables, `$VIDEOROOM_ARGS` (space separated) adds flags. Resolves once
+ * Firefox can reach the SFU (`port`/`udpPort` given: those, e.g. to restart a server where it
+ * was). `env` adds (or overrides) variables, `$VIDEOROOM_ARGS` (space separated) adds flags. Resolves once
  * `/healthcheck` answers 200.
  */
-export async function startServer({ env: extraEnv = {} } = {}) {
+export async function startServer({ env: extraEnv = {}, port: fixedPort, udpPort: fixedUdpPort } = {}) {
   const bin = process.env.VIDEOROOM_BIN;
   if (!bin) throw new Error("set VIDEOROOM_BIN to the videoroom server binary");
-  const port = await freeTcpPort();
-  const udpPort = await freeUdpPort();
+  const port = fixedPort ?? (await freeTcpPort());
+  const udpPort = fixedUdpPort ?? (await freeUdpPort());
   const externalIp = process.env.VIDEOROOM_EXTERNAL_IP ?? nonLoopbackAddress();
   const env = {
     ...process.env,
