@@ -5,7 +5,7 @@
 // peers without a click; a reload goes back into the same room with the same name. Each prints
 // what it measured. Uses $VIDEOROOM_BIN.
 
-import { test, before, after } from "node:test";
+import { test, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, connect } from "node:net";
 import { join } from "node:path";
@@ -32,9 +32,10 @@ async function browser(kind = "chromium") {
   return b;
 }
 
-after(async () => {
-  for (const b of browsers) await b.close();
-  for (const s of servers) await s.stop();
+// Each test's browsers and servers go when it ends (several idle calls would starve the next).
+afterEach(async () => {
+  for (const b of browsers.splice(0)) await b.close();
+  for (const s of servers.splice(0)) await s.stop();
 });
 
 /**
@@ -224,7 +225,9 @@ test("a reload goes back into the same room with the same name", async () => {
   await waitInPage(rita.page, () => !!(window.videoroom && window.videoroom.room), 15_000);
   assert.equal(await rita.page.evaluate(() => location.pathname), "/room/reload-room");
   assert.equal(await rita.page.evaluate(() => document.querySelector("#feed-local-peer div[name='video-label']").innerText), "Rita (you)");
-  await expectLiveTiles(sam.page, ["Rita"], 30_000);
+  await expectLiveTiles(sam.page, ["Rita"], 30_000).catch(async (e) => {
+    throw new Error(`${e.message}; Sam's tiles: ${JSON.stringify(await readTiles(sam.page))}`);
+  });
   await expectLiveTiles(rita.page, ["Sam"], 30_000);
   console.log(`after the reload the other decodes Rita again within ${Date.now() - reloadedAt} ms`);
   assert.equal(await rita.page.evaluate(() => localStorage.getItem("videoroom:displayName")), "Rita");

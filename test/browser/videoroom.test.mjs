@@ -196,9 +196,20 @@ describe("the videoroom in real browsers", { timeout: 300_000 }, () => {
     assert.match(await participantsText(erin.page), /Erin, Frank/);
   });
 
-  test("when the server goes away the pages say the connection was lost", async () => {
+  test("when the server goes away the pages keep the call while reconnecting, then say the connection was lost", async () => {
     const [erin, frank] = browsers.slice(-2);
+    // The pages give up after 60 s; shortened here so the test does not wait a minute.
+    for (const p of [frank, erin]) await p.page.evaluate(() => (window.videoroom.room.reconnectGiveUpMs = 6000));
     await server.stop("SIGINT");
+    for (const p of [frank, erin]) {
+      await waitInPage(
+        p.page,
+        () =>
+          document.getElementById("connection-state").dataset.state === "reconnecting" &&
+          document.querySelectorAll("#videos-grid div[name='video-feed']").length === 2,
+        10_000,
+      );
+    }
     for (const p of [frank, erin]) {
       await waitInPage(
         p.page,
