@@ -96,7 +96,9 @@ function assertTilesFit(g, what) {
   }
 }
 
-describe("the meeting page", { timeout: 420_000 }, () => {
+// A bound for the whole call of thirteen steps with five browsers on a loaded two-core machine
+// (about 5 minutes there); each step waits for its own conditions with its own bounds.
+describe("the meeting page", { timeout: 600_000 }, () => {
   let server;
   const browsers = [];
   let alice; // Chromium, through the invite link and the pre-join screen
