@@ -281,6 +281,9 @@ describe("the meeting page", { timeout: 600_000 }, () => {
     assertTilesFit(first, "360×640");
     const pager = await page.getByRole("navigation", { name: "Pages of participants" }).boundingBox();
     for (const t of first.tiles) assert.ok(t.box.bottom <= pager.y + 1, `360×640: ${t.id} under the pager`);
+    // The pager is one line inside the stage, clear of the control bar.
+    assert.ok(pager.height <= 44 && pager.x >= 0 && pager.x + pager.width <= 360, `360×640: pager ${JSON.stringify(pager)}`);
+    assert.ok(pager.y + pager.height <= first.controls.top + 1, `360×640: pager under the control bar`);
     await page.screenshot({ path: join(artifactsDir(), "room-4-360x640.png") });
     await page.getByRole("button", { name: "Next page" }).click();
     await new Promise((r) => setTimeout(r, 400));
