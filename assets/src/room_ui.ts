@@ -273,7 +273,7 @@ export function setFloatingSelfView(floating: boolean): void {
   const self = tileOf("local-peer");
   if (self) {
     self.classList.toggle("tile-floating", floating);
-    if (!floating) self.style.transform = "";
+    if (!floating) setDragOffset(self, { x: 0, y: 0 });
   }
   relayout();
 }
@@ -353,22 +353,42 @@ export function relayout(): void {
   stage.last = result;
 }
 
-/** Lets the floating self-view be dragged (pointer) within the stage. */
+/** The floating self-view's drag offset from its corner, in CSS pixels (kept on the tile). */
+function dragOffset(self: HTMLElement): { x: number; y: number } {
+  return { x: Number(self.dataset.dragX ?? 0), y: Number(self.dataset.dragY ?? 0) };
+}
+
+function setDragOffset(self: HTMLElement, offset: { x: number; y: number }): void {
+  self.dataset.dragX = String(offset.x);
+  self.dataset.dragY = String(offset.y);
+  self.style.transform = offset.x || offset.y ? `translate(${offset.x}px, ${offset.y}px)` : "";
+}
+
+/** Lets the floating self-view be dragged (pointer) within the stage; it never leaves it. */
 export function makeSelfViewMovable(): void {
   const self = tileOf("local-peer");
   if (!self || self.dataset.movable) return;
   self.dataset.movable = "true";
   let start: { x: number; y: number; dx: number; dy: number } | undefined;
-  let offset = { x: 0, y: 0 };
   self.addEventListener("pointerdown", (e) => {
     if (!self.classList.contains("tile-floating") || (e.target as HTMLElement).closest("button")) return;
+    const offset = dragOffset(self);
     start = { x: e.clientX, y: e.clientY, dx: offset.x, dy: offset.y };
     self.setPointerCapture(e.pointerId);
   });
   self.addEventListener("pointermove", (e) => {
-    if (!start) return;
-    offset = { x: start.dx + e.clientX - start.x, y: start.dy + e.clientY - start.y };
-    self.style.transform = `translate(${offset.x}px, ${offset.y}px)`;
+    if (!start || !self.parentElement) return;
+    const stageBox = self.parentElement.getBoundingClientRect();
+    const box = self.getBoundingClientRect();
+    const current = dragOffset(self);
+    // Where the tile sits without any offset (its corner of the stage).
+    const homeLeft = box.left - current.x;
+    const homeTop = box.top - current.y;
+    const clamp = (v: number, lo: number, hi: number) => Math.min(Math.max(v, lo), Math.max(lo, hi));
+    setDragOffset(self, {
+      x: clamp(start.dx + e.clientX - start.x, stageBox.left - homeLeft, stageBox.right - box.width - homeLeft),
+      y: clamp(start.dy + e.clientY - start.y, stageBox.top - homeTop, stageBox.bottom - box.height - homeTop),
+    });
   });
   const end = () => (start = undefined);
   self.addEventListener("pointerup", end);

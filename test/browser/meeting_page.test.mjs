@@ -96,7 +96,9 @@ function assertTilesFit(g, what) {
   }
 }
 
-describe("the meeting page", { timeout: 420_000 }, () => {
+// A bound for the whole call of thirteen steps with five browsers on a loaded two-core machine
+// (about 5 minutes there); each step waits for its own conditions with its own bounds.
+describe("the meeting page", { timeout: 600_000 }, () => {
   let server;
   const browsers = [];
   let alice; // Chromium, through the invite link and the pre-join screen
@@ -199,6 +201,7 @@ describe("the meeting page", { timeout: 420_000 }, () => {
     browsers.push(dave);
     await enterRoom(bob, server.url, ROOM, "Bob");
     await waitInPage(alice.page, () => document.getElementById("announcer").textContent === "Bob joined");
+    assert.equal(await alice.page.getByRole("status").filter({ hasText: "Bob joined" }).getAttribute("aria-live"), "polite");
     await enterRoom(carol, server.url, ROOM, "Carol");
     // Dave comes through the invite link too, in Firefox: its pre-join screen shows the preview,
     // the level meter and the device pickers.
@@ -269,6 +272,27 @@ describe("the meeting page", { timeout: 420_000 }, () => {
         assert.ok(area > 0.5 * g.stage.width * g.stage.height, `tiles cover ${Math.round((100 * area) / (g.stage.width * g.stage.height))} % of the stage`);
       }
     }
+    // A small phone (360×640): four tiles at a readable size do not fit, so the rest pages.
+    await page.setViewportSize({ width: 360, height: 640 });
+    await eventually("layout at 360×640", async () => (await readGeometry(page)).viewport.width === 360);
+    await new Promise((r) => setTimeout(r, 400));
+    const first = await readGeometry(page);
+    assert.ok(Number(first.layout.pages) > 1, `360×640: ${first.tiles.length} tiles on ${first.layout.pages} page(s)`);
+    assertTilesFit(first, "360×640");
+    const pager = await page.getByRole("navigation", { name: "Pages of participants" }).boundingBox();
+    for (const t of first.tiles) assert.ok(t.box.bottom <= pager.y + 1, `360×640: ${t.id} under the pager`);
+    // The pager is one line inside the stage, clear of the control bar.
+    assert.ok(pager.height <= 44 && pager.x >= 0 && pager.x + pager.width <= 360, `360×640: pager ${JSON.stringify(pager)}`);
+    assert.ok(pager.y + pager.height <= first.controls.top + 1, `360×640: pager under the control bar`);
+    await page.screenshot({ path: join(artifactsDir(), "room-4-360x640.png") });
+    await page.getByRole("button", { name: "Next page" }).click();
+    await new Promise((r) => setTimeout(r, 400));
+    const second = await readGeometry(page);
+    assertTilesFit(second, "360×640 page 2");
+    assert.equal(first.tiles.length + second.tiles.length, 4, "every tile is on one of the pages");
+    assert.deepEqual(first.tiles.filter((t) => second.tiles.some((o) => o.id === t.id)), [], "no tile on both pages");
+    await page.screenshot({ path: join(artifactsDir(), "room-4-360x640-page2.png") });
+    await page.getByRole("button", { name: "Previous page" }).click();
     await page.setViewportSize({ width: 1280, height: 800 });
   });
 
@@ -337,6 +361,47 @@ describe("the meeting page", { timeout: 420_000 }, () => {
     await page.getByRole("button", { name: "Show Carol full screen" }).click();
     await waitInPage(page, () => document.fullscreenElement?.getAttribute("aria-label") === "Carol", 5000);
     await page.evaluate(() => document.exitFullscreen());
+  });
+
+  test("the self-view floats small over the stage and can be moved within it, or sits in the grid", async () => {
+    const { page } = alice;
+    const float = page.getByRole("button", { name: "Float self-view" });
+    await float.click();
+    assert.equal(await float.getAttribute("aria-pressed"), "true");
+    await new Promise((r) => setTimeout(r, 400));
+    const g = await readGeometry(page);
+    const self = g.tiles.find((t) => t.id === "feed-local-peer");
+    assert.ok(self?.floating, "our tile floats");
+    assertTilesFit(g, "floating self-view");
+    const others = g.tiles.filter((t) => !t.floating);
+    assert.equal(others.length, 3, "the others share the stage");
+    assert.ok(self.box.width < Math.min(...others.map((t) => t.box.width)), "the self-view is smaller than the others' tiles");
+    const gridBox = await page.locator("#videos-grid").boundingBox();
+    const selfBox = () => page.locator("#feed-local-peer").boundingBox();
+    const drag = async (dx, dy) => {
+      const b = await selfBox();
+      const [x, y] = [b.x + b.width / 2, b.y + b.height / 2];
+      await page.mouse.move(x, y);
+      await page.mouse.down();
+      await page.mouse.move(x + dx, y + dy, { steps: 5 });
+      await page.mouse.up();
+    };
+    await drag(-300, -150);
+    const moved = await selfBox();
+    assert.ok(Math.abs(moved.x - (self.box.left - 300)) <= 1 && Math.abs(moved.y - (self.box.top - 150)) <= 1, `moved to ${JSON.stringify(moved)} from ${JSON.stringify(self.box)}`);
+    // Dragged far beyond the stage's corner, it stops at the corner.
+    await drag(-5000, -5000);
+    const cornered = await selfBox();
+    assert.ok(Math.abs(cornered.x - gridBox.x) <= 1 && Math.abs(cornered.y - gridBox.y) <= 1, `${JSON.stringify(cornered)} vs the stage ${JSON.stringify(gridBox)}`);
+    assertTilesFit(await readGeometry(page), "self-view moved");
+    await page.screenshot({ path: join(artifactsDir(), "room-selfview-1280x800.png") });
+    // Back into the grid.
+    await float.click();
+    assert.equal(await float.getAttribute("aria-pressed"), "false");
+    await new Promise((r) => setTimeout(r, 400));
+    const back = await readGeometry(page);
+    assert.equal(back.tiles.filter((t) => !t.floating).length, 4);
+    assertTilesFit(back, "self-view back in the grid");
   });
 
   test("chat reaches everyone with the sender's name and time, as text; a flood is refused", async () => {
@@ -408,6 +473,18 @@ describe("the meeting page", { timeout: 420_000 }, () => {
   test("a screen share is an extra tile shown large for the others, and stops from our button or the browser's", async () => {
     const sharer = await launchChromium({ args: ["--auto-select-desktop-capture-source=Entire screen"] });
     browsers.push(sharer);
+    // Alice's page notes which tiles ever showed "connecting…": a new tile shows it from its
+    // camera's announcement until the first frame is decoded.
+    await alice.page.evaluate(() => {
+      window.connectingSeen = {};
+      const grid = document.getElementById("videos-grid");
+      new MutationObserver(() => {
+        for (const t of grid.querySelectorAll("div[name='video-feed']")) {
+          const note = t.querySelector(".tile-connecting");
+          if (note && getComputedStyle(note).display !== "none") window.connectingSeen[t.getAttribute("aria-label")] = note.textContent;
+        }
+      }).observe(grid, { subtree: true, childList: true, attributes: true, attributeFilter: ["data-video", "data-frames"] });
+    });
     await enterRoom(sharer, server.url, ROOM, "Sam");
     await waitInPage(sharer.page, () => document.getElementById("connection-state").dataset.state === "connected", 20_000);
     await sharer.page.getByRole("button", { name: "Share screen" }).click();
@@ -427,8 +504,12 @@ describe("the meeting page", { timeout: 420_000 }, () => {
     const widest = g.tiles.reduce((a, b) => (b.box.width > a.box.width ? b : a));
     assert.equal(widest.id, await screenTile.getAttribute("id"));
     await page.screenshot({ path: join(artifactsDir(), "room-screenshare-1280x800.png") });
-    // Sam's camera tile is still there too.
-    assert.equal(await page.getByRole("group", { name: "Sam", exact: true }).count(), 1);
+    // Sam's camera tile is still there too; it said "connecting…" until its first frame.
+    const samTile = page.getByRole("group", { name: "Sam", exact: true });
+    assert.equal(await samTile.count(), 1);
+    await eventually("Sam's camera is decoded", () => samTile.evaluate((t) => t.dataset.frames === "yes"));
+    assert.equal(await page.evaluate(() => window.connectingSeen.Sam), "connecting…");
+    assert.equal(await samTile.locator(".tile-connecting").isVisible(), false);
     // Firefox shows it large as well.
     await waitInPage(dave.page, () => {
       const t = Array.from(document.querySelectorAll("#videos-grid div[name='video-feed']")).find((e) => e.getAttribute("aria-label") === "Sam (screen)");
