@@ -417,8 +417,9 @@ export class Room {
       // others have new ids too; their old tiles stayed (frozen) until now.
       removeRemoteVideoElements(LOCAL_PEER_ID);
       this.localTrackIds.clear();
-      this.onBack(false);
     }
+    // Accepted after losing the socket (as a new peer: a resume goes through onJoinResumed).
+    this.onBack(false);
     this.peers = [...peersInRoom];
     for (const peer of peersInRoom) addVideoElement(peer.id, displayNameOf(peer), false);
     this.updateParticipantsList();
