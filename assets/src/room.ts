@@ -9,7 +9,6 @@ import {
   LOCAL_PEER_ID,
   LONG_POLL_FALLBACK_MS,
   RECONNECT_GIVE_UP_MS,
-  STORAGE_DISPLAY_NAME,
   STORAGE_IN_CALL,
   reconnectAfterMs,
   rejoinAfterMs,
@@ -266,12 +265,6 @@ export class Room {
   public join = async (): Promise<void> => {
     this.showConnectionState();
     rememberInCall(this.roomId, { displayName: this.displayName, ...this.want });
-    try {
-      // The next visit's pre-join form (and a reload's rejoin, via rememberInCall) keep the name.
-      localStorage.setItem(STORAGE_DISPLAY_NAME, this.displayName);
-    } catch {
-      // private mode
-    }
     addVideoElement(LOCAL_PEER_ID, `${this.displayName} (you)`, true);
     makeSelfViewMovable();
     if (this.localStream) this.useLocalStream(this.localStream);

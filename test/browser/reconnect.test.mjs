@@ -230,5 +230,4 @@ test("a reload goes back into the same room with the same name", async () => {
   });
   await expectLiveTiles(rita.page, ["Sam"], 30_000);
   console.log(`after the reload the other decodes Rita again within ${Date.now() - reloadedAt} ms`);
-  assert.equal(await rita.page.evaluate(() => localStorage.getItem("videoroom:displayName")), "Rita");
 });
