@@ -191,8 +191,11 @@ export class Room {
     this.socket.connect();
     this.socketRefs.push(
       this.socket.onOpen(() => this.showConnectionState()),
-      this.socket.onError(() => this.onSocketLost()),
-      this.socket.onClose(() => this.onSocketLost()),
+      // Before the join this is Phoenix retrying or falling back to LongPoll; after it, the
+      // channel's own error says whether the call's signalling is lost (a LongPoll hiccup can
+      // error the socket while the channel stays joined).
+      this.socket.onError(() => this.showConnectionState()),
+      this.socket.onClose(() => this.showConnectionState()),
     );
 
     // Params as a function: every automatic rejoin presents the latest resume token.
@@ -201,8 +204,9 @@ export class Room {
       this.webrtc.receiveMediaEvent(event.data),
     );
     this.channel.on("chat", (message: ChatMessage) => this.shell.addChatMessage(message, message.peerId === this.peerId));
-    // A channel error after joining: phoenix.js rejoins it (with the token, see channelParams).
-    this.channel.onError(() => this.onSocketLost());
+    // A channel error after joining (socket lost, or the server's side of the channel ended):
+    // phoenix.js rejoins it (with the token, see channelParams).
+    this.channel.onError(() => this.onSignallingLost());
 
     this.webrtc = new MembraneWebRTC({
       restartIceOnDisconnect: true,
@@ -699,12 +703,13 @@ export class Room {
   }
 
   /**
-   * Socket error/close, or channel error. Before the channel joined this is Phoenix retrying (or
-   * falling back to LongPoll). After, phoenix.js reconnects with backoff and rejoins presenting
-   * our resume token: the media connection and the tiles stay meanwhile. After
-   * reconnectGiveUpMs without getting back, the page says so and offers Rejoin.
+   * The channel errored (socket lost, or the server's side of it ended). Before the channel
+   * joined this is Phoenix retrying (or falling back to LongPoll). After, phoenix.js reconnects
+   * with backoff and rejoins presenting our resume token: the media connection and the tiles
+   * stay meanwhile. After reconnectGiveUpMs without getting back, the page says so and offers
+   * Rejoin.
    */
-  private onSocketLost(): void {
+  private onSignallingLost(): void {
     if (this.left) return;
     if (!this.channelJoined) {
       this.showConnectionState();
