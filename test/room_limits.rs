@@ -1,6 +1,7 @@
 //! Room limits over a real WebSocket against the real app (the kit's Phoenix client, V2): a burst of
 //! joiners is admitted or refused and never evicts anyone admitted; the peers-per-room and
-//! rooms-per-server refusals with their exact replies; a mass departure logs linearly.
+//! rooms-per-server refusals with their exact replies; a mass departure logs linearly; chat's
+//! size and rate limits, its refusal of non-members, and that no message is kept for later.
 //!
 //! The log lines are counted by a logger this binary installs before any server starts; lines are
 //! told apart by their `room=<id>` field, so tests running side by side do not mix.
@@ -215,4 +216,123 @@ async fn sixty_peers_vanishing_at_once_log_a_linear_number_of_lines() {
     // A handful of lines per peer (channel ended, detached, perhaps not delivered) and the stop,
     // where one line per undeliverable event would be N²/2 = 1800.
     assert!(during <= 5 * N, "{during} lines for {N} departures");
+}
+
+/// The next `chat` push a client receives (skipping media events).
+async fn next_chat(c: &mut Client) -> Value {
+    c.expect_event("chat").await
+}
+
+#[tokio::test]
+async fn a_chat_message_reaches_every_member_with_the_senders_name_and_the_server_time() {
+    let server = start(10, 10).await;
+    let (mut ann, _) = Client::join_room(server.http, "chat", "Ann").await;
+    let (mut bo, _) = Client::join_room(server.http, "chat", "<b>Bo</b>").await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let r = bo
+        .push(
+            "room:chat",
+            "chat",
+            json!({"text": "<script>hi</script> & \"ż\""}),
+        )
+        .await;
+    assert_eq!(bo.reply(&r).await, json!({"status": "ok", "response": {}}));
+    for c in [&mut ann, &mut bo] {
+        let m = next_chat(c).await;
+        // Text and name go out as they came in: JSON carries them, the client renders text.
+        assert_eq!(m["displayName"], "<b>Bo</b>");
+        assert_eq!(m["text"], "<script>hi</script> & \"ż\"");
+        assert!(m["peerId"].as_str().is_some_and(|p| p.len() == 36), "{m}");
+        let at = m["sentAt"].as_u64().expect("sentAt in ms");
+        assert!(at >= before && at < before + 60_000, "{at} vs {before}");
+    }
+}
+
+#[tokio::test]
+async fn chat_over_the_size_or_rate_limit_is_answered_with_an_error_and_not_delivered() {
+    use videoroom::room::chat::{CHAT_BURST, MAX_CHAT_CHARS};
+    let server = start(10, 10).await;
+    let (mut ann, _) = Client::join_room(server.http, "chat-limits", "Ann").await;
+    let (mut bo, _) = Client::join_room(server.http, "chat-limits", "Bo").await;
+
+    let r = ann
+        .push(
+            "room:chat-limits",
+            "chat",
+            json!({"text": "x".repeat(MAX_CHAT_CHARS + 1)}),
+        )
+        .await;
+    assert_eq!(
+        ann.reply(&r).await,
+        json!({"status": "error", "response": {"reason": "message too long"}})
+    );
+    for payload in [json!({"text": "  "}), json!({"text": 5}), json!({})] {
+        let r = ann.push("room:chat-limits", "chat", payload).await;
+        assert_eq!(
+            ann.reply(&r).await,
+            json!({"status": "error", "response": {"reason": "empty message"}})
+        );
+    }
+    // The burst goes through; the next message at once is over the rate.
+    for i in 0..CHAT_BURST {
+        let r = ann
+            .push("room:chat-limits", "chat", json!({"text": format!("m{i}")}))
+            .await;
+        assert_eq!(ann.reply(&r).await["status"], "ok");
+    }
+    let r = ann
+        .push("room:chat-limits", "chat", json!({"text": "one too many"}))
+        .await;
+    assert_eq!(
+        ann.reply(&r).await,
+        json!({"status": "error", "response": {"reason": "too many messages"}})
+    );
+    // Bo sees exactly the burst, in order, and nothing refused: the next chat after it is the
+    // one Bo sends now (a refused message, had it reached the room, would come before it).
+    let r = bo
+        .push("room:chat-limits", "chat", json!({"text": "from Bo"}))
+        .await;
+    assert_eq!(bo.reply(&r).await["status"], "ok");
+    for i in 0..CHAT_BURST {
+        assert_eq!(next_chat(&mut bo).await["text"], format!("m{i}"));
+    }
+    assert_eq!(next_chat(&mut bo).await["text"], "from Bo");
+}
+
+#[tokio::test]
+async fn chat_is_not_kept_a_member_who_joins_later_gets_no_earlier_messages() {
+    let server = start(10, 10).await;
+    let (mut ann, _) = Client::join_room(server.http, "chat-history", "Ann").await;
+    let r = ann
+        .push("room:chat-history", "chat", json!({"text": "before Cy"}))
+        .await;
+    assert_eq!(ann.reply(&r).await["status"], "ok");
+    assert_eq!(next_chat(&mut ann).await["text"], "before Cy");
+    let (mut cy, _) = Client::join_room(server.http, "chat-history", "Cy").await;
+    let r = ann
+        .push("room:chat-history", "chat", json!({"text": "after Cy"}))
+        .await;
+    assert_eq!(ann.reply(&r).await["status"], "ok");
+    // Cy's first chat is the one sent after Cy joined: there is no history to replay.
+    assert_eq!(next_chat(&mut cy).await["text"], "after Cy");
+}
+
+#[tokio::test]
+async fn chat_from_a_peer_not_admitted_to_the_room_is_refused() {
+    let server = start(1, 10).await;
+    let (_inside, _) = Client::join_room(server.http, "chat-full", "Inside").await;
+    let (mut outside, reply) = Client::joined(server.http, "room:chat-full").await;
+    assert_eq!(reply["status"], "ok");
+    outside.media(join_event("Outside")).await;
+    outside.expect_media("peerDenied").await;
+    let r = outside
+        .push("room:chat-full", "chat", json!({"text": "let me in"}))
+        .await;
+    assert_eq!(
+        outside.reply(&r).await,
+        json!({"status": "error", "response": {"reason": "not in the room"}})
+    );
 }

@@ -21,6 +21,8 @@ enum Command {
     AddPeer(PeerId),
     Stats(oneshot::Sender<videoroom::rtc::sfu::SfuStats>),
     Offer(OfferCommand),
+    /// Keeps the room's loop busy for this long (a machine too loaded to run it).
+    Busy(Duration),
 }
 
 /// An offer to answer, with what the test decided for its m-lines.
@@ -47,6 +49,10 @@ async fn room_task(
                 None => return,
                 Some(Command::AddPeer(p)) => {
                     media.driver().signal(|sfu| sfu.add_peer(p, Instant::now()));
+                }
+                Some(Command::Busy(d)) => {
+                    // Off the runtime's worker, so the UDP mux keeps queueing for the room.
+                    tokio::task::block_in_place(|| std::thread::sleep(d));
                 }
                 Some(Command::Stats(reply)) => {
                     let _ = reply.send(media.driver().core().stats());
@@ -281,9 +287,16 @@ fn drive(
     false
 }
 
-#[test]
-fn two_rooms_share_one_udp_socket_and_never_see_each_others_media() {
-    let _ = env_logger::builder().is_test(true).try_init();
+/// A runtime with `n` rooms (each a task running the real media driver around its own `Sfu`)
+/// behind one UDP mux on a wildcard socket, and the channel of their SFU events. The mux is
+/// kept alive by the runtime's tasks.
+fn start_rooms(
+    n: usize,
+) -> (
+    tokio::runtime::Runtime,
+    Vec<mpsc::Sender<Command>>,
+    mpsc::UnboundedReceiver<SfuEvent>,
+) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -301,9 +314,9 @@ fn two_rooms_share_one_udp_socket_and_never_see_each_others_media() {
     assert_eq!(local.len(), 1, "{local:?}");
     let mux = rt.block_on(async { UdpMux::spawn(socket) });
 
-    let (event_tx, mut event_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::unbounded_channel();
     let mut rooms = Vec::new();
-    for r in 0..2 {
+    for r in 0..n {
         let udp = mux.open_route(&format!("room{r}"));
         let config = SfuConfig {
             room: format!("room{r}").into(),
@@ -319,6 +332,13 @@ fn two_rooms_share_one_udp_socket_and_never_see_each_others_media() {
         ));
         rooms.push(tx);
     }
+    (rt, rooms, event_rx)
+}
+
+#[test]
+fn two_rooms_share_one_udp_socket_and_never_see_each_others_media() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (rt, rooms, mut event_rx) = start_rooms(2);
 
     // Room 0: publisher 1 and subscriber 2; room 1: publisher 3 and subscriber 4.
     let mut browsers = vec![
@@ -378,6 +398,50 @@ fn two_rooms_share_one_udp_socket_and_never_see_each_others_media() {
     }
     assert_eq!(browsers[1].origins, vec![1]);
     assert_eq!(browsers[3].origins, vec![3]);
+    drop(rooms);
+    rt.shutdown_timeout(Duration::from_secs(1));
+}
+
+#[test]
+fn a_room_whose_loop_falls_behind_does_not_drop_peers_whose_datagrams_are_waiting_for_it() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (rt, rooms, mut event_rx) = start_rooms(1);
+    let mut browsers = vec![Browser::new(1, true), Browser::new(2, false)];
+    for b in &browsers {
+        rt.block_on(rooms[0].send(Command::AddPeer(b.peer)))
+            .unwrap();
+    }
+    let (publisher, rest) = browsers.split_at_mut(1);
+    negotiate(&rt, &rooms[0], &mut publisher[0], &[]);
+    negotiate(&rt, &rooms[0], &mut rest[0], &[&publisher[0]]);
+    let mut connected = 0;
+    let flowing = drive(&mut browsers, &mut event_rx, &mut connected, 30, |b, c| {
+        c == 2 && b[1].received >= 50
+    });
+    assert!(
+        flowing,
+        "within 30 s: {connected} of 2 connected, {} packets",
+        browsers[1].received
+    );
+    // The room's loop is kept busy for longer than the SFU's silence limit while both browsers
+    // keep sending (about 110 datagrams a second: the room's inbox holds them all). When it
+    // comes back it must see that they did send: `drive` fails on any PeerFailed.
+    let busy = SfuConfig::default().peer_timeout + Duration::from_secs(2);
+    rt.block_on(rooms[0].send(Command::Busy(busy))).unwrap();
+    let before = browsers[1].received;
+    drive(
+        &mut browsers,
+        &mut event_rx,
+        &mut connected,
+        busy.as_secs() + 3,
+        |_, _| false,
+    );
+    assert!(
+        browsers[1].received > before + 50,
+        "media flows again after the busy spell: {} then {}",
+        before,
+        browsers[1].received
+    );
     drop(rooms);
     rt.shutdown_timeout(Duration::from_secs(1));
 }

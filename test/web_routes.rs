@@ -170,7 +170,8 @@ async fn the_lobby_shows_the_join_form_with_the_room_prefilled_from_the_query() 
     let server = start(&WebConfig::default()).await;
     let page = html_page(&server, "/?room_id=standup%20room").await;
     for expected in [
-        "<title>Membrane WebRTC video room demo</title>",
+        "<title>Videoroom</title>",
+        "<h1 class=\"lobby-title text-3xl font-bold text-white mb-2\">Videoroom</h1>",
         r#"<link rel="stylesheet" href="/assets/css/app.css">"#,
         r#"src="/images/logo.png""#,
         "Join room!",
@@ -228,16 +229,15 @@ async fn unicode_room_names_survive_the_redirect_and_reach_the_page_unchanged() 
     );
     let page = text_of(&server, &location).await;
     assert!(page.contains(r#"data-room-id="zażółć 🎥 a+b""#), "{page}");
-    // Without the display name the lobby gets the same room back.
-    let response = get(
+    // Without the display name (an invite link) the embedded client's page gets the same room,
+    // for its pre-join screen.
+    let page = text_of(
         &server,
         "/room/za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb",
     )
     .await;
-    assert_eq!(
-        response.headers()[LOCATION],
-        "/?room_id=za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb"
-    );
+    assert!(page.contains(r#"data-room-id="zażółć 🎥 a+b""#), "{page}");
+    // The lobby prefills the same room from `?room_id=`.
     let page = text_of(
         &server,
         "/?room_id=za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb",
@@ -280,8 +280,14 @@ async fn an_incomplete_lobby_form_shows_the_lobby_again_with_a_message() {
 }
 
 #[tokio::test]
-async fn the_room_page_without_a_display_name_redirects_to_the_lobby_with_the_room_prefilled() {
-    let server = start(&WebConfig::default()).await;
+async fn the_room_page_without_a_display_name_redirects_to_the_lobby_when_a_static_dir_is_served() {
+    let foreign = TempDir::new("nameless");
+    foreign.write("assets/js/app.js", b"console.log(1)");
+    let server = start(&WebConfig {
+        static_dir: Some(foreign.0.clone()),
+        ..WebConfig::default()
+    })
+    .await;
     for path in [
         "/room/daily%20sync",
         "/room/daily%20sync?display_name=",
@@ -299,11 +305,23 @@ async fn the_room_page_without_a_display_name_redirects_to_the_lobby_with_the_ro
 }
 
 #[tokio::test]
+async fn the_embedded_client_gets_the_room_page_without_a_display_name_for_its_pre_join_screen() {
+    let server = start(&WebConfig::default()).await;
+    for path in ["/room/daily%20sync", "/room/daily%20sync?display_name="] {
+        let response = get(&server, path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(r#"data-room-id="daily sync""#), "{path}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn the_room_page_keeps_the_dom_the_tutorial_client_relies_on() {
     let server = start(&WebConfig::default()).await;
     let page = html_page(&server, "/room/r1?display_name=Ann").await;
     for expected in [
-        "<title>Membrane WebRTC video room demo</title>",
+        "<title>r1 · Videoroom</title>",
         r#"<link rel="stylesheet" href="/assets/css/app.css">"#,
         r#"id="room" class="room flex flex-col h-screen relative" data-room-id="r1""#,
         "Room: r1</h3>",

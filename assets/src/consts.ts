@@ -14,3 +14,30 @@ export const LOCAL_PEER_ID = "local-peer";
  * (for networks whose proxies block WebSockets).
  */
 export const LONG_POLL_FALLBACK_MS = 2500;
+
+/** The product's name, in the page title and the header. */
+export const PRODUCT_NAME = "Videoroom";
+
+/** localStorage: the display name of the last visit (prefills the pre-join form). */
+export const STORAGE_DISPLAY_NAME = "videoroom:displayName";
+
+/** localStorage: the chosen devices, `{audioinput?, videoinput?, audiooutput?}` device ids. */
+export const STORAGE_DEVICES = "videoroom:devices";
+
+/**
+ * sessionStorage prefix (+ room id): `{displayName, audio, video}` while this tab is in the call,
+ * so that a reload rejoins at once; removed when the user leaves.
+ */
+export const STORAGE_IN_CALL = "videoroom:inCall:";
+
+/** Longest chat message the server accepts, in characters (src/room/chat.rs). */
+export const MAX_CHAT_CHARS = 2000;
+
+/** Smallest tile width before the grid pages instead of shrinking further, in CSS pixels. */
+export const MIN_TILE_WIDTH = 200;
+
+/** How often tiles' speaking and network indicators are refreshed, in ms. */
+export const PRESENCE_INTERVAL_MS = 300;
+
+/** Audio level (0..1) above which someone counts as speaking. */
+export const SPEAKING_LEVEL = 0.04;

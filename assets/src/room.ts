@@ -1,41 +1,62 @@
-// The videoroom app: one Phoenix channel `room:<id>` carrying media events, one MembraneWebRTC
-// client, and the page (room_ui.ts). Flow as in the tutorial (membrane-protocol.md §5.1), plus
-// microphone/camera toggles, display names on tiles and a visible connection state.
+// The videoroom app: one Phoenix channel `room:<id>` carrying media events and chat, one
+// MembraneWebRTC client, and the page (room_ui.ts, shell.ts). Flow as in the tutorial
+// (membrane-protocol.md §5.1), plus what a meeting needs: toggles that carry over from the
+// pre-join screen, presence on tiles, screen sharing, chat, shortcuts and a "You left" screen.
 
 import { LongPoll, Socket, type Channel } from "phoenix";
 import queryString from "query-string";
-import { LOCAL_PEER_ID, LONG_POLL_FALLBACK_MS, MEDIA_CONSTRAINTS } from "./consts";
+import { LOCAL_PEER_ID, LONG_POLL_FALLBACK_MS, STORAGE_IN_CALL } from "./consts";
 import { MembraneWebRTC, type Peer, type TrackContext } from "./membrane";
+import { describeMediaError, openMedia, savedDevices, type JoinChoice } from "./prejoin";
+import { LevelMeter, PresenceMonitor } from "./presence";
 import {
   addVideoElement,
   attachStream,
+  attachTrack,
   getRoomId,
+  makeSelfViewMovable,
+  relayout,
   removeRemoteVideoElements,
   removeVideoElement,
+  setAutoSpotlight,
   setConnectionState,
   setErrorMessage,
+  setFloatingSelfView,
   setParticipantsList,
   setTileLabel,
   setTileMediaState,
   setToggleButton,
   setupDisconnectButton,
   setupToggleButton,
+  tileOf,
 } from "./room_ui";
+import type { ChatMessage, Shell } from "./shell";
 
 type MediaKind = "audio" | "video";
 
+/** The tile id of our own screen share. */
+const LOCAL_SCREEN_ID = "local-screen";
+
 /**
  * Metadata we give our tracks, so the others can show "microphone off"/"camera off":
- * `{kind, active}`. A track without `active` (e.g. from the original client, `{}`) counts as on.
+ * `{kind, active}`, plus `source: "screen"` on a screen share (the tutorial client ignores it
+ * and shows one more tile). A track without `active` (e.g. from the original client, `{}`)
+ * counts as on.
  */
 interface TrackMetadata {
   kind: MediaKind;
   active: boolean;
+  source?: "camera" | "screen";
 }
 
-/** Reads `?display_name=` and removes it from the address bar (as the tutorial does). */
-function takeDisplayName(): string {
+/**
+ * Reads `?display_name=` and removes it from the address bar (as the tutorial does);
+ * `undefined` when the address has none or an empty one (an invite link: the pre-join
+ * screen asks).
+ */
+export function takeDisplayName(): string | undefined {
   const { display_name: name, ...rest } = queryString.parse(window.location.search);
+  if (name === undefined) return undefined;
   const search = queryString.stringify(rest);
   window.history.replaceState(
     window.history.state,
@@ -43,7 +64,29 @@ function takeDisplayName(): string {
     window.location.pathname + (search ? `?${search}` : "") + window.location.hash,
   );
   const value = Array.isArray(name) ? name[0] : name;
-  return value && value.trim() ? value.trim() : "Anonymous";
+  return value && value.trim() ? value.trim() : undefined;
+}
+
+/** What this tab remembers while it is in the call, so that a reload rejoins at once. */
+export function inCallState(roomId: string): JoinChoice | undefined {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(STORAGE_IN_CALL + roomId) ?? "null");
+    if (saved && typeof saved.displayName === "string") {
+      return { displayName: saved.displayName, audio: saved.audio !== false, video: saved.video !== false };
+    }
+  } catch {
+    // nothing usable saved
+  }
+  return undefined;
+}
+
+function rememberInCall(roomId: string, choice: { displayName: string; audio: boolean; video: boolean } | undefined): void {
+  try {
+    if (choice) sessionStorage.setItem(STORAGE_IN_CALL + roomId, JSON.stringify(choice));
+    else sessionStorage.removeItem(STORAGE_IN_CALL + roomId);
+  } catch {
+    // private mode: a reload shows the pre-join screen
+  }
 }
 
 function displayNameOf(peer: Peer): string {
@@ -57,6 +100,10 @@ function kindOf(ctx: TrackContext): MediaKind | undefined {
   return kind === "audio" || kind === "video" ? kind : undefined;
 }
 
+function isScreen(ctx: TrackContext): boolean {
+  return ctx.metadata?.source === "screen";
+}
+
 export class Room {
   /** The media client (exposed read-only for the test hook, see index.ts). */
   public readonly webrtc: MembraneWebRTC;
@@ -65,10 +112,21 @@ export class Room {
   private readonly roomId: string;
   private readonly displayName: string;
   private localStream?: MediaStream;
+  /** Microphone/camera wanted on (from the pre-join screen, then the toggles). */
+  private readonly want: Record<MediaKind, boolean>;
+  /** Camera and microphone are still to be opened (after the server accepted us). */
+  private mediaPending: boolean;
   /** Our track ids per kind, once published. */
   private readonly localTrackIds = new Map<MediaKind, string>();
+  private screen?: { stream: MediaStream; track: MediaStreamTrack; trackId: string };
+  /** A screen share is being started (the browser's picker is open, or it waits for the camera). */
+  private screenStarting = false;
+  /** Resolves once the server accepted us and our camera/microphone tracks are added (or none could be opened). */
+  private readonly cameraPublished: Promise<void>;
+  private markCameraPublished: () => void = () => {};
   /** The other participants, in joining order. */
   private peers: Peer[] = [];
+  private peerId?: string;
   private socketRefs: string[] = [];
   /** The channel join succeeded; from then on losing the socket means leaving the room. */
   private channelJoined = false;
@@ -76,10 +134,19 @@ export class Room {
   private accepted = false;
   private left = false;
   private mediaState: RTCPeerConnectionState | undefined;
+  private readonly level = new LevelMeter();
+  private readonly presence: PresenceMonitor;
 
-  constructor() {
+  constructor(
+    private readonly shell: Shell,
+    choice: JoinChoice,
+  ) {
     this.roomId = getRoomId();
-    this.displayName = takeDisplayName();
+    this.displayName = choice.displayName;
+    this.localStream = choice.stream;
+    this.mediaPending = !choice.stream;
+    this.want = { audio: choice.audio, video: choice.video };
+    this.cameraPublished = new Promise((resolve) => (this.markCameraPublished = resolve));
 
     this.socket = new Socket("/socket", { longPollFallbackMs: LONG_POLL_FALLBACK_MS });
     this.socket.connect();
@@ -93,6 +160,7 @@ export class Room {
     this.channel.on("mediaEvent", (event: { data: string }) =>
       this.webrtc.receiveMediaEvent(event.data),
     );
+    this.channel.on("chat", (message: ChatMessage) => this.shell.addChatMessage(message, message.peerId === this.peerId));
     // A channel error after joining means the server side of our peer is gone.
     this.channel.onError(() => this.onSocketLost());
 
@@ -101,18 +169,20 @@ export class Room {
         onSendMediaEvent: (data) => {
           this.channel.push("mediaEvent", { data });
         },
-        onJoinSuccess: (peerId, peersInRoom) => this.onJoinSuccess(peerId, peersInRoom),
+        onJoinSuccess: (peerId, peersInRoom) => void this.onJoinSuccess(peerId, peersInRoom),
         onJoinError: (metadata) => {
           const reason = metadata && typeof metadata.reason === "string" ? `: ${metadata.reason}` : "";
-          this.fail(`The server did not let you into the room${reason}.`);
+          this.fail(`The server did not let you into the room${reason}.`, "You could not join");
         },
-        onTrackReady: (ctx) => {
-          if (ctx.stream) attachStream(ctx.stream, ctx.peer.id);
-          this.showTrackState(ctx);
-        },
+        onTrackReady: (ctx) => this.onTrackReady(ctx),
         onTrackAdded: (ctx) => this.showTrackState(ctx),
         onTrackUpdated: (ctx) => this.showTrackState(ctx),
         onTrackRemoved: (ctx) => {
+          if (isScreen(ctx)) {
+            removeVideoElement(`${ctx.peer.id}-screen`);
+            this.updateSpotlight();
+            return;
+          }
           const kind = kindOf(ctx);
           if (kind && this.peers.some((p) => p.id === ctx.peer.id)) {
             setTileMediaState(ctx.peer.id, { [kind]: false });
@@ -122,42 +192,52 @@ export class Room {
           this.peers.push(peer);
           addVideoElement(peer.id, displayNameOf(peer), false);
           this.updateParticipantsList();
+          this.shell.announce(`${displayNameOf(peer)} joined`);
         },
         onPeerLeft: (peer) => {
           this.peers = this.peers.filter((p) => p.id !== peer.id);
           removeVideoElement(peer.id);
+          removeVideoElement(`${peer.id}-screen`);
+          this.updateSpotlight();
           this.updateParticipantsList();
+          this.shell.announce(`${displayNameOf(peer)} left`);
         },
         onPeerUpdated: (peer) => {
           setTileLabel(peer.id, displayNameOf(peer));
           this.updateParticipantsList();
         },
-        onConnectionError: (message) => this.fail(message),
+        onConnectionError: (message) => this.fail(message, "The call ended"),
         onConnectionStateChange: (state) => {
           this.mediaState = state;
           this.showConnectionState();
         },
       },
     });
+    this.presence = new PresenceMonitor(
+      () => (this.webrtc as unknown as { connection?: RTCPeerConnection }).connection,
+      this.level,
+    );
   }
 
-  /** Gets the camera and microphone, joins the channel, then the room. */
+  /** Joins the channel, then the room; camera and microphone are published once accepted. */
   public join = async (): Promise<void> => {
     this.showConnectionState();
-    this.localStream = await this.getLocalMedia();
+    rememberInCall(this.roomId, { displayName: this.displayName, ...this.want });
     addVideoElement(LOCAL_PEER_ID, `${this.displayName} (you)`, true);
-    if (this.localStream) attachStream(this.localStream, LOCAL_PEER_ID);
-    this.setupToggles();
+    makeSelfViewMovable();
+    if (this.localStream) this.useLocalStream(this.localStream);
+    this.setupControls();
     this.updateParticipantsList();
+    this.presence.start();
 
     try {
       await this.joinChannel();
     } catch (reason) {
-      this.fail(`Could not join the room: ${JSON.stringify(reason)}`);
+      this.fail(`Could not join the room: ${JSON.stringify(reason)}`, "You could not join");
       return;
     }
     this.channelJoined = true;
-    setupDisconnectButton(() => this.disconnect());
+    this.keepWorkingTransport();
     // Closing the tab: say goodbye so the others drop our tile at once (a LongPoll session
     // would otherwise linger until the server's poll window expires).
     window.addEventListener("pagehide", () => void this.leave());
@@ -169,10 +249,17 @@ export class Room {
   public leave = (): Promise<void> => {
     if (this.left) return Promise.resolve();
     this.left = true;
+    // A screen share waiting for the camera gives up (it sees `left`).
+    this.markCameraPublished();
     this.webrtc.leave();
     this.socket.off(this.socketRefs);
     this.socketRefs = [];
     this.localStream?.getTracks().forEach((t) => t.stop());
+    this.screen?.track.stop();
+    this.presence.stop();
+    this.level.detach();
+    this.shell.disableCallControls();
+    this.showToggles();
     // Resolves once the server acknowledged the channel leave (or gave up after 1 s).
     return new Promise((resolve) => {
       this.channel
@@ -191,19 +278,87 @@ export class Room {
 
   // ---------------------------------------------------------------------------------------------
 
-  private onJoinSuccess(peerId: string, peersInRoom: Peer[]): void {
+  private useLocalStream(stream: MediaStream): void {
+    this.localStream = stream;
+    stream.getAudioTracks().forEach((t) => (t.enabled = this.want.audio));
+    stream.getVideoTracks().forEach((t) => (t.enabled = this.want.video));
+    attachStream(stream, LOCAL_PEER_ID);
+    this.level.attach(stream);
+    this.showToggles();
+  }
+
+  private async onJoinSuccess(peerId: string, peersInRoom: Peer[]): Promise<void> {
     this.accepted = true;
+    this.peerId = peerId;
+    this.peers = [...peersInRoom];
+    for (const peer of peersInRoom) addVideoElement(peer.id, displayNameOf(peer), false);
+    this.updateParticipantsList();
+    this.showConnectionState();
+    console.info(`videoroom: joined room ${this.roomId} as ${peerId}`);
+    // Camera and microphone only now: a refused join never turned them on.
+    if (this.mediaPending) {
+      const opened = await openMedia(savedDevices());
+      this.mediaPending = false;
+      if (this.left) {
+        opened.stream?.getTracks().forEach((t) => t.stop());
+        return;
+      }
+      if (opened.stream) this.useLocalStream(opened.stream);
+      else {
+        setErrorMessage(`${describeMediaError(opened.error)} You can still watch and listen.`);
+        this.showToggles();
+      }
+    }
     const stream = this.localStream;
     stream?.getTracks().forEach((track) => {
       const kind = track.kind as MediaKind;
       const metadata: TrackMetadata = { kind, active: track.enabled };
       this.localTrackIds.set(kind, this.webrtc.addTrack(track, stream, metadata));
     });
-    this.peers = [...peersInRoom];
-    for (const peer of peersInRoom) addVideoElement(peer.id, displayNameOf(peer), false);
-    this.updateParticipantsList();
+    this.markCameraPublished();
     this.showConnectionState();
-    console.info(`videoroom: joined room ${this.roomId} as ${peerId}`);
+    this.showScreenButton();
+  }
+
+  private onTrackReady(ctx: TrackContext): void {
+    if (!ctx.track) return;
+    if (isScreen(ctx)) {
+      const id = `${ctx.peer.id}-screen`;
+      addVideoElement(id, `${displayNameOf(ctx.peer)} (screen)`, false, "screen");
+      attachTrack(id, ctx.track);
+      setTileMediaState(id, { video: true });
+      this.updateSpotlight();
+      return;
+    }
+    attachTrack(ctx.peer.id, ctx.track);
+    this.applySpeaker(ctx.peer.id);
+    this.showTrackState(ctx);
+  }
+
+  /** Plays remote audio on the chosen speaker (where the browser supports `setSinkId`). */
+  private applySpeaker(tileId: string): void {
+    const sink = savedDevices().audiooutput;
+    const audio = document.getElementById(`audio-${tileId}`) as (HTMLAudioElement & { setSinkId?: (id: string) => Promise<void> }) | null;
+    if (sink && audio?.setSinkId) void audio.setSinkId(sink).catch(() => {});
+  }
+
+  /** The newest remote screen share is shown large (unless the user pinned something). */
+  private updateSpotlight(): void {
+    const screens = Array.from(document.querySelectorAll<HTMLElement>("#videos-grid div[data-kind='screen'][data-local='false']"));
+    setAutoSpotlight(screens.length ? screens[screens.length - 1].dataset.peerId : undefined);
+  }
+
+  /**
+   * The channel's join reply came back over the WebSocket, so it works: Phoenix must no longer
+   * swap it for LongPoll. Its fallback also fires when the first heartbeat after connecting is
+   * not answered within LONG_POLL_FALLBACK_MS, which a busy tab (or machine) can miss even on a
+   * working socket; the swap closes the socket, which for a joined call means leaving it.
+   */
+  private keepWorkingTransport(): void {
+    if (this.transport !== "websocket") return;
+    const socket = this.socket as unknown as { cancelFallback?: () => void; primaryPassedHealthCheck?: boolean };
+    socket.primaryPassedHealthCheck = true;
+    socket.cancelFallback?.();
   }
 
   private joinChannel(): Promise<unknown> {
@@ -217,44 +372,140 @@ export class Room {
     });
   }
 
-  private async getLocalMedia(): Promise<MediaStream | undefined> {
-    // Both devices, else whichever one works: a missing camera should not keep anyone out.
-    const attempts: MediaStreamConstraints[] = [
-      MEDIA_CONSTRAINTS,
-      { audio: MEDIA_CONSTRAINTS.audio },
-      { video: MEDIA_CONSTRAINTS.video },
-    ];
-    let lastError: unknown;
-    for (const constraints of attempts) {
-      try {
-        return await navigator.mediaDevices.getUserMedia(constraints);
-      } catch (e) {
-        lastError = e;
-      }
-    }
-    setErrorMessage(
-      `Could not use your camera or microphone (${String(lastError)}). You can still watch and listen.`,
-    );
-    return undefined;
-  }
-
-  private setupToggles(): void {
+  private setupControls(): void {
     setupToggleButton("toggle-mic", () => this.toggle("audio"));
     setupToggleButton("toggle-camera", () => this.toggle("video"));
+    setupDisconnectButton(() => void this.disconnect());
+    this.shell.shareButton.addEventListener("click", () => void this.toggleScreen());
+    this.shell.selfViewButton.addEventListener("click", () => {
+      const floating = this.shell.selfViewButton.getAttribute("aria-pressed") !== "true";
+      this.shell.selfViewButton.setAttribute("aria-pressed", String(floating));
+      setFloatingSelfView(floating);
+    });
+    this.shell.chatForm.addEventListener("submit", (e) => {
+      e.preventDefault();
+      this.sendChat();
+    });
+    // Shortcuts as in Meet: Ctrl+D microphone, Ctrl+E camera (Cmd on macOS).
+    document.addEventListener("keydown", (e) => {
+      if (!(e.ctrlKey || e.metaKey) || e.altKey || e.shiftKey) return;
+      const key = e.key.toLowerCase();
+      if (key === "d" || key === "e") {
+        e.preventDefault();
+        this.toggle(key === "d" ? "audio" : "video");
+      }
+    });
     this.showToggles();
+    this.showScreenButton();
+  }
+
+  private sendChat(): void {
+    const input = this.shell.chatInput;
+    const text = input.value;
+    if (!text.trim() || this.left) return;
+    // Answers may come out of order (a refusal is immediate, an accepted message goes through
+    // the room): the error shown is the last one, cleared when the user sends again.
+    this.shell.setChatError("");
+    this.channel
+      .push("chat", { text })
+      .receive("ok", () => {
+        if (input.value === text) input.value = "";
+      })
+      .receive("error", (r: { reason?: string }) =>
+        this.shell.setChatError(`Not sent: ${r?.reason ?? "refused by the server"}.`),
+      )
+      .receive("timeout", () => this.shell.setChatError("Not sent: no answer from the server."));
   }
 
   /** Turns our microphone or camera on/off; the others learn it through the track metadata. */
   private toggle(kind: MediaKind): void {
+    if (this.left) return;
     const track = this.localTrack(kind);
-    if (!track) return;
-    track.enabled = !track.enabled;
-    const trackId = this.localTrackIds.get(kind);
-    if (trackId && !this.left) {
-      const metadata: TrackMetadata = { kind, active: track.enabled };
-      this.webrtc.updateTrackMetadata(trackId, metadata);
+    if (!track && !this.mediaPending) return;
+    this.want[kind] = !this.want[kind];
+    if (track) {
+      track.enabled = this.want[kind];
+      const trackId = this.localTrackIds.get(kind);
+      if (trackId) {
+        const metadata: TrackMetadata = { kind, active: track.enabled };
+        this.webrtc.updateTrackMetadata(trackId, metadata);
+      }
     }
+    rememberInCall(this.roomId, { displayName: this.displayName, ...this.want });
     this.showToggles();
+    this.shell.announce(
+      kind === "audio"
+        ? this.want.audio ? "Microphone on" : "Microphone off"
+        : this.want.video ? "Camera on" : "Camera off",
+    );
+  }
+
+  private async toggleScreen(): Promise<void> {
+    if (this.screen) {
+      this.stopScreen();
+      return;
+    }
+    if (this.screenStarting || this.left) return;
+    this.screenStarting = true;
+    this.showScreenButton();
+    try {
+      await this.startScreen();
+    } finally {
+      this.screenStarting = false;
+      this.showScreenButton();
+    }
+  }
+
+  /**
+   * Asks the browser for a screen or tab (inside the click, as browsers require), then publishes
+   * it once our camera and microphone are: a share started while they are still being set up
+   * waits for them instead of racing their negotiation.
+   */
+  private async startScreen(): Promise<void> {
+    let stream: MediaStream;
+    try {
+      stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    } catch (e) {
+      // The user closing the picker is not an error worth a banner.
+      if ((e as { name?: string })?.name !== "NotAllowedError") {
+        this.shell.announce(`Could not share the screen: ${String(e)}`);
+      }
+      return;
+    }
+    const track = stream.getVideoTracks()[0];
+    if (track) await this.cameraPublished;
+    if (!track || this.left || track.readyState === "ended") {
+      stream.getTracks().forEach((t) => t.stop());
+      return;
+    }
+    const metadata: TrackMetadata = { kind: "video", active: true, source: "screen" };
+    const trackId = this.webrtc.addTrack(track, stream, metadata);
+    this.screen = { stream, track, trackId };
+    // The browser's own "Stop sharing" ends the track.
+    track.addEventListener("ended", () => this.stopScreen());
+    addVideoElement(LOCAL_SCREEN_ID, "Your screen", true, "screen");
+    attachStream(stream, LOCAL_SCREEN_ID);
+    setTileMediaState(LOCAL_SCREEN_ID, { video: true });
+    this.shell.announce("You are sharing your screen");
+  }
+
+  private stopScreen(): void {
+    const screen = this.screen;
+    if (!screen) return;
+    this.screen = undefined;
+    if (!this.left) this.webrtc.removeTrack(screen.trackId);
+    screen.track.stop();
+    removeVideoElement(LOCAL_SCREEN_ID);
+    this.showScreenButton();
+    this.shell.announce("Screen sharing stopped");
+  }
+
+  private showScreenButton(): void {
+    const b = this.shell.shareButton;
+    b.setAttribute("aria-pressed", String(!!this.screen));
+    b.textContent = this.screen ? "Stop sharing" : "Share screen";
+    // Usable once the server let us in; while a share is starting, a second click does nothing.
+    b.disabled = this.left || !this.accepted || this.screenStarting;
   }
 
   private localTrack(kind: MediaKind): MediaStreamTrack | undefined {
@@ -263,32 +514,43 @@ export class Room {
       : this.localStream?.getVideoTracks()[0];
   }
 
+  /** The toggles show the real state: a device that is gone or a call that ended disables them. */
   private showToggles(): void {
     const mic = this.localTrack("audio");
     const camera = this.localTrack("video");
-    const micOff = !mic?.enabled;
-    const cameraOff = !camera?.enabled;
+    const live = (t: MediaStreamTrack | undefined) => !!t && t.readyState === "live";
+    const micAvailable = !this.left && (live(mic) || (!mic && this.mediaPending));
+    const cameraAvailable = !this.left && (live(camera) || (!camera && this.mediaPending));
+    const micOff = !micAvailable || !this.want.audio;
+    const cameraOff = !cameraAvailable || !this.want.video;
     setToggleButton("toggle-mic", {
       off: micOff,
-      available: !!mic,
+      available: micAvailable,
       text: micOff ? "Unmute microphone" : "Mute microphone",
     });
     setToggleButton("toggle-camera", {
       off: cameraOff,
-      available: !!camera,
+      available: cameraAvailable,
       text: cameraOff ? "Turn camera on" : "Turn camera off",
     });
     setTileMediaState(LOCAL_PEER_ID, { audio: !micOff, video: !cameraOff });
+    this.updateParticipantsList();
   }
 
   private showTrackState(ctx: TrackContext): void {
+    if (isScreen(ctx)) return;
     const kind = kindOf(ctx);
     if (!kind) return;
     setTileMediaState(ctx.peer.id, { [kind]: ctx.metadata?.active !== false });
+    this.updateParticipantsList();
   }
 
   private updateParticipantsList(): void {
     setParticipantsList([this.displayName, ...this.peers.map(displayNameOf)]);
+    this.shell.setPeople([
+      { name: this.displayName, you: true, micOff: tileOf(LOCAL_PEER_ID)?.dataset.audio === "off" },
+      ...this.peers.map((p) => ({ name: displayNameOf(p), you: false, micOff: tileOf(p.id)?.dataset.audio === "off" })),
+    ]);
   }
 
   /** Socket error/close. Before the channel joined this is Phoenix retrying (or falling back to LongPoll). */
@@ -305,20 +567,35 @@ export class Room {
     this.updateParticipantsList();
     setErrorMessage("The connection to the server was lost. Reload the page to join again.");
     setConnectionState("disconnected", "Disconnected");
+    this.shell.showEndScreen(
+      "Connection lost",
+      "The connection to the server was lost.",
+      () => this.rejoin(),
+    );
   }
 
-  private fail(message: string): void {
+  private fail(message: string, title: string): void {
     setErrorMessage(message);
+    rememberInCall(this.roomId, undefined);
     void this.leave().then(() => this.socket.disconnect());
     setConnectionState("failed", "Connection failed");
+    this.shell.showEndScreen(title, message, () => this.rejoin());
+  }
+
+  /** Joins again with the same name and toggles (a reload that goes straight into the call). */
+  private rejoin(): void {
+    rememberInCall(this.roomId, { displayName: this.displayName, ...this.want });
+    window.location.reload();
   }
 
   private async disconnect(): Promise<void> {
+    rememberInCall(this.roomId, undefined);
     const left = this.leave();
     setConnectionState("disconnected", "Disconnected");
-    // Back to the lobby with the room prefilled, once the server has seen us leave.
+    removeRemoteVideoElements(LOCAL_PEER_ID);
+    relayout();
+    this.shell.showEndScreen("You left the meeting", `You left room ${this.roomId}.`, () => this.rejoin());
     await left;
-    window.location.replace(`/?room_id=${encodeURIComponent(this.roomId)}`);
   }
 
   private showConnectionState(): void {
@@ -328,6 +605,12 @@ export class Room {
       setConnectionState("connecting", "Connecting…");
     } else if (!this.accepted) {
       setConnectionState("connecting", "Joining…");
+    } else if (this.mediaPending) {
+      // Accepted, but the camera and microphone are still opening: nothing is published yet.
+      setConnectionState("connecting", "Starting camera and microphone…");
+    } else if (this.localTrackIds.size > 0 && this.mediaState === undefined) {
+      // Our tracks are added but the media connection does not exist yet (first offerData).
+      setConnectionState("connecting", `Connecting media… (via ${via})`);
     } else if (this.mediaState === "failed") {
       setConnectionState("failed", "Media connection failed");
     } else if (this.mediaState === "disconnected") {

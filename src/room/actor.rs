@@ -35,10 +35,12 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
 use super::admission::Admission;
+use super::chat::{ChatRefusal, display_name_of};
 use super::metrics::RoomMetrics;
 use super::registry::{AttachSlot, RoomRegistry, RoomsConfig};
 use super::resume::ResumeRefusal;
 use super::{Departure, Lease, PeerMessage, PeerSink};
+use crate::phoenix::ReplyRef;
 use crate::rtc::driver::RoomMedia;
 use crate::rtc::engine::{Engine, EngineOutput};
 use crate::rtc::ids::PeerId;
@@ -81,6 +83,17 @@ pub(crate) enum RoomCommand {
         /// The sender's share of the inbox this event uses until handled.
         credit: Credit,
     },
+    /// A checked chat message from a peer (see [`super::chat`]).
+    Chat {
+        /// The sender.
+        peer: PeerId,
+        /// The message text (non-blank, within the size limit).
+        text: String,
+        /// The sender's push, answered once the room has handled it.
+        reply: ReplyRef,
+        /// The sender's share of the inbox this message uses until handled.
+        credit: Credit,
+    },
 }
 
 /// One unit of a peer's share of its room's inbox: taken when its channel queues a media event,
@@ -112,6 +125,7 @@ impl std::fmt::Debug for RoomCommand {
             RoomCommand::Attach { peer, .. } => write!(f, "Attach({peer})"),
             RoomCommand::Resume { peer, .. } => write!(f, "Resume({peer})"),
             RoomCommand::MediaEvent { peer, .. } => write!(f, "MediaEvent({peer})"),
+            RoomCommand::Chat { peer, .. } => write!(f, "Chat({peer})"),
         }
     }
 }
@@ -130,6 +144,8 @@ pub(crate) struct Room {
     peers: HashMap<PeerId, Attached>,
     /// Numbers attachments, so the late end of a replaced channel is told apart.
     next_attachment: u64,
+    /// Display names of admitted peers (from their `join` metadata), for chat messages.
+    names: HashMap<PeerId, String>,
     /// Attached peers an event could not be delivered to (logged once each).
     undeliverable: HashSet<PeerId>,
     /// Since when the room has had no peers.
@@ -167,6 +183,7 @@ impl Room {
             empty_grace: config.empty_grace,
             peers: HashMap::new(),
             next_attachment: 0,
+            names: HashMap::new(),
             undeliverable: HashSet::new(),
             empty_since: Some(tokio::time::Instant::now()),
             crashed: false,
@@ -254,6 +271,10 @@ impl Room {
                             log::warn!("room={} peer={peer} media event from a detached peer dropped", self.id);
                         }
                     }
+                    Some(RoomCommand::Chat { peer, text, reply, credit }) => {
+                        self.chat(peer, text, reply);
+                        drop(credit);
+                    }
                     // Unreachable while the registry holds a sender; stop if it ever happens.
                     None => break,
                 },
@@ -326,6 +347,10 @@ impl Room {
                 );
             }
         }
+        // Names of peers no longer members (this one, or held peers whose grace or media ran
+        // out meanwhile): a held peer keeps its name for the chat of its resumed channel.
+        let engine = self.media.driver().core();
+        self.names.retain(|p, _| engine.is_member(*p));
     }
 
     /// Test-only faults, obeyed when [`RoomsConfig::fault_injection`] is set (the
@@ -406,6 +431,7 @@ impl Room {
                         .join_seconds
                         .observe(at.elapsed().as_secs_f64());
                 }
+                self.names.insert(peer, display_name_of(metadata));
                 let token = self.registry.issue_token(&self.id, peer);
                 self.engine_call(|e| e.accept_peer_resumable(peer, token, Instant::now()));
                 if !self.media.driver().core().is_member(peer) {
@@ -438,6 +464,44 @@ impl Room {
             }
             // A held peer (or one gone): its client hears the state again when it resumes.
             None => log::debug!("room={} peer={peer} not attached, event dropped", self.id),
+        }
+    }
+
+    /// Fans a chat message out to every member (the sender included), then answers the sender.
+    /// Members only: a peer that is not (or no longer) accepted is refused.
+    fn chat(&mut self, peer: PeerId, text: String, reply: ReplyRef) {
+        let is_member = self.media.driver().core().is_member(peer);
+        let refusal = match self.names.get(&peer) {
+            Some(name) if is_member => {
+                let sent_at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let message = Arc::new(serde_json::json!({
+                    "peerId": peer.to_string(),
+                    "displayName": name,
+                    "text": text,
+                    "sentAt": sent_at,
+                }));
+                let engine = self.media.driver().core();
+                for (to, Attached { sink, .. }) in &self.peers {
+                    // A full channel misses the message: chat is best effort, like a dropped
+                    // media event the Phoenix layer deals with by closing the socket.
+                    if engine.is_member(*to) && !sink.deliver(PeerMessage::Chat(message.clone())) {
+                        log::debug!("room={} peer={to} chat message not delivered", self.id);
+                    }
+                }
+                None
+            }
+            _ => {
+                log::debug!(
+                    "room={} peer={peer} chat from a non-member refused",
+                    self.id
+                );
+                Some(ChatRefusal::NotInRoom)
+            }
+        };
+        if let Some(Attached { sink, .. }) = self.peers.get(&peer) {
+            sink.deliver(PeerMessage::ChatAnswer { reply, refusal });
         }
     }
 

@@ -12,6 +12,8 @@
 //! - A `join` media event is refused with `peerDenied {"reason": "room is full"}` when the room
 //!   has [`RoomsConfig::max_peers`] members, else asks the room's [`Admission`] hook (default
 //!   [`MaxPeers`]: everyone, up to an optional maximum → the same `peerDenied`).
+//! - `chat` pushes from members go through the room actor, which fans them out to every
+//!   member with the sender's display name and the server's time ([`chat`]); nothing is kept.
 //! - When the channel ends the peer's lease says how ([`Departure`]): a `phx_leave` (or the
 //!   channel stopping itself) removes the peer at once, `peerLeft` to the others, as does a
 //!   `leave` media event. A lost socket *detaches* it: a member whose media is connected is
@@ -58,6 +60,7 @@
 
 mod actor;
 mod admission;
+pub mod chat;
 pub mod metrics;
 mod peer_channel;
 mod registry;
@@ -91,6 +94,15 @@ use crate::phoenix::Router;
 pub enum PeerMessage {
     /// Push this serialized media event as `mediaEvent {"data": …}`.
     MediaEvent(String),
+    /// Push this chat message (the JSON object of [`chat`]) as a `chat` event.
+    Chat(std::sync::Arc<serde_json::Value>),
+    /// Answer the peer's own `chat` push: `ok {}`, or `error {"reason"}` when refused.
+    ChatAnswer {
+        /// The push being answered.
+        reply: crate::phoenix::ReplyRef,
+        /// Why the room refused it, if it did.
+        refusal: Option<chat::ChatRefusal>,
+    },
     /// The room is gone: push this `error` media event, then close the channel.
     Closed {
         /// The serialized `error` media event.

@@ -9,6 +9,8 @@
 //! - `mediaEvent {"data": "<string>"}` from the client → the room (no reply, like the demo),
 //!   within the peer's share of the room's inbox ([`super::RoomsConfig::peer_queue`]).
 //! - media events from the room → `mediaEvent {"data": "<string>"}` pushes.
+//! - `chat {"text"}` → checked here (size, per-peer rate; refusals answered at once with
+//!   `error {"reason"}`), then through the room to every member as `chat` pushes ([`super::chat`]).
 //! - the channel's end tells the room through the lease: `phx_leave` or the channel stopping
 //!   itself says [`Departure::Left`] (the peer is removed); a lost socket, a duplicate join or a
 //!   crash drops the lease ([`Departure::Lost`]: the peer is held while its media lives).
@@ -19,6 +21,7 @@ use std::sync::atomic::AtomicUsize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use super::chat::{self, ChatRate};
 use super::registry::{RoomHandle, RoomRegistry};
 use super::{Credit, Departure, PeerMessage, PeerSink, ResumeRefusal, RoomCommand, RoomError};
 use crate::phoenix::transport::{ConnectError, ConnectInfo, SocketHandler};
@@ -60,6 +63,8 @@ struct Joined {
     lease: Option<oneshot::Sender<Departure>>,
     /// This peer's media events waiting in the room's inbox.
     waiting: Arc<AtomicUsize>,
+    /// This peer's chat rate.
+    chat_rate: ChatRate,
 }
 
 /// The `room:*` channel (one instance per joined topic per socket).
@@ -116,6 +121,7 @@ impl Channel for PeerChannel {
                     peer,
                     lease: Some(lease),
                     waiting: Arc::new(AtomicUsize::new(0)),
+                    chat_rate: ChatRate::new(std::time::Instant::now()),
                 });
                 Ok(json!({}))
             }
@@ -138,10 +144,42 @@ impl Channel for PeerChannel {
     }
 
     fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> HandleIn {
-        let Some(joined) = &self.joined else {
+        let Some(joined) = &mut self.joined else {
             return HandleIn::NoReply;
         };
         let (room_id, peer) = (joined.room.room_id().to_owned(), joined.peer);
+        if event == "chat" {
+            let text = payload
+                .as_json()
+                .and_then(|p| p.get("text"))
+                .and_then(Value::as_str);
+            let text = match chat::check_text(text) {
+                Ok(text) => text,
+                Err(refusal) => return HandleIn::error(json!({ "reason": refusal.reason() })),
+            };
+            if !joined.chat_rate.allow(std::time::Instant::now()) {
+                return HandleIn::error(json!({ "reason": chat::ChatRefusal::TooMany.reason() }));
+            }
+            let Some(reply) = ctx.reply_ref() else {
+                return HandleIn::NoReply;
+            };
+            let sent = match Credit::take(&joined.waiting, self.registry.peer_queue()) {
+                Some(credit) => joined.room.send(RoomCommand::Chat {
+                    peer,
+                    text: text.to_owned(),
+                    reply,
+                    credit,
+                }),
+                None => Err(RoomError::Overloaded),
+            };
+            return match sent {
+                Ok(()) => HandleIn::NoReply,
+                Err(e) => {
+                    log::warn!("room={room_id} peer={peer} chat message refused: {e}");
+                    HandleIn::error(json!({ "reason": "room unavailable" }))
+                }
+            };
+        }
         if event != "mediaEvent" {
             if !std::mem::replace(&mut self.unknown_logged, true) {
                 log::warn!(
@@ -202,6 +240,17 @@ impl Channel for PeerChannel {
         match msg {
             PeerMessage::MediaEvent(data) => {
                 ctx.push("mediaEvent", json!({ "data": data }));
+                Flow::Continue
+            }
+            PeerMessage::Chat(message) => {
+                ctx.push("chat", (*message).clone());
+                Flow::Continue
+            }
+            PeerMessage::ChatAnswer { reply, refusal } => {
+                match refusal {
+                    None => ctx.reply(&reply, "ok", json!({})),
+                    Some(r) => ctx.reply(&reply, "error", json!({ "reason": r.reason() })),
+                }
                 Flow::Continue
             }
             PeerMessage::Closed { error_event } => {

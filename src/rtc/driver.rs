@@ -26,7 +26,7 @@ use crate::rtc::engine::{Engine, EngineLimits, EngineOutput, SfuBackend};
 use crate::rtc::metrics::{HEARTBEAT_INTERVAL, Heartbeats, Watch};
 use crate::rtc::net::{Datagram, Transmit};
 use crate::rtc::sfu::{Sfu, SfuConfig, SfuEvent, SfuOutput};
-use crate::rtc::udp::{UdpMux, UdpMuxHandle, UdpRoute, candidate_addrs};
+use crate::rtc::udp::{ROUTE_INBOX_CAPACITY, UdpMux, UdpMuxHandle, UdpRoute, candidate_addrs};
 
 /// How often, at most, timeouts re-read the core's ufrags.
 const UFRAG_RECHECK: Duration = Duration::from_secs(1);
@@ -298,7 +298,8 @@ impl<C: MediaCore> MediaShell<C> {
     }
 
     /// Waits for the next datagram or the deadline and feeds it to the driver (then call
-    /// [`Self::poll_event`]). Cancel-safe: nothing is lost if another branch wins a `select!`.
+    /// [`Self::poll_event`]); at the deadline, the datagrams already queued go in before the
+    /// timeout. Cancel-safe: nothing is lost if another branch wins a `select!`.
     /// Returns after [`HEARTBEAT_INTERVAL`] at the latest, having done nothing, so a watched
     /// loop beats even when idle.
     pub async fn wait(&mut self) {
@@ -330,7 +331,19 @@ impl<C: MediaCore> MediaShell<C> {
                     self.route = None;
                 }
             },
-            () = sleep => self.driver.handle_timeout(Instant::now()),
+            () = sleep => {
+                // Datagrams already waiting came in before this deadline: feed them first. A
+                // loop that fell behind (a busy machine) would otherwise judge its peers'
+                // silence (the SFU's failure detection) by how far behind it is, not by what
+                // they sent, and drop every one of them at once.
+                if let Some(route) = &mut self.route {
+                    for _ in 0..ROUTE_INBOX_CAPACITY {
+                        let Some(d) = route.try_recv() else { break };
+                        self.driver.handle_datagram(&d);
+                    }
+                }
+                self.driver.handle_timeout(Instant::now());
+            }
             () = sleep_until(heartbeat) => {}
         }
     }

@@ -135,6 +135,11 @@ impl UdpRoute {
         self.inbox.recv().await
     }
 
+    /// The next datagram already waiting for this route, without waiting.
+    pub fn try_recv(&mut self) -> Option<Datagram> {
+        self.inbox.try_recv().ok()
+    }
+
     /// Replaces the set of local ICE ufrags whose STUN requests are routed here; effective
     /// before this call returns.
     pub fn set_ufrags(&self, ufrags: &[String]) {

@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | `GET /` | lobby, room name prefilled from `?room_id=` |
 //! | `POST /` (`room_name`, `display_name`, urlencoded) | 302 to `/room/<room>?display_name=<name>`, or the lobby again with 400 when a field is missing or invalid |
-//! | `GET /room/:room_id?display_name=…` | room page; without a display name 302 to `/?room_id=<room>` |
+//! | `GET /room/:room_id?display_name=…` | room page; without a display name the embedded client's page too (it shows its pre-join screen), but with `--static-dir` (a client that needs the name in the address) 302 to `/?room_id=<room>` |
 //! | `GET /healthcheck` | 200, empty body |
 //! | `GET /assets/**`, `/images/**`, `/fonts/**`, `/favicon.ico`, `/robots.txt` | static files ([`static_files`]) |
 //!
@@ -74,12 +74,17 @@ pub fn routes(config: &WebConfig) -> Result<BoxedFilter<(warp::reply::Response,)
         .and(warp::body::bytes())
         .map(|body: Bytes| enter_room(&body));
 
+    // Our embedded client asks for the name itself (its pre-join screen, for invite links);
+    // a foreign bundle from --static-dir expects the lobby to have asked.
+    let nameless_room_page = config.static_dir.is_none();
     let room = warp::path("room")
         .and(warp::path::param::<String>())
         .and(warp::path::end())
         .and(get_or_head())
         .and(raw_query())
-        .map(|raw_room: String, query: String| room_page(&raw_room, &query));
+        .map(move |raw_room: String, query: String| {
+            room_page(&raw_room, &query, nameless_room_page)
+        });
 
     let healthcheck = warp::path("healthcheck")
         .and(warp::path::end())
@@ -206,7 +211,7 @@ fn enter_room(body: &[u8]) -> Response<Bytes> {
 }
 
 /// `GET /room/:room_id`: the room page, or back to the lobby without a display name.
-fn room_page(raw_room: &str, query: &str) -> Response<Bytes> {
+fn room_page(raw_room: &str, query: &str, nameless: bool) -> Response<Bytes> {
     let decoded = percent_encoding::percent_decode_str(raw_room).decode_utf8();
     let room = match decoded.map_err(|_| "The room name is not valid UTF-8.".to_owned()) {
         Ok(room) => check_room(&room),
@@ -223,7 +228,7 @@ fn room_page(raw_room: &str, query: &str) -> Response<Bytes> {
         }
     };
     let has_name = query_value(query, "display_name").is_some_and(|name| !name.trim().is_empty());
-    if has_name {
+    if has_name || nameless {
         html(StatusCode::OK, pages::room(&room, VERSION))
     } else {
         redirect(&format!(

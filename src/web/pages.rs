@@ -51,8 +51,9 @@
 
 use std::fmt::Write as _;
 
-/// The page title of every page, as in the original demo.
-pub const TITLE: &str = "Membrane WebRTC video room demo";
+/// The product's name: the lobby's title and heading, and the second half of a room page's title
+/// (`<room> · Videoroom`). The client uses the same name (`PRODUCT_NAME` in `assets/src/consts.ts`).
+pub const PRODUCT_NAME: &str = "Videoroom";
 
 /// Escapes text for use in HTML element content and in double- or single-quoted attribute values.
 pub fn escape_html(text: &str) -> String {
@@ -74,8 +75,8 @@ pub fn escape_html(text: &str) -> String {
 
 /// Wraps a page body in the shared layout (title, stylesheet, version footer).
 ///
-/// `body` must already be safe HTML; `version` is escaped here.
-fn layout(body: &str, version: &str) -> String {
+/// `body` must already be safe HTML; `title` and `version` are escaped here.
+fn layout(title: &str, body: &str, version: &str) -> String {
     let mut page = String::with_capacity(body.len() + 1024);
     let _ = write!(
         page,
@@ -84,7 +85,7 @@ fn layout(body: &str, version: &str) -> String {
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{TITLE}</title>
+<title>{title}</title>
 <link rel="icon" href="/favicon.ico">
 <link rel="stylesheet" href="/assets/css/app.css">
 </head>
@@ -94,6 +95,7 @@ fn layout(body: &str, version: &str) -> String {
 </body>
 </html>
 "#,
+        title = escape_html(title),
         version = escape_html(version),
     );
     page
@@ -115,7 +117,8 @@ pub fn lobby(room_id: &str, display_name: &str, error: Option<&str>, version: &s
         r#"<main class="lobby flex flex-col items-center justify-center min-h-screen p-4">
 <div class="lobby-card flex flex-col items-center bg-gray-900 rounded-lg shadow p-8">
 <img src="/images/logo.png" alt="Membrane logo" class="lobby-logo h-16 mb-4" width="64" height="64">
-<h1 class="lobby-title text-3xl font-bold text-white mb-2">{TITLE}</h1>
+<h1 class="lobby-title text-3xl font-bold text-white mb-2">{PRODUCT_NAME}</h1>
+<p class="lobby-tagline text-gray-300 mb-4">Video meetings in your browser: pick a room, tell the others your name.</p>
 <h2 class="lobby-subtitle text-2xl font-semibold text-white mb-6">Join room!</h2>
 {error_html}<form method="post" action="/" class="lobby-form flex flex-col w-full">
 <label for="room_name" class="text-gray-200 mb-1">Room name</label>
@@ -130,7 +133,7 @@ pub fn lobby(room_id: &str, display_name: &str, error: Option<&str>, version: &s
         room = escape_html(room_id),
         name = escape_html(display_name),
     );
-    layout(&body, version)
+    layout(PRODUCT_NAME, &body, version)
 }
 
 /// Longest room name or display name the pages accept, in characters.
@@ -145,7 +148,7 @@ pub fn room(room_id: &str, version: &str) -> String {
 <header class="room-header p-4">
 <div class="flex items-center">
 <img src="/images/logo.png" alt="" class="hidden md:block h-8 mr-2">
-<h2 class="text-2xl md:text-4xl font-bold text-white">{TITLE}</h2>
+<h2 class="text-2xl md:text-4xl font-bold text-white">{PRODUCT_NAME}</h2>
 </div>
 <h3 id="room-title" class="text-2xl font-semibold text-white mb-2">Room: {room}</h3>
 <div id="participants-list" class="participants-list text-xl font-medium text-white"></div>
@@ -174,7 +177,7 @@ pub fn room(room_id: &str, version: &str) -> String {
 </div>
 <script defer type="text/javascript" src="/assets/js/app.js"></script>"#
     );
-    layout(&body, version)
+    layout(&format!("{room_id} · {PRODUCT_NAME}"), &body, version)
 }
 
 #[cfg(test)]
@@ -197,6 +200,17 @@ mod tests {
         assert!(!page.contains("<script>x"));
         assert!(page.contains(r#"data-room-id="&quot;&gt;&lt;script&gt;x&lt;/script&gt;""#));
         assert!(page.contains("Room: &quot;&gt;&lt;script&gt;x&lt;/script&gt;</h3>"));
+        assert!(
+            page.contains("<title>&quot;&gt;&lt;script&gt;x&lt;/script&gt; · Videoroom</title>")
+        );
+    }
+
+    #[test]
+    fn the_pages_carry_the_product_name_and_never_call_it_a_demo() {
+        for page in [lobby("", "", None, "1"), room("standup", "1")] {
+            assert!(page.contains(PRODUCT_NAME));
+            assert!(!page.to_lowercase().contains("demo"), "{page}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 // A room at its size limit (MAX_PEERS_PER_ROOM=1): the next person is refused with `peerDenied`
-// and the page says so, while the one inside sees nobody new. Uses $VIDEOROOM_BIN (support.mjs).
+// and the page says so before it ever asks for the camera, while the one inside sees nobody new. Uses $VIDEOROOM_BIN (support.mjs).
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -17,11 +17,20 @@ after(async () => {
   await server?.stop();
 });
 
-test("a participant refused by a full room sees why, and the one inside sees nobody new", async () => {
+test("a participant refused by a full room sees why before any camera turns on, and the one inside sees nobody new", async () => {
   const first = await launchChromium();
   browsers.push(first);
   const second = await launchChromium();
   browsers.push(second);
+  // Counts camera/microphone requests on every page of the refused participant.
+  await second.page.addInitScript(() => {
+    window.__getUserMediaCalls = 0;
+    const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+    navigator.mediaDevices.getUserMedia = (constraints) => {
+      window.__getUserMediaCalls++;
+      return original(constraints);
+    };
+  });
   await enterRoom(first, server.url, "tiny", "Inside");
   await waitInPage(first.page, () => document.getElementById("connection-state").dataset.state === "connected", 20_000);
   await enterRoom(second, server.url, "tiny", "Outside");
@@ -31,11 +40,17 @@ test("a participant refused by a full room sees why, and the one inside sees nob
     return el.style.display === "block" ? el.textContent : "";
   });
   assert.equal(banner, "The server did not let you into the room: room is full.");
-  // Refused people stop their camera and microphone.
-  assert.equal(
-    await second.page.evaluate(() => window.videoroom.room.localStream.getTracks().every((t) => t.readyState === "ended")),
-    true,
-  );
+  // The refusal came before the camera and microphone were ever asked for.
+  assert.equal(await second.page.evaluate(() => window.__getUserMediaCalls), 0);
+  assert.equal(await second.page.evaluate(() => window.videoroom.room.localStream === undefined), true);
+  // The page says so on its end screen, offers Rejoin, and its toggles no longer look active.
+  await second.page.getByRole("heading", { name: "You could not join" }).waitFor();
+  await second.page.getByRole("button", { name: "Rejoin" }).waitFor();
+  for (const id of ["toggle-mic", "toggle-camera", "toggle-screen"]) {
+    assert.equal(await second.page.locator(`#${id}`).isDisabled(), true, `${id} is disabled`);
+  }
+  assert.equal(await second.page.locator("#toggle-mic").getAttribute("aria-pressed"), "true");
+  assert.equal(await second.page.locator("#toggle-camera").getAttribute("aria-pressed"), "true");
   await new Promise((r) => setTimeout(r, 1000));
   assert.deepEqual(await readTiles(first.page), []);
   assert.equal(await participantsText(first.page), "Participants: Inside");

@@ -1,8 +1,9 @@
 // The committed bundle and stylesheet on a room page with the §5.1 DOM (membrane-protocol.md,
 // as rendered by src/web/pages.rs), served by a plain static server with NO signalling behind
 // /socket: the page must start cleanly, show the local tile and toggles, keep retrying the
-// connection, and treat user input as text. Runs in Chromium and Firefox without the videoroom
-// server.
+// connection, treat user input as text, leave the camera off until a server accepts it, and on an
+// invite link (no name) show the pre-join preview whose toggles carry into the call. Runs in
+// Chromium and Firefox without the videoroom server.
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -58,7 +59,10 @@ before(async () => {
     } else if (url.pathname === "/assets/css/app.css") {
       res.writeHead(200, { "content-type": "text/css" }).end(css);
     } else if (url.pathname.startsWith("/room/")) {
-      res.writeHead(200, { "content-type": "text/html" }).end(ROOM_PAGE("static-room"));
+      // Room ids of this test are plain words: no escaping needed.
+      const roomId = url.pathname.slice("/room/".length);
+      assert.match(roomId, /^[a-z-]+$/);
+      res.writeHead(200, { "content-type": "text/html" }).end(ROOM_PAGE(roomId));
     } else if (url.pathname.startsWith("/socket/")) {
       socketRequests++;
       res.writeHead(404).end();
@@ -102,16 +106,16 @@ for (const kind of ["chromium", "firefox"]) {
       assert.deepEqual(errors, []);
     });
 
-    test("the room page shows the local tile with the display name and strips it from the address", async () => {
+    test("a link with a name joins at once: the local tile has the name (as text), the address loses it, the camera stays off until a server accepts", async () => {
       const name = "<img src=x onerror=window.pwned=1>Zoë";
       await browser.page.goto(`${base}/room/static-room?display_name=${encodeURIComponent(name)}&keep=1`);
-      await waitInPage(browser.page, () => {
-        const v = document.getElementById("video-local-peer");
-        return v && v.videoWidth > 0;
-      });
+      await waitInPage(browser.page, () => !!document.getElementById("feed-local-peer") && !!window.videoroom?.room);
+      // Long enough for a camera that was opened to deliver frames.
+      await new Promise((r) => setTimeout(r, 1500));
       const page = await browser.page.evaluate(() =>
         JSON.stringify({
           search: location.search,
+          title: document.title,
           label: document.querySelector("#feed-local-peer div[name='video-label']").innerText,
           participants: document.getElementById("participants-list").textContent,
           pwned: window.pwned === 1,
@@ -120,10 +124,14 @@ for (const kind of ["chromium", "firefox"]) {
           audioMuted: document.getElementById("audio-local-peer").muted,
           flipped: document.getElementById("video-local-peer").classList.contains("flip-horizontally"),
           state: document.getElementById("connection-state").dataset.state,
+          cameraOpened: window.videoroom.room.localStream !== undefined,
+          videoWidth: document.getElementById("video-local-peer").videoWidth,
+          frames: document.getElementById("feed-local-peer").dataset.frames,
         }),
       );
       assert.deepEqual(JSON.parse(page), {
         search: "?keep=1",
+        title: "static-room · Videoroom",
         label: `${name} (you)`,
         participants: `Participants: ${name}`,
         pwned: false,
@@ -132,6 +140,9 @@ for (const kind of ["chromium", "firefox"]) {
         audioMuted: true,
         flipped: true,
         state: "connecting",
+        cameraOpened: false,
+        videoWidth: 0,
+        frames: "none",
       });
     });
 
@@ -143,25 +154,24 @@ for (const kind of ["chromium", "firefox"]) {
       assert.equal(state, "connecting");
     });
 
-    test("the toggles switch the local microphone and camera and show it", async () => {
+    test("the toggles before the camera is open record what the user wants, for when it opens", async () => {
       const read = () =>
         browser.page.evaluate(() =>
           JSON.stringify({
             mic: document.getElementById("toggle-mic").getAttribute("aria-pressed"),
             micText: document.getElementById("toggle-mic").textContent,
             camera: document.getElementById("toggle-camera").getAttribute("aria-pressed"),
-            audioEnabled: window.videoroom.room.localStream.getAudioTracks()[0].enabled,
-            videoEnabled: window.videoroom.room.localStream.getVideoTracks()[0].enabled,
             tile: [document.getElementById("feed-local-peer").dataset.audio, document.getElementById("feed-local-peer").dataset.video],
+            saved: JSON.parse(sessionStorage.getItem("videoroom:inCall:static-room")),
           }),
         ).then(JSON.parse);
+      const name = "<img src=x onerror=window.pwned=1>Zoë";
       assert.deepEqual(await read(), {
         mic: "false",
         micText: "Mute microphone",
         camera: "false",
-        audioEnabled: true,
-        videoEnabled: true,
         tile: ["on", "on"],
+        saved: { displayName: name, audio: true, video: true },
       });
       await browser.page.click("#toggle-mic");
       await browser.page.click("#toggle-camera");
@@ -169,12 +179,68 @@ for (const kind of ["chromium", "firefox"]) {
         mic: "true",
         micText: "Unmute microphone",
         camera: "true",
-        audioEnabled: false,
-        videoEnabled: false,
         tile: ["off", "off"],
+        saved: { displayName: name, audio: false, video: false },
       });
       await browser.page.click("#toggle-mic");
-      assert.equal((await read()).audioEnabled, true);
+      assert.deepEqual((await read()).saved, { displayName: name, audio: true, video: false });
+      assert.deepEqual(errors, []);
+    });
+
+    test("an invite link shows the pre-join preview; its toggles switch the real camera and microphone and carry into the call", async () => {
+      const { page } = browser;
+      await page.goto(`${base}/room/invite-room`);
+      await waitInPage(page, () => {
+        const v = document.querySelector("video[aria-label='Camera preview']");
+        return document.getElementById("prejoin-title")?.textContent === "Ready to join?" && v && v.videoWidth > 0;
+      });
+      assert.equal(await page.evaluate(() => window.videoroom.room === undefined), true, "no room before Join");
+      const preview = () =>
+        page.evaluate(() => {
+          const s = document.querySelector("video[aria-label='Camera preview']").srcObject;
+          return JSON.stringify({
+            audio: s.getAudioTracks().map((t) => t.enabled),
+            video: s.getVideoTracks().map((t) => t.enabled),
+            mic: document.getElementById("prejoin-mic").getAttribute("aria-pressed"),
+            camera: document.getElementById("prejoin-camera").getAttribute("aria-pressed"),
+          });
+        }).then(JSON.parse);
+      assert.deepEqual(await preview(), { audio: [true], video: [true], mic: "false", camera: "false" });
+      await page.click("#prejoin-mic");
+      await page.click("#prejoin-camera");
+      assert.deepEqual(await preview(), { audio: [false], video: [false], mic: "true", camera: "true" });
+      await page.type("#prejoin-name", "Zoë");
+      await page.click("#prejoin button[type='submit']");
+      await waitInPage(page, () => !!window.videoroom?.room && !document.getElementById("prejoin"));
+      const inCall = () =>
+        page.evaluate(() =>
+          JSON.stringify({
+            audioEnabled: window.videoroom.room.localStream.getAudioTracks()[0].enabled,
+            videoEnabled: window.videoroom.room.localStream.getVideoTracks()[0].enabled,
+            sameStream: document.getElementById("video-local-peer").srcObject === window.videoroom.room.localStream,
+            mic: document.getElementById("toggle-mic").getAttribute("aria-pressed"),
+            camera: document.getElementById("toggle-camera").getAttribute("aria-pressed"),
+            tile: [document.getElementById("feed-local-peer").dataset.audio, document.getElementById("feed-local-peer").dataset.video],
+            label: document.querySelector("#feed-local-peer div[name='video-label']").innerText,
+          }),
+        ).then(JSON.parse);
+      assert.deepEqual(await inCall(), {
+        audioEnabled: false,
+        videoEnabled: false,
+        sameStream: true,
+        mic: "true",
+        camera: "true",
+        tile: ["off", "off"],
+        label: "Zoë (you)",
+      });
+      // The call's toggles switch the same tracks.
+      await page.click("#toggle-mic");
+      await page.click("#toggle-camera");
+      const after = await inCall();
+      assert.deepEqual(
+        [after.audioEnabled, after.videoEnabled, after.mic, after.camera, after.tile],
+        [true, true, "false", "false", ["on", "on"]],
+      );
       assert.deepEqual(errors, []);
     });
   });

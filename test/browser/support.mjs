@@ -2,7 +2,7 @@
 // (puppeteer-core over WebDriver BiDi) with fake camera/microphone, starting the videoroom server
 // binary on free ports, and reading media state out of the room page.
 
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, readdirSync, rmSync, mkdirSync } from "node:fs";
 import { createServer } from "node:net";
 import { createSocket } from "node:dgram";
@@ -249,12 +249,71 @@ export async function launchChromium({ args = [], withoutDevices = false, execut
   };
 }
 
-export async function launchFirefox() {
+/**
+ * Makes sure the browsers have a sound output, as on any user's machine: Firefox runs WebAudio
+ * (the pre-join level meter's AudioContext) only with an audio device to drive it, and a
+ * container has none. Without one reachable (`$PULSE_SERVER`, or PulseAudio's default socket),
+ * starts a private PulseAudio server with a null sink for this test process (stopped when it
+ * exits) and points `PULSE_SERVER` at it, so browsers launched afterwards inherit it. Throws if
+ * no PulseAudio is installed (run_all.sh installs it).
+ */
+export function ensureAudioOutput() {
+  if (process.env.PULSE_SERVER) return;
+  const reachable = spawnSync("pactl", ["info"], { stdio: "ignore", timeout: 5000 });
+  if (reachable.status === 0) return;
+  const runtime = mkdtempSync(join(tmpdir(), "videoroom-pulse-"));
+  const socket = join(runtime, "native");
+  const daemon = spawn(
+    "pulseaudio",
+    [
+      "-n",
+      "--daemonize=no",
+      "--exit-idle-time=-1",
+      "--use-pid-file=no",
+      "--disable-shm=yes",
+      "-L",
+      `module-native-protocol-unix socket=${socket} auth-anonymous=1`,
+      "-L",
+      "module-null-sink sink_name=videoroom_tests",
+    ],
+    { env: { ...process.env, HOME: runtime, PULSE_RUNTIME_PATH: runtime }, stdio: "ignore" },
+  );
+  let failed;
+  daemon.on("error", (e) => (failed = e));
+  // The daemon lives as long as this test process, but must not keep it alive: the process
+  // exits when its tests are done, and the exit handler below stops the daemon.
+  daemon.unref();
+  process.on("exit", () => {
+    daemon.kill("SIGTERM");
+    rmSync(runtime, { recursive: true, force: true });
+  });
+  // The socket appears once the daemon listens (well under a second).
+  for (let i = 0; i < 100; i++) {
+    if (failed) throw new Error(`no sound output for the browsers: cannot start pulseaudio (${failed.message}); install pulseaudio`);
+    if (spawnSync("pactl", ["--server", `unix:${socket}`, "info"], { stdio: "ignore", timeout: 5000 }).status === 0) {
+      process.env.PULSE_SERVER = `unix:${socket}`;
+      return;
+    }
+    spawnSync("sleep", ["0.1"]);
+  }
+  throw new Error("no sound output for the browsers: pulseaudio did not start within 10 s");
+}
+
+/**
+ * One participant's Firefox ESR (puppeteer-core over WebDriver BiDi) with fake devices and a
+ * sound output (ensureAudioOutput). `autoplayAllowed: false` leaves Firefox's default autoplay
+ * blocking on, as for a real user: media and WebAudio may start only after a user gesture.
+ */
+export async function launchFirefox({ autoplayAllowed = true } = {}) {
+  ensureAudioOutput();
+  const prefs = autoplayAllowed
+    ? FIREFOX_PREFS
+    : Object.fromEntries(Object.entries(FIREFOX_PREFS).filter(([k]) => !k.startsWith("media.autoplay.")));
   const browser = await puppeteer.launch({
     browser: "firefox",
     executablePath: FIREFOX,
     headless: true,
-    extraPrefsFirefox: FIREFOX_PREFS,
+    extraPrefsFirefox: prefs,
     defaultViewport: { width: 1280, height: 800 },
   });
   const page = await browser.newPage();

@@ -6,7 +6,7 @@
 // this host: Firefox cannot pair with a loopback-only server candidate). See support.mjs.
 //
 // The steps share one server and run in order: the three-person room is built once and then
-// exercised (toggles, a second room, a killed browser, Disconnect); the LongPoll participant gets
+// exercised (toggles, a second room, a killed browser, leaving the call); the LongPoll participant gets
 // a room of its own at the end.
 
 import { describe, test, before, after } from "node:test";
@@ -140,7 +140,7 @@ describe("the videoroom in real browsers", { timeout: 300_000 }, () => {
     console.log(`tile dropped ${Date.now() - killedAt} ms after the kill`);
   });
 
-  test("when a participant clicks Disconnect the others drop its tile within 2 s", async () => {
+  test("when a participant leaves the call the others drop its tile within 2 s, and it sees You left with Rejoin", async () => {
     const clickedAt = Date.now();
     await bob.page.click("#disconnect");
     await eventually(
@@ -150,7 +150,32 @@ describe("the videoroom in real browsers", { timeout: 300_000 }, () => {
     );
     console.log(`tile dropped ${Date.now() - clickedAt} ms after the click`);
     assert.equal(await participantsText(alice.page), "Participants: Alice");
-    // Bob is back in the lobby with the room prefilled.
+    // Bob sees "You left" with Rejoin; his toggles no longer look active.
+    await waitInPage(bob.page, () => document.getElementById("end-title")?.textContent === "You left the meeting", 10_000);
+    const left = JSON.parse(
+      await bob.page.evaluate(() =>
+        JSON.stringify({
+          state: document.getElementById("connection-state").dataset.state,
+          rejoin: document.getElementById("rejoin")?.textContent,
+          focused: document.activeElement?.id,
+          mic: [document.getElementById("toggle-mic").disabled, document.getElementById("toggle-mic").getAttribute("aria-pressed")],
+          camera: [document.getElementById("toggle-camera").disabled, document.getElementById("toggle-camera").getAttribute("aria-pressed")],
+          tiles: Array.from(document.querySelectorAll("#videos-grid div[name='video-feed']")).map((t) => t.id),
+          cameraLive: window.videoroom.room.localStream.getTracks().some((t) => t.readyState === "live"),
+        }),
+      ),
+    );
+    assert.deepEqual(left, {
+      state: "disconnected",
+      rejoin: "Rejoin",
+      focused: "rejoin",
+      mic: [true, "true"],
+      camera: [true, "true"],
+      tiles: ["feed-local-peer"],
+      cameraLive: false,
+    });
+    // Its other way out leads to the lobby with the room prefilled.
+    await bob.page.click("#end-screen a");
     await waitInPage(bob.page, () => location.pathname === "/" && !!document.querySelector("input[name='room_name']"), 10_000);
     assert.equal(await bob.page.evaluate(() => document.querySelector("input[name='room_name']").value), "standup");
   });
