@@ -46,9 +46,18 @@ export const SPEAKING_LEVEL = 0.04;
 export const RECONNECT_GIVE_UP_MS = 60_000;
 
 /**
- * Delay before the socket's next reconnection attempt (phoenix.js `reconnectAfterMs`): quick at
- * first (a blip), then every 1–1.5 s (a restarting server is back within a few seconds; the
- * jitter spreads a whole room's clients), instead of phoenix's default 5 s.
+ * phoenix.js's own reconnection delays, used until the call has joined: its LongPoll fallback
+ * restarts its 2.5 s timer on every attempt, so it only fires once attempts are that far apart.
+ */
+export function firstConnectAfterMs(tries: number): number {
+  return [10, 50, 100, 150, 200, 250, 500, 1000, 2000][tries - 1] ?? 5000;
+}
+
+/**
+ * Delay before the socket's next reconnection attempt once in the call (its transport then
+ * settled, see Room.keepWorkingTransport): quick at first (a blip), then every 1–1.5 s (a
+ * restarting server is back within a few seconds; the jitter spreads a whole room's clients),
+ * instead of phoenix's default 5 s.
  */
 export function reconnectAfterMs(tries: number): number {
   const base = [10, 50, 100, 250, 500][tries - 1] ?? 1000;

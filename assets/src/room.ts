@@ -10,6 +10,7 @@ import {
   LONG_POLL_FALLBACK_MS,
   RECONNECT_GIVE_UP_MS,
   STORAGE_IN_CALL,
+  firstConnectAfterMs,
   reconnectAfterMs,
   rejoinAfterMs,
 } from "./consts";
@@ -185,7 +186,7 @@ export class Room {
 
     this.socket = new Socket("/socket", {
       longPollFallbackMs: LONG_POLL_FALLBACK_MS,
-      reconnectAfterMs,
+      reconnectAfterMs: (tries: number) => (this.channelJoined ? reconnectAfterMs(tries) : firstConnectAfterMs(tries)),
       rejoinAfterMs,
     });
     this.socket.connect();
