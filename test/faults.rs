@@ -211,6 +211,13 @@ async fn a_peer_departing_mid_negotiation(departure: Departure) {
     // A newcomer: the room still works and shows nothing of the doomed peer.
     let carol = join_accepted_at(&url, "mid", PeerOptions::new("carol")).await;
     let others: BTreeSet<String> = [&alice, &bob].map(|p| p.peer_id().unwrap()).into();
+    // offerData follows peerAccepted in a later frame: wait for it rather than race it.
+    carol
+        .wait_for("carol's first offerData", LONG, |o| {
+            o.events_of("offerData").next().is_some()
+        })
+        .await
+        .unwrap();
     carol.observe(|o| {
         let in_room: BTreeSet<String> = o.peers.keys().cloned().collect();
         assert_eq!(in_room, others, "carol's peersInRoom");
