@@ -127,6 +127,8 @@ struct Snapshot {
     at: Instant,
     counters: Counters,
     server: Option<ProcessSample>,
+    /// This process (the load generator's own CPU: when it nears 100%, the figures measure it).
+    own: Option<ProcessSample>,
 }
 
 fn snapshot(stats: &RefCell<Stats>, pid: Option<u32>) -> Snapshot {
@@ -134,6 +136,7 @@ fn snapshot(stats: &RefCell<Stats>, pid: Option<u32>) -> Snapshot {
         at: Instant::now(),
         counters: stats.borrow().counters,
         server: pid.and_then(sample_process),
+        own: sample_process(std::process::id()),
     }
 }
 
@@ -232,7 +235,15 @@ async fn run(args: Args) -> bool {
         printer("setup", &stats, &mut last, false);
         let s = stats.borrow();
         let spawned = spawner.is_finished();
-        let receiving = s.peers.iter().filter(|p| receiving(p, &args)).count();
+        // A peer that failed will never receive: it no longer holds the setup up.
+        let receiving = s
+            .peers
+            .iter()
+            .filter(|p| {
+                receiving(p, &args)
+                    || (expects_media(p, args.publishers) && p.error.borrow().is_some())
+            })
+            .count();
         if spawned && receiving == receivers_expected(&s) && s.joined + s.failed >= total {
             break;
         }
@@ -416,6 +427,22 @@ fn report(
         ms(&s.latency, 0.99),
         s.latency.count()
     );
+    let own = match (&first.own, &end.own) {
+        (Some(a), Some(b)) => b.cpu.saturating_sub(a.cpu).as_secs_f64() / secs,
+        _ => f64::NAN,
+    };
+    println!("  load generator: cpu {:.1}% of one core", 100.0 * own);
+    let errors: Vec<String> = s
+        .peers
+        .iter()
+        .filter_map(|p| Some(format!("{}: {}", p.name, p.error.borrow().as_ref()?)))
+        .collect();
+    for e in errors.iter().take(5) {
+        println!("  failed peer {e}");
+    }
+    if errors.len() > 5 {
+        println!("  … and {} more failed peers", errors.len() - 5);
+    }
     if let Some((share, per_packet, rss)) = server {
         println!(
             "  server: cpu {:.1}% of one core, {per_packet:.2} µs per forwarded RTP packet, RSS {:.1} MiB",
@@ -451,6 +478,7 @@ fn report(
         "server_cpu_share": server.map(|v| v.0),
         "server_us_per_packet": server.map(|v| v.1),
         "server_rss_kib": server.map(|v| v.2),
+        "load_cpu_share": own,
     })
 }
 
