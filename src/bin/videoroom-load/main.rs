@@ -13,6 +13,7 @@
 //! exit status says whether every peer joined and every receiving peer got audio and video.
 //!
 //! This binary uses nothing of the server's modules: it is a client, like a browser.
+mod janus;
 mod media;
 mod peer;
 mod phoenix;
@@ -107,6 +108,10 @@ struct Args {
     /// Also append the result as one JSON line to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The server is Janus: its WebSocket API at ws://<server>/ (subprotocol janus-protocol)
+    /// and its VideoRoom plugin; the media side is the same. At most one publisher per room.
+    #[arg(long)]
+    janus: bool,
     /// A label copied into the JSON result (e.g. the scenario's name).
     #[arg(long, default_value = "")]
     label: String,
@@ -114,6 +119,10 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    if args.janus && args.publishers > 1 {
+        eprintln!("--janus supports one publisher per room");
+        std::process::exit(2);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -163,6 +172,7 @@ async fn run(args: Args) -> bool {
             .generate_certificate(),
         stats: stats.clone(),
         stop: stop.clone(),
+        janus: args.janus,
     });
     let per_room = args.publishers + args.subscribers;
     let total = args.rooms * per_room;
@@ -452,6 +462,7 @@ fn report(
     }
     json!({
         "label": args.label,
+        "server": if args.janus { "janus" } else { "videoroom" },
         "rooms": args.rooms,
         "publishers": args.publishers,
         "subscribers": args.subscribers,

@@ -23,6 +23,7 @@ use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 
+use crate::janus::{self, JanusSession};
 use crate::media::{self, Kind, MediaShape, RxStream};
 use crate::phoenix::{self, Channel, Incoming};
 use crate::stats::{PeerTally, Stats};
@@ -41,6 +42,16 @@ pub struct RunContext {
     pub stats: Rc<RefCell<Stats>>,
     /// Set when the run is over: every peer task returns.
     pub stop: Rc<Cell<bool>>,
+    /// The server is Janus (VideoRoom plugin over its WebSocket API), not videoroom.
+    pub janus: bool,
+}
+
+/// The signalling a peer speaks.
+enum Signal {
+    /// Ours: a joined Phoenix channel with media events.
+    Videoroom(Channel),
+    /// Janus's VideoRoom plugin (see [`crate::janus`]).
+    Janus(JanusSession),
 }
 
 /// Phoenix's own heartbeat period (phoenix.js).
@@ -67,7 +78,7 @@ struct Peer {
     publish: bool,
     started: Instant,
     tally: Rc<PeerTally>,
-    channel: Channel,
+    signal: Signal,
     rtc: Rtc,
     socket: UdpSocket,
     local: SocketAddr,
@@ -104,7 +115,10 @@ pub async fn run(
 ) {
     let started = Instant::now();
     let result = match start(ctx.clone(), &room, index, publish, tally.clone(), started).await {
-        Ok((mut peer, mut inbox)) => peer.run(&mut inbox).await,
+        Ok((mut peer, mut inbox)) => match peer.start_janus(&room).await {
+            Ok(()) => peer.run(&mut inbox).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     if let Err(e) = result
@@ -122,8 +136,20 @@ async fn start(
     publish: bool,
     tally: Rc<PeerTally>,
     started: Instant,
-) -> Result<(Peer, phoenix::Inbox), String> {
-    let (mut channel, inbox) = phoenix::join(ctx.server, ctx.local_ip, room).await?;
+) -> Result<(Peer, Option<phoenix::Inbox>), String> {
+    let (signal, inbox) = if ctx.janus {
+        let session = JanusSession::open(ctx.server, ctx.local_ip).await?;
+        (Signal::Janus(session), None)
+    } else {
+        let (mut channel, inbox) = phoenix::join(ctx.server, ctx.local_ip, room).await?;
+        channel
+            .media_event(json!({"type": "join", "data": {
+                "receiveMedia": true,
+                "metadata": {"displayName": tally.name},
+            }}))
+            .await?;
+        (Signal::Videoroom(channel), Some(inbox))
+    };
     let socket = UdpSocket::bind(SocketAddr::new(ctx.local_ip, 0))
         .await
         .map_err(|e| format!("udp bind: {e}"))?;
@@ -143,19 +169,13 @@ async fn start(
     let mut rtc = config.build(now);
     let host = Candidate::host(local, "udp").map_err(|e| format!("candidate: {e}"))?;
     rtc.add_local_candidate(host);
-    channel
-        .media_event(json!({"type": "join", "data": {
-            "receiveMedia": true,
-            "metadata": {"displayName": tally.name},
-        }}))
-        .await?;
     let peer = Peer {
         ctx,
         index,
         publish,
         started,
         tally,
-        channel,
+        signal,
         rtc,
         socket,
         local,
@@ -184,7 +204,49 @@ async fn start(
 
 impl Peer {
     /// The peer's loop: one wait for a frame, a datagram or the next deadline, then the work due.
-    async fn run(&mut self, inbox: &mut phoenix::Inbox) -> Result<(), String> {
+    /// Janus: publishes (one offer, Janus answers) or subscribes (Janus offers, we answer) at
+    /// once, before the loop runs; nothing to do for videoroom, whose loop negotiates.
+    async fn start_janus(&mut self, room: &str) -> Result<(), String> {
+        let Signal::Janus(session) = &mut self.signal else {
+            return Ok(());
+        };
+        let room = janus::room_number(room);
+        if self.publish {
+            session.ensure_room(room).await?;
+            let stream_id = format!("janus-{}", self.index);
+            self.send = self.new_tracks(&stream_id);
+            self.peer_id = Some(stream_id);
+            let offer = self.make_offer(0, 0).ok_or("nothing to offer")?;
+            let Signal::Janus(session) = &mut self.signal else {
+                unreachable!("matched above");
+            };
+            let answer = session.publish(room, &self.tally.name, offer).await?;
+            self.accept_answer(&answer)?;
+        } else {
+            let offer = session.subscribe(room).await?;
+            let offer = str0m::change::SdpOffer::from_sdp_string(&offer)
+                .map_err(|e| format!("unreadable janus offer: {e}"))?;
+            let answer = self
+                .rtc
+                .sdp_api()
+                .accept_offer(offer)
+                .map_err(|e| format!("janus offer refused: {e}"))?;
+            self.tally.audio_tracks.set(1);
+            self.tally.video_tracks.set(1);
+            let Signal::Janus(session) = &mut self.signal else {
+                unreachable!("matched above");
+            };
+            session.start(answer.to_sdp_string()).await?;
+        }
+        let Signal::Janus(session) = &mut self.signal else {
+            unreachable!("matched above");
+        };
+        session.candidates_done().await?;
+        self.ctx.stats.borrow_mut().joined += 1;
+        Ok(())
+    }
+
+    async fn run(&mut self, inbox: &mut Option<phoenix::Inbox>) -> Result<(), String> {
         let mut buf = vec![0u8; 2048];
         while !self.ctx.stop.get() {
             let now = Instant::now();
@@ -196,7 +258,7 @@ impl Peer {
                 wake = wake.min(self.next_media());
             }
             tokio::select! {
-                incoming = inbox.next() => match incoming {
+                incoming = next_incoming(inbox, &mut self.signal) => match incoming {
                     Incoming::MediaEvent(event) => self.on_media_event(event).await?,
                     Incoming::Other => {}
                     Incoming::Closed(why) => return Err(why),
@@ -219,7 +281,10 @@ impl Peer {
             self.drain(now)?;
             if now >= self.next_heartbeat {
                 self.next_heartbeat = now + HEARTBEAT;
-                self.channel.heartbeat().await?;
+                match &mut self.signal {
+                    Signal::Videoroom(channel) => channel.heartbeat().await?,
+                    Signal::Janus(session) => session.keepalive().await?,
+                }
             }
         }
         Ok(())
@@ -437,20 +502,8 @@ impl Peer {
                 let id = data["id"].as_str().unwrap_or_default().to_owned();
                 self.ctx.stats.borrow_mut().joined += 1;
                 if self.publish {
-                    self.send = [Kind::Audio, Kind::Video]
-                        .into_iter()
-                        .filter(|&k| k == Kind::Audio || !self.ctx.shape.no_video)
-                        .filter(|&k| k == Kind::Video || self.ctx.shape.audio_pps > 0)
-                        .map(|kind| SendTrack {
-                            kind,
-                            track_id: format!("{id}:{}", uuid::Uuid::new_v4()),
-                            mid: None,
-                            seq: 1,
-                            rtp_time: rand::random(),
-                        })
-                        .collect();
-                    self.channel
-                        .media_event(json!({"type": "renegotiateTracks", "data": {}}))
+                    self.send = self.new_tracks(&id);
+                    self.push(json!({"type": "renegotiateTracks", "data": {}}))
                         .await?;
                 }
                 self.peer_id = Some(id);
@@ -468,14 +521,7 @@ impl Peer {
                 }
             }
             "sdpAnswer" => {
-                let sdp = data["sdp"].as_str().unwrap_or_default();
-                let answer = str0m::change::SdpAnswer::from_sdp_string(sdp)
-                    .map_err(|e| format!("unreadable answer: {e}"))?;
-                let pending = self.pending.take().ok_or("an answer without an offer")?;
-                self.rtc
-                    .sdp_api()
-                    .accept_answer(pending, answer)
-                    .map_err(|e| format!("answer refused: {e}"))?;
+                self.accept_answer(data["sdp"].as_str().unwrap_or_default())?;
                 if let Some((audio, video)) = self.queued_offer.take() {
                     self.offer(audio, video).await?;
                 }
@@ -492,10 +538,46 @@ impl Peer {
         Ok(())
     }
 
-    /// An `sdpOffer` for `audio` + `video` receiving tracks, as the tutorial's client makes it:
+    /// The tracks a publisher sends, their ids in the tutorial's `<peer id>:<uuid>` form.
+    fn new_tracks(&self, peer_id: &str) -> Vec<SendTrack> {
+        let shape = &self.ctx.shape;
+        [Kind::Audio, Kind::Video]
+            .into_iter()
+            .filter(|&k| k == Kind::Audio || !shape.no_video)
+            .filter(|&k| k == Kind::Video || shape.audio_pps > 0)
+            .map(|kind| SendTrack {
+                kind,
+                track_id: format!("{peer_id}:{}", uuid::Uuid::new_v4()),
+                mid: None,
+                seq: 1,
+                rtp_time: rand::random(),
+            })
+            .collect()
+    }
+
+    /// Pushes a media event (videoroom only).
+    async fn push(&mut self, event: Value) -> Result<(), String> {
+        match &mut self.signal {
+            Signal::Videoroom(channel) => channel.media_event(event).await,
+            Signal::Janus(_) => Err("media events are videoroom signalling".into()),
+        }
+    }
+
+    /// Applies the answer to the pending offer.
+    fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {
+        let answer = str0m::change::SdpAnswer::from_sdp_string(sdp)
+            .map_err(|e| format!("unreadable answer: {e}"))?;
+        let pending = self.pending.take().ok_or("an answer without an offer")?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| format!("answer refused: {e}"))
+    }
+
+    /// An offer SDP for `audio` + `video` receiving tracks, as the tutorial's client makes it:
     /// its own tracks sendonly the first time, an ICE restart after that, recvonly transceivers
-    /// added up to the counts.
-    async fn offer(&mut self, audio: u64, video: u64) -> Result<(), String> {
+    /// added up to the counts. Kept pending until its answer; `None` if nothing changed.
+    fn make_offer(&mut self, audio: u64, video: u64) -> Option<String> {
         let stream_id = self.peer_id.clone().unwrap_or_default();
         let mut api = self.rtc.sdp_api();
         if self.offered {
@@ -525,10 +607,16 @@ impl Peer {
             self.recv_video += 1;
         }
         self.offered = true;
-        let Some((offer, pending)) = api.apply() else {
+        let (offer, pending) = api.apply()?;
+        self.pending = Some(pending);
+        Some(offer.to_sdp_string())
+    }
+
+    /// Answers `offerData` with an `sdpOffer` (see [`Self::make_offer`]).
+    async fn offer(&mut self, audio: u64, video: u64) -> Result<(), String> {
+        let Some(sdp) = self.make_offer(audio, video) else {
             return Ok(());
         };
-        self.pending = Some(pending);
         let mut metadata = Map::new();
         let mut mids = Map::new();
         for t in &self.send {
@@ -542,13 +630,24 @@ impl Peer {
                 mids.insert(mid.to_string(), json!(t.track_id));
             }
         }
-        self.channel
-            .media_event(json!({"type": "sdpOffer", "data": {
-                "sdpOffer": {"type": "offer", "sdp": offer.to_sdp_string()},
-                "trackIdToTrackMetadata": metadata,
-                "midToTrackId": mids,
-            }}))
-            .await
+        self.push(json!({"type": "sdpOffer", "data": {
+            "sdpOffer": {"type": "offer", "sdp": sdp},
+            "trackIdToTrackMetadata": metadata,
+            "midToTrackId": mids,
+        }}))
+        .await
+    }
+}
+
+/// The next thing the signalling says: a media event (videoroom) or nothing to act on.
+async fn next_incoming(inbox: &mut Option<phoenix::Inbox>, signal: &mut Signal) -> Incoming {
+    match (inbox, signal) {
+        (Some(inbox), _) => inbox.next().await,
+        (None, Signal::Janus(session)) => match session.next_frame().await {
+            Ok(()) => Incoming::Other,
+            Err(e) => Incoming::Closed(e),
+        },
+        (None, Signal::Videoroom(_)) => std::future::pending().await,
     }
 }
 
