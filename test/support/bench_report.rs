@@ -1,7 +1,8 @@
 //! Turns the JSON lines of a benchmark run (`test/bench/run.sh`, one `videoroom-load --json` line
 //! per scenario) into the Markdown tables and PNG curves of BENCHMARKS.md: one table and one plot
 //! per family of scenarios (labels `fanout-<subscribers>`, `meeting-<n>`, `rooms-<rooms>x<n>`),
-//! the server's CPU time per forwarded RTP packet and its RSS against the family's size.
+//! the server's CPU time per forwarded RTP packet and its RSS against the family's size, each
+//! server (videoroom, Janus) its own rows and curves, and where both ran a scenario, the ratio.
 //!
 //! `bench_report <results.jsonl> <out_dir>`: writes `<out_dir>/tables.md` and
 //! `<out_dir>/<family>.png`.
@@ -47,21 +48,66 @@ fn main() -> Result<(), String> {
         }
         let _ = writeln!(md, "### {title}\n");
         md.push_str(&table(&rows));
-        let points: Vec<(f64, f64, f64)> = rows
+        md.push_str(&ratios(&rows));
+        let series: Vec<(String, Vec<(f64, f64, f64)>)> = ["videoroom", "janus"]
             .iter()
-            .filter_map(|r| {
-                let x = family_size(prefix, r)?;
-                Some((x, r["server_us_per_packet"].as_f64()?, kib(r) / 1024.0))
+            .map(|server| {
+                let points = rows
+                    .iter()
+                    .filter(|r| server_of(r) == *server)
+                    .filter_map(|r| {
+                        let x = family_size(prefix, r)?;
+                        Some((x, r["server_us_per_packet"].as_f64()?, kib(r) / 1024.0))
+                    })
+                    .collect();
+                (server.to_string(), points)
             })
+            .filter(|(_, points): &(String, Vec<_>)| !points.is_empty())
             .collect();
         let png = Path::new(&out).join(format!("{prefix}.png"));
-        plot(&png, title, unit, &points)?;
+        plot(&png, title, unit, &series)?;
         let _ = writeln!(md, "\n![{title}]({prefix}.png)\n");
     }
     let path = Path::new(&out).join("tables.md");
     std::fs::write(&path, md).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// Which server a result measured (older results: videoroom).
+fn server_of(r: &Value) -> &str {
+    r["server"].as_str().unwrap_or("videoroom")
+}
+
+/// Where videoroom and Janus ran the same scenario: their CPU per packet and RSS side by side.
+fn ratios(rows: &[&Value]) -> String {
+    let mut t = String::new();
+    for r in rows.iter().filter(|r| server_of(r) == "videoroom") {
+        let Some(j) = rows
+            .iter()
+            .find(|j| server_of(j) == "janus" && j["label"] == r["label"])
+        else {
+            continue;
+        };
+        if t.is_empty() {
+            t.push_str(
+                "\n| scenario | videoroom CPU per packet | Janus CPU per packet | videoroom / Janus | videoroom RSS | Janus RSS |\n\
+                 |---|---|---|---|---|---|\n",
+            );
+        }
+        let us = |v: &Value| v["server_us_per_packet"].as_f64().unwrap_or(f64::NAN);
+        let _ = writeln!(
+            t,
+            "| {} | {:.2} µs | {:.2} µs | {:.2}× | {:.1} MiB | {:.1} MiB |",
+            r["label"].as_str().unwrap_or(""),
+            us(r),
+            us(j),
+            us(r) / us(j),
+            kib(r) / 1024.0,
+            kib(j) / 1024.0
+        );
+    }
+    t
 }
 
 fn kib(r: &Value) -> f64 {
@@ -90,15 +136,16 @@ fn si(v: f64) -> String {
 /// subscribers, bytes/s and packets/s in and out, CPU) plus ours.
 fn table(rows: &[&Value]) -> String {
     let mut t = String::from(
-        "| rooms | pubs/room | subs/room | packets/s in / out | bytes/s in / out | server CPU | CPU per forwarded RTP packet | server RSS | loss | forwarding latency p50 / p99 | join → first video p50 / p95 |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| server | rooms | pubs/room | subs/room | packets/s in / out | bytes/s in / out | server CPU | CPU per forwarded RTP packet | server RSS | loss | forwarding latency p50 / p99 | join → first video p50 / p95 |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         let pair = |k: &str, i: usize| r[k][i].as_f64().unwrap_or(f64::NAN);
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} / {} | {}B / {}B | {:.0}% | {:.2} µs | {:.1} MiB | {:.2}% | {:.2} / {:.2} ms | {:.0} / {:.0} ms |",
+            "| {} | {} | {} | {} | {} / {} | {}B / {}B | {:.0}% | {:.2} µs | {:.1} MiB | {:.2}% | {:.2} / {:.2} ms | {:.0} / {:.0} ms |",
+            server_of(r),
             r["rooms"],
             r["publishers"],
             r["subscribers"],
@@ -119,21 +166,30 @@ fn table(rows: &[&Value]) -> String {
     t
 }
 
-/// CPU per forwarded packet (left axis) and RSS (right axis) against `unit`.
-fn plot(path: &Path, title: &str, unit: &str, points: &[(f64, f64, f64)]) -> Result<(), String> {
+/// CPU per forwarded packet (left axis, solid) and RSS (right axis, thin) against `unit`, one
+/// colour per server.
+fn plot(
+    path: &Path,
+    title: &str,
+    unit: &str,
+    series: &[(String, Vec<(f64, f64, f64)>)],
+) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
+    let all = || series.iter().flat_map(|(_, p)| p.iter());
     let root = BitMapBackend::new(path, (1000, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let max_x = points.iter().map(|p| p.0).fold(1.0, f64::max) * 1.05;
-    let max_cpu = points
-        .iter()
+    let max_x = all().map(|p| p.0).fold(1.0, f64::max) * 1.05;
+    let max_cpu = all()
         .map(|p| p.1)
         .filter(|v| v.is_finite())
         .fold(1.0, f64::max)
         * 1.2;
-    let max_rss = points.iter().map(|p| p.2).fold(1.0, f64::max) * 1.2;
+    let max_rss = all().map(|p| p.2).fold(1.0, f64::max) * 1.2;
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("videoroom: {title}"), ("sans-serif", 22))
+        .caption(
+            format!("{title}: server CPU per forwarded packet and RSS"),
+            ("sans-serif", 22),
+        )
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(64)
@@ -144,31 +200,37 @@ fn plot(path: &Path, title: &str, unit: &str, points: &[(f64, f64, f64)]) -> Res
     chart
         .configure_mesh()
         .x_desc(unit)
-        .y_desc("server CPU per forwarded packet (µs)")
+        .y_desc("CPU per forwarded packet (µs)")
         .draw()
         .map_err(|e| err(&e))?;
     chart
         .configure_secondary_axes()
-        .y_desc("server RSS (MiB)")
+        .y_desc("RSS (MiB)")
         .draw()
         .map_err(|e| err(&e))?;
-    let cpu = points.iter().map(|p| (p.0, p.1));
-    chart
-        .draw_series(LineSeries::new(cpu.clone(), BLUE.stroke_width(2)))
-        .map_err(|e| err(&e))?
-        .label("CPU per forwarded packet (µs)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
-    chart
-        .draw_series(cpu.map(|p| Circle::new(p, 4, BLUE.filled())))
-        .map_err(|e| err(&e))?;
-    chart
-        .draw_secondary_series(LineSeries::new(
-            points.iter().map(|p| (p.0, p.2)),
-            RED.mix(0.7),
-        ))
-        .map_err(|e| err(&e))?
-        .label("RSS (MiB)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.mix(0.7)));
+    for (i, (server, points)) in series.iter().enumerate() {
+        let colour = if i == 0 { BLUE } else { GREEN };
+        let cpu = points.iter().map(|p| (p.0, p.1));
+        chart
+            .draw_series(LineSeries::new(cpu.clone(), colour.stroke_width(3)))
+            .map_err(|e| err(&e))?
+            .label(format!("{server}: CPU per packet (µs)"))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3))
+            });
+        chart
+            .draw_series(cpu.map(|p| Circle::new(p, 4, colour.filled())))
+            .map_err(|e| err(&e))?;
+        let rss_colour = colour.mix(0.5);
+        chart
+            .draw_secondary_series(LineSeries::new(
+                points.iter().map(|p| (p.0, p.2)),
+                rss_colour,
+            ))
+            .map_err(|e| err(&e))?
+            .label(format!("{server}: RSS (MiB)"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], rss_colour));
+    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
