@@ -26,6 +26,9 @@ const FAMILIES: [(&str, &str, &str); 3] = [
     ("rooms", "many small meetings", "rooms"),
 ];
 
+/// One server's curve: its name and (size, CPU µs per packet, RSS MiB) points.
+type Series = (String, Vec<(f64, f64, f64)>);
+
 fn main() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
     let (Some(input), Some(out)) = (args.next(), args.next()) else {
@@ -49,7 +52,7 @@ fn main() -> Result<(), String> {
         let _ = writeln!(md, "### {title}\n");
         md.push_str(&table(&rows));
         md.push_str(&ratios(&rows));
-        let series: Vec<(String, Vec<(f64, f64, f64)>)> = ["videoroom", "janus"]
+        let series: Vec<Series> = ["videoroom", "janus"]
             .iter()
             .map(|server| {
                 let points = rows
@@ -168,12 +171,7 @@ fn table(rows: &[&Value]) -> String {
 
 /// CPU per forwarded packet (left axis, solid) and RSS (right axis, thin) against `unit`, one
 /// colour per server.
-fn plot(
-    path: &Path,
-    title: &str,
-    unit: &str,
-    series: &[(String, Vec<(f64, f64, f64)>)],
-) -> Result<(), String> {
+fn plot(path: &Path, title: &str, unit: &str, series: &[Series]) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let all = || series.iter().flat_map(|(_, p)| p.iter());
     let root = BitMapBackend::new(path, (1000, 500)).into_drawing_area();
