@@ -10,12 +10,10 @@ use std::time::Duration;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::{TcpSocket, TcpStream};
-use ws_stream::WebSocketStream;
 use ws_stream::tungstenite::Message;
 use ws_stream::tungstenite::client::IntoClientRequest;
 
-type Ws = WebSocketStream<TcpStream>;
+use crate::phoenix::{Ws, connect_websocket};
 
 /// How long a Janus request may take to be answered.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -43,17 +41,6 @@ impl JanusSession {
     /// Connects to `ws://<server>/` from `local_ip`, creates a session and attaches the
     /// VideoRoom plugin.
     pub async fn open(server: SocketAddr, local_ip: IpAddr) -> Result<JanusSession, String> {
-        let tcp = match local_ip {
-            IpAddr::V4(_) => TcpSocket::new_v4(),
-            IpAddr::V6(_) => TcpSocket::new_v6(),
-        }
-        .map_err(|e| format!("tcp socket: {e}"))?;
-        tcp.bind(SocketAddr::new(local_ip, 0))
-            .map_err(|e| format!("bind {local_ip}: {e}"))?;
-        let stream = tcp
-            .connect(server)
-            .await
-            .map_err(|e| format!("connect {server}: {e}"))?;
         let mut request = format!("ws://{server}/")
             .into_client_request()
             .map_err(|e| format!("request: {e}"))?;
@@ -61,9 +48,7 @@ impl JanusSession {
             "Sec-WebSocket-Protocol",
             "janus-protocol".parse().expect("a header value"),
         );
-        let (ws, _) = ws_stream::client_async(request, stream)
-            .await
-            .map_err(|e| format!("websocket handshake: {e}"))?;
+        let ws = connect_websocket(server, local_ip, request).await?;
         let (sink, stream) = ws.split();
         let mut j = JanusSession {
             sink,

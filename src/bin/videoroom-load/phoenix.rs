@@ -10,8 +10,10 @@ use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use ws_stream::WebSocketStream;
 use ws_stream::tungstenite::Message;
+use ws_stream::tungstenite::client::IntoClientRequest;
 
-type Ws = WebSocketStream<TcpStream>;
+/// A client WebSocket over plain TCP.
+pub type Ws = WebSocketStream<TcpStream>;
 
 /// The sending half of a joined channel.
 pub struct Channel {
@@ -69,22 +71,8 @@ pub async fn join(
     local_ip: IpAddr,
     room: &str,
 ) -> Result<(Channel, Inbox), String> {
-    let tcp = match local_ip {
-        IpAddr::V4(_) => TcpSocket::new_v4(),
-        IpAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .map_err(|e| format!("tcp socket: {e}"))?;
-    tcp.bind(SocketAddr::new(local_ip, 0))
-        .map_err(|e| format!("bind {local_ip}: {e}"))?;
-    let stream = tcp
-        .connect(server)
-        .await
-        .map_err(|e| format!("connect {server}: {e}"))?;
-    let _ = stream.set_nodelay(true);
     let url = format!("ws://{server}/socket/websocket?vsn=2.0.0");
-    let (ws, _) = ws_stream::client_async(url, stream)
-        .await
-        .map_err(|e| format!("websocket handshake: {e}"))?;
+    let ws = connect_websocket(server, local_ip, url).await?;
     let (sink, stream) = ws.split();
     let mut channel = Channel {
         sink,
@@ -113,6 +101,31 @@ pub async fn join(
             };
         }
     }
+}
+
+/// A WebSocket client connection to `server` from `local_ip` for `request` (a URL or a request
+/// with extra headers); shared by both signallings.
+pub async fn connect_websocket(
+    server: SocketAddr,
+    local_ip: IpAddr,
+    request: impl IntoClientRequest + Unpin,
+) -> Result<Ws, String> {
+    let tcp = match local_ip {
+        IpAddr::V4(_) => TcpSocket::new_v4(),
+        IpAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|e| format!("tcp socket: {e}"))?;
+    tcp.bind(SocketAddr::new(local_ip, 0))
+        .map_err(|e| format!("bind {local_ip}: {e}"))?;
+    let stream = tcp
+        .connect(server)
+        .await
+        .map_err(|e| format!("connect {server}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (ws, _) = ws_stream::client_async(request, stream)
+        .await
+        .map_err(|e| format!("websocket handshake: {e}"))?;
+    Ok(ws)
 }
 
 impl Channel {
