@@ -139,15 +139,15 @@ fn si(v: f64) -> String {
 /// subscribers, bytes/s and packets/s in and out, CPU) plus ours.
 fn table(rows: &[&Value]) -> String {
     let mut t = String::from(
-        "| server | rooms | pubs/room | subs/room | packets/s in / out | bytes/s in / out | server CPU | CPU per forwarded RTP packet | server RSS | loss | forwarding latency p50 / p99 | join → first video p50 / p95 |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| server | rooms | pubs/room | subs/room | packets/s in / out | bytes/s in / out | server CPU | CPU per forwarded RTP packet | server RSS | loss | forwarding latency p50 / p99 | join → first video p50 / p95 | load generator CPU |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         let pair = |k: &str, i: usize| r[k][i].as_f64().unwrap_or(f64::NAN);
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} / {} | {}B / {}B | {:.0}% | {:.2} µs | {:.1} MiB | {:.2}% | {:.2} / {:.2} ms | {:.0} / {:.0} ms |",
+            "| {} | {} | {} | {} | {} / {} | {}B / {}B | {:.0}% | {:.2} µs | {:.1} MiB | {:.2}% | {:.2} / {:.2} ms | {:.0} / {:.0} ms | {:.0}% |",
             server_of(r),
             r["rooms"],
             r["publishers"],
@@ -164,6 +164,7 @@ fn table(rows: &[&Value]) -> String {
             pair("latency_ms", 2),
             pair("first_video_ms", 0),
             pair("first_video_ms", 1),
+            100.0 * f("load_cpu_share"),
         );
     }
     t
