@@ -13,7 +13,7 @@
 #
 # Settings (environment): BENCH_SECONDS (measured seconds per scenario, 20), FANOUT
 # ("10 100 300 1000"), MEETING ("2 5 10 15 20 25"), ROOMS ("50x4 100x4"), SERVER_CPUS (0),
-# LOAD_CPUS (1), JOIN_RATE (peers started per second, 100), SERVER_BIN (the server binary to
+# LOAD_CPUS (1), JOIN_RATE (peers started per second, 50), SERVER_BIN (the server binary to
 # measure; default: this tree's release build, e.g. an older build for a before/after).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -27,7 +27,7 @@ MEETING="${MEETING-2 5 10 15 20 25}"
 ROOMS="${ROOMS-50x4 100x4}"
 export SERVER_CPUS="${SERVER_CPUS:-0}"
 LOAD_CPUS="${LOAD_CPUS:-1}"
-JOIN_RATE="${JOIN_RATE:-100}"
+JOIN_RATE="${JOIN_RATE:-50}"
 JANUS="${JANUS:-$(command -v janus >/dev/null && echo 1 || echo 0)}"
 JANUS_PORT="${JANUS_PORT:-18188}"
 mkdir -p "$OUT"

@@ -50,8 +50,23 @@ impl Inbox {
     }
 }
 
-/// A media event out of a V2 server frame, if it carries one.
+/// The media events a load peer acts on: any other frame is skipped unparsed. In a room of N
+/// peers every join sends N `peerJoined` frames, so a thousand subscribers joining make a million
+/// frames the load generator must not spend its time parsing.
+const WANTED_EVENTS: [&str; 6] = [
+    "peerAccepted",
+    "peerDenied",
+    "offerData",
+    "sdpAnswer",
+    "candidate",
+    "\\\"error\\\"",
+];
+
+/// A media event out of a V2 server frame, if it carries one the peer acts on.
 fn parse_frame(text: &str) -> Incoming {
+    if !WANTED_EVENTS.iter().any(|e| text.contains(e)) {
+        return Incoming::Other;
+    }
     let Ok(frame) = serde_json::from_str::<Value>(text) else {
         return Incoming::Other;
     };
@@ -176,6 +191,14 @@ mod tests {
             event,
             json!({"type": "offerData", "data": {"audio": 1, "video": 1}})
         );
+    }
+
+    #[test]
+    fn an_error_event_is_read_and_a_peer_joined_is_skipped_unparsed() {
+        let error = r#"["1",null,"room:a","mediaEvent",{"data":"{\"type\":\"error\",\"data\":{\"message\":\"x\"}}"}]"#;
+        assert!(matches!(parse_frame(error), Incoming::MediaEvent(e) if e["type"] == "error"));
+        let joined = r#"["1",null,"room:a","mediaEvent",{"data":"{\"type\":\"peerJoined\",\"data\":{}}"}]"#;
+        assert!(matches!(parse_frame(joined), Incoming::Other));
     }
 
     #[test]
