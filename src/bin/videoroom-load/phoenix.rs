@@ -197,7 +197,8 @@ mod tests {
     fn an_error_event_is_read_and_a_peer_joined_is_skipped_unparsed() {
         let error = r#"["1",null,"room:a","mediaEvent",{"data":"{\"type\":\"error\",\"data\":{\"message\":\"x\"}}"}]"#;
         assert!(matches!(parse_frame(error), Incoming::MediaEvent(e) if e["type"] == "error"));
-        let joined = r#"["1",null,"room:a","mediaEvent",{"data":"{\"type\":\"peerJoined\",\"data\":{}}"}]"#;
+        let joined =
+            r#"["1",null,"room:a","mediaEvent",{"data":"{\"type\":\"peerJoined\",\"data\":{}}"}]"#;
         assert!(matches!(parse_frame(joined), Incoming::Other));
     }
 
