@@ -8,6 +8,8 @@
 #      room, a stalled media loop, all against the real binary, ~11 s), the abuse suite
 #      (attacks against the real binary, test/support/abuse.rs) and a 2-minute soak
 #      (peer churn with media across 20 rooms; resident memory flat, gauges back to zero),
+#      and a few seconds' smoke of the load generator (test/bench/smoke.sh: media reaches every
+#      subscriber through the real binary; figures printed, nothing timed),
 #   4. the Node tests (real phoenix npm clients) and the browser tests (Chromium and Firefox ESR).
 # Artifacts (screenshots, logs) go to $ARTIFACTS_DIR (default: test-artifacts/ at the repo root).
 set -euo pipefail
@@ -52,6 +54,9 @@ TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_
 export VIDEOROOM_BIN="$TARGET_DIR/debug/videoroom"
 export PHOENIX_FIXTURE_BIN="$TARGET_DIR/debug/examples/phoenix_fixture_server"
 export SFU_PROBE_BIN="$TARGET_DIR/debug/examples/sfu_probe"
+
+step "load generator smoke: 1 publisher and 3 subscribers through the real binary, media must flow (test/bench/smoke.sh)"
+bash test/bench/smoke.sh "$TARGET_DIR/debug"
 
 step "Rust tests (cargo nextest)"
 if ! cargo nextest --version >/dev/null 2>&1; then cargo install cargo-nextest --locked; fi

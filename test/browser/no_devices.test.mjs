@@ -27,7 +27,7 @@ test("a participant without camera and microphone joins as a viewer and sees the
 
   await expectLiveTiles(viewer.page, ["Speaker"], 45_000);
   const banner = await viewer.page.evaluate(() => document.getElementById("videochat-error").textContent);
-  assert.match(banner, /Could not use your camera or microphone/);
+  assert.match(banner, /No camera or microphone was found/);
   const toggles = await viewer.page.evaluate(() =>
     ["toggle-mic", "toggle-camera"].map((id) => document.getElementById(id).disabled),
   );

@@ -16,6 +16,8 @@
 #[allow(dead_code)]
 #[path = "../peer/mod.rs"]
 mod peer;
+#[path = "plot_font.rs"]
+mod plot_font;
 #[allow(dead_code)]
 #[path = "../kit/server_process.rs"]
 mod server_process;
@@ -377,7 +379,7 @@ fn write_csv(path: &Path, samples: &[Sample]) {
 
 /// The RSS curve (MB) with the number of peers on a second axis.
 fn plot_rss(path: &Path, samples: &[Sample], args: &Args) -> Result<(), String> {
-    register_font()?;
+    plot_font::register_font()?;
     let root = BitMapBackend::new(path, (1200, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let max_minutes = samples.last().map_or(1.0, |s| s.minutes).max(0.1);
@@ -438,17 +440,4 @@ fn plot_rss(path: &Path, samples: &[Sample], args: &Args) -> Result<(), String> 
         .draw()
         .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())
-}
-
-/// Plotters draws text with a font given to it: DejaVu Sans from Debian's `fonts-dejavu-core`.
-fn register_font() -> Result<(), String> {
-    const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-    let bytes =
-        std::fs::read(FONT).map_err(|e| format!("{FONT}: {e} (install fonts-dejavu-core)"))?;
-    plotters::style::register_font(
-        "sans-serif",
-        FontStyle::Normal,
-        Box::leak(bytes.into_boxed_slice()),
-    )
-    .map_err(|_| format!("{FONT} is not a font plotters can read"))
 }

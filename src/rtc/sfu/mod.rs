@@ -47,7 +47,8 @@ mod negotiate;
 mod sdp;
 mod track;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -69,6 +70,11 @@ use crate::rtc::net::{AddrCache, Datagram, Stun};
 /// docs): a browser sends media, RTCP or checks many times a second, so a second of silence
 /// means the old path is gone, not that it hesitates.
 pub const PATH_SILENCE: Duration = Duration::from_secs(1);
+
+/// How often, at most, every peer is checked for failure (no traffic, never connected): a
+/// failure is reported up to this much after its timeout, and no packet pays for a pass over
+/// every peer.
+const FAILURE_SWEEP: Duration = Duration::from_millis(250);
 
 /// Settings of one [`Sfu`].
 #[derive(Debug, Clone)]
@@ -241,6 +247,14 @@ pub struct Sfu {
     transmits: VecDeque<Transmit>,
     /// Last peer seen from a source address: the fast path of datagram demultiplexing.
     by_addr: AddrCache<PeerId>,
+    /// When each peer's `Rtc` wants its next `Input::Timeout`, earliest first: timeouts visit
+    /// only the peers that are due, and the next deadline is a peek, so the cost of a packet
+    /// does not grow with the number of peers in the room. Entries are not removed when a
+    /// deadline moves: a popped entry that no longer matches its peer's
+    /// [`Peer::scheduled`] is skipped.
+    timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
+    /// The next pass over every peer for failures (no traffic, never connected).
+    next_sweep: Instant,
     last_now: Instant,
     /// This room's share of the published-tracks gauge.
     tracks_gauge: GaugeShare,
@@ -260,6 +274,8 @@ struct Peer {
     last_rx: Instant,
     /// When str0m wants its next `Input::Timeout`.
     next_timeout: Option<Instant>,
+    /// The time of its live entry in `Sfu::timers`, if it has one.
+    scheduled: Option<Instant>,
     /// Queued in `Sfu::dirty`.
     dirty: bool,
     /// RTP was written to it: str0m only schedules written packets on the next input.
@@ -341,6 +357,8 @@ impl Sfu {
             events: VecDeque::new(),
             transmits: VecDeque::new(),
             by_addr: AddrCache::default(),
+            timers: BinaryHeap::new(),
+            next_sweep: now,
             last_now: now,
         }
     }
@@ -356,6 +374,7 @@ impl Sfu {
             first_offer: None,
             last_rx: now,
             next_timeout: None,
+            scheduled: None,
             dirty: false,
             needs_tick: false,
             sent_media: false,
@@ -474,11 +493,72 @@ impl Sfu {
         self.drain_peer(id);
     }
 
-    /// Advances time: str0m timers, failure detection and merged keyframe requests.
+    /// Advances time: str0m timers of the peers that are due, failure detection (a pass over
+    /// every peer at most every [`FAILURE_SWEEP`]) and merged keyframe requests.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
         let now = self.last_now;
         let mut due = Vec::new();
+        while let Some(&Reverse((t, id))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if p.scheduled != Some(t) {
+                continue;
+            }
+            p.scheduled = None;
+            let Some(rtc) = p.rtc.as_mut().filter(|_| !p.failed) else {
+                continue;
+            };
+            match p.next_timeout {
+                // The deadline moved later since this entry was pushed: wait for it.
+                Some(next) if next > now => {
+                    p.scheduled = Some(next);
+                    self.timers.push(Reverse((next, id)));
+                }
+                _ => {
+                    if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
+                        log::debug!(
+                            "room={} peer={id} timeout handling failed: {e}",
+                            self.config.room
+                        );
+                    }
+                    due.push(id);
+                }
+            }
+        }
+        for id in due {
+            self.drain_peer(id);
+        }
+        let failed = if now >= self.next_sweep {
+            self.next_sweep = now + FAILURE_SWEEP;
+            self.sweep(now)
+        } else {
+            Vec::new()
+        };
+        self.by_addr.expire(now);
+        for (id, why) in failed {
+            self.fail_peer(id, why);
+        }
+        let interval = self.config.keyframe_request_interval;
+        let mut plis = Vec::new();
+        for (key, t) in &mut self.producers {
+            if t.keyframe.poll(now, interval) {
+                plis.push(*key);
+            }
+        }
+        for key in plis {
+            self.send_pli(key);
+        }
+    }
+
+    /// The pass over every peer: the failed ones (no traffic for `peer_timeout`, not connected
+    /// `connect_timeout` after the first offer), and a timer for any live session without one.
+    fn sweep(&mut self, now: Instant) -> Vec<(PeerId, &'static str)> {
         let mut failed = Vec::new();
         for (id, p) in &mut self.peers {
             if p.failed {
@@ -496,35 +576,12 @@ impl Sfu {
                 failed.push((*id, "did not connect"));
                 continue;
             }
-            if let Some(rtc) = p.rtc.as_mut()
-                && p.next_timeout.is_none_or(|t| t <= now)
-            {
-                if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
-                    log::debug!(
-                        "room={} peer={id} timeout handling failed: {e}",
-                        self.config.room
-                    );
-                }
-                due.push(*id);
+            if p.rtc.is_some() && p.scheduled.is_none() {
+                p.scheduled = Some(now);
+                self.timers.push(Reverse((now, *id)));
             }
         }
-        for id in due {
-            self.drain_peer(id);
-        }
-        self.by_addr.expire(now);
-        for (id, why) in failed {
-            self.fail_peer(id, why);
-        }
-        let interval = self.config.keyframe_request_interval;
-        let mut plis = Vec::new();
-        for (key, t) in &mut self.producers {
-            if t.keyframe.poll(now, interval) {
-                plis.push(*key);
-            }
-        }
-        for key in plis {
-            self.send_pli(key);
-        }
+        failed
     }
 
     /// The next output; drain until it returns [`SfuOutput::Timeout`] after every input.
@@ -580,6 +637,12 @@ impl Sfu {
                 }
                 Ok(Output::Timeout(t)) => {
                     peer.next_timeout = Some(t);
+                    // Only an earlier deadline needs an entry; a later one is found when the
+                    // current entry pops.
+                    if peer.scheduled.is_none_or(|s| t < s) {
+                        peer.scheduled = Some(t);
+                        self.timers.push(Reverse((t, id)));
+                    }
                     return;
                 }
                 Ok(Output::Event(e)) => self.on_rtc_event(id, e),
@@ -742,16 +805,9 @@ impl Sfu {
     }
 
     fn next_deadline(&self) -> Instant {
-        let mut next = self.last_now + Duration::from_secs(10);
-        for p in self.peers.values().filter(|p| !p.failed) {
-            if let Some(t) = p.next_timeout.filter(|_| p.rtc.is_some()) {
-                next = next.min(t);
-            }
-            if p.connected {
-                next = next.min(p.last_rx + self.config.peer_timeout);
-            } else if let Some(t) = p.first_offer {
-                next = next.min(t + self.config.connect_timeout);
-            }
+        let mut next = (self.last_now + Duration::from_secs(10)).min(self.next_sweep);
+        if let Some(Reverse((t, _))) = self.timers.peek() {
+            next = next.min(*t);
         }
         for t in self.producers.values() {
             if let Some(d) = t.keyframe.deadline(self.config.keyframe_request_interval) {

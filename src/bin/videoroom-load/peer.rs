@@ -1,0 +1,666 @@
+//! One load peer: a Phoenix channel for signalling, a str0m `Rtc` on its own UDP socket for
+//! media (real ICE, DTLS and SRTP), publishing synthetic media when it is a publisher and
+//! accounting for every packet it receives. It answers the server as the tutorial's client does:
+//! `join` → `peerAccepted` (→ `renegotiateTracks` if it publishes) → `offerData` → `sdpOffer`
+//! → `sdpAnswer` → `candidate`s, renegotiating (with an ICE restart) on every later
+//! `offerData`.
+//!
+//! All peers run as tasks of one single-threaded runtime and share the run's [`Stats`] through
+//! an `Rc<RefCell<…>>` that is never borrowed across an await.
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use str0m::change::SdpPendingOffer;
+use str0m::config::DtlsCert;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+
+use crate::janus::{self, JanusSession};
+use crate::media::{self, Kind, MediaShape, RxStream};
+use crate::phoenix::{self, Channel, Incoming};
+use crate::stats::{PeerTally, Stats};
+
+/// What every peer of a run shares.
+pub struct RunContext {
+    /// The server's HTTP address (WebSocket at `/socket/websocket`).
+    pub server: SocketAddr,
+    /// Source address of every socket.
+    pub local_ip: IpAddr,
+    pub shape: MediaShape,
+    /// Send stamps count microseconds from here.
+    pub epoch: Instant,
+    /// One DTLS certificate for every peer (key generation is the slow part of a start).
+    pub dtls_cert: Option<DtlsCert>,
+    pub stats: Rc<RefCell<Stats>>,
+    /// Set when the run is over: every peer task returns.
+    pub stop: Rc<Cell<bool>>,
+    /// The server is Janus (VideoRoom plugin over its WebSocket API), not videoroom.
+    pub janus: bool,
+}
+
+/// The signalling a peer speaks.
+enum Signal {
+    /// Ours: a joined Phoenix channel with media events.
+    Videoroom(Channel),
+    /// Janus's VideoRoom plugin (see [`crate::janus`]).
+    Janus(JanusSession),
+}
+
+/// Phoenix's own heartbeat period (phoenix.js).
+const HEARTBEAT: Duration = Duration::from_secs(30);
+/// Longest sleep of a peer: how soon it notices the end of the run.
+const MAX_SLEEP: Duration = Duration::from_millis(200);
+/// str0m's statistics period: NACK and PLI counts are read from them.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One published track.
+struct SendTrack {
+    kind: Kind,
+    track_id: String,
+    mid: Option<Mid>,
+    seq: u64,
+    rtp_time: u32,
+}
+
+/// One load peer (see the module docs).
+struct Peer {
+    ctx: Rc<RunContext>,
+    /// Index of this peer in the run (the publisher number in send stamps).
+    index: u32,
+    publish: bool,
+    started: Instant,
+    tally: Rc<PeerTally>,
+    signal: Signal,
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    peer_id: Option<String>,
+    send: Vec<SendTrack>,
+    offered: bool,
+    pending: Option<SdpPendingOffer>,
+    /// An `offerData` that arrived while an offer was in flight: answered after its answer.
+    queued_offer: Option<(u64, u64)>,
+    recv_audio: u64,
+    recv_video: u64,
+    connected: bool,
+    rtc_deadline: Instant,
+    next_frame: Instant,
+    frame_no: u64,
+    next_keyframe: Instant,
+    keyframe_wanted: bool,
+    next_audio: Instant,
+    next_heartbeat: Instant,
+    streams: HashMap<Ssrc, RxStream>,
+    first_video: bool,
+    /// Last cumulative (NACK, PLI+FIR) counts of str0m's statistics, per direction and mid.
+    ingress_seen: HashMap<Mid, (u64, u64)>,
+    egress_seen: HashMap<Mid, (u64, u64)>,
+}
+
+/// Runs one peer until the run stops or the peer fails (recorded in its tally).
+pub async fn run(
+    ctx: Rc<RunContext>,
+    room: String,
+    index: u32,
+    publish: bool,
+    tally: Rc<PeerTally>,
+) {
+    let started = Instant::now();
+    let result = match start(ctx.clone(), &room, index, publish, tally.clone(), started).await {
+        Ok((mut peer, mut inbox)) => match peer.start_janus(&room).await {
+            Ok(()) => peer.run(&mut inbox).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result
+        && !ctx.stop.get()
+    {
+        ctx.stats.borrow_mut().failed += 1;
+        *tally.error.borrow_mut() = Some(e);
+    }
+}
+
+async fn start(
+    ctx: Rc<RunContext>,
+    room: &str,
+    index: u32,
+    publish: bool,
+    tally: Rc<PeerTally>,
+    started: Instant,
+) -> Result<(Peer, Option<phoenix::Inbox>), String> {
+    let (signal, inbox) = if ctx.janus {
+        let session = JanusSession::open(ctx.server, ctx.local_ip).await?;
+        (Signal::Janus(session), None)
+    } else {
+        let (mut channel, inbox) = phoenix::join(ctx.server, ctx.local_ip, room).await?;
+        channel
+            .media_event(json!({"type": "join", "data": {
+                "receiveMedia": true,
+                "metadata": {"displayName": tally.name},
+            }}))
+            .await?;
+        (Signal::Videoroom(channel), Some(inbox))
+    };
+    let socket = UdpSocket::bind(SocketAddr::new(ctx.local_ip, 0))
+        .await
+        .map_err(|e| format!("udp bind: {e}"))?;
+    let local = socket
+        .local_addr()
+        .map_err(|e| format!("udp address: {e}"))?;
+    let now = Instant::now();
+    let mut config = RtcConfig::new()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .set_stats_interval(Some(STATS_INTERVAL));
+    if let Some(cert) = &ctx.dtls_cert {
+        config = config.set_dtls_cert(cert.clone());
+    }
+    let mut rtc = config.build(now);
+    let host = Candidate::host(local, "udp").map_err(|e| format!("candidate: {e}"))?;
+    rtc.add_local_candidate(host);
+    let peer = Peer {
+        ctx,
+        index,
+        publish,
+        started,
+        tally,
+        signal,
+        rtc,
+        socket,
+        local,
+        peer_id: None,
+        send: Vec::new(),
+        offered: false,
+        pending: None,
+        queued_offer: None,
+        recv_audio: 0,
+        recv_video: 0,
+        connected: false,
+        rtc_deadline: now,
+        next_frame: now,
+        frame_no: 0,
+        next_keyframe: now,
+        keyframe_wanted: true,
+        next_audio: now,
+        next_heartbeat: now + HEARTBEAT,
+        streams: HashMap::new(),
+        first_video: false,
+        ingress_seen: HashMap::new(),
+        egress_seen: HashMap::new(),
+    };
+    Ok((peer, inbox))
+}
+
+impl Peer {
+    /// The peer's loop: one wait for a frame, a datagram or the next deadline, then the work due.
+    /// Janus: publishes (one offer, Janus answers) or subscribes (Janus offers, we answer) at
+    /// once, before the loop runs; nothing to do for videoroom, whose loop negotiates.
+    async fn start_janus(&mut self, room: &str) -> Result<(), String> {
+        let Signal::Janus(session) = &mut self.signal else {
+            return Ok(());
+        };
+        let room = janus::room_number(room);
+        if self.publish {
+            session.ensure_room(room).await?;
+            let stream_id = format!("janus-{}", self.index);
+            self.send = self.new_tracks(&stream_id);
+            self.peer_id = Some(stream_id);
+            let offer = self.make_offer(0, 0).ok_or("nothing to offer")?;
+            let Signal::Janus(session) = &mut self.signal else {
+                unreachable!("matched above");
+            };
+            let answer = session.publish(room, &self.tally.name, offer).await?;
+            self.accept_answer(&answer)?;
+        } else {
+            let offer = session.subscribe(room).await?;
+            let offer = str0m::change::SdpOffer::from_sdp_string(&offer)
+                .map_err(|e| format!("unreadable janus offer: {e}"))?;
+            let answer = self
+                .rtc
+                .sdp_api()
+                .accept_offer(offer)
+                .map_err(|e| format!("janus offer refused: {e}"))?;
+            self.tally.audio_tracks.set(1);
+            self.tally.video_tracks.set(1);
+            let Signal::Janus(session) = &mut self.signal else {
+                unreachable!("matched above");
+            };
+            session.start(answer.to_sdp_string()).await?;
+        }
+        let Signal::Janus(session) = &mut self.signal else {
+            unreachable!("matched above");
+        };
+        session.candidates_done().await?;
+        self.ctx.stats.borrow_mut().joined += 1;
+        Ok(())
+    }
+
+    async fn run(&mut self, inbox: &mut Option<phoenix::Inbox>) -> Result<(), String> {
+        let mut buf = vec![0u8; 2048];
+        while !self.ctx.stop.get() {
+            let now = Instant::now();
+            let mut wake = self
+                .rtc_deadline
+                .min(self.next_heartbeat)
+                .min(now + MAX_SLEEP);
+            if self.publish && self.connected {
+                wake = wake.min(self.next_media());
+            }
+            tokio::select! {
+                incoming = next_incoming(inbox, &mut self.signal) => match incoming {
+                    Incoming::MediaEvent(event) => self.on_media_event(event).await?,
+                    Incoming::Other => {}
+                    Incoming::Closed(why) => return Err(why),
+                },
+                ready = self.socket.readable() => {
+                    ready.map_err(|e| format!("udp: {e}"))?;
+                    self.read_socket(&mut buf)?;
+                }
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+            let now = Instant::now();
+            if now >= self.rtc_deadline {
+                self.rtc
+                    .handle_input(Input::Timeout(now))
+                    .map_err(|e| format!("rtc timeout: {e}"))?;
+            }
+            if self.publish && self.connected {
+                self.send_media(now);
+            }
+            self.drain(now)?;
+            if now >= self.next_heartbeat {
+                self.next_heartbeat = now + HEARTBEAT;
+                match &mut self.signal {
+                    Signal::Videoroom(channel) => channel.heartbeat().await?,
+                    Signal::Janus(session) => session.keepalive().await?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every datagram the socket holds now.
+    fn read_socket(&mut self, buf: &mut [u8]) -> Result<(), String> {
+        loop {
+            let (n, source) = match self.socket.try_recv_from(buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(format!("udp receive: {e}")),
+            };
+            let now = Instant::now();
+            {
+                let mut stats = self.ctx.stats.borrow_mut();
+                stats.counters.udp_received += 1;
+                stats.counters.udp_received_bytes += n as u64;
+            }
+            // Anything str0m cannot parse is not ours to judge; it is counted and skipped.
+            if let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, &buf[..n]) {
+                self.rtc
+                    .handle_input(Input::Receive(now, receive))
+                    .map_err(|e| format!("rtc input: {e}"))?;
+                self.drain(now)?;
+            }
+        }
+    }
+
+    /// Polls the `Rtc` until it waits: datagrams out, events accounted.
+    fn drain(&mut self, now: Instant) -> Result<(), String> {
+        loop {
+            match self.rtc.poll_output().map_err(|e| format!("rtc: {e}"))? {
+                Output::Timeout(t) => {
+                    self.rtc_deadline = t;
+                    return Ok(());
+                }
+                Output::Transmit(t) => {
+                    // UDP semantics: a datagram the socket cannot take now is lost.
+                    if self.socket.try_send_to(&t.contents, t.destination).is_ok() {
+                        let mut stats = self.ctx.stats.borrow_mut();
+                        stats.counters.udp_sent += 1;
+                        stats.counters.udp_sent_bytes += t.contents.len() as u64;
+                    }
+                }
+                Output::Event(e) => self.on_rtc_event(e, now),
+            }
+        }
+    }
+
+    fn on_rtc_event(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Connected => {
+                self.connected = true;
+                self.next_frame = now;
+                self.next_audio = now;
+                self.ctx.stats.borrow_mut().connected += 1;
+            }
+            Event::RtpPacket(p) => {
+                let Some((kind, _publisher, sent_us)) = media::read_stamp(&p.payload) else {
+                    return;
+                };
+                let received_us = media::micros_since(self.ctx.epoch, p.timestamp);
+                let update = self
+                    .streams
+                    .entry(p.header.ssrc)
+                    .or_default()
+                    .on_packet(*p.seq_no, received_us as i64 - sent_us as i64);
+                let mut stats = self.ctx.stats.borrow_mut();
+                let c = &mut stats.counters;
+                c.rtp_expected += update.expected;
+                if let Some(d) = update.jitter_us {
+                    c.jitter_sum_us += d;
+                    c.jitter_samples += 1;
+                }
+                match kind {
+                    Kind::Video => {
+                        c.rtp_received_video += 1;
+                        self.tally
+                            .video_received
+                            .set(self.tally.video_received.get() + 1);
+                    }
+                    Kind::Audio => {
+                        c.rtp_received_audio += 1;
+                        self.tally
+                            .audio_received
+                            .set(self.tally.audio_received.get() + 1);
+                    }
+                }
+                stats.latency.record(received_us.saturating_sub(sent_us));
+                if kind == Kind::Video && !self.first_video {
+                    self.first_video = true;
+                    let took = now.saturating_duration_since(self.started);
+                    stats.first_video.record(took.as_micros() as u64);
+                }
+            }
+            Event::KeyframeRequest(_) => self.keyframe_wanted = true,
+            Event::MediaIngressStats(s) => {
+                let (nacks, plis) = delta(&mut self.ingress_seen, s.mid, s.nacks, s.plis + s.firs);
+                let mut stats = self.ctx.stats.borrow_mut();
+                stats.counters.nacks_sent += nacks;
+                stats.counters.plis_sent += plis;
+            }
+            Event::MediaEgressStats(s) => {
+                let (nacks, plis) = delta(&mut self.egress_seen, s.mid, s.nacks, s.plis + s.firs);
+                let mut stats = self.ctx.stats.borrow_mut();
+                stats.counters.nacks_received += nacks;
+                stats.counters.plis_received += plis;
+            }
+            _ => {}
+        }
+    }
+
+    /// When the next audio packet or video frame is due.
+    fn next_media(&self) -> Instant {
+        let shape = &self.ctx.shape;
+        let mut next = self.next_heartbeat;
+        if shape.audio_pps > 0 {
+            next = next.min(self.next_audio);
+        }
+        if !shape.no_video {
+            next = next.min(self.next_frame);
+        }
+        next
+    }
+
+    /// Writes the audio packets and video frames that are due (catching up at most one of each).
+    fn send_media(&mut self, now: Instant) {
+        let shape = self.ctx.shape.clone();
+        let sent_us = media::micros_since(self.ctx.epoch, now);
+        if shape.audio_pps > 0 && now >= self.next_audio {
+            let interval = Duration::from_secs(1) / shape.audio_pps;
+            self.next_audio = (self.next_audio + interval).max(now);
+            let payload = media::audio_payload(shape.audio_bytes, self.index, sent_us);
+            let step = 48_000 / shape.audio_pps;
+            if self.write(Kind::Audio, payload, true, step, now) {
+                self.ctx.stats.borrow_mut().counters.rtp_sent_audio += 1;
+            }
+        }
+        if !shape.no_video && now >= self.next_frame {
+            let interval = Duration::from_secs(1) / shape.fps;
+            self.next_frame = (self.next_frame + interval).max(now);
+            let keyframe = self.keyframe_wanted || now >= self.next_keyframe;
+            if keyframe {
+                self.keyframe_wanted = false;
+                self.next_keyframe = now + shape.keyframe_interval;
+            }
+            let packets = if keyframe {
+                shape.packets_per_keyframe
+            } else {
+                shape.packets_per_frame
+            };
+            let step = 90_000 / shape.fps;
+            let mut written = 0;
+            for n in 0..packets {
+                let payload =
+                    media::video_payload(shape.video_bytes, n == 0, keyframe, self.index, sent_us);
+                let last = n + 1 == packets;
+                if self.write(Kind::Video, payload, last, if last { step } else { 0 }, now) {
+                    written += 1;
+                }
+            }
+            self.frame_no += 1;
+            self.ctx.stats.borrow_mut().counters.rtp_sent_video += written;
+        }
+    }
+
+    /// Writes one RTP packet on the track of `kind`, advancing its RTP clock by `step` after it.
+    fn write(
+        &mut self,
+        kind: Kind,
+        payload: Vec<u8>,
+        marker: bool,
+        step: u32,
+        now: Instant,
+    ) -> bool {
+        let codec = if kind == Kind::Audio {
+            Codec::Opus
+        } else {
+            Codec::Vp8
+        };
+        let Some(pt) = payload_type(&self.rtc, codec) else {
+            return false;
+        };
+        let Some(track) = self.send.iter_mut().find(|t| t.kind == kind) else {
+            return false;
+        };
+        let Some(mid) = track.mid else {
+            return false;
+        };
+        let ext = ExtensionValues {
+            audio_level: (kind == Kind::Audio).then_some(-30),
+            voice_activity: (kind == Kind::Audio).then_some(true),
+            ..Default::default()
+        };
+        let mut api = self.rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+            return false;
+        };
+        tx.write_rtp(
+            RtpWrite::new(pt, track.seq.into(), track.rtp_time, now, payload)
+                .marker(marker)
+                .ext_vals(ext)
+                .nackable(kind == Kind::Video),
+        );
+        track.seq += 1;
+        track.rtp_time = track.rtp_time.wrapping_add(step);
+        true
+    }
+
+    async fn on_media_event(&mut self, event: Value) -> Result<(), String> {
+        let data = &event["data"];
+        match event["type"].as_str().unwrap_or_default() {
+            "peerAccepted" => {
+                let id = data["id"].as_str().unwrap_or_default().to_owned();
+                self.ctx.stats.borrow_mut().joined += 1;
+                if self.publish {
+                    self.send = self.new_tracks(&id);
+                    self.push(json!({"type": "renegotiateTracks", "data": {}}))
+                        .await?;
+                }
+                self.peer_id = Some(id);
+            }
+            "peerDenied" => return Err(format!("peer denied: {data}")),
+            "offerData" => {
+                let audio = data["audio"].as_u64().unwrap_or(0);
+                let video = data["video"].as_u64().unwrap_or(0);
+                self.tally.audio_tracks.set(audio);
+                self.tally.video_tracks.set(video);
+                if self.pending.is_some() {
+                    self.queued_offer = Some((audio, video));
+                } else {
+                    self.offer(audio, video).await?;
+                }
+            }
+            "sdpAnswer" => {
+                self.accept_answer(data["sdp"].as_str().unwrap_or_default())?;
+                if let Some((audio, video)) = self.queued_offer.take() {
+                    self.offer(audio, video).await?;
+                }
+            }
+            "candidate" => {
+                let text = data["candidate"].as_str().unwrap_or_default();
+                if let Ok(c) = Candidate::from_sdp_string(text) {
+                    self.rtc.add_remote_candidate(c);
+                }
+            }
+            "error" => return Err(format!("server error: {data}")),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The tracks a publisher sends, their ids in the tutorial's `<peer id>:<uuid>` form.
+    fn new_tracks(&self, peer_id: &str) -> Vec<SendTrack> {
+        let shape = &self.ctx.shape;
+        [Kind::Audio, Kind::Video]
+            .into_iter()
+            .filter(|&k| k == Kind::Audio || !shape.no_video)
+            .filter(|&k| k == Kind::Video || shape.audio_pps > 0)
+            .map(|kind| SendTrack {
+                kind,
+                track_id: format!("{peer_id}:{}", uuid::Uuid::new_v4()),
+                mid: None,
+                seq: 1,
+                rtp_time: rand::random(),
+            })
+            .collect()
+    }
+
+    /// Pushes a media event (videoroom only).
+    async fn push(&mut self, event: Value) -> Result<(), String> {
+        match &mut self.signal {
+            Signal::Videoroom(channel) => channel.media_event(event).await,
+            Signal::Janus(_) => Err("media events are videoroom signalling".into()),
+        }
+    }
+
+    /// Applies the answer to the pending offer.
+    fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {
+        let answer = str0m::change::SdpAnswer::from_sdp_string(sdp)
+            .map_err(|e| format!("unreadable answer: {e}"))?;
+        let pending = self.pending.take().ok_or("an answer without an offer")?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| format!("answer refused: {e}"))
+    }
+
+    /// An offer SDP for `audio` + `video` receiving tracks, as the tutorial's client makes it:
+    /// its own tracks sendonly the first time, an ICE restart after that, recvonly transceivers
+    /// added up to the counts. Kept pending until its answer; `None` if nothing changed.
+    fn make_offer(&mut self, audio: u64, video: u64) -> Option<String> {
+        let stream_id = self.peer_id.clone().unwrap_or_default();
+        let mut api = self.rtc.sdp_api();
+        if self.offered {
+            api.ice_restart(true);
+        } else {
+            for t in &mut self.send {
+                let kind = match t.kind {
+                    Kind::Audio => MediaKind::Audio,
+                    Kind::Video => MediaKind::Video,
+                };
+                let mid = api.add_media(
+                    kind,
+                    Direction::SendOnly,
+                    Some(stream_id.clone()),
+                    Some(t.track_id.clone()),
+                    None,
+                );
+                t.mid = Some(mid);
+            }
+        }
+        while self.recv_audio < audio {
+            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+            self.recv_audio += 1;
+        }
+        while self.recv_video < video {
+            api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+            self.recv_video += 1;
+        }
+        self.offered = true;
+        let (offer, pending) = api.apply()?;
+        self.pending = Some(pending);
+        Some(offer.to_sdp_string())
+    }
+
+    /// Answers `offerData` with an `sdpOffer` (see [`Self::make_offer`]).
+    async fn offer(&mut self, audio: u64, video: u64) -> Result<(), String> {
+        let Some(sdp) = self.make_offer(audio, video) else {
+            return Ok(());
+        };
+        let mut metadata = Map::new();
+        let mut mids = Map::new();
+        for t in &self.send {
+            let kind = if t.kind == Kind::Audio {
+                "audio"
+            } else {
+                "video"
+            };
+            metadata.insert(t.track_id.clone(), json!({"type": kind}));
+            if let Some(mid) = t.mid {
+                mids.insert(mid.to_string(), json!(t.track_id));
+            }
+        }
+        self.push(json!({"type": "sdpOffer", "data": {
+            "sdpOffer": {"type": "offer", "sdp": sdp},
+            "trackIdToTrackMetadata": metadata,
+            "midToTrackId": mids,
+        }}))
+        .await
+    }
+}
+
+/// The next thing the signalling says: a media event (videoroom) or nothing to act on.
+async fn next_incoming(inbox: &mut Option<phoenix::Inbox>, signal: &mut Signal) -> Incoming {
+    match (inbox, signal) {
+        (Some(inbox), _) => inbox.next().await,
+        (None, Signal::Janus(session)) => match session.next_frame().await {
+            Ok(()) => Incoming::Other,
+            Err(e) => Incoming::Closed(e),
+        },
+        (None, Signal::Videoroom(_)) => std::future::pending().await,
+    }
+}
+
+/// The payload type our side negotiated for `codec`.
+fn payload_type(rtc: &Rtc, codec: Codec) -> Option<Pt> {
+    rtc.codec_config()
+        .iter()
+        .find(|p| p.spec().codec == codec)
+        .map(|p| p.pt())
+}
+
+/// The growth of two cumulative counters of `mid` since they were last seen.
+fn delta(seen: &mut HashMap<Mid, (u64, u64)>, mid: Mid, a: u64, b: u64) -> (u64, u64) {
+    let last = seen.insert(mid, (a, b)).unwrap_or((0, 0));
+    (a.saturating_sub(last.0), b.saturating_sub(last.1))
+}

@@ -1,0 +1,211 @@
+//! The Phoenix side of a load peer: one WebSocket speaking the V2 JSON serializer
+//! (`[join_ref, ref, topic, event, payload]`), one joined `room:<id>` channel, and the flat media
+//! events inside it (`mediaEvent {"data": "<JSON text>"}`), as phoenix.js and the tutorial's
+//! client send them (docs/media-events.md, docs/phoenix-protocol.md).
+use std::net::{IpAddr, SocketAddr};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpSocket, TcpStream};
+use ws_stream::WebSocketStream;
+use ws_stream::tungstenite::Message;
+use ws_stream::tungstenite::client::IntoClientRequest;
+
+/// A client WebSocket over plain TCP.
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// The sending half of a joined channel.
+pub struct Channel {
+    sink: SplitSink<Ws, Message>,
+    topic: String,
+    join_ref: String,
+    next_ref: u64,
+}
+
+/// What the server said on the socket, as far as a load peer cares.
+pub enum Incoming {
+    /// A media event (`{"type", "data"}`), parsed.
+    MediaEvent(Value),
+    /// A reply, close or anything else: nothing to do.
+    Other,
+    /// The socket ended.
+    Closed(String),
+}
+
+/// The receiving half of the socket.
+pub struct Inbox {
+    stream: SplitStream<Ws>,
+}
+
+impl Inbox {
+    /// The next frame; cancel-safe (a stream's `next`).
+    pub async fn next(&mut self) -> Incoming {
+        match self.stream.next().await {
+            Some(Ok(Message::Text(text))) => parse_frame(&text),
+            Some(Ok(Message::Close(_))) | None => Incoming::Closed("socket closed".into()),
+            Some(Ok(_)) => Incoming::Other,
+            Some(Err(e)) => Incoming::Closed(format!("socket error: {e}")),
+        }
+    }
+}
+
+/// The media events a load peer acts on: any other frame is skipped unparsed. In a room of N
+/// peers every join sends N `peerJoined` frames, so a thousand subscribers joining make a million
+/// frames the load generator must not spend its time parsing.
+const WANTED_EVENTS: [&str; 6] = [
+    "peerAccepted",
+    "peerDenied",
+    "offerData",
+    "sdpAnswer",
+    "candidate",
+    "\\\"error\\\"",
+];
+
+/// A media event out of a V2 server frame, if it carries one the peer acts on.
+fn parse_frame(text: &str) -> Incoming {
+    if !WANTED_EVENTS.iter().any(|e| text.contains(e)) {
+        return Incoming::Other;
+    }
+    let Ok(frame) = serde_json::from_str::<Value>(text) else {
+        return Incoming::Other;
+    };
+    if frame[3] != "mediaEvent" {
+        return Incoming::Other;
+    }
+    frame[4]["data"]
+        .as_str()
+        .and_then(|data| serde_json::from_str(data).ok())
+        .map_or(Incoming::Other, Incoming::MediaEvent)
+}
+
+/// Opens `ws://<server>/socket/websocket?vsn=2.0.0` from `local_ip` and joins `room:<room>`;
+/// returns once the join was answered `ok`.
+pub async fn join(
+    server: SocketAddr,
+    local_ip: IpAddr,
+    room: &str,
+) -> Result<(Channel, Inbox), String> {
+    let url = format!("ws://{server}/socket/websocket?vsn=2.0.0");
+    let ws = connect_websocket(server, local_ip, url).await?;
+    let (sink, stream) = ws.split();
+    let mut channel = Channel {
+        sink,
+        topic: format!("room:{room}"),
+        join_ref: "1".into(),
+        next_ref: 2,
+    };
+    let mut inbox = Inbox { stream };
+    let join = json!(["1", "1", channel.topic, "phx_join", {}]);
+    channel.send_frame(join.to_string()).await?;
+    loop {
+        let Some(frame) = inbox.stream.next().await else {
+            return Err("socket closed before the join reply".into());
+        };
+        let Ok(Message::Text(text)) = frame else {
+            continue;
+        };
+        let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        if frame[1] == "1" && frame[3] == "phx_reply" {
+            return if frame[4]["status"] == "ok" {
+                Ok((channel, inbox))
+            } else {
+                Err(format!("join refused: {}", frame[4]))
+            };
+        }
+    }
+}
+
+/// A WebSocket client connection to `server` from `local_ip` for `request` (a URL or a request
+/// with extra headers); shared by both signallings.
+pub async fn connect_websocket(
+    server: SocketAddr,
+    local_ip: IpAddr,
+    request: impl IntoClientRequest + Unpin,
+) -> Result<Ws, String> {
+    let tcp = match local_ip {
+        IpAddr::V4(_) => TcpSocket::new_v4(),
+        IpAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|e| format!("tcp socket: {e}"))?;
+    tcp.bind(SocketAddr::new(local_ip, 0))
+        .map_err(|e| format!("bind {local_ip}: {e}"))?;
+    let stream = tcp
+        .connect(server)
+        .await
+        .map_err(|e| format!("connect {server}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (ws, _) = ws_stream::client_async(request, stream)
+        .await
+        .map_err(|e| format!("websocket handshake: {e}"))?;
+    Ok(ws)
+}
+
+impl Channel {
+    /// Pushes a media event (`{"type": …, "data": …}`).
+    pub async fn media_event(&mut self, event: Value) -> Result<(), String> {
+        let r = self.take_ref();
+        let frame = json!([
+            self.join_ref,
+            r,
+            self.topic,
+            "mediaEvent",
+            {"data": event.to_string()}
+        ]);
+        self.send_frame(frame.to_string()).await
+    }
+
+    /// A Phoenix heartbeat, as phoenix.js sends every 30 s.
+    pub async fn heartbeat(&mut self) -> Result<(), String> {
+        let r = self.take_ref();
+        let frame = json!([null, r, "phoenix", "heartbeat", {}]);
+        self.send_frame(frame.to_string()).await
+    }
+
+    fn take_ref(&mut self) -> String {
+        self.next_ref += 1;
+        self.next_ref.to_string()
+    }
+
+    async fn send_frame(&mut self, text: String) -> Result<(), String> {
+        self.sink
+            .send(Message::text(text))
+            .await
+            .map_err(|e| format!("websocket send: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_media_event_frame_yields_the_event_inside_its_data_text() {
+        let frame = r#"["1",null,"room:a","mediaEvent",{"data":"{\"type\":\"offerData\",\"data\":{\"audio\":1,\"video\":1}}"}]"#;
+        let Incoming::MediaEvent(event) = parse_frame(frame) else {
+            panic!("not read as a media event");
+        };
+        assert_eq!(
+            event,
+            json!({"type": "offerData", "data": {"audio": 1, "video": 1}})
+        );
+    }
+
+    #[test]
+    fn an_error_event_is_read_and_a_peer_joined_is_skipped_unparsed() {
+        let error = r#"["1",null,"room:a","mediaEvent",{"data":"{\"type\":\"error\",\"data\":{\"message\":\"x\"}}"}]"#;
+        assert!(matches!(parse_frame(error), Incoming::MediaEvent(e) if e["type"] == "error"));
+        let joined =
+            r#"["1",null,"room:a","mediaEvent",{"data":"{\"type\":\"peerJoined\",\"data\":{}}"}]"#;
+        assert!(matches!(parse_frame(joined), Incoming::Other));
+    }
+
+    #[test]
+    fn replies_and_garbage_are_nothing_to_do() {
+        let reply = r#"["1","3","room:a","phx_reply",{"status":"ok","response":{}}]"#;
+        assert!(matches!(parse_frame(reply), Incoming::Other));
+        assert!(matches!(parse_frame("not json"), Incoming::Other));
+    }
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The benchmark suite behind BENCHMARKS.md: the real server binary (release build) pinned to one
+# CPU, the load generator (videoroom-load) pinned to another, one fresh server per scenario:
+#   fanout   1 publisher × N subscribers                 (N in $FANOUT)
+#   meeting  N × N, everyone publishes and receives       (N in $MEETING)
+#   rooms    R rooms of 1 publisher + (K-1) subscribers   (RxK in $ROOMS)
+# and the fan-out and rooms scenarios again against Janus's VideoRoom plugin (Debian's `janus`
+# package, when installed; JANUS=0 skips it), same load, same pinning.
+# Each scenario appends one JSON line to $OUT/results.jsonl and keeps its report in
+# $OUT/<label>.txt; at the end bench_report writes $OUT/tables.md and the PNG curves.
+#
+#   bash test/bench/run.sh [OUT_DIR]        (default: bench-results/<UTC date and time>)
+#
+# Settings (environment): BENCH_SECONDS (measured seconds per scenario, 20), FANOUT
+# ("10 100 300 1000"), MEETING ("2 5 10 15 20 25"), ROOMS ("50x4 100x4"), SERVER_CPUS (0),
+# LOAD_CPUS (1), JOIN_RATE (peers started per second, 50), SERVER_BIN (the server binary to
+# measure; default: this tree's release build, e.g. an older build for a before/after).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+# shellcheck source=test/bench/lib.sh
+source test/bench/lib.sh
+OUT="${1:-bench-results/$(date -u +%Y%m%d-%H%M%S)}"
+SECONDS_EACH="${BENCH_SECONDS:-20}"
+FANOUT="${FANOUT-10 100 300 1000}"
+MEETING="${MEETING-2 5 10 15 20 25}"
+ROOMS="${ROOMS-50x4 100x4}"
+export SERVER_CPUS="${SERVER_CPUS:-0}"
+LOAD_CPUS="${LOAD_CPUS:-1}"
+JOIN_RATE="${JOIN_RATE:-50}"
+JANUS="${JANUS:-$(command -v janus >/dev/null && echo 1 || echo 0)}"
+JANUS_PORT="${JANUS_PORT:-18188}"
+mkdir -p "$OUT"
+
+cargo build --release --quiet --bin videoroom --bin videoroom-load
+# The report needs no speed: built with the test profile, whose dependencies are already built.
+cargo build --quiet --example bench_report
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+BIN="$TARGET_DIR/release"
+SERVER_BIN="${SERVER_BIN:-$BIN/videoroom}"
+
+{
+  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "commit: $(git rev-parse --short HEAD)"
+  echo "nproc: $(nproc)"
+  echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+  echo "kernel: $(uname -r)"
+  echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "server: $SERVER_BIN"
+  echo "server cpus: $SERVER_CPUS, load generator cpus: $LOAD_CPUS, $SECONDS_EACH s per scenario"
+} | tee "$OUT/machine.txt"
+
+trap stop_server EXIT
+# run_scenario SERVER LABEL ROOMS PUBLISHERS SUBSCRIBERS: one scenario against a fresh
+# videoroom or janus.
+run_scenario() {
+  local server=$1 label=$2 rooms=$3 publishers=$4 subscribers=$5
+  local flags=()
+  echo "== $server $label: $rooms room(s) × ($publishers publishers + $subscribers subscribers)"
+  if [ "$server" = janus ]; then
+    local ip iface
+    read -r ip iface < <(local_ipv4)
+    SERVER_LOG="$OUT/janus-$label.server.log" start_janus "$JANUS_PORT" "$iface"
+    flags=(--janus --local-ip "$ip")
+  else
+    SERVER_LOG="$OUT/$label.server.log" start_server "$SERVER_BIN" --max-peers-per-room 5000 \
+      --max-rooms 10000 --max-connections 100000 --max-connections-per-ip 100000
+  fi
+  taskset -c "$LOAD_CPUS" "$BIN/videoroom-load" --server "$SERVER_ADDR" --server-pid "$SERVER_PID" \
+    --rooms "$rooms" --publishers "$publishers" --subscribers "$subscribers" "${flags[@]}" \
+    --duration "$SECONDS_EACH" --join-rate "$JOIN_RATE" --label "$label" --progress 5 \
+    --json "$OUT/results.jsonl" | tee "$OUT/$server-$label.txt" || echo "$label: the load generator failed"
+  stop_server
+  echo "load average after $server $label: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
+}
+
+servers=(videoroom)
+if [ "$JANUS" = 1 ]; then servers+=(janus); fi
+for server in "${servers[@]}"; do
+  for n in $FANOUT; do run_scenario "$server" "fanout-$n" 1 1 "$n"; done
+  for rk in $ROOMS; do run_scenario "$server" "rooms-$rk" "${rk%x*}" 1 "$((${rk#*x} - 1))"; done
+done
+for n in $MEETING; do run_scenario videoroom "meeting-$n" 1 "$n" 0; done
+
+"$TARGET_DIR/debug/examples/bench_report" "$OUT/results.jsonl" "$OUT"
+echo "results: $OUT (tables.md, *.png, one report per scenario)"
