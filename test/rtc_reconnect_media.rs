@@ -133,3 +133,33 @@ fn a_browser_whose_address_changes_is_followed_to_the_new_one_after_a_stun_check
     assert_mostly_received(&from_moved, from[1], to[1], "from the moved browser");
     assert!(w.removed.is_empty(), "nobody was removed");
 }
+
+#[test]
+fn after_an_outage_ending_on_a_new_address_keyframes_are_asked_both_ways_as_soon_as_the_path_moves()
+{
+    let mut w = two_browsers(Duration::from_secs(30));
+    // Both directions are lost for 2 s (under the 4 s peer timeout), then the browser comes
+    // back through a new NAT mapping.
+    w.browsers[1].vanished = true;
+    w.run(Duration::from_secs(2));
+    let asked_before = [0, 1].map(|b| w.browsers[b].keyframe_requests.len());
+    w.rebind(1, "192.0.2.77:61000".parse().unwrap());
+    w.browsers[1].vanished = false;
+    let back = w.now;
+    let took = until_both_receive(&mut w, Duration::from_secs(10));
+    assert!(took.is_some(), "media did not follow the new address");
+    w.run(Duration::from_millis(500));
+    // The kit's browsers never ask for keyframes themselves: these come from the SFU.
+    for (b, whose) in [
+        (1, "the moved browser's own video"),
+        (0, "the video the moved browser receives"),
+    ] {
+        let asked = &w.browsers[b].keyframe_requests[asked_before[b]..];
+        assert!(!asked.is_empty(), "no keyframe request for {whose}");
+        eprintln!(
+            "FIGURE keyframe asked for {whose} {:?} (virtual time) after the path came back",
+            asked[0] - back
+        );
+    }
+    assert!(w.removed.is_empty(), "nobody was removed");
+}

@@ -9,9 +9,9 @@
 import { execFileSync } from "node:child_process";
 import { createSocket } from "node:dgram";
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createConnection, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { startTcpProxy } from "./support.mjs";
 
 const NS_PREFIX = "vrloss";
 
@@ -154,6 +154,7 @@ const MAX_FLOWS = 64;
  * `impair({ lossPercent, delayMs })` applies to both directions from then on; `impair({ up, down })`
  * sets each direction (`up`: namespace to server) on its own, where `dropMedia: true` also drops
  * every RTP packet (audio and video) while RTCP, STUN and DTLS still pass at `lossPercent`.
+ * `rebind()` moves every flow to a new source port (a NAT rebinding); `tcp.cut()` cuts the TCP path.
  */
 export async function startLossyRelay({ listenHost, upstreamHost, udpPort, tcpPort, allowFrom, seed = 1 }) {
   const random = seeded(seed);
@@ -181,26 +182,32 @@ export async function startLossyRelay({ listenHost, upstreamHost, udpPort, tcpPo
   };
 
   const front = createSocket("udp4");
+  /** Client address:port -> { from, up }: `up` is the flow's own socket towards the server. */
   const flows = new Map();
+  /** A new socket on a new port towards the server for the client at `from`. */
+  const openUpstream = (from) => {
+    const up = createSocket("udp4");
+    up.on("message", (reply) => pass("down", reply, () => front.send(reply, from.port, from.address, () => {})));
+    up.on("error", () => {});
+    up.bind(0, upstreamHost);
+    return up;
+  };
   front.on("message", (msg, from) => {
     if (from.address !== allowFrom) {
       counters.refused++;
       return;
     }
     const key = `${from.address}:${from.port}`;
-    let up = flows.get(key);
-    if (!up) {
+    let flow = flows.get(key);
+    if (!flow) {
       if (flows.size >= MAX_FLOWS) {
         counters.refused++;
         return;
       }
-      up = createSocket("udp4");
-      up.on("message", (reply) => pass("down", reply, () => front.send(reply, from.port, from.address, () => {})));
-      up.on("error", () => {});
-      up.bind(0, upstreamHost);
-      flows.set(key, up);
+      flow = { from, up: openUpstream(from) };
+      flows.set(key, flow);
     }
-    pass("up", msg, () => up.send(msg, udpPort, upstreamHost, () => {}));
+    pass("up", msg, () => flow.up.send(msg, udpPort, upstreamHost, () => {}));
   });
   front.on("error", () => {});
   await new Promise((ok, fail) => {
@@ -208,24 +215,7 @@ export async function startLossyRelay({ listenHost, upstreamHost, udpPort, tcpPo
     front.bind(udpPort, listenHost, ok);
   });
 
-  const conns = new Set();
-  const proxy = createServer((client) => {
-    const server = createConnection(tcpPort, upstreamHost);
-    for (const s of [client, server]) {
-      conns.add(s);
-      s.on("close", () => conns.delete(s));
-      s.on("error", () => {
-        client.destroy();
-        server.destroy();
-      });
-    }
-    client.pipe(server);
-    server.pipe(client);
-  });
-  await new Promise((ok, fail) => {
-    proxy.once("error", fail);
-    proxy.listen(tcpPort, listenHost, ok);
-  });
+  const tcp = await startTcpProxy({ listenHost, port: tcpPort, upstreamHost, upstreamPort: tcpPort });
 
   return {
     counters,
@@ -238,18 +228,38 @@ export async function startLossyRelay({ listenHost, upstreamHost, udpPort, tcpPo
     },
     settings: () => JSON.parse(JSON.stringify(impairment)),
     flows: () => flows.size,
+    /** The ports the flows' sockets towards the server send from (null: not bound yet). */
+    upstreamPorts: () =>
+      [...flows.values()].map((f) => {
+        try {
+          return f.up.address().port;
+        } catch {
+          return null;
+        }
+      }),
+    /**
+     * Moves every flow to a new socket, hence a new source port, as a NAT that lost its mapping
+     * would: the server sees the same client from a new address. The old sockets are closed.
+     */
+    rebind() {
+      for (const flow of flows.values()) {
+        flow.up.close();
+        flow.up = openUpstream(flow.from);
+      }
+    },
+    /** The TCP path (HTTP, WebSocket): `tcp.cut()` / `tcp.restore()` as startTcpProxy's. */
+    tcp,
     close() {
       for (const t of pending) clearTimeout(t);
       pending.clear();
-      for (const s of flows.values()) s.close();
+      for (const f of flows.values()) f.up.close();
       flows.clear();
       try {
         front.close();
       } catch {
         // already closed
       }
-      for (const c of conns) c.destroy();
-      proxy.close();
+      tcp.close();
     },
   };
 }

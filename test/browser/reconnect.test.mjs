@@ -7,10 +7,10 @@
 
 import { test, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { createServer, connect } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
+  CHROMIUM,
   artifactsDir,
   enterRoom,
   eventually,
@@ -20,11 +20,15 @@ import {
   participantsText,
   readTiles,
   startServer,
+  startTcpProxy,
   waitInPage,
 } from "./support.mjs";
+import { createLinkedNamespace, namespaceUnavailableReason, startLossyRelay } from "./lossy_link.mjs";
 
 const browsers = [];
 const servers = [];
+/** What else a test set up (relays, namespaces), undone after its browsers and servers. */
+const cleanups = [];
 
 async function browser(kind = "chromium") {
   const b = kind === "firefox" ? await launchFirefox() : await launchChromium();
@@ -36,54 +40,8 @@ async function browser(kind = "chromium") {
 afterEach(async () => {
   for (const b of browsers.splice(0)) await b.close();
   for (const s of servers.splice(0)) await s.stop();
+  for (const undo of cleanups.splice(0)) await undo();
 });
-
-/**
- * A TCP proxy on 127.0.0.1 in front of `targetPort`. `cut()` closes every proxied connection
- * and refuses new ones (accepted, then closed at once) until `restore()`.
- */
-async function tcpProxy(targetPort) {
-  const open = new Set();
-  let cut = false;
-  const server = createServer((client) => {
-    if (cut) {
-      client.destroy();
-      return;
-    }
-    const upstream = connect(targetPort, "127.0.0.1");
-    const pair = [client, upstream];
-    for (const s of pair) open.add(s);
-    const end = () => {
-      for (const s of pair) {
-        s.destroy();
-        open.delete(s);
-      }
-    };
-    for (const s of pair) {
-      s.on("error", end);
-      s.on("close", end);
-    }
-    client.pipe(upstream);
-    upstream.pipe(client);
-  });
-  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    cut() {
-      cut = true;
-      for (const s of open) s.destroy();
-      open.clear();
-    },
-    restore() {
-      cut = false;
-    },
-    /** Stops listening and closes what is still proxied (server.close alone waits for it). */
-    close() {
-      this.cut();
-      return new Promise((ok) => server.close(ok));
-    },
-  };
-}
 
 /** The page's recoveries so far (window.videoroom.room.reconnections). */
 function reconnections(page) {
@@ -101,7 +59,7 @@ async function framesOf(page, label) {
 test("a participant whose signalling is cut for 4 s resumes as the same peer while media keeps flowing, and renegotiates afterwards", async () => {
   const server = await startServer();
   servers.push(server);
-  const proxy = await tcpProxy(server.port);
+  const proxy = await startTcpProxy({ upstreamPort: server.port });
   const cutOff = await browser();
   const stays = await browser();
   await enterRoom(cutOff, proxy.url, "wifi-blip", "Cut");
@@ -156,6 +114,116 @@ test("a participant whose signalling is cut for 4 s resumes as the same peer whi
   assert.match(await participantsText(cutOff.page), /Cut, Stays, Third/);
   await proxy.close();
 });
+
+/** Where the page's media goes: the remote address:port of its selected candidate pair. */
+function selectedRemote(page) {
+  return page.evaluate(async () => {
+    const report = await window.videoroom.webrtc.connection.getStats();
+    let remote = null;
+    report.forEach((s) => {
+      if (s.type !== "transport" || !s.selectedCandidatePairId) return;
+      const c = report.get(report.get(s.selectedCandidatePairId)?.remoteCandidateId);
+      if (c) remote = `${c.address ?? c.ip}:${c.port}`;
+    });
+    return remote;
+  });
+}
+
+/** Polls (every 100 ms) until the remote tile `label` on `page` decodes a frame past `frames`; resolves with that instant. */
+async function nextFrameAt(page, label, frames, timeoutMs) {
+  await eventually(`${label} decoded again`, async () => (await framesOf(page, label)) > frames, { timeoutMs, intervalMs: 100 });
+  return Date.now();
+}
+
+/** How long both signalling and media are cut in the roaming test: under the SFU's 4 s peer timeout. */
+const UDP_OUTAGE_MS = 2500;
+
+test(
+  "a participant whose signalling and media both stop for 2.5 s and come back from a new source port resumes as the same peer, its media followed to the new address both ways",
+  { timeout: 180_000 },
+  async (t) => {
+    // The roaming participant's Chromium runs in a network namespace, its UDP and TCP through a
+    // relay on the host end of the veth (lossy_link.mjs): the server is told to advertise that
+    // end (EXTERNAL_IP) and binds 127.0.0.1, which the namespace cannot reach, so every datagram
+    // of the roamer goes through the relay, which can drop them all and then send from a new port.
+    const unavailable = namespaceUnavailableReason();
+    if (unavailable) {
+      if (process.env.VIDEOROOM_NETNS_REQUIRED === "1") throw new Error(`VIDEOROOM_NETNS_REQUIRED=1 but: ${unavailable}`);
+      t.skip(`skipped: ${unavailable}`);
+      return;
+    }
+    const link = createLinkedNamespace(CHROMIUM);
+    cleanups.push(() => link.remove());
+    const server = await startServer({ env: { BIND_ADDRESS: "127.0.0.1", EXTERNAL_IP: link.hostIp } });
+    servers.push(server);
+    const relay = await startLossyRelay({
+      listenHost: link.hostIp,
+      upstreamHost: "127.0.0.1",
+      udpPort: server.udpPort,
+      tcpPort: server.port,
+      allowFrom: link.nsIp,
+    });
+    cleanups.push(() => relay.close());
+    const roamUrl = `http://${link.hostIp}:${server.port}`;
+    const roamer = await launchChromium({
+      executablePath: link.chromiumWrapper,
+      // getUserMedia needs a secure context; the namespace reaches the server on a plain IP.
+      args: [`--unsafely-treat-insecure-origin-as-secure=${roamUrl}`],
+    });
+    browsers.push(roamer);
+    const home = await browser();
+    await enterRoom(home, server.url, "roaming", "Home");
+    await enterRoom(roamer, roamUrl, "roaming", "Roamer");
+    await expectLiveTiles(home.page, ["Roamer"], 45_000);
+    await expectLiveTiles(roamer.page, ["Home"], 45_000);
+    assert.equal(await selectedRemote(roamer.page), `${link.hostIp}:${server.udpPort}`, "the roamer's media goes through the relay");
+    const roamerId = await ownPeerId(roamer.page);
+    const homeId = await ownPeerId(home.page);
+    const portsBefore = relay.upstreamPorts();
+
+    const cutAt = Date.now();
+    relay.impair({ lossPercent: 100 });
+    relay.tcp.cut();
+    await sleep(1000);
+    const stalled = { home: await framesOf(home.page, "Roamer"), roamer: await framesOf(roamer.page, "Home") };
+    await sleep(UDP_OUTAGE_MS - (Date.now() - cutAt));
+    const atRestore = { home: await framesOf(home.page, "Roamer"), roamer: await framesOf(roamer.page, "Home") };
+    // The outage is real: after its first second neither side decodes anything of the other.
+    assert.deepEqual(atRestore, stalled, "no video decoded either way during the outage");
+    assert.ok(relay.counters.up.dropped > 0 && relay.counters.down.dropped > 0, "the relay dropped datagrams both ways");
+    relay.rebind();
+    relay.impair({ lossPercent: 0 });
+    relay.tcp.restore();
+    const restoredAt = Date.now();
+    const forwardedAtRestore = { ...relay.counters.down };
+
+    const [homeSeesAt, roamerSeesAt] = await Promise.all([
+      nextFrameAt(home.page, "Roamer", atRestore.home, 20_000),
+      nextFrameAt(roamer.page, "Home", atRestore.roamer, 20_000),
+    ]);
+    const [back] = await eventually("the roamer's signalling to be back", async () => {
+      const r = await reconnections(roamer.page);
+      return r.length && r[r.length - 1].backAt ? r : false;
+    }, { timeoutMs: 15_000, intervalMs: 100 });
+    assert.equal(back.resumed, true, `resumed as the same peer (refusals: ${back.refusals})`);
+    assert.equal(await ownPeerId(roamer.page), roamerId, "same peer id");
+    await expectLiveTiles(home.page, ["Roamer"], 20_000);
+    await expectLiveTiles(roamer.page, ["Home"], 20_000);
+    assert.deepEqual((await readTiles(home.page)).map((t) => t.peerId), [roamerId], "no peerLeft/peerJoined at the other");
+    assert.deepEqual((await readTiles(roamer.page)).map((t) => t.peerId), [homeId]);
+    // The server now sends to the new source port: the old sockets are closed, so everything
+    // the relay forwarded to the roamer since came from the server to the new ports.
+    const portsAfter = relay.upstreamPorts();
+    assert.ok(portsAfter.length > 0 && portsAfter.every((p) => p !== null && !portsBefore.includes(p)), `new source ports (${portsBefore} → ${portsAfter})`);
+    assert.ok(relay.counters.down.forwarded > forwardedAtRestore.forwarded, "the server sent to the new address");
+    assert.equal(await selectedRemote(roamer.page), `${link.hostIp}:${server.udpPort}`);
+    console.log(
+      `signalling and UDP cut for ${restoredAt - cutAt} ms, then a new source port: video again ${homeSeesAt - restoredAt} ms ` +
+        `(the other decodes the roamer) / ${roamerSeesAt - restoredAt} ms (the roamer decodes the other) after the path came back; ` +
+        `signalling resumed after ${back.backAt - restoredAt} ms`,
+    );
+  },
+);
 
 test("after a server restart on the same ports both browsers are back in the call by themselves, names kept", async () => {
   let server = await startServer();

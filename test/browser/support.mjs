@@ -4,7 +4,7 @@
 
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, readdirSync, rmSync, mkdirSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { createSocket } from "node:dgram";
 import { networkInterfaces, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -77,6 +77,59 @@ export function freeTcpPort() {
   });
 }
 
+/**
+ * A TCP proxy on `listenHost:port` (port 0: a free one) to `upstreamHost:upstreamPort`, each
+ * connection piped as it is. `cut()` closes every proxied connection and refuses new ones
+ * (accepted, then closed at once, as a dead path looks to a browser) until `restore()`;
+ * `close()` stops listening and closes what is still proxied (server.close alone waits for it).
+ */
+export async function startTcpProxy({ listenHost = "127.0.0.1", port = 0, upstreamHost = "127.0.0.1", upstreamPort }) {
+  const open = new Set();
+  let cut = false;
+  const server = createServer((client) => {
+    if (cut) {
+      client.destroy();
+      return;
+    }
+    const upstream = connect(upstreamPort, upstreamHost);
+    const pair = [client, upstream];
+    const end = () => {
+      for (const s of pair) {
+        s.destroy();
+        open.delete(s);
+      }
+    };
+    for (const s of pair) {
+      open.add(s);
+      s.on("error", end);
+      s.on("close", end);
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((ok, fail) => {
+    server.once("error", fail);
+    server.listen(port, listenHost, ok);
+  });
+  const { port: listening } = server.address();
+  return {
+    port: listening,
+    url: `http://${listenHost}:${listening}`,
+    cut() {
+      cut = true;
+      for (const s of open) s.destroy();
+      open.clear();
+    },
+    restore() {
+      cut = false;
+    },
+    close() {
+      this.cut();
+      return new Promise((ok) => server.close(ok));
+    },
+  };
+}
+
 /** A UDP port that was free a moment ago. */
 export function freeUdpPort() {
   return new Promise((ok, fail) => {
@@ -145,7 +198,7 @@ export async function startServer({ env: extraEnv = {}, port: fixedPort, udpPort
     udpPort,
     externalIp: env.EXTERNAL_IP,
     log: () => log,
-    /** Stops the server: SIGINT is its graceful Ctrl-C path (sockets closed with 1012), SIGTERM ends it at once. */
+    /** Stops the server with `signal`: SIGTERM and SIGINT both drain it (sockets closed with 1012); SIGKILL after 5 s. */
     async stop(signal = "SIGTERM") {
       if (exited) return;
       child.kill(signal);

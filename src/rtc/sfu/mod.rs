@@ -30,7 +30,9 @@
 //!   a check from a new address (a valid request: str0m checked its MESSAGE-INTEGRITY, so only
 //!   the peer can make one), datagrams to the peer go there instead, as soon as the address
 //!   str0m still uses has been silent for [`PATH_SILENCE`]. While the old path is alive nothing
-//!   changes; STUN responses always go where str0m sends them.
+//!   changes; STUN responses always go where str0m sends them. When the path moves, keyframes
+//!   are asked for the peer's own video and for every video it receives: both directions lost
+//!   frames while the old path was dying.
 //! - Failure: a connected peer from which nothing arrived for `peer_timeout` (browsers send
 //!   RTP, RTCP and STUN consent checks every few hundred ms to 2.5 s), or one that did not
 //!   connect within `connect_timeout` of its first offer, or whose DTLS closed, is reported once
@@ -291,7 +293,7 @@ struct Peer {
 /// Where a datagram str0m sends to `destination` for `peer` goes (see the module docs): a
 /// success response to its pending check makes that check's source the peer's path;
 /// any other datagram goes to the path instead of `destination` once `destination` has been
-/// silent for [`PATH_SILENCE`].
+/// silent for [`PATH_SILENCE`]. The flag says the path just moved from one address to another.
 fn follow_path(
     peer: &mut Peer,
     heard: &AddrCache<PeerId>,
@@ -300,19 +302,22 @@ fn follow_path(
     now: Instant,
     destination: SocketAddr,
     contents: &[u8],
-) -> SocketAddr {
+) -> (SocketAddr, bool) {
     if let Some(stun) = Stun::parse(contents) {
+        let mut moved = false;
         if stun.kind == Stun::BINDING_SUCCESS
             && let Some((transaction, from)) = peer.checking
             && from == destination
             && stun.transaction == transaction
         {
             peer.checking = None;
-            if peer.path.replace(from) != Some(from) {
+            let old = peer.path.replace(from);
+            if old != Some(from) {
                 log::debug!("room={room} peer={id} checked path {from}");
+                moved = old.is_some();
             }
         }
-        return destination;
+        return (destination, moved);
     }
     match peer.path {
         Some(path)
@@ -321,9 +326,9 @@ fn follow_path(
                     .heard(destination)
                     .is_none_or(|t| now.saturating_duration_since(t) >= PATH_SILENCE) =>
         {
-            path
+            (path, false)
         }
-        _ => destination,
+        _ => (destination, false),
     }
 }
 
@@ -620,7 +625,7 @@ impl Sfu {
             match rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
                     let contents: Vec<u8> = t.contents.into();
-                    let destination = follow_path(
+                    let (destination, moved) = follow_path(
                         peer,
                         &self.by_addr,
                         &self.config.room,
@@ -634,6 +639,9 @@ impl Sfu {
                         destination,
                         contents,
                     });
+                    if moved {
+                        self.on_path_moved(id);
+                    }
                 }
                 Ok(Output::Timeout(t)) => {
                     peer.next_timeout = Some(t);
@@ -652,6 +660,24 @@ impl Sfu {
                     return;
                 }
             }
+        }
+    }
+
+    /// A peer's media path moved to a new address: what it published and what it was sent
+    /// while the old one died is lost, and its subscribers' and its own decoders wait for a
+    /// keyframe. Asking the publishers now (its own tracks, and the sources of those it
+    /// receives) brings the video back at once instead of after the browsers' own periodic
+    /// requests (libwebrtc's come every 3 s, and the first may have gone to the dead address).
+    fn on_path_moved(&mut self, id: PeerId) {
+        let published = self.producers.keys().filter(|(p, _)| *p == id).copied();
+        let received = self
+            .peers
+            .get(&id)
+            .into_iter()
+            .flat_map(|p| p.consumers.values().filter_map(|c| c.source));
+        let keys: Vec<(PeerId, Mid)> = published.chain(received).collect();
+        for key in keys {
+            self.request_keyframe(key);
         }
     }
 
