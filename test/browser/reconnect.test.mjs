@@ -107,12 +107,14 @@ test("a participant whose signalling is cut for 4 s resumes as the same peer whi
   const third = await browser();
   const joinedAt = Date.now();
   await enterRoom(third, server.url, "wifi-blip", "Third");
+  const liveAfter = [];
   for (const [who, page, names] of [["Cut", cutOff.page, ["Stays", "Third"]], ["Third", third.page, ["Cut", "Stays"]], ["Stays", stays.page, ["Cut", "Third"]]]) {
     await expectLiveTiles(page, names, 45_000).catch(async (e) => {
       throw new Error(`${who}'s page, ${Date.now() - joinedAt} ms after Third joined: ${e.message}; tiles: ${JSON.stringify(await readTiles(page))}`);
     });
+    liveAfter.push(`${who} ${Date.now() - joinedAt} ms`);
   }
-  console.log(`third participant decoded by the resumed one ${Date.now() - joinedAt} ms after it joined`);
+  console.log(`third participant joined; all tiles live on the pages (checked in turn) after: ${liveAfter.join(", ")}`);
   assert.match(await participantsText(cutOff.page), /Cut, Stays, Third/);
   await proxy.close();
 });
@@ -241,6 +243,8 @@ test("after a server restart on the same ports both browsers are back in the cal
   const { port, udpPort } = server;
   const stoppedAt = Date.now();
   await server.stop("SIGTERM");
+  // It drained: both sockets were closed with 1012 (service restart) rather than dropped.
+  assert.match(server.log(), /shutting down: draining 2 sockets/);
   // While the server is gone: "Reconnecting…", the other's tile stays and is marked frozen.
   for (const [p, other] of [[ann.page, "Ben"], [ben.page, "Ann"]]) {
     await waitInPage(
