@@ -9,6 +9,7 @@ use std::time::Duration;
 
 mod kit;
 
+use kit::assert_served;
 use kit::server::{Served, serve};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION};
@@ -83,10 +84,7 @@ async fn text_of(server: &Served, path: &str) -> String {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
+    kit::http_client()
 }
 
 /// A folder under the system temp dir, removed on drop.
@@ -456,17 +454,10 @@ async fn embedded_static_files_are_served_with_their_content_types() {
         ("/robots.txt", "text/plain; charset=utf-8"),
         ("/images/logo.png", "image/png"),
     ] {
-        let response = get(&server, path).await;
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
-        assert_eq!(response.headers()[CONTENT_TYPE], content_type, "{path}");
-        assert_eq!(response.headers()["cache-control"], "no-cache");
-        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
         let on_disk = std::fs::read(priv_static().join(&path[1..])).unwrap();
-        assert_eq!(
-            response.bytes().await.unwrap().as_ref(),
-            on_disk.as_slice(),
-            "{path}"
-        );
+        let headers = assert_served(&server.url(path), Some(content_type), &on_disk).await;
+        assert_eq!(headers["cache-control"], "no-cache");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
     }
     server.stop().await;
 }
@@ -482,27 +473,22 @@ async fn every_file_of_priv_static_is_embedded_and_served_byte_for_byte() {
 
     let server = start(&WebConfig::default()).await;
     for path in &on_disk {
-        let response = get(&server, &format!("/{path}")).await;
-        if !(path.starts_with("assets/")
+        let route = format!("/{path}");
+        if path.starts_with("assets/")
             || path.starts_with("images/")
             || path.starts_with("fonts/")
             || path == "favicon.ico"
-            || path == "robots.txt")
+            || path == "robots.txt"
         {
+            let expected = std::fs::read(priv_static().join(path)).unwrap();
+            assert_served(&server.url(&route), None, &expected).await;
+        } else {
             assert_eq!(
-                response.status(),
+                get(&server, &route).await.status(),
                 StatusCode::NOT_FOUND,
                 "{path} is not a static route"
             );
-            continue;
         }
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
-        let expected = std::fs::read(priv_static().join(path)).unwrap();
-        assert_eq!(
-            response.bytes().await.unwrap().as_ref(),
-            expected.as_slice(),
-            "{path}"
-        );
     }
     server.stop().await;
 }
@@ -669,10 +655,7 @@ async fn the_static_dir_serves_a_foreign_priv_static_instead_of_the_embedded_one
         ("/images/logo.png", "image/png", b"\x89PNG fake"),
         ("/fonts/x.woff2", "font/woff2", b"wOF2"),
     ] {
-        let response = get(&server, path).await;
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
-        assert_eq!(response.headers()[CONTENT_TYPE], content_type, "{path}");
-        assert_eq!(response.bytes().await.unwrap().as_ref(), body, "{path}");
+        assert_served(&server.url(path), Some(content_type), body).await;
     }
     // Only the foreign folder is served: the embedded robots.txt is not mixed in.
     let response = get(&server, "/robots.txt").await;
