@@ -72,10 +72,22 @@ fn https_by_ip(server: &Served, path: &str) -> String {
     format!("https://127.0.0.1:{}{path}", server.addr.port())
 }
 
-/// Where a `302 Found` answer sends the client (asserting the status).
-fn redirect_location(response: &reqwest::Response) -> String {
+/// Posts the lobby form `body` (see [`post_lobby`]), asserts that it is answered `302 Found` to
+/// `location` and that following it lands on the room page of `room_id`; returns that page.
+async fn lobby_enters(
+    server: &Served,
+    content_type: Option<&str>,
+    body: &'static str,
+    location: &str,
+    room_id: &str,
+) -> String {
+    let response = post_lobby(server, content_type, body).await;
     assert_eq!(response.status(), StatusCode::FOUND);
-    response.headers()[LOCATION].to_str().unwrap().to_owned()
+    assert_eq!(response.headers()[LOCATION], location);
+    let page = html_page(server, location).await;
+    let room = format!(r#"data-room-id="{room_id}""#);
+    assert!(page.contains(&room), "{page}");
+    page
 }
 
 /// The body of `GET <path>`.
@@ -190,23 +202,15 @@ async fn the_lobby_shows_the_join_form_with_the_room_prefilled_from_the_query() 
 #[tokio::test]
 async fn posting_the_lobby_form_redirects_to_the_room_with_both_fields_percent_encoded() {
     let server = start(&WebConfig::default()).await;
-    let response = post_lobby(
+    // Following the redirect lands on the room page of exactly that room.
+    let page = lobby_enters(
         &server,
         Some(FORM),
         "room_name=my+room%2F1&display_name=Zo%C3%AB+%26+%3Cb%3E%3F%23",
+        "/room/my%20room%2F1?display_name=Zo%C3%AB%20%26%20%3Cb%3E%3F%23",
+        "my room/1",
     )
     .await;
-    let location = redirect_location(&response);
-    assert_eq!(
-        location,
-        "/room/my%20room%2F1?display_name=Zo%C3%AB%20%26%20%3Cb%3E%3F%23"
-    );
-
-    // Following the redirect lands on the room page of exactly that room.
-    let response = get(&server, &location).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let page = response.text().await.unwrap();
-    assert!(page.contains(r#"data-room-id="my room/1""#), "{page}");
     assert!(page.contains("Room: my room/1</h3>"));
     server.stop().await;
 }
@@ -214,19 +218,14 @@ async fn posting_the_lobby_form_redirects_to_the_room_with_both_fields_percent_e
 #[tokio::test]
 async fn unicode_room_names_survive_the_redirect_and_reach_the_page_unchanged() {
     let server = start(&WebConfig::default()).await;
-    let response = post_lobby(
+    lobby_enters(
         &server,
         None,
         "room_name=za%C5%BC%C3%B3%C5%82%C4%87+%F0%9F%8E%A5+a%2Bb&display_name=%E5%BC%A0%E4%B8%89",
+        "/room/za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb?display_name=%E5%BC%A0%E4%B8%89",
+        "zażółć 🎥 a+b",
     )
     .await;
-    let location = redirect_location(&response);
-    assert_eq!(
-        location,
-        "/room/za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb?display_name=%E5%BC%A0%E4%B8%89"
-    );
-    let page = text_of(&server, &location).await;
-    assert!(page.contains(r#"data-room-id="zażółć 🎥 a+b""#), "{page}");
     // Without the display name (an invite link) the embedded client's page gets the same room,
     // for its pre-join screen.
     let page = text_of(
