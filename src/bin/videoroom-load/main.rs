@@ -320,6 +320,7 @@ struct Progress {
 }
 
 impl Progress {
+    /// Progress from now on, at `--progress` (none at 0).
     fn new(args: &Args, stats: &RefCell<Stats>) -> Progress {
         let every = (args.progress > 0.0).then(|| secs(args.progress));
         let half_second = Duration::from_millis(500);
