@@ -26,9 +26,7 @@ against_both_sfus!(a_peer_whose_media_never_connected_is_removed_at_once_when_it
 
 /// A and B publish and receive each other (both answered: the fake's media is up). (A, B).
 fn two_publishers(room: &mut Room<FakeSfu>) -> (PeerId, PeerId) {
-    let (a, _) = first_peer_publishes(room, Browser::Generated);
-    let (b, _, _) = second_peer_joins(room, Browser::Generated, a);
-    (a, b)
+    publisher_and_joiner(room, Browser::Generated)
 }
 
 /// What the others hear when B is gone: `peerLeft`, then A renegotiates with unchanged counts.
@@ -48,9 +46,7 @@ fn a_peer_whose_media_never_connected_is_removed_at_once_when_its_channel_is_los
     room: &mut Room<S>,
     browser: Browser,
 ) {
-    let (a, _) = first_peer_publishes(room, browser);
-    let b = room.peer("b");
-    room.join(b, true);
+    let (a, b) = publisher_and_member(room, browser, true);
     let (held, step) = room.detach(b);
     assert!(!held);
     assert_eq!(

@@ -33,25 +33,6 @@ against_both_sfus!(
     a_track_added_while_the_client_built_its_offer_gets_one_follow_up_round,
 );
 
-/// Publisher A and a joined, not yet negotiated B. Returns (A, B).
-fn publisher_and_member<S: SfuBackend>(
-    room: &mut Room<S>,
-    browser: Browser,
-    receive_media: bool,
-) -> (PeerId, PeerId) {
-    let (a, _) = first_peer_publishes(room, browser);
-    let b = room.peer("b");
-    room.join(b, receive_media);
-    (a, b)
-}
-
-/// A and B publish and receive each other. Returns (A, B).
-fn publisher_and_joiner<S: SfuBackend>(room: &mut Room<S>, browser: Browser) -> (PeerId, PeerId) {
-    let (a, _) = first_peer_publishes(room, browser);
-    let (b, _, _) = second_peer_joins(room, browser, a);
-    (a, b)
-}
-
 fn the_first_peer_is_accepted_into_an_empty_room<S: SfuBackend>(room: &mut Room<S>, _: Browser) {
     let a = room.peer("a");
     assert_eq!(

@@ -210,12 +210,9 @@ async fn reflector(listener: TcpListener, log: ServerLog) {
 /// The reflector's webrtc-rs answering side.
 mod reflect {
     use super::ServerInput;
-    use rtc::media_stream::MediaStreamTrack;
-    use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
-    use rtc::rtp_transceiver::rtp_sender::{
-        RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-        RTCRtpHeaderExtensionCapability, RtpCodecKind,
-    };
+    use super::peer::client::{codec_of, media_engine, rtp_kind, track_with_ssrc};
+    use super::peer::media::Kind;
+    use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
     use serde_json::{Map, Value};
     use std::collections::BTreeMap;
     use std::sync::Arc;
@@ -224,9 +221,9 @@ mod reflect {
     use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
     use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
     use webrtc::peer_connection::{
-        MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-        RTCIceCandidateInit, RTCPeerConnectionIceEvent, RTCSessionDescription, Registry,
-        SettingEngineBuilder, register_default_interceptors,
+        PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
+        RTCPeerConnectionIceEvent, RTCSessionDescription, Registry, SettingEngineBuilder,
+        register_default_interceptors,
     };
     use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
@@ -275,61 +272,16 @@ mod reflect {
         senders: Vec<(webrtc::rtp_transceiver::RTCRtpSenderId, &'static str)>,
     }
 
-    fn codec(kind: RtpCodecKind) -> RTCRtpCodecParameters {
-        let (mime, rate, channels, fmtp, pt) = match kind {
-            RtpCodecKind::Audio => (MIME_TYPE_OPUS, 48000, 2, "minptime=10;useinbandfec=1", 111),
-            _ => (MIME_TYPE_VP8, 90000, 0, "", 96),
-        };
-        RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: mime.into(),
-                clock_rate: rate,
-                channels,
-                sdp_fmtp_line: fmtp.into(),
-                rtcp_feedback: vec![],
-            },
-            payload_type: pt,
-        }
-    }
-
     impl Answerer {
         pub async fn new(input: mpsc::Sender<ServerInput>) -> Self {
-            let mut engine = MediaEngine::default();
-            for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
-                engine.register_codec(codec(kind), kind).unwrap();
-            }
-            engine
-                .register_header_extension(
-                    RTCRtpHeaderExtensionCapability {
-                        uri: super::media::AUDIO_LEVEL_URI.into(),
-                    },
-                    RtpCodecKind::Audio,
-                    None,
-                )
-                .unwrap();
+            let mut engine = media_engine().unwrap();
             let registry = register_default_interceptors(Registry::new(), &mut engine).unwrap();
             let mut outputs = Vec::new();
-            for (kind, id) in [
-                (RtpCodecKind::Audio, "ghost-a"),
-                (RtpCodecKind::Video, "ghost-v"),
-            ] {
+            for (kind, id) in [(Kind::Audio, "ghost-a"), (Kind::Video, "ghost-v")] {
                 let ssrc = rand::random();
-                let c = codec(kind);
-                let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-                    "ghost-stream".into(),
-                    id.into(),
-                    id.into(),
-                    kind,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        codec: c.rtp_codec.clone(),
-                        ..Default::default()
-                    }],
-                )));
-                outputs.push((kind, track, ssrc, c.payload_type));
+                let track =
+                    track_with_ssrc("ghost-stream".into(), id.into(), id.into(), kind, ssrc);
+                outputs.push((rtp_kind(kind), track, ssrc, codec_of(kind).payload_type));
             }
             let pc = PeerConnectionBuilder::new()
                 .with_media_engine(engine)

@@ -271,9 +271,7 @@ fn garbage_sdp_gets_an_error_event_for_that_peer_only<S: SfuBackend>(
     room: &mut Room<S>,
     browser: Browser,
 ) {
-    let (a, _) = first_peer_publishes(room, browser);
-    let b = room.peer("b");
-    room.join(b, true);
+    let (a, b) = publisher_and_member(room, browser, true);
     let step = room.offer(b, "this is not SDP", &[("0", "b:1")]);
     assert_eq!(kinds(&step), ["error"]);
     assert_eq!(step[0].to(), [b]);
@@ -299,9 +297,7 @@ fn candidates_that_cannot_be_used_are_dropped<S: SfuBackend>(room: &mut Room<S>,
 #[test]
 fn an_offer_with_no_usable_codec_gets_an_error_event() {
     let mut room = Room::with_sfu();
-    let (a, _) = first_peer_publishes(&mut room, Browser::Chromium);
-    let b = room.peer("b");
-    room.join(b, true);
+    let (a, b) = publisher_and_member(&mut room, Browser::Chromium, true);
     // Only G722/PCMU/PCMA audio and AV1/VP9 video: nothing the SFU forwards.
     let offer = Browser::Chromium
         .joiner()

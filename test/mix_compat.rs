@@ -9,6 +9,7 @@
 mod kit;
 
 use kit::server::{start_server, test_config};
+use kit::{assert_served, get_text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -403,10 +404,7 @@ async fn an_elixir_checkouts_priv_static_is_served_by_the_rust_server() {
     })
     .await;
     for (path, body, content_type) in files {
-        let response = reqwest::get(server.url(&format!("/{path}"))).await.unwrap();
-        assert_eq!(response.status(), 200, "{path}");
-        assert_eq!(response.headers()["content-type"], *content_type, "{path}");
-        assert_eq!(response.bytes().await.unwrap().as_ref(), *body, "{path}");
+        assert_served(&server.url(&format!("/{path}")), Some(content_type), body).await;
     }
     // Files outside the Plug.Static allow-list stay private, as with Phoenix.
     let response = reqwest::get(server.url("/cache_manifest.json"))
@@ -414,12 +412,7 @@ async fn an_elixir_checkouts_priv_static_is_served_by_the_rust_server() {
         .unwrap();
     assert_eq!(response.status(), 404);
     // The room page loads the Elixir bundle from the usual place.
-    let page = reqwest::get(server.url("/room/lobby?display_name=x"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&server.url("/room/lobby?display_name=x")).await;
     assert!(page.contains(r#"src="/assets/js/app.js""#));
     server.stop().await;
 }

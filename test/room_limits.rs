@@ -76,6 +76,16 @@ async fn start(max_peers: usize, max_rooms: usize) -> Server {
     .await
 }
 
+/// The reply to a join or push that was accepted.
+fn ok_reply() -> Value {
+    json!({"status": "ok", "response": {}})
+}
+
+/// The reply to a join or push refused for `reason`.
+fn refusal(reason: &str) -> Value {
+    json!({"status": "error", "response": {"reason": reason}})
+}
+
 /// How one joiner of a burst ended up.
 enum Outcome {
     Admitted(Client),
@@ -122,10 +132,7 @@ async fn a_burst_of_300_joiners_is_admitted_or_refused_and_never_evicts_an_admit
         assert_eq!(data, &json!({"reason":"room is full"}));
     }
     for reply in &refused {
-        assert_eq!(
-            reply,
-            &json!({"status":"error","response":{"reason":"room is busy"}})
-        );
+        assert_eq!(reply, &refusal("room is busy"));
     }
     // Every admitted peer heard only of arrivals (no peerLeft, no error, no close) ...
     let drains = admitted.iter_mut().map(|c| async move {
@@ -148,19 +155,16 @@ async fn the_joiner_beyond_the_peer_limit_is_denied_and_beyond_twice_it_is_refus
     let (_a, _) = Client::join_room(server.http, "small", "A").await;
     let (_b, _) = Client::join_room(server.http, "small", "B").await;
     let (mut c, reply) = Client::joined(server.http, "room:small").await;
-    assert_eq!(reply, json!({"status":"ok","response":{}}));
+    assert_eq!(reply, ok_reply());
     c.media(join_event("C")).await;
     assert_eq!(
         c.expect_media("peerDenied").await,
         json!({"reason":"room is full"})
     );
     let (_d, reply) = Client::joined(server.http, "room:small").await;
-    assert_eq!(reply, json!({"status":"ok","response":{}}));
+    assert_eq!(reply, ok_reply());
     let (_e, reply) = Client::joined(server.http, "room:small").await;
-    assert_eq!(
-        reply,
-        json!({"status":"error","response":{"reason":"room is busy"}})
-    );
+    assert_eq!(reply, refusal("room is busy"));
     assert_eq!(lines_about("small", "join refused: room is busy").len(), 1);
 }
 
@@ -170,10 +174,7 @@ async fn a_join_that_would_start_one_room_too_many_gets_too_many_rooms_and_one_l
     let (_a, _) = Client::join_room(server.http, "first", "A").await;
     let (_b, _) = Client::join_room(server.http, "second", "B").await;
     let (_c, reply) = Client::joined(server.http, "room:third").await;
-    assert_eq!(
-        reply,
-        json!({"status":"error","response":{"reason":"too many rooms"}})
-    );
+    assert_eq!(reply, refusal("too many rooms"));
     assert_eq!(lines_about("third", "").len(), 1);
     assert_eq!(
         lines_about("third", "join refused: too many rooms").len(),
@@ -181,7 +182,7 @@ async fn a_join_that_would_start_one_room_too_many_gets_too_many_rooms_and_one_l
     );
     // A running room still takes joiners.
     let (_d, reply) = Client::joined(server.http, "room:first").await;
-    assert_eq!(reply, json!({"status":"ok","response":{}}));
+    assert_eq!(reply, ok_reply());
     assert_eq!(server.rooms.room_ids(), ["first", "second"]);
 }
 
@@ -218,6 +219,12 @@ async fn sixty_peers_vanishing_at_once_log_a_linear_number_of_lines() {
     assert!(during <= 5 * N, "{during} lines for {N} departures");
 }
 
+/// `c` pushes `chat` with `payload` on `room:<room>`; returns the push's reply.
+async fn send_chat(c: &mut Client, room: &str, payload: Value) -> Value {
+    let r = c.push(&format!("room:{room}"), "chat", payload).await;
+    c.reply(&r).await
+}
+
 /// The next `chat` push a client receives (skipping media events).
 async fn next_chat(c: &mut Client) -> Value {
     c.expect_event("chat").await
@@ -232,14 +239,15 @@ async fn a_chat_message_reaches_every_member_with_the_senders_name_and_the_serve
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let r = bo
-        .push(
-            "room:chat",
+    assert_eq!(
+        send_chat(
+            &mut bo,
             "chat",
-            json!({"text": "<script>hi</script> & \"ż\""}),
+            json!({"text": "<script>hi</script> & \"ż\""})
         )
-        .await;
-    assert_eq!(bo.reply(&r).await, json!({"status": "ok", "response": {}}));
+        .await,
+        ok_reply()
+    );
     for c in [&mut ann, &mut bo] {
         let m = next_chat(c).await;
         // Text and name go out as they came in: JSON carries them, the client renders text.
@@ -258,44 +266,38 @@ async fn chat_over_the_size_or_rate_limit_is_answered_with_an_error_and_not_deli
     let (mut ann, _) = Client::join_room(server.http, "chat-limits", "Ann").await;
     let (mut bo, _) = Client::join_room(server.http, "chat-limits", "Bo").await;
 
-    let r = ann
-        .push(
-            "room:chat-limits",
-            "chat",
-            json!({"text": "x".repeat(MAX_CHAT_CHARS + 1)}),
-        )
-        .await;
     assert_eq!(
-        ann.reply(&r).await,
-        json!({"status": "error", "response": {"reason": "message too long"}})
+        send_chat(
+            &mut ann,
+            "chat-limits",
+            json!({"text": "x".repeat(MAX_CHAT_CHARS + 1)})
+        )
+        .await,
+        refusal("message too long")
     );
     for payload in [json!({"text": "  "}), json!({"text": 5}), json!({})] {
-        let r = ann.push("room:chat-limits", "chat", payload).await;
         assert_eq!(
-            ann.reply(&r).await,
-            json!({"status": "error", "response": {"reason": "empty message"}})
+            send_chat(&mut ann, "chat-limits", payload).await,
+            refusal("empty message")
         );
     }
     // The burst goes through; the next message at once is over the rate.
     for i in 0..CHAT_BURST {
-        let r = ann
-            .push("room:chat-limits", "chat", json!({"text": format!("m{i}")}))
-            .await;
-        assert_eq!(ann.reply(&r).await["status"], "ok");
+        assert_eq!(
+            send_chat(&mut ann, "chat-limits", json!({"text": format!("m{i}")})).await,
+            ok_reply()
+        );
     }
-    let r = ann
-        .push("room:chat-limits", "chat", json!({"text": "one too many"}))
-        .await;
     assert_eq!(
-        ann.reply(&r).await,
-        json!({"status": "error", "response": {"reason": "too many messages"}})
+        send_chat(&mut ann, "chat-limits", json!({"text": "one too many"})).await,
+        refusal("too many messages")
     );
     // Bo sees exactly the burst, in order, and nothing refused: the next chat after it is the
     // one Bo sends now (a refused message, had it reached the room, would come before it).
-    let r = bo
-        .push("room:chat-limits", "chat", json!({"text": "from Bo"}))
-        .await;
-    assert_eq!(bo.reply(&r).await["status"], "ok");
+    assert_eq!(
+        send_chat(&mut bo, "chat-limits", json!({"text": "from Bo"})).await,
+        ok_reply()
+    );
     for i in 0..CHAT_BURST {
         assert_eq!(next_chat(&mut bo).await["text"], format!("m{i}"));
     }
@@ -306,16 +308,16 @@ async fn chat_over_the_size_or_rate_limit_is_answered_with_an_error_and_not_deli
 async fn chat_is_not_kept_a_member_who_joins_later_gets_no_earlier_messages() {
     let server = start(10, 10).await;
     let (mut ann, _) = Client::join_room(server.http, "chat-history", "Ann").await;
-    let r = ann
-        .push("room:chat-history", "chat", json!({"text": "before Cy"}))
-        .await;
-    assert_eq!(ann.reply(&r).await["status"], "ok");
+    assert_eq!(
+        send_chat(&mut ann, "chat-history", json!({"text": "before Cy"})).await,
+        ok_reply()
+    );
     assert_eq!(next_chat(&mut ann).await["text"], "before Cy");
     let (mut cy, _) = Client::join_room(server.http, "chat-history", "Cy").await;
-    let r = ann
-        .push("room:chat-history", "chat", json!({"text": "after Cy"}))
-        .await;
-    assert_eq!(ann.reply(&r).await["status"], "ok");
+    assert_eq!(
+        send_chat(&mut ann, "chat-history", json!({"text": "after Cy"})).await,
+        ok_reply()
+    );
     // Cy's first chat is the one sent after Cy joined: there is no history to replay.
     assert_eq!(next_chat(&mut cy).await["text"], "after Cy");
 }
@@ -328,11 +330,8 @@ async fn chat_from_a_peer_not_admitted_to_the_room_is_refused() {
     assert_eq!(reply["status"], "ok");
     outside.media(join_event("Outside")).await;
     outside.expect_media("peerDenied").await;
-    let r = outside
-        .push("room:chat-full", "chat", json!({"text": "let me in"}))
-        .await;
     assert_eq!(
-        outside.reply(&r).await,
-        json!({"status": "error", "response": {"reason": "not in the room"}})
+        send_chat(&mut outside, "chat-full", json!({"text": "let me in"})).await,
+        refusal("not in the room")
     );
 }

@@ -41,6 +41,23 @@ async fn first_peer(server: &Server, room: &str) -> (Client, Value) {
     (a, accepted)
 }
 
+/// A joins `room`, then B: each hears of itself first, then A hears of B. Returns A and B
+/// with their `peerAccepted`.
+async fn two_peers(server: &Server, room: &str) -> [(Client, Value); 2] {
+    let (mut a, accepted_a) = first_peer(server, room).await;
+    let (mut b, accepted_b) = Client::join_room(server.http, room, "B").await;
+    assert_eq!(
+        b.expect_media("peerJoined").await["peer"]["id"],
+        accepted_b["id"],
+        "B's own peerJoined first"
+    );
+    assert_eq!(
+        a.expect_media("peerJoined").await["peer"]["id"],
+        accepted_b["id"]
+    );
+    [(a, accepted_a), (b, accepted_b)]
+}
+
 fn token_of(accepted: &Value) -> String {
     accepted["resumeToken"]
         .as_str()
@@ -67,10 +84,7 @@ async fn peer_accepted_carries_a_base64url_token_of_at_least_128_bits() {
 #[tokio::test]
 async fn a_token_takes_its_peer_back_on_a_new_socket_and_the_others_hear_nothing() {
     let server = start().await;
-    let (mut a, accepted) = first_peer(&server, "r").await;
-    let (mut b, accepted_b) = Client::join_room(server.http, "r", "B").await;
-    a.expect_media("peerJoined").await;
-    b.expect_media("peerJoined").await;
+    let [(mut a, accepted), (mut b, accepted_b)] = two_peers(&server, "r").await;
     let a_id = accepted["id"].clone();
 
     let (mut a2, reply) =
@@ -166,12 +180,7 @@ async fn every_abused_token_is_refused_with_a_clear_reason_and_the_real_peer_goe
     a3.expect_media("peerAccepted").await;
 
     // Operators see each outcome.
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = kit::get_text(&server.url("/metrics")).await;
     for line in [
         r#"videoroom_reconnects_total{outcome="invalid"} 5"#,
         r#"videoroom_reconnects_total{outcome="other_room"} 2"#,
@@ -185,16 +194,9 @@ async fn every_abused_token_is_refused_with_a_clear_reason_and_the_real_peer_goe
 #[tokio::test]
 async fn a_left_or_removed_peers_token_is_expired() {
     let server = start().await;
-    let (mut a, accepted) = first_peer(&server, "r").await;
-    let (mut b, accepted_b) = Client::join_room(server.http, "r", "B").await;
-    a.expect_media("peerJoined").await;
+    let [(mut a, accepted), (mut b, accepted_b)] = two_peers(&server, "r").await;
     // A says `leave` as the tutorial's client does: removed at once.
     a.media(json!({"type":"leave"})).await;
-    assert_eq!(
-        b.expect_media("peerJoined").await["peer"]["id"],
-        accepted_b["id"],
-        "B's own peerJoined first"
-    );
     assert_eq!(
         b.expect_media("peerLeft").await,
         json!({"peerId": accepted["id"]})

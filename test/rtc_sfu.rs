@@ -3,7 +3,9 @@
 //! requests, the silence discarder, failure detection and room isolation.
 use std::time::{Duration, Instant};
 
+use str0m::format::Codec;
 use str0m::media::KeyframeRequestKind;
+use str0m::rtp::RtpWrite;
 use videoroom::rtc::ids::{MediaKind, PeerId};
 use videoroom::rtc::sfu::{ConsumerSpec, SfuEvent};
 
@@ -236,26 +238,85 @@ fn silence_is_dropped_and_subscribers_see_gapless_sequence_numbers() {
     assert_gapless(&since, "across dropped silence");
 }
 
-#[test]
-fn a_vanished_peer_is_reported_failed_within_five_seconds() {
+/// Chrome-like `a` and Firefox-like `b`, each publishing and receiving the other, connected
+/// after `settle` of virtual time.
+fn each_receiving_the_other(settle: Duration) -> (World, usize, usize) {
     let (mut w, a, b) = publisher_and_subscriber(Flavor::Firefox, true);
     w.negotiate(a, &w.tracks_of(b, true));
-    w.run(Duration::from_secs(2));
+    w.run(settle);
     assert!(connected(&w, a) && connected(&w, b));
+    (w, a, b)
+}
+
+/// The peers the SFU reported failed, and when.
+fn failures(w: &World) -> Vec<(Instant, PeerId)> {
+    let failed = w.events.iter().filter_map(|(t, _, e)| match e {
+        SfuEvent::PeerFailed(p) => Some((*t, *p)),
+        _ => None,
+    });
+    failed.collect()
+}
+
+/// Writes `count` video packets from browser `i` (its video track one of `tracks`) whose
+/// sequence numbers first jump 40,000 ahead, then count on, a step of virtual time per hundred.
+/// The SFU's str0m reports none of them as received (nothing is forwarded); the browser's
+/// session gives each the next transport-wide number all the same.
+fn send_unreported(w: &mut World, i: usize, tracks: &[SendTrack], count: usize) {
+    let video = tracks.iter().find(|t| t.kind == MediaKind::Video);
+    let (mid, seq, ts) = video
+        .map(|t| (t.mid, t.seq + 40_000, t.ts))
+        .expect("a video track");
+    let config = w.browsers[i].rtc.codec_config();
+    let vp8 = config.iter().find(|c| c.spec().codec == Codec::Vp8);
+    let pt = vp8.expect("VP8 negotiated").pt();
+    for n in 0..count as u64 {
+        let now = w.now;
+        let mut payload = vec![0u8; 100];
+        payload[0] = w.browsers[i].index;
+        payload[1..9].copy_from_slice(&(seq + n).to_be_bytes());
+        let mut api = w.browsers[i].rtc.direct_api();
+        let tx = api.stream_tx_by_mid(mid, None).expect("its video stream");
+        tx.write_rtp(RtpWrite::new(pt, (seq + n).into(), ts, now, payload));
+        if n % 100 == 99 {
+            w.step();
+        }
+    }
+    w.step();
+}
+
+/// str0m 0.25 misreads a transport-wide number far ahead of those it registered and then grows
+/// without bound (see `rtc::sfu::twcc_guard`; the fuzz target `rtp_forward` found it). The SFU
+/// cannot see what str0m registered, only what it reported: a publisher whose numbers ran
+/// 33,000 past any reported packet has its packets kept from str0m, and after a second of that
+/// its media fails as a silent peer's does (nothing it sent reached anyone); the others go on.
+#[test]
+fn a_publisher_whose_transport_wide_numbers_run_out_of_reach_fails_alone() {
+    let (mut w, a, b) = each_receiving_the_other(Duration::from_millis(500));
+    // Browser a's regular media pauses while it sends those packets, then resumes.
+    let tracks = std::mem::take(&mut w.browsers[a].send);
+    send_unreported(&mut w, a, &tracks, 33_000);
+    w.browsers[a].send = tracks;
+    let from = w.sent_seq(b, MediaKind::Audio);
+    w.run(Duration::from_secs(2));
+    assert!(
+        w.sfu(0).stats().twcc_guard_dropped >= 250,
+        "{:?}",
+        w.sfu(0).stats()
+    );
+    let failed: Vec<PeerId> = failures(&w).into_iter().map(|(_, p)| p).collect();
+    assert_eq!(failed, [w.browsers[a].peer]);
+    assert!(connected(&w, b));
+    let seq = w.sent_seq(b, MediaKind::Audio);
+    assert!(seq > from + 80, "b kept publishing: {from} -> {seq}");
+}
+
+#[test]
+fn a_vanished_peer_is_reported_failed_within_five_seconds() {
+    let (mut w, a, b) = each_receiving_the_other(Duration::from_secs(2));
     let vanished_at = w.now;
     w.browsers[b].vanished = true;
     w.run(Duration::from_secs(6));
-    let failed: Vec<(Instant, PeerId)> = w
-        .events
-        .iter()
-        .filter_map(|(t, _, e)| {
-            if let SfuEvent::PeerFailed(p) = e {
-                Some((*t, *p))
-            } else {
-                None
-            }
-        })
-        .collect();
+    let failed = failures(&w);
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0].1, w.browsers[b].peer);
     let after = failed[0].0 - vanished_at;

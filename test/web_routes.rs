@@ -9,6 +9,7 @@ use std::time::Duration;
 
 mod kit;
 
+use kit::assert_served;
 use kit::server::{Served, serve};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION};
@@ -71,10 +72,22 @@ fn https_by_ip(server: &Served, path: &str) -> String {
     format!("https://127.0.0.1:{}{path}", server.addr.port())
 }
 
-/// Where a `302 Found` answer sends the client (asserting the status).
-fn redirect_location(response: &reqwest::Response) -> String {
+/// Posts the lobby form `body` (see [`post_lobby`]), asserts that it is answered `302 Found` to
+/// `location` and that following it lands on the room page of `room_id`; returns that page.
+async fn lobby_enters(
+    server: &Served,
+    content_type: Option<&str>,
+    body: &'static str,
+    location: &str,
+    room_id: &str,
+) -> String {
+    let response = post_lobby(server, content_type, body).await;
     assert_eq!(response.status(), StatusCode::FOUND);
-    response.headers()[LOCATION].to_str().unwrap().to_owned()
+    assert_eq!(response.headers()[LOCATION], location);
+    let page = html_page(server, location).await;
+    let room = format!(r#"data-room-id="{room_id}""#);
+    assert!(page.contains(&room), "{page}");
+    page
 }
 
 /// The body of `GET <path>`.
@@ -83,10 +96,7 @@ async fn text_of(server: &Served, path: &str) -> String {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
+    kit::http_client()
 }
 
 /// A folder under the system temp dir, removed on drop.
@@ -192,23 +202,15 @@ async fn the_lobby_shows_the_join_form_with_the_room_prefilled_from_the_query() 
 #[tokio::test]
 async fn posting_the_lobby_form_redirects_to_the_room_with_both_fields_percent_encoded() {
     let server = start(&WebConfig::default()).await;
-    let response = post_lobby(
+    // Following the redirect lands on the room page of exactly that room.
+    let page = lobby_enters(
         &server,
         Some(FORM),
         "room_name=my+room%2F1&display_name=Zo%C3%AB+%26+%3Cb%3E%3F%23",
+        "/room/my%20room%2F1?display_name=Zo%C3%AB%20%26%20%3Cb%3E%3F%23",
+        "my room/1",
     )
     .await;
-    let location = redirect_location(&response);
-    assert_eq!(
-        location,
-        "/room/my%20room%2F1?display_name=Zo%C3%AB%20%26%20%3Cb%3E%3F%23"
-    );
-
-    // Following the redirect lands on the room page of exactly that room.
-    let response = get(&server, &location).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let page = response.text().await.unwrap();
-    assert!(page.contains(r#"data-room-id="my room/1""#), "{page}");
     assert!(page.contains("Room: my room/1</h3>"));
     server.stop().await;
 }
@@ -216,19 +218,14 @@ async fn posting_the_lobby_form_redirects_to_the_room_with_both_fields_percent_e
 #[tokio::test]
 async fn unicode_room_names_survive_the_redirect_and_reach_the_page_unchanged() {
     let server = start(&WebConfig::default()).await;
-    let response = post_lobby(
+    lobby_enters(
         &server,
         None,
         "room_name=za%C5%BC%C3%B3%C5%82%C4%87+%F0%9F%8E%A5+a%2Bb&display_name=%E5%BC%A0%E4%B8%89",
+        "/room/za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb?display_name=%E5%BC%A0%E4%B8%89",
+        "zażółć 🎥 a+b",
     )
     .await;
-    let location = redirect_location(&response);
-    assert_eq!(
-        location,
-        "/room/za%C5%BC%C3%B3%C5%82%C4%87%20%F0%9F%8E%A5%20a%2Bb?display_name=%E5%BC%A0%E4%B8%89"
-    );
-    let page = text_of(&server, &location).await;
-    assert!(page.contains(r#"data-room-id="zażółć 🎥 a+b""#), "{page}");
     // Without the display name (an invite link) the embedded client's page gets the same room,
     // for its pre-join screen.
     let page = text_of(
@@ -456,17 +453,10 @@ async fn embedded_static_files_are_served_with_their_content_types() {
         ("/robots.txt", "text/plain; charset=utf-8"),
         ("/images/logo.png", "image/png"),
     ] {
-        let response = get(&server, path).await;
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
-        assert_eq!(response.headers()[CONTENT_TYPE], content_type, "{path}");
-        assert_eq!(response.headers()["cache-control"], "no-cache");
-        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
         let on_disk = std::fs::read(priv_static().join(&path[1..])).unwrap();
-        assert_eq!(
-            response.bytes().await.unwrap().as_ref(),
-            on_disk.as_slice(),
-            "{path}"
-        );
+        let headers = assert_served(&server.url(path), Some(content_type), &on_disk).await;
+        assert_eq!(headers["cache-control"], "no-cache");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
     }
     server.stop().await;
 }
@@ -482,27 +472,22 @@ async fn every_file_of_priv_static_is_embedded_and_served_byte_for_byte() {
 
     let server = start(&WebConfig::default()).await;
     for path in &on_disk {
-        let response = get(&server, &format!("/{path}")).await;
-        if !(path.starts_with("assets/")
+        let route = format!("/{path}");
+        if path.starts_with("assets/")
             || path.starts_with("images/")
             || path.starts_with("fonts/")
             || path == "favicon.ico"
-            || path == "robots.txt")
+            || path == "robots.txt"
         {
+            let expected = std::fs::read(priv_static().join(path)).unwrap();
+            assert_served(&server.url(&route), None, &expected).await;
+        } else {
             assert_eq!(
-                response.status(),
+                get(&server, &route).await.status(),
                 StatusCode::NOT_FOUND,
                 "{path} is not a static route"
             );
-            continue;
         }
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
-        let expected = std::fs::read(priv_static().join(path)).unwrap();
-        assert_eq!(
-            response.bytes().await.unwrap().as_ref(),
-            expected.as_slice(),
-            "{path}"
-        );
     }
     server.stop().await;
 }
@@ -669,10 +654,7 @@ async fn the_static_dir_serves_a_foreign_priv_static_instead_of_the_embedded_one
         ("/images/logo.png", "image/png", b"\x89PNG fake"),
         ("/fonts/x.woff2", "font/woff2", b"wOF2"),
     ] {
-        let response = get(&server, path).await;
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
-        assert_eq!(response.headers()[CONTENT_TYPE], content_type, "{path}");
-        assert_eq!(response.bytes().await.unwrap().as_ref(), body, "{path}");
+        assert_served(&server.url(path), Some(content_type), body).await;
     }
     // Only the foreign folder is served: the embedded robots.txt is not mixed in.
     let response = get(&server, "/robots.txt").await;

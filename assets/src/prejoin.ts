@@ -3,6 +3,7 @@
 // field (prefilled from the last visit) and Join. Nothing talks to the server before Join.
 
 import { MEDIA_CONSTRAINTS, PRODUCT_NAME, STORAGE_DEVICES, STORAGE_DISPLAY_NAME } from "./consts";
+import { el } from "./dom";
 import { LevelMeter } from "./presence";
 
 /** What the user chose on the pre-join screen. */
@@ -72,11 +73,8 @@ export async function openMedia(
 }
 
 function labelled(id: string, text: string, control: HTMLElement): HTMLElement {
-  const wrap = document.createElement("div");
-  wrap.className = "prejoin-field";
-  const label = document.createElement("label");
-  label.htmlFor = id;
-  label.textContent = text;
+  const wrap = el("div", { className: "prejoin-field" });
+  const label = el("label", { text, attrs: { for: id } });
   control.id = id;
   wrap.append(label, control);
   return wrap;
@@ -86,66 +84,44 @@ function labelled(id: string, text: string, control: HTMLElement): HTMLElement {
 export function showPrejoin(roomId: string): Promise<JoinChoice> {
   const room = document.getElementById("room")!;
   room.dataset.phase = "prejoin";
-  const screen = document.createElement("main");
-  screen.id = "prejoin";
-  screen.className = "prejoin";
-  screen.setAttribute("aria-labelledby", "prejoin-title");
+  const screen = el("main", { id: "prejoin", className: "prejoin", attrs: { "aria-labelledby": "prejoin-title" } });
 
-  const preview = document.createElement("div");
-  preview.className = "prejoin-preview";
-  const video = document.createElement("video");
+  const preview = el("div", { className: "prejoin-preview" });
+  const video = el("video", { className: "flip-horizontally", attrs: { "aria-label": "Camera preview" } });
   video.muted = true;
   video.autoplay = true;
   video.playsInline = true;
-  video.className = "flip-horizontally";
-  video.setAttribute("aria-label", "Camera preview");
-  const off = document.createElement("div");
-  off.className = "prejoin-camera-off";
-  off.textContent = "Camera is off";
-  const meter = document.createElement("div");
-  meter.className = "level-meter";
-  meter.setAttribute("role", "meter");
-  meter.setAttribute("aria-label", "Microphone level");
-  meter.setAttribute("aria-valuemin", "0");
-  meter.setAttribute("aria-valuemax", "100");
-  meter.setAttribute("aria-valuenow", "0");
-  const meterFill = document.createElement("span");
+  const off = el("div", { className: "prejoin-camera-off", text: "Camera is off" });
+  const meter = el("div", {
+    className: "level-meter",
+    attrs: {
+      role: "meter",
+      "aria-label": "Microphone level",
+      "aria-valuemin": "0",
+      "aria-valuemax": "100",
+      "aria-valuenow": "0",
+    },
+  });
+  const meterFill = el("span");
   meter.appendChild(meterFill);
-  const toggles = document.createElement("div");
-  toggles.className = "prejoin-toggles";
-  const micButton = document.createElement("button");
-  micButton.type = "button";
-  micButton.id = "prejoin-mic";
-  const camButton = document.createElement("button");
-  camButton.type = "button";
-  camButton.id = "prejoin-camera";
+  const toggles = el("div", { className: "prejoin-toggles" });
+  const micButton = el("button", { id: "prejoin-mic", attrs: { type: "button" } });
+  const camButton = el("button", { id: "prejoin-camera", attrs: { type: "button" } });
   toggles.append(micButton, camButton);
   preview.append(video, off, meter, toggles);
 
-  const form = document.createElement("form");
-  form.className = "prejoin-form";
-  const title = document.createElement("h1");
-  title.id = "prejoin-title";
-  title.textContent = "Ready to join?";
-  const where = document.createElement("p");
-  where.className = "prejoin-room";
-  where.textContent = `Room ${roomId} · ${PRODUCT_NAME}`;
-  const name = document.createElement("input");
-  name.type = "text";
+  const form = el("form", { className: "prejoin-form" });
+  const title = el("h1", { id: "prejoin-title", text: "Ready to join?" });
+  const where = el("p", { className: "prejoin-room", text: `Room ${roomId} · ${PRODUCT_NAME}` });
+  const name = el("input", { attrs: { type: "text", autocomplete: "name" } });
   name.required = true;
   name.maxLength = 100;
-  name.autocomplete = "name";
   name.value = localStorage.getItem(STORAGE_DISPLAY_NAME) ?? "";
-  const cameraSelect = document.createElement("select");
-  const micSelect = document.createElement("select");
-  const speakerSelect = document.createElement("select");
-  const error = document.createElement("p");
-  error.className = "prejoin-error";
-  error.setAttribute("role", "alert");
-  const join = document.createElement("button");
-  join.type = "submit";
-  join.className = "primary-button";
-  join.textContent = "Join now";
+  const cameraSelect = el("select");
+  const micSelect = el("select");
+  const speakerSelect = el("select");
+  const error = el("p", { className: "prejoin-error", attrs: { role: "alert" } });
+  const join = el("button", { className: "primary-button", text: "Join now", attrs: { type: "submit" } });
   const speakerField = labelled("prejoin-speaker-select", "Speaker", speakerSelect);
   // Choosing the speaker needs HTMLMediaElement.setSinkId (not in every browser).
   speakerField.hidden = !("setSinkId" in HTMLMediaElement.prototype);

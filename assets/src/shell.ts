@@ -3,18 +3,7 @@
 // announcer and the "You left" screen. All created here; the served DOM is only added to.
 
 import { MAX_CHAT_CHARS, PRODUCT_NAME } from "./consts";
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  props: { className?: string; id?: string; text?: string; attrs?: Record<string, string> } = {},
-): HTMLElementTagNameMap[K] {
-  const e = document.createElement(tag);
-  if (props.className) e.className = props.className;
-  if (props.id) e.id = props.id;
-  if (props.text !== undefined) e.textContent = props.text;
-  for (const [k, v] of Object.entries(props.attrs ?? {})) e.setAttribute(k, v);
-  return e;
-}
+import { el } from "./dom";
 
 function controlButton(id: string, text: string): HTMLButtonElement {
   const b = el("button", { id, className: "controls-button", text, attrs: { type: "button" } });

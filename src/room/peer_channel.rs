@@ -67,6 +67,112 @@ struct Joined {
     chat_rate: ChatRate,
 }
 
+impl Joined {
+    /// `chat {"text"}`: refused at once when the text or this peer's rate is off, else sent
+    /// through the room, which answers the push when every member has it.
+    fn chat(
+        &mut self,
+        registry: &RoomRegistry,
+        payload: &Payload,
+        ctx: &mut ChannelContext,
+    ) -> HandleIn {
+        let text = payload
+            .as_json()
+            .and_then(|p| p.get("text"))
+            .and_then(Value::as_str);
+        let text = match chat::check_text(text) {
+            Ok(text) => text,
+            Err(refusal) => return HandleIn::error(json!({ "reason": refusal.reason() })),
+        };
+        if !self.chat_rate.allow(std::time::Instant::now()) {
+            return HandleIn::error(json!({ "reason": chat::ChatRefusal::TooMany.reason() }));
+        }
+        let Some(reply) = ctx.reply_ref() else {
+            return HandleIn::NoReply;
+        };
+        let peer = self.peer;
+        let sent = self.send_in_share(registry, |credit| RoomCommand::Chat {
+            peer,
+            text: text.to_owned(),
+            reply,
+            credit,
+        });
+        match sent {
+            Ok(()) => HandleIn::NoReply,
+            Err(e) => {
+                log::warn!(
+                    "room={} peer={peer} chat message refused: {e}",
+                    self.room.room_id()
+                );
+                HandleIn::error(json!({ "reason": "room unavailable" }))
+            }
+        }
+    }
+
+    /// `mediaEvent {"data"}`: passed to the room; a full share of the inbox or a stopped room
+    /// ends the channel with an `error` media event.
+    fn media_event(
+        &mut self,
+        registry: &RoomRegistry,
+        payload: &Payload,
+        ctx: &mut ChannelContext,
+    ) -> HandleIn {
+        let (room_id, peer) = (self.room.room_id(), self.peer);
+        let Some(data) = payload
+            .as_json()
+            .and_then(|p| p.get("data"))
+            .and_then(Value::as_str)
+        else {
+            log::warn!("room={room_id} peer={peer} mediaEvent without a string \"data\" dropped");
+            return HandleIn::NoReply;
+        };
+        let sent = self.send_in_share(registry, |credit| RoomCommand::MediaEvent {
+            peer,
+            data: data.to_owned(),
+            credit,
+        });
+        let Err(e) = sent else {
+            return HandleIn::NoReply;
+        };
+        log::warn!("room={room_id} peer={peer} disconnected: {e}");
+        let reason = match e {
+            RoomError::Overloaded => {
+                registry
+                    .metrics()
+                    .queue_overflows
+                    .get_or_create(&[("queue", "room_inbox")])
+                    .inc();
+                "room overloaded"
+            }
+            RoomError::Busy
+            | RoomError::TooManyRooms
+            | RoomError::Stopped
+            | RoomError::NoRuntime
+            | RoomError::Resume(_) => "room closed",
+        };
+        ctx.push(
+            "mediaEvent",
+            json!({ "data": crate::rtc::media_event::MediaEventOut::error(reason).to_json() }),
+        );
+        HandleIn::Stop {
+            reason: StopReason::Shutdown(reason.into()),
+            reply: None,
+        }
+    }
+
+    /// Queues the command `command` builds within this peer's share of the room's inbox;
+    /// `Overloaded` when the share is used up.
+    fn send_in_share(
+        &self,
+        registry: &RoomRegistry,
+        command: impl FnOnce(Credit) -> RoomCommand,
+    ) -> Result<(), RoomError> {
+        let credit =
+            Credit::take(&self.waiting, registry.peer_queue()).ok_or(RoomError::Overloaded)?;
+        self.room.send(command(credit))
+    }
+}
+
 /// The `room:*` channel (one instance per joined topic per socket).
 pub struct PeerChannel {
     registry: RoomRegistry,
@@ -147,91 +253,19 @@ impl Channel for PeerChannel {
         let Some(joined) = &mut self.joined else {
             return HandleIn::NoReply;
         };
-        let (room_id, peer) = (joined.room.room_id().to_owned(), joined.peer);
-        if event == "chat" {
-            let text = payload
-                .as_json()
-                .and_then(|p| p.get("text"))
-                .and_then(Value::as_str);
-            let text = match chat::check_text(text) {
-                Ok(text) => text,
-                Err(refusal) => return HandleIn::error(json!({ "reason": refusal.reason() })),
-            };
-            if !joined.chat_rate.allow(std::time::Instant::now()) {
-                return HandleIn::error(json!({ "reason": chat::ChatRefusal::TooMany.reason() }));
-            }
-            let Some(reply) = ctx.reply_ref() else {
-                return HandleIn::NoReply;
-            };
-            let sent = match Credit::take(&joined.waiting, self.registry.peer_queue()) {
-                Some(credit) => joined.room.send(RoomCommand::Chat {
-                    peer,
-                    text: text.to_owned(),
-                    reply,
-                    credit,
-                }),
-                None => Err(RoomError::Overloaded),
-            };
-            return match sent {
-                Ok(()) => HandleIn::NoReply,
-                Err(e) => {
-                    log::warn!("room={room_id} peer={peer} chat message refused: {e}");
-                    HandleIn::error(json!({ "reason": "room unavailable" }))
+        match event {
+            "chat" => joined.chat(&self.registry, &payload, ctx),
+            "mediaEvent" => joined.media_event(&self.registry, &payload, ctx),
+            _ => {
+                if !std::mem::replace(&mut self.unknown_logged, true) {
+                    log::warn!(
+                        "room={} peer={} ignoring unknown event {} (further ones are not logged)",
+                        joined.room.room_id(),
+                        joined.peer,
+                        crate::phoenix::socket::Clip(event)
+                    );
                 }
-            };
-        }
-        if event != "mediaEvent" {
-            if !std::mem::replace(&mut self.unknown_logged, true) {
-                log::warn!(
-                    "room={room_id} peer={peer} ignoring unknown event {} (further ones are not logged)",
-                    crate::phoenix::socket::Clip(event)
-                );
-            }
-            return HandleIn::NoReply;
-        }
-        let Some(data) = payload
-            .as_json()
-            .and_then(|p| p.get("data"))
-            .and_then(Value::as_str)
-        else {
-            log::warn!("room={room_id} peer={peer} mediaEvent without a string \"data\" dropped");
-            return HandleIn::NoReply;
-        };
-        let sent = match Credit::take(&joined.waiting, self.registry.peer_queue()) {
-            Some(credit) => joined.room.send(RoomCommand::MediaEvent {
-                peer,
-                data: data.to_owned(),
-                credit,
-            }),
-            None => {
-                self.registry
-                    .metrics()
-                    .queue_overflows
-                    .get_or_create(&[("queue", "room_inbox")])
-                    .inc();
-                Err(RoomError::Overloaded)
-            }
-        };
-        match sent {
-            Ok(()) => HandleIn::NoReply,
-            Err(e) => {
-                log::warn!("room={room_id} peer={peer} disconnected: {e}");
-                let reason = match e {
-                    RoomError::Overloaded => "room overloaded",
-                    RoomError::Busy
-                    | RoomError::TooManyRooms
-                    | RoomError::Stopped
-                    | RoomError::NoRuntime
-                    | RoomError::Resume(_) => "room closed",
-                };
-                ctx.push(
-                    "mediaEvent",
-                    json!({ "data": crate::rtc::media_event::MediaEventOut::error(reason).to_json() }),
-                );
-                HandleIn::Stop {
-                    reason: StopReason::Shutdown(reason.into()),
-                    reply: None,
-                }
+                HandleIn::NoReply
             }
         }
     }

@@ -209,6 +209,15 @@ mod tests {
         [n; TOKEN_BYTES]
     }
 
+    /// A table with one token, issued now to a new peer of `room`: the table, the time, the
+    /// peer and its token.
+    fn one_token(room: &str) -> (ResumeTokens, Instant, PeerId, String) {
+        let mut tokens = ResumeTokens::new(GRACE);
+        let (t0, peer) = (Instant::now(), PeerId::new_v4());
+        let token = tokens.issue(room, peer, bytes(1), t0);
+        (tokens, t0, peer, token)
+    }
+
     #[test]
     fn a_token_is_192_random_bits_in_base64url_without_padding() {
         let mut tokens = ResumeTokens::new(GRACE);
@@ -219,9 +228,7 @@ mod tests {
 
     #[test]
     fn a_token_resumes_its_peer_once_and_the_next_token_works_after_it() {
-        let mut tokens = ResumeTokens::new(GRACE);
-        let (t0, peer) = (Instant::now(), PeerId::new_v4());
-        let first = tokens.issue("r", peer, bytes(1), t0);
+        let (mut tokens, t0, peer, first) = one_token("r");
         assert_eq!(tokens.redeem("r", &first, t0), Ok(peer));
         assert_eq!(
             tokens.redeem("r", &first, t0),
@@ -234,9 +241,7 @@ mod tests {
 
     #[test]
     fn issuing_a_new_token_spends_the_previous_one() {
-        let mut tokens = ResumeTokens::new(GRACE);
-        let (t0, peer) = (Instant::now(), PeerId::new_v4());
-        let first = tokens.issue("r", peer, bytes(1), t0);
+        let (mut tokens, t0, peer, first) = one_token("r");
         let second = tokens.issue("r", peer, bytes(2), t0);
         assert_eq!(tokens.redeem("r", &first, t0), Err(ResumeRefusal::Used));
         assert_eq!(tokens.redeem("r", &second, t0), Ok(peer));
@@ -244,9 +249,7 @@ mod tests {
 
     #[test]
     fn another_rooms_token_is_refused_and_stays_good_in_its_own_room() {
-        let mut tokens = ResumeTokens::new(GRACE);
-        let (t0, peer) = (Instant::now(), PeerId::new_v4());
-        let token = tokens.issue("a", peer, bytes(1), t0);
+        let (mut tokens, t0, peer, token) = one_token("a");
         assert_eq!(
             tokens.redeem("b", &token, t0),
             Err(ResumeRefusal::OtherRoom)
@@ -256,9 +259,7 @@ mod tests {
 
     #[test]
     fn a_gone_peers_token_is_expired_then_forgotten_after_the_grace() {
-        let mut tokens = ResumeTokens::new(GRACE);
-        let (t0, peer) = (Instant::now(), PeerId::new_v4());
-        let token = tokens.issue("r", peer, bytes(1), t0);
+        let (mut tokens, t0, peer, token) = one_token("r");
         tokens.revoke(peer, t0);
         assert_eq!(tokens.redeem("r", &token, t0), Err(ResumeRefusal::Expired));
         let later = t0 + GRACE + GRACE / 10;
@@ -288,9 +289,7 @@ mod tests {
 
     #[test]
     fn garbage_and_oversized_tokens_are_invalid_and_change_nothing() {
-        let mut tokens = ResumeTokens::new(GRACE);
-        let (t0, peer) = (Instant::now(), PeerId::new_v4());
-        let token = tokens.issue("r", peer, bytes(1), t0);
+        let (mut tokens, t0, peer, token) = one_token("r");
         for garbage in ["", "garbage", &"A".repeat(10_000), &token[1..]] {
             assert_eq!(tokens.redeem("r", garbage, t0), Err(ResumeRefusal::Invalid));
         }

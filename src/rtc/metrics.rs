@@ -94,7 +94,7 @@ pub struct MediaMetrics {
     /// Limit hits, by limit (shared with the other layers).
     pub limit_hits: LabeledCounters,
     /// Peers whose media failed or never connected, by reason (`did_not_connect`,
-    /// `no_traffic`, `dtls_closed`, `webrtc_error`).
+    /// `no_traffic`, `dtls_closed`, `twcc_out_of_reach`, `webrtc_error`).
     pub media_failures: LabeledCounters,
     /// Published tracks (producers) in every room.
     pub published_tracks: Gauge,

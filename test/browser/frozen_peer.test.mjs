@@ -3,27 +3,15 @@
 // arrive. The others must drop its tile through the media plane's failure detection, long before
 // the signalling would notice (heartbeat 30 s, idle timeout 60 s). Uses $VIDEOROOM_BIN.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { enterRoom, eventually, expectLiveTiles, launchChromium, participantsText, readTiles, startServer } from "./support.mjs";
+import { enterRoom, eventually, expectLiveTiles, participantsText, readTiles, serverAndBrowsers } from "./support.mjs";
 
-let server;
-const browsers = [];
-
-before(async () => {
-  server = await startServer();
-});
-
-after(async () => {
-  for (const b of browsers) await b.close();
-  await server?.stop();
-});
+const server = serverAndBrowsers();
 
 test("when a participant's browser freezes the others drop its tile within 10 s", async () => {
-  const stays = await launchChromium();
-  browsers.push(stays);
-  const freezes = await launchChromium();
-  browsers.push(freezes);
+  const stays = await server.launchChromium();
+  const freezes = await server.launchChromium();
   await enterRoom(stays, server.url, "flaky-wifi", "Stays");
   await enterRoom(freezes, server.url, "flaky-wifi", "Freezes");
   await expectLiveTiles(stays.page, ["Freezes"], 45_000);

@@ -1,27 +1,15 @@
 // A participant without camera and microphone still joins: it watches and listens, the others see
 // it in the participants list with a tile of its own. Uses $VIDEOROOM_BIN (support.mjs).
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { enterRoom, expectLiveTiles, launchChromium, participantsText, readTiles, startServer, waitInPage } from "./support.mjs";
+import { enterRoom, expectLiveTiles, participantsText, readTiles, serverAndBrowsers, waitInPage } from "./support.mjs";
 
-let server;
-const browsers = [];
-
-before(async () => {
-  server = await startServer();
-});
-
-after(async () => {
-  for (const b of browsers) await b.close();
-  await server?.stop();
-});
+const server = serverAndBrowsers();
 
 test("a participant without camera and microphone joins as a viewer and sees the others", async () => {
-  const speaker = await launchChromium();
-  browsers.push(speaker);
-  const viewer = await launchChromium({ withoutDevices: true });
-  browsers.push(viewer);
+  const speaker = await server.launchChromium();
+  const viewer = await server.launchChromium({ withoutDevices: true });
   await enterRoom(speaker, server.url, "webinar", "Speaker");
   await enterRoom(viewer, server.url, "webinar", "Viewer");
 

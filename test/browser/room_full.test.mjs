@@ -1,27 +1,15 @@
 // A room at its size limit (MAX_PEERS_PER_ROOM=1): the next person is refused with `peerDenied`
 // and the page says so before it ever asks for the camera, while the one inside sees nobody new. Uses $VIDEOROOM_BIN (support.mjs).
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { enterRoom, launchChromium, participantsText, readTiles, startServer, waitInPage } from "./support.mjs";
+import { enterRoom, participantsText, readTiles, serverAndBrowsers, waitInPage } from "./support.mjs";
 
-let server;
-const browsers = [];
-
-before(async () => {
-  server = await startServer({ env: { MAX_PEERS_PER_ROOM: "1" } });
-});
-
-after(async () => {
-  for (const b of browsers) await b.close();
-  await server?.stop();
-});
+const server = serverAndBrowsers({ env: { MAX_PEERS_PER_ROOM: "1" } });
 
 test("a participant refused by a full room sees why before any camera turns on, and the one inside sees nobody new", async () => {
-  const first = await launchChromium();
-  browsers.push(first);
-  const second = await launchChromium();
-  browsers.push(second);
+  const first = await server.launchChromium();
+  const second = await server.launchChromium();
   // Counts camera/microphone requests on every page of the refused participant.
   await second.page.addInitScript(() => {
     window.__getUserMediaCalls = 0;

@@ -10,6 +10,7 @@ import { networkInterfaces, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
+import { after, before } from "node:test";
 import { chromium } from "playwright-core";
 import puppeteer from "puppeteer-core";
 
@@ -204,6 +205,34 @@ export async function startServer({ env: extraEnv = {}, port: fixedPort, udpPort
       child.kill(signal);
       for (let i = 0; i < 50 && !exited; i++) await sleep(100);
       if (!exited) child.kill("SIGKILL");
+    },
+  };
+}
+
+/**
+ * The server of a test file and the Chromiums its tests launch: registers the file's hooks that
+ * start the server (`startServer` with `env`) before its tests, and close every browser and
+ * then the server after them. `url` is the server's once started; `launchChromium` is
+ * `launchChromium` whose browser is closed after the tests.
+ */
+export function serverAndBrowsers({ env } = {}) {
+  let server;
+  const browsers = [];
+  before(async () => {
+    server = await startServer({ env });
+  });
+  after(async () => {
+    for (const b of browsers) await b.close();
+    await server?.stop();
+  });
+  return {
+    get url() {
+      return server.url;
+    },
+    async launchChromium(options) {
+      const browser = await launchChromium(options);
+      browsers.push(browser);
+      return browser;
     },
   };
 }

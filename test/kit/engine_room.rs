@@ -506,6 +506,28 @@ pub fn second_peer_joins<S: SfuBackend>(
     (b, joiner_step, publisher_step)
 }
 
+/// Publisher A and a joined, not yet negotiated B. Returns (A, B).
+pub fn publisher_and_member<S: SfuBackend>(
+    room: &mut Room<S>,
+    browser: Browser,
+    receive_media: bool,
+) -> (PeerId, PeerId) {
+    let (a, _) = first_peer_publishes(room, browser);
+    let b = room.peer("b");
+    room.join(b, receive_media);
+    (a, b)
+}
+
+/// A and B publish and receive each other. Returns (A, B).
+pub fn publisher_and_joiner<S: SfuBackend>(
+    room: &mut Room<S>,
+    browser: Browser,
+) -> (PeerId, PeerId) {
+    let (a, _) = first_peer_publishes(room, browser);
+    let (b, _, _) = second_peer_joins(room, browser, a);
+    (a, b)
+}
+
 /// B leaves the room it shares with publisher A: A hears `peerLeft`, B's ufrag goes, and A
 /// renegotiates with unchanged counts (B's tracks stay as inactive m-lines, no
 /// `tracksRemoved`). Returns the step of A's re-offer.

@@ -95,3 +95,42 @@ pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// An HTTP client that does not follow redirects: a test sees the answer itself.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http client")
+}
+
+/// The body of `GET <url>` as text, whatever its status.
+pub async fn get_text(url: &str) -> String {
+    let response = http_client().get(url).send().await.expect("GET");
+    response.text().await.expect("body")
+}
+
+/// Asserts that `GET <url>` is answered 200 with exactly `body` (and `content_type`, when
+/// given); returns the answer's headers for further checks.
+pub async fn assert_served(
+    url: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> reqwest::header::HeaderMap {
+    let response = http_client().get(url).send().await.expect("GET");
+    assert_eq!(response.status(), reqwest::StatusCode::OK, "{url}");
+    let headers = response.headers().clone();
+    if let Some(content_type) = content_type {
+        assert_eq!(
+            headers[reqwest::header::CONTENT_TYPE],
+            content_type,
+            "{url}"
+        );
+    }
+    assert_eq!(
+        response.bytes().await.expect("body").as_ref(),
+        body,
+        "{url}"
+    );
+    headers
+}

@@ -600,6 +600,18 @@ struct LocalTrack {
     task: JoinHandle<()>,
 }
 
+impl LocalTrack {
+    /// Adds this track to `pc` and keeps its sender.
+    async fn attach(&mut self, pc: &dyn PeerConnection) -> Result<(), String> {
+        let sender = pc
+            .add_track(self.track.clone())
+            .await
+            .map_err(|e| format!("addTrack: {e}"))?;
+        self.sender = Some(sender);
+        Ok(())
+    }
+}
+
 struct Client {
     socket: PhoenixSocket,
     /// The socket URL, to reconnect to.
@@ -1013,21 +1025,13 @@ impl Client {
         let track_id = format!("{peer_id}:{}", uuid::Uuid::new_v4());
         let ssrc: u32 = rand::random();
         let tag: u32 = rand::random();
-        let codec = codec_of(kind);
-        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        let track = track_with_ssrc(
             self.stream_id.clone(),
             uuid::Uuid::new_v4().to_string(),
             format!("{} {}", self.options.display_name, kind.as_str()),
-            rtp_kind(kind),
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec: codec.rtp_codec.clone(),
-                ..Default::default()
-            }],
-        )));
+            kind,
+            ssrc,
+        );
         let (params_tx, params_rx) = watch::channel(None);
         lock(&self.obs).local.insert(
             track_id.clone(),
@@ -1065,11 +1069,7 @@ impl Client {
             task,
         };
         if let Some(pc) = &self.pc {
-            let sender = pc
-                .add_track(local.track.clone())
-                .await
-                .map_err(|e| format!("addTrack: {e}"))?;
-            local.sender = Some(sender);
+            local.attach(pc.as_ref()).await?;
             force_sendonly(pc.as_ref()).await?;
         }
         self.local.push(local);
@@ -1100,21 +1100,7 @@ impl Client {
     }
 
     async fn build_pc(&self) -> Result<Arc<dyn PeerConnection>, String> {
-        let mut media_engine = MediaEngine::default();
-        for kind in [Kind::Audio, Kind::Video] {
-            media_engine
-                .register_codec(codec_of(kind), rtp_kind(kind))
-                .map_err(|e| e.to_string())?;
-        }
-        media_engine
-            .register_header_extension(
-                RTCRtpHeaderExtensionCapability {
-                    uri: AUDIO_LEVEL_URI.to_owned(),
-                },
-                RtpCodecKind::Audio,
-                None,
-            )
-            .map_err(|e| e.to_string())?;
+        let mut media_engine = media_engine()?;
         let registry = register_default_interceptors(Registry::new(), &mut media_engine)
             .map_err(|e| e.to_string())?
             // Last in the chain, so the other interceptors have seen all inbound RTCP first.
@@ -1153,11 +1139,7 @@ impl Client {
             None => {
                 let pc = self.build_pc().await?;
                 for local in self.local.iter_mut().filter(|t| !t.removed) {
-                    let sender = pc
-                        .add_track(local.track.clone())
-                        .await
-                        .map_err(|e| format!("addTrack: {e}"))?;
-                    local.sender = Some(sender);
+                    local.attach(pc.as_ref()).await?;
                 }
                 force_sendonly(pc.as_ref()).await?;
                 self.pc = Some(pc.clone());
@@ -1446,7 +1428,8 @@ async fn force_sendonly(pc: &dyn PeerConnection) -> Result<(), String> {
     Ok(())
 }
 
-fn rtp_kind(kind: Kind) -> RtpCodecKind {
+/// webrtc-rs's name for `kind`.
+pub fn rtp_kind(kind: Kind) -> RtpCodecKind {
     match kind {
         Kind::Audio => RtpCodecKind::Audio,
         Kind::Video => RtpCodecKind::Video,
@@ -1454,7 +1437,7 @@ fn rtp_kind(kind: Kind) -> RtpCodecKind {
 }
 
 /// Chrome's payload types and parameters for the two codecs the demo uses.
-fn codec_of(kind: Kind) -> RTCRtpCodecParameters {
+pub fn codec_of(kind: Kind) -> RTCRtpCodecParameters {
     match kind {
         Kind::Audio => RTCRtpCodecParameters {
             rtp_codec: RTCRtpCodec {
@@ -1477,6 +1460,51 @@ fn codec_of(kind: Kind) -> RTCRtpCodecParameters {
             payload_type: 96,
         },
     }
+}
+
+/// A media engine with Chrome's two codecs ([`codec_of`]) and the audio level extension.
+pub fn media_engine() -> Result<MediaEngine, String> {
+    let mut engine = MediaEngine::default();
+    for kind in [Kind::Audio, Kind::Video] {
+        engine
+            .register_codec(codec_of(kind), rtp_kind(kind))
+            .map_err(|e| e.to_string())?;
+    }
+    engine
+        .register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: AUDIO_LEVEL_URI.to_owned(),
+            },
+            RtpCodecKind::Audio,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(engine)
+}
+
+/// A local `kind` track (stream `stream_id`, track `id`, `label`) sent with one SSRC in
+/// [`codec_of`] `kind`.
+pub fn track_with_ssrc(
+    stream_id: String,
+    id: String,
+    label: String,
+    kind: Kind,
+    ssrc: u32,
+) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        stream_id,
+        id,
+        label,
+        rtp_kind(kind),
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: codec_of(kind).rtp_codec,
+            ..Default::default()
+        }],
+    )))
 }
 
 /// Sends synthetic media on one local track at its real rate once negotiated.

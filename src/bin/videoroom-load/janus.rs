@@ -7,24 +7,22 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
 use serde_json::{Value, json};
-use ws_stream::tungstenite::Message;
 use ws_stream::tungstenite::client::IntoClientRequest;
 
-use crate::phoenix::{Ws, connect_websocket};
+use crate::phoenix::{Outbox, Ws, connect_websocket, next_json};
 
 /// How long a Janus request may take to be answered.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One Janus session with one VideoRoom plugin handle.
 pub struct JanusSession {
-    sink: SplitSink<Ws, Message>,
+    outbox: Outbox,
     stream: SplitStream<Ws>,
     session: u64,
     handle: u64,
-    next_transaction: u64,
 }
 
 /// The numeric room id Janus uses for our room name (stable for a name).
@@ -51,11 +49,10 @@ impl JanusSession {
         let ws = connect_websocket(server, local_ip, request).await?;
         let (sink, stream) = ws.split();
         let mut j = JanusSession {
-            sink,
+            outbox: Outbox::new(sink, 0, "janus"),
             stream,
             session: 0,
             handle: 0,
-            next_transaction: 0,
         };
         let created = j.request(json!({"janus": "create"})).await?;
         j.session = created["data"]["id"].as_u64().ok_or("no session id")?;
@@ -193,14 +190,8 @@ impl JanusSession {
         self.send(frame).await?;
         let wait = async {
             loop {
-                let Some(msg) = self.stream.next().await else {
+                let Some(reply) = next_json(&mut self.stream).await else {
                     return Err("janus socket closed".to_string());
-                };
-                let Ok(Message::Text(text)) = msg else {
-                    continue;
-                };
-                let Ok(reply) = serde_json::from_str::<Value>(&text) else {
-                    continue;
                 };
                 if reply["transaction"] != json!(t) || reply["janus"] == "ack" {
                     continue;
@@ -217,15 +208,11 @@ impl JanusSession {
     }
 
     fn transaction(&mut self) -> String {
-        self.next_transaction += 1;
-        format!("t{}", self.next_transaction)
+        format!("t{}", self.outbox.next_number())
     }
 
     async fn send(&mut self, frame: Value) -> Result<(), String> {
-        self.sink
-            .send(Message::text(frame.to_string()))
-            .await
-            .map_err(|e| format!("janus send: {e}"))
+        self.outbox.send(frame.to_string()).await
     }
 }
 

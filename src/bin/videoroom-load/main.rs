@@ -149,11 +149,59 @@ fn snapshot(stats: &RefCell<Stats>, pid: Option<u32>) -> Snapshot {
     }
 }
 
-/// The whole run; `false` when `--check` failed.
+/// The whole run: peers join, setup, warm-up, the measured window, the report; `false` when
+/// `--check` failed.
 async fn run(args: Args) -> bool {
     let stats = Rc::new(RefCell::new(Stats::default()));
     let stop = Rc::new(Cell::new(false));
-    let ctx = Rc::new(RunContext {
+    let ctx = run_context(&args, stats.clone(), stop.clone());
+    println!(
+        "videoroom-load: {} room(s) × ({} publisher(s) + {} subscriber(s)) = {} peers against {}",
+        args.rooms,
+        args.publishers,
+        args.subscribers,
+        args.total_peers(),
+        args.server
+    );
+    let spawner = spawn_peers(&args, ctx, stats.clone());
+    let mut progress = Progress::new(&args, &stats);
+    let setup_took = wait_for_setup(&args, &stats, &spawner, &mut progress).await;
+    progress
+        .wait_until("warmup", &stats, Instant::now() + secs(args.warmup))
+        .await;
+    // The measured window.
+    stats.borrow_mut().latency = stats::Histogram::default();
+    let first = snapshot(&stats, args.server_pid);
+    progress
+        .wait_until("measure", &stats, Instant::now() + secs(args.duration))
+        .await;
+    let end = snapshot(&stats, args.server_pid);
+    stop.set(true);
+    let result = report(&args, &stats.borrow(), &first, &end, setup_took);
+    publish_result(&args, &result);
+    !args.check || check(&args, &stats.borrow())
+}
+
+impl Args {
+    /// Peers in one room.
+    fn peers_per_room(&self) -> usize {
+        self.publishers + self.subscribers
+    }
+
+    /// Peers of the whole run.
+    fn total_peers(&self) -> usize {
+        self.rooms * self.peers_per_room()
+    }
+}
+
+/// `seconds` as a duration.
+fn secs(seconds: f64) -> Duration {
+    Duration::from_secs_f64(seconds)
+}
+
+/// What every peer task shares: where to connect, what to send, the certificate, the counters.
+fn run_context(args: &Args, stats: Rc<RefCell<Stats>>, stop: Rc<Cell<bool>>) -> Rc<RunContext> {
+    Rc::new(RunContext {
         server: args.server,
         local_ip: args.local_ip,
         shape: MediaShape {
@@ -161,7 +209,7 @@ async fn run(args: Args) -> bool {
             packets_per_frame: args.packets_per_frame.max(1),
             packets_per_keyframe: args.packets_per_keyframe.max(1),
             video_bytes: args.video_bytes,
-            keyframe_interval: Duration::from_secs_f64(args.keyframe_interval.max(0.1)),
+            keyframe_interval: secs(args.keyframe_interval.max(0.1)),
             audio_pps: args.audio_pps,
             audio_bytes: args.audio_bytes,
             no_video: args.no_video,
@@ -170,94 +218,80 @@ async fn run(args: Args) -> bool {
         dtls_cert: str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate(),
-        stats: stats.clone(),
-        stop: stop.clone(),
+        stats,
+        stop,
         janus: args.janus,
-    });
-    let per_room = args.publishers + args.subscribers;
-    let total = args.rooms * per_room;
+    })
+}
+
+/// Starts the peers at the join rate (a room's publishers before its subscribers, room by room)
+/// in a task of their own, so progress lines keep coming meanwhile.
+fn spawn_peers(
+    args: &Args,
+    ctx: Rc<RunContext>,
+    stats: Rc<RefCell<Stats>>,
+) -> tokio::task::JoinHandle<()> {
+    let (rooms, publishers, per_room) = (args.rooms, args.publishers, args.peers_per_room());
     let run_id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
-    println!(
-        "videoroom-load: {} room(s) × ({} publisher(s) + {} subscriber(s)) = {total} peers against {}",
-        args.rooms, args.publishers, args.subscribers, args.server
-    );
-    // Peers start at the join rate, in a task of their own so progress lines keep coming.
-    let spawner = {
-        let (ctx, stats) = (ctx.clone(), stats.clone());
-        let (rooms, publishers, prefix) = (args.rooms, args.publishers, args.room_prefix.clone());
-        let gap = Duration::from_secs_f64(1.0 / args.join_rate.max(0.001));
-        tokio::task::spawn_local(async move {
-            let mut next = tokio::time::Instant::now();
-            for r in 0..rooms {
-                let room = format!("{prefix}-{run_id}-{r}");
-                for i in 0..per_room {
-                    let publish = i < publishers;
-                    let tally = Rc::new(PeerTally {
-                        name: format!("{room}/{}{i}", if publish { "p" } else { "s" }),
-                        publisher: publish,
-                        ..PeerTally::default()
-                    });
-                    stats.borrow_mut().peers.push(tally.clone());
-                    let index = (r * per_room + i) as u32;
-                    tokio::task::spawn_local(peer::run(
-                        ctx.clone(),
-                        room.clone(),
-                        index,
-                        publish,
-                        tally,
-                    ));
-                    next += gap;
-                    tokio::time::sleep_until(next).await;
-                }
+    let prefix = args.room_prefix.clone();
+    let gap = secs(1.0 / args.join_rate.max(0.001));
+    tokio::task::spawn_local(async move {
+        let mut next = tokio::time::Instant::now();
+        for r in 0..rooms {
+            let room = format!("{prefix}-{run_id}-{r}");
+            for i in 0..per_room {
+                let publish = i < publishers;
+                let tally = Rc::new(PeerTally {
+                    name: format!("{room}/{}{i}", if publish { "p" } else { "s" }),
+                    publisher: publish,
+                    ..PeerTally::default()
+                });
+                stats.borrow_mut().peers.push(tally.clone());
+                let index = (r * per_room + i) as u32;
+                tokio::task::spawn_local(peer::run(
+                    ctx.clone(),
+                    room.clone(),
+                    index,
+                    publish,
+                    tally,
+                ));
+                next += gap;
+                tokio::time::sleep_until(next).await;
             }
-        })
-    };
-    let progress = (args.progress > 0.0).then(|| Duration::from_secs_f64(args.progress));
-    let tick = progress
-        .unwrap_or(Duration::from_millis(500))
-        .min(Duration::from_millis(500));
-    let receivers_expected = |s: &Stats| {
-        s.peers
-            .iter()
-            .filter(|p| expects_media(p, args.publishers))
-            .count()
-    };
-    let mut last = snapshot(&stats, args.server_pid);
-    let mut last_line = Instant::now();
-    let start = Instant::now();
-    let mut printer = |phase: &str, stats: &RefCell<Stats>, last: &mut Snapshot, force: bool| {
-        let Some(every) = progress else { return };
-        if !force && last_line.elapsed() < every {
-            return;
         }
-        last_line = Instant::now();
-        let now = snapshot(stats, args.server_pid);
-        eprintln!(
-            "{}",
-            progress_line(phase, start, stats, last, &now, total, &receivers_expected)
-        );
-        *last = now;
-    };
-    // Setup: until every receiving peer receives, or the timeout.
-    let setup_deadline = start + Duration::from_secs_f64(args.setup_timeout);
+    })
+}
+
+/// Waits until every peer is started and has joined or failed, and every peer that should
+/// receive media does (or has failed), or until `--setup-timeout`; returns how long that took.
+async fn wait_for_setup(
+    args: &Args,
+    stats: &RefCell<Stats>,
+    spawner: &tokio::task::JoinHandle<()>,
+    progress: &mut Progress,
+) -> Duration {
+    let start = progress.start;
+    let deadline = start + secs(args.setup_timeout);
     loop {
-        tokio::time::sleep(tick).await;
-        printer("setup", &stats, &mut last, false);
+        tokio::time::sleep(progress.tick).await;
+        progress.print("setup", stats);
         let s = stats.borrow();
-        let spawned = spawner.is_finished();
         // A peer that failed will never receive: it no longer holds the setup up.
-        let receiving = s
+        let settled = s
             .peers
             .iter()
             .filter(|p| {
-                receiving(p, &args)
+                receiving(p, args)
                     || (expects_media(p, args.publishers) && p.error.borrow().is_some())
             })
             .count();
-        if spawned && receiving == receivers_expected(&s) && s.joined + s.failed >= total {
+        if spawner.is_finished()
+            && settled == receivers_expected(&s, args.publishers)
+            && s.joined + s.failed >= args.total_peers()
+        {
             break;
         }
-        if Instant::now() >= setup_deadline {
+        if Instant::now() >= deadline {
             eprintln!(
                 "setup timed out after {:.0} s; measuring anyway",
                 args.setup_timeout
@@ -265,35 +299,99 @@ async fn run(args: Args) -> bool {
             break;
         }
     }
-    let setup_took = start.elapsed();
-    let warm_until = Instant::now() + Duration::from_secs_f64(args.warmup);
-    while Instant::now() < warm_until {
-        tokio::time::sleep(tick).await;
-        printer("warmup", &stats, &mut last, false);
-    }
-    // The measured window.
-    stats.borrow_mut().latency = stats::Histogram::default();
-    let first = snapshot(&stats, args.server_pid);
-    let until = Instant::now() + Duration::from_secs_f64(args.duration);
-    while Instant::now() < until {
-        tokio::time::sleep(tick.min(until.saturating_duration_since(Instant::now()))).await;
-        printer("measure", &stats, &mut last, false);
-    }
-    let end = snapshot(&stats, args.server_pid);
-    stop.set(true);
-    let result = report(&args, &stats.borrow(), &first, &end, setup_took);
-    println!("result {result}");
-    if let Some(path) = &args.json {
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut f| writeln!(f, "{result}"));
-        if let Err(e) = written {
-            eprintln!("cannot append the result to {}: {e}", path.display());
+    start.elapsed()
+}
+
+/// The progress lines on stderr: one every `--progress` seconds, with rates since the last.
+struct Progress {
+    /// Between two lines; `None`: no progress lines.
+    every: Option<Duration>,
+    /// How often the run looks at its state (at most every 500 ms).
+    tick: Duration,
+    /// When the run started.
+    start: Instant,
+    /// When the last line was printed.
+    last_line: Instant,
+    /// The figures of the last line.
+    last: Snapshot,
+    server_pid: Option<u32>,
+    total: usize,
+    publishers: usize,
+}
+
+impl Progress {
+    /// Progress from now on, at `--progress` (none at 0).
+    fn new(args: &Args, stats: &RefCell<Stats>) -> Progress {
+        let every = (args.progress > 0.0).then(|| secs(args.progress));
+        let half_second = Duration::from_millis(500);
+        Progress {
+            every,
+            tick: every.unwrap_or(half_second).min(half_second),
+            start: Instant::now(),
+            last_line: Instant::now(),
+            last: snapshot(stats, args.server_pid),
+            server_pid: args.server_pid,
+            total: args.total_peers(),
+            publishers: args.publishers,
         }
     }
-    !args.check || check(&args, &stats.borrow())
+
+    /// Prints a line for `phase` when one is due.
+    fn print(&mut self, phase: &str, stats: &RefCell<Stats>) {
+        let Some(every) = self.every else { return };
+        if self.last_line.elapsed() < every {
+            return;
+        }
+        self.last_line = Instant::now();
+        let now = snapshot(stats, self.server_pid);
+        eprintln!(
+            "{}",
+            progress_line(
+                phase,
+                self.start,
+                &stats.borrow(),
+                &self.last,
+                &now,
+                self.total,
+                self.publishers
+            )
+        );
+        self.last = now;
+    }
+
+    /// Waits until `until`, printing the lines of `phase` that fall due meanwhile.
+    async fn wait_until(&mut self, phase: &str, stats: &RefCell<Stats>, until: Instant) {
+        while Instant::now() < until {
+            tokio::time::sleep(
+                self.tick
+                    .min(until.saturating_duration_since(Instant::now())),
+            )
+            .await;
+            self.print(phase, stats);
+        }
+    }
+}
+
+/// Prints the result as one `result {…}` line and appends it to `--json`.
+fn publish_result(args: &Args, result: &serde_json::Value) {
+    println!("result {result}");
+    let Some(path) = &args.json else { return };
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| writeln!(f, "{result}"));
+    if let Err(e) = written {
+        eprintln!("cannot append the result to {}: {e}", path.display());
+    }
+}
+
+/// How many peers should receive media.
+fn receivers_expected(s: &Stats, publishers: usize) -> usize {
+    s.peers
+        .iter()
+        .filter(|p| expects_media(p, publishers))
+        .count()
 }
 
 /// Whether a peer should receive media: someone else in its room publishes.
@@ -315,13 +413,12 @@ fn receiving(p: &PeerTally, args: &Args) -> bool {
 fn progress_line(
     phase: &str,
     start: Instant,
-    stats: &RefCell<Stats>,
+    s: &Stats,
     last: &Snapshot,
     now: &Snapshot,
     total: usize,
-    receivers_expected: &dyn Fn(&Stats) -> usize,
+    publishers: usize,
 ) -> String {
-    let s = stats.borrow();
     let secs = now.at.duration_since(last.at).as_secs_f64().max(1e-3);
     let d = now.counters.since(&last.counters);
     let receiving = s
@@ -343,7 +440,7 @@ fn progress_line(
         s.joined,
         s.connected,
         receiving,
-        receivers_expected(&s),
+        receivers_expected(s, publishers),
         s.failed,
         si(d.udp_sent as f64 / secs),
         si(d.udp_received as f64 / secs),
@@ -364,6 +461,67 @@ fn si(v: f64) -> String {
     }
 }
 
+/// What the measured window saw: its length, how far the counters went, and CPU use.
+struct Window {
+    /// Its length in seconds.
+    secs: f64,
+    /// The counters' growth over it.
+    d: Counters,
+    /// The server's CPU and memory (with `--server-pid`).
+    server: Option<ServerLoad>,
+    /// The load generator's own share of one core (NaN when /proc is unreadable).
+    own_cpu: f64,
+}
+
+/// The server's share of one core, CPU µs per forwarded RTP packet, and RSS at the end.
+#[derive(Clone, Copy)]
+struct ServerLoad {
+    cpu_share: f64,
+    us_per_packet: f64,
+    rss_kib: u64,
+}
+
+impl Window {
+    /// The window from `first` to `end`.
+    fn between(first: &Snapshot, end: &Snapshot) -> Window {
+        let secs = end.at.duration_since(first.at).as_secs_f64().max(1e-3);
+        let d = end.counters.since(&first.counters);
+        let cpu_secs =
+            |a: &ProcessSample, b: &ProcessSample| b.cpu.saturating_sub(a.cpu).as_secs_f64();
+        let server = match (&first.server, &end.server) {
+            (Some(a), Some(b)) => {
+                let cpu = cpu_secs(a, b);
+                Some(ServerLoad {
+                    cpu_share: cpu / secs,
+                    us_per_packet: cpu * 1e6 / d.rtp_received().max(1) as f64,
+                    rss_kib: b.rss_kib,
+                })
+            }
+            _ => None,
+        };
+        let own_cpu = match (&first.own, &end.own) {
+            (Some(a), Some(b)) => cpu_secs(a, b) / secs,
+            _ => f64::NAN,
+        };
+        Window {
+            secs,
+            d,
+            server,
+            own_cpu,
+        }
+    }
+
+    /// `n` per second of the window.
+    fn rate(&self, n: u64) -> f64 {
+        n as f64 / self.secs
+    }
+}
+
+/// The 50th, 95th and 99th percentiles of `h`, in milliseconds.
+fn percentiles_ms(h: &stats::Histogram) -> [f64; 3] {
+    [0.5, 0.95, 0.99].map(|p| h.percentile(p) / 1000.0)
+}
+
 /// Prints the report of the measured window and returns its figures as JSON.
 fn report(
     args: &Args,
@@ -372,37 +530,46 @@ fn report(
     end: &Snapshot,
     setup: Duration,
 ) -> serde_json::Value {
-    let secs = end.at.duration_since(first.at).as_secs_f64().max(1e-3);
-    let d = end.counters.since(&first.counters);
-    let rate = |n: u64| n as f64 / secs;
-    let forwarded = d.rtp_received();
-    let server = match (&first.server, &end.server) {
-        (Some(a), Some(b)) => {
-            let cpu = b.cpu.saturating_sub(a.cpu).as_secs_f64();
-            Some((cpu / secs, cpu * 1e6 / forwarded.max(1) as f64, b.rss_kib))
-        }
-        _ => None,
-    };
-    let ms = |h: &stats::Histogram, p: f64| h.percentile(p) / 1000.0;
+    let window = Window::between(first, end);
+    print_setup(s, setup);
+    print_traffic(s, &window);
+    print_failed_peers(s);
+    if let Some(server) = window.server {
+        println!(
+            "  server: cpu {:.1}% of one core, {:.2} µs per forwarded RTP packet, RSS {:.1} MiB",
+            100.0 * server.cpu_share,
+            server.us_per_packet,
+            server.rss_kib as f64 / 1024.0
+        );
+    }
+    result_json(args, s, &window, setup)
+}
+
+/// The report's first line: how many peers joined and how quickly video reached them.
+fn print_setup(s: &Stats, setup: Duration) {
+    let [p50, p95, p99] = percentiles_ms(&s.first_video);
     println!(
-        "peers: {} joined, {} connected, {} failed; setup {:.1} s; join to first video p50 {:.0} ms p95 {:.0} ms p99 {:.0} ms ({} peers)",
+        "peers: {} joined, {} connected, {} failed; setup {:.1} s; join to first video p50 {p50:.0} ms p95 {p95:.0} ms p99 {p99:.0} ms ({} peers)",
         s.joined,
         s.connected,
         s.failed,
         setup.as_secs_f64(),
-        ms(&s.first_video, 0.5),
-        ms(&s.first_video, 0.95),
-        ms(&s.first_video, 0.99),
         s.first_video.count()
     );
-    println!("measured {secs:.1} s:");
+}
+
+/// The window's rates each way, its loss, jitter, feedback and latency, and the load
+/// generator's own CPU.
+fn print_traffic(s: &Stats, w: &Window) {
+    let d = &w.d;
+    println!("measured {:.1} s:", w.secs);
     let direction = |name: &str, packets, bytes, whose: &str, video, audio| {
         println!(
             "  server {name}: {:>9} pkt/s {:>9}B/s   (RTP {whose}: video {}/s, audio {}/s)",
-            si(rate(packets)),
-            si(rate(bytes)),
-            si(rate(video)),
-            si(rate(audio))
+            si(w.rate(packets)),
+            si(w.rate(bytes)),
+            si(w.rate(video)),
+            si(w.rate(audio))
         );
     };
     direction(
@@ -430,18 +597,19 @@ fn report(
         d.plis_sent,
         d.plis_received
     );
+    let [p50, p95, p99] = percentiles_ms(&s.latency);
     println!(
-        "  forwarding latency p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  ({} packets)",
-        ms(&s.latency, 0.5),
-        ms(&s.latency, 0.95),
-        ms(&s.latency, 0.99),
+        "  forwarding latency p50 {p50:.2} ms  p95 {p95:.2} ms  p99 {p99:.2} ms  ({} packets)",
         s.latency.count()
     );
-    let own = match (&first.own, &end.own) {
-        (Some(a), Some(b)) => b.cpu.saturating_sub(a.cpu).as_secs_f64() / secs,
-        _ => f64::NAN,
-    };
-    println!("  load generator: cpu {:.1}% of one core", 100.0 * own);
+    println!(
+        "  load generator: cpu {:.1}% of one core",
+        100.0 * w.own_cpu
+    );
+}
+
+/// The first five failed peers with their errors, and how many more failed.
+fn print_failed_peers(s: &Stats) {
     let errors: Vec<String> = s
         .peers
         .iter()
@@ -453,13 +621,11 @@ fn report(
     if errors.len() > 5 {
         println!("  … and {} more failed peers", errors.len() - 5);
     }
-    if let Some((share, per_packet, rss)) = server {
-        println!(
-            "  server: cpu {:.1}% of one core, {per_packet:.2} µs per forwarded RTP packet, RSS {:.1} MiB",
-            100.0 * share,
-            rss as f64 / 1024.0
-        );
-    }
+}
+
+/// The report's figures as one JSON object (the `result` line and `--json`).
+fn result_json(args: &Args, s: &Stats, w: &Window, setup: Duration) -> serde_json::Value {
+    let d = &w.d;
     json!({
         "label": args.label,
         "server": if args.janus { "janus" } else { "videoroom" },
@@ -469,27 +635,27 @@ fn report(
         "peers": s.peers.len(),
         "joined": s.joined,
         "failed": s.failed,
-        "seconds": secs,
+        "seconds": w.secs,
         "setup_seconds": setup.as_secs_f64(),
-        "in_pps": rate(d.udp_sent),
-        "in_bps": rate(d.udp_sent_bytes),
-        "out_pps": rate(d.udp_received),
-        "out_bps": rate(d.udp_received_bytes),
-        "rtp_in_pps": rate(d.rtp_sent_video + d.rtp_sent_audio),
-        "rtp_out_pps": rate(forwarded),
-        "rtp_out_video_pps": rate(d.rtp_received_video),
+        "in_pps": w.rate(d.udp_sent),
+        "in_bps": w.rate(d.udp_sent_bytes),
+        "out_pps": w.rate(d.udp_received),
+        "out_bps": w.rate(d.udp_received_bytes),
+        "rtp_in_pps": w.rate(d.rtp_sent_video + d.rtp_sent_audio),
+        "rtp_out_pps": w.rate(d.rtp_received()),
+        "rtp_out_video_pps": w.rate(d.rtp_received_video),
         "loss": d.loss(),
         "jitter_ms": d.jitter_ms(),
         "nacks_sent": d.nacks_sent,
         "plis_sent": d.plis_sent,
         "nacks_received": d.nacks_received,
         "plis_received": d.plis_received,
-        "first_video_ms": [ms(&s.first_video, 0.5), ms(&s.first_video, 0.95), ms(&s.first_video, 0.99)],
-        "latency_ms": [ms(&s.latency, 0.5), ms(&s.latency, 0.95), ms(&s.latency, 0.99)],
-        "server_cpu_share": server.map(|v| v.0),
-        "server_us_per_packet": server.map(|v| v.1),
-        "server_rss_kib": server.map(|v| v.2),
-        "load_cpu_share": own,
+        "first_video_ms": percentiles_ms(&s.first_video),
+        "latency_ms": percentiles_ms(&s.latency),
+        "server_cpu_share": w.server.map(|v| v.cpu_share),
+        "server_us_per_packet": w.server.map(|v| v.us_per_packet),
+        "server_rss_kib": w.server.map(|v| v.rss_kib),
+        "load_cpu_share": w.own_cpu,
     })
 }
 

@@ -15,12 +15,57 @@ use ws_stream::tungstenite::client::IntoClientRequest;
 /// A client WebSocket over plain TCP.
 pub type Ws = WebSocketStream<TcpStream>;
 
+/// The sending half of a signalling WebSocket, and the counter its protocol numbers requests by
+/// (Phoenix's `ref`, Janus's `transaction`).
+pub struct Outbox {
+    sink: SplitSink<Ws, Message>,
+    last_number: u64,
+    /// Names the socket in send errors.
+    what: &'static str,
+}
+
+impl Outbox {
+    /// `sink`, whose next request number is `last_number + 1`.
+    pub fn new(sink: SplitSink<Ws, Message>, last_number: u64, what: &'static str) -> Outbox {
+        Outbox {
+            sink,
+            last_number,
+            what,
+        }
+    }
+
+    /// The next request number.
+    pub fn next_number(&mut self) -> u64 {
+        self.last_number += 1;
+        self.last_number
+    }
+
+    /// Sends one text frame.
+    pub async fn send(&mut self, text: String) -> Result<(), String> {
+        self.sink
+            .send(Message::text(text))
+            .await
+            .map_err(|e| format!("{} send: {e}", self.what))
+    }
+}
+
+/// The next text frame of `stream` that is JSON (any other frame is skipped); `None` once the
+/// socket has ended.
+pub async fn next_json(stream: &mut SplitStream<Ws>) -> Option<Value> {
+    loop {
+        if let Ok(Message::Text(text)) = stream.next().await?
+            && let Ok(value) = serde_json::from_str::<Value>(&text)
+        {
+            return Some(value);
+        }
+    }
+}
+
 /// The sending half of a joined channel.
 pub struct Channel {
-    sink: SplitSink<Ws, Message>,
+    outbox: Outbox,
     topic: String,
     join_ref: String,
-    next_ref: u64,
 }
 
 /// What the server said on the socket, as far as a load peer cares.
@@ -90,23 +135,16 @@ pub async fn join(
     let ws = connect_websocket(server, local_ip, url).await?;
     let (sink, stream) = ws.split();
     let mut channel = Channel {
-        sink,
+        outbox: Outbox::new(sink, 2, "websocket"),
         topic: format!("room:{room}"),
         join_ref: "1".into(),
-        next_ref: 2,
     };
     let mut inbox = Inbox { stream };
     let join = json!(["1", "1", channel.topic, "phx_join", {}]);
-    channel.send_frame(join.to_string()).await?;
+    channel.outbox.send(join.to_string()).await?;
     loop {
-        let Some(frame) = inbox.stream.next().await else {
+        let Some(frame) = next_json(&mut inbox.stream).await else {
             return Err("socket closed before the join reply".into());
-        };
-        let Ok(Message::Text(text)) = frame else {
-            continue;
-        };
-        let Ok(frame) = serde_json::from_str::<Value>(&text) else {
-            continue;
         };
         if frame[1] == "1" && frame[3] == "phx_reply" {
             return if frame[4]["status"] == "ok" {
@@ -154,26 +192,18 @@ impl Channel {
             "mediaEvent",
             {"data": event.to_string()}
         ]);
-        self.send_frame(frame.to_string()).await
+        self.outbox.send(frame.to_string()).await
     }
 
     /// A Phoenix heartbeat, as phoenix.js sends every 30 s.
     pub async fn heartbeat(&mut self) -> Result<(), String> {
         let r = self.take_ref();
         let frame = json!([null, r, "phoenix", "heartbeat", {}]);
-        self.send_frame(frame.to_string()).await
+        self.outbox.send(frame.to_string()).await
     }
 
     fn take_ref(&mut self) -> String {
-        self.next_ref += 1;
-        self.next_ref.to_string()
-    }
-
-    async fn send_frame(&mut self, text: String) -> Result<(), String> {
-        self.sink
-            .send(Message::text(text))
-            .await
-            .map_err(|e| format!("websocket send: {e}"))
+        self.outbox.next_number().to_string()
     }
 }
 

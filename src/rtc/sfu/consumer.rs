@@ -6,7 +6,7 @@ use str0m::media::{Mid, Pt};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 
 use super::track::SeqRewrite;
-use crate::rtc::ids::{PeerId, TrackId};
+use crate::rtc::ids::{MediaKind, PeerId, TrackId};
 
 /// One subscriber m-line that carries (or carried) a producer.
 pub(super) struct Consumer {
@@ -35,6 +35,33 @@ pub(super) struct Outgoing<'a> {
     pub(super) ext: ExtensionValues,
     /// Video is kept in str0m's RTX cache for NACKs.
     pub(super) nackable: bool,
+}
+
+impl<'a> Outgoing<'a> {
+    /// `packet` of a `kind` producer whose payload is `codec`, after `silent_dropped` silent
+    /// packets of its producer were dropped.
+    pub(super) fn new(
+        packet: &'a RtpPacket,
+        codec: Option<CodecSpec>,
+        silent_dropped: u64,
+        kind: MediaKind,
+    ) -> Self {
+        let ext = &packet.header.ext_vals;
+        Outgoing {
+            packet,
+            codec,
+            logical_seq: (*packet.seq_no).wrapping_sub(silent_dropped),
+            // Only end-to-end extensions travel on; str0m sets mid, transport-cc and
+            // abs-send-time itself per subscriber.
+            ext: ExtensionValues {
+                audio_level: ext.audio_level,
+                voice_activity: ext.voice_activity,
+                video_orientation: ext.video_orientation,
+                ..Default::default()
+            },
+            nackable: kind == MediaKind::Video,
+        }
+    }
 }
 
 /// What [`Consumer::write`] did.

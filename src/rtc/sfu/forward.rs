@@ -2,8 +2,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use str0m::format::CodecSpec;
 use str0m::media::{KeyframeRequestKind, Mid};
-use str0m::rtp::{ExtensionValues, RtpPacket};
+use str0m::rtp::RtpPacket;
 
 use super::consumer::{Outgoing, Written};
 use super::{Peer, Sfu};
@@ -38,23 +39,28 @@ impl Sfu {
         }
     }
 
-    /// The hot path: one publisher packet to every consumer of its producer.
-    pub(super) fn forward(&mut self, publisher: PeerId, pkt: RtpPacket) {
-        let Some(rtc) = self.peers.get_mut(&publisher).and_then(|p| p.rtc.as_mut()) else {
-            return;
-        };
-        let Some(mid) = rtc
-            .direct_api()
-            .stream_rx(&pkt.header.ssrc)
-            .map(|s| s.mid())
-        else {
-            return;
-        };
+    /// The mid of `publisher`'s track a packet belongs to (by its SSRC) and the codec of its
+    /// payload type; `None` for a packet of no stream str0m knows.
+    fn track_and_codec_of(
+        &mut self,
+        publisher: PeerId,
+        pkt: &RtpPacket,
+    ) -> Option<(Mid, Option<CodecSpec>)> {
+        let rtc = self.peers.get_mut(&publisher)?.rtc.as_mut()?;
+        let mid = rtc.direct_api().stream_rx(&pkt.header.ssrc)?.mid();
         let codec = rtc
             .codec_config()
             .iter()
             .find(|c| c.pt() == pkt.header.payload_type)
             .map(|c| c.spec());
+        Some((mid, codec))
+    }
+
+    /// The hot path: one publisher packet to every consumer of its producer.
+    pub(super) fn forward(&mut self, publisher: PeerId, pkt: RtpPacket) {
+        let Some((mid, codec)) = self.track_and_codec_of(publisher, &pkt) else {
+            return;
+        };
         self.stats.rtp_in += 1;
         // The rest borrows the producer and the peers side by side (disjoint fields of
         // `self`), which is why the fan-out stays inline here rather than a method.
@@ -77,20 +83,7 @@ impl Sfu {
             metrics.drop_silence.inc();
             return;
         }
-        let out = Outgoing {
-            packet: &pkt,
-            codec,
-            logical_seq: (*pkt.seq_no).wrapping_sub(producer.silence.dropped),
-            // Only end-to-end extensions travel on; str0m sets mid, transport-cc and
-            // abs-send-time itself per subscriber.
-            ext: ExtensionValues {
-                audio_level: pkt.header.ext_vals.audio_level,
-                voice_activity: pkt.header.ext_vals.voice_activity,
-                video_orientation: pkt.header.ext_vals.video_orientation,
-                ..Default::default()
-            },
-            nackable: producer.kind == MediaKind::Video,
-        };
+        let out = Outgoing::new(&pkt, codec, producer.silence.dropped, producer.kind);
         let mut needs_keyframe = false;
         for &(sub_id, sub_mid) in &producer.subscribers {
             let Some(sub) = self.peers.get_mut(&sub_id) else {

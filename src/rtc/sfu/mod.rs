@@ -48,6 +48,7 @@ mod forward;
 mod negotiate;
 mod sdp;
 mod track;
+mod twcc_guard;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -63,6 +64,7 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 use self::consumer::Consumer;
 use self::track::{KeyframeLimiter, SilenceDiscarder};
+use self::twcc_guard::TwccGuard;
 use crate::rtc::ids::{MediaKind, PeerId, RoomId, TrackId};
 use crate::rtc::metrics::{GaugeShare, MediaMetrics};
 use crate::rtc::net::{AddrCache, Datagram, Stun};
@@ -229,6 +231,8 @@ pub struct SfuStats {
     pub silence_dropped: u64,
     /// Keyframe requests (PLI) sent to publishers.
     pub keyframe_requests: u64,
+    /// RTP packets kept from str0m because their transport-wide number was too far ahead.
+    pub twcc_guard_dropped: u64,
 }
 
 /// The forwarding core of one room. See the module docs.
@@ -288,6 +292,8 @@ struct Peer {
     checking: Option<([u8; 12], SocketAddr)>,
     /// Where its latest check that str0m answered came from: its current path.
     path: Option<SocketAddr>,
+    /// Keeps RTP that str0m would misread away from its session (see `twcc_guard`).
+    twcc_guard: TwccGuard,
 }
 
 /// Where a datagram str0m sends to `destination` for `peer` goes (see the module docs): a
@@ -385,6 +391,7 @@ impl Sfu {
             sent_media: false,
             checking: None,
             path: None,
+            twcc_guard: TwccGuard::default(),
         });
     }
 
@@ -481,6 +488,7 @@ impl Sfu {
             self.by_addr.learn(source, id, now);
         }
         let room = &self.config.room;
+        let mut hopeless = false;
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.last_rx = now;
             if let Some(stun) = Stun::parse(&datagram.contents)
@@ -489,11 +497,17 @@ impl Sfu {
             {
                 peer.checking = Some((transaction, source));
             }
-            if let Some(rtc) = peer.rtc.as_mut()
+            if !peer.twcc_guard.admit(&datagram.contents) {
+                self.stats.twcc_guard_dropped += 1;
+                hopeless = peer.twcc_guard.hopeless();
+            } else if let Some(rtc) = peer.rtc.as_mut()
                 && let Err(e) = rtc.handle_input(input)
             {
                 log::debug!("room={room} peer={id} dropped a datagram: {e}");
             }
+        }
+        if hopeless {
+            self.fail_peer(id, "transport-wide sequence numbers out of reach");
         }
         self.drain_peer(id);
     }
@@ -761,6 +775,7 @@ impl Sfu {
             "no traffic" => "no_traffic",
             "did not connect" => "did_not_connect",
             "DTLS closed" => "dtls_closed",
+            "transport-wide sequence numbers out of reach" => "twcc_out_of_reach",
             _ => "webrtc_error",
         };
         self.config
@@ -778,7 +793,12 @@ impl Sfu {
 
     fn on_rtc_event(&mut self, id: PeerId, event: Event) {
         match event {
-            Event::RtpPacket(pkt) => self.forward(id, pkt),
+            Event::RtpPacket(pkt) => {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    peer.twcc_guard.accepted(pkt.header.ext_vals.transport_cc);
+                }
+                self.forward(id, pkt)
+            }
             Event::KeyframeRequest(req) => {
                 let source = self
                     .peers

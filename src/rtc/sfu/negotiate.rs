@@ -13,6 +13,7 @@ use str0m::media::Mid;
 use super::consumer::Consumer;
 use super::sdp::{self, OfferSummary};
 use super::track::{KeyframeLimiter, SilenceDiscarder};
+use super::twcc_guard::TwccGuard;
 use super::{Answer, ConsumerSpec, Offer, ProducedTrack, Producer, Sfu, SfuError, SfuResult};
 use crate::rtc::ids::{MediaKind, PeerId, TrackId};
 
@@ -50,6 +51,9 @@ impl Sfu {
         let offer = SdpOffer::from_sdp_string(&offer_text)
             .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         let answer = self.accept(peer, offer, now)?;
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.twcc_guard.learn_ids(&offer_text);
+        }
         let sdp = sdp::rewrite_msids(&answer.to_sdp_string(), &plan.msids());
         self.apply(peer, &plan, now);
         log::debug!(
@@ -85,6 +89,7 @@ impl Sfu {
                 p.first_offer = None;
                 p.last_rx = now;
                 p.next_timeout = None;
+                p.twcc_guard = TwccGuard::default();
             }
         }
         let peer = self

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use str0m::rtp::{ExtensionValues, RtpWrite};
+use videoroom::rtc::sfu::SfuEvent;
 
 #[path = "../../kit/media_world.rs"]
 mod media_world;
@@ -39,7 +40,12 @@ fuzz_target!(|data: &[u8]| {
         let mut world = world.borrow_mut();
         let now = world.now;
         let publisher = &mut world.browsers[0];
-        let pts: Vec<_> = publisher.rtc.codec_config().iter().map(|c| c.pt()).collect();
+        let pts: Vec<_> = publisher
+            .rtc
+            .codec_config()
+            .iter()
+            .map(|c| c.pt())
+            .collect();
         // Eight bytes a packet: track, payload type, sequence step (i16), timestamp step,
         // flags (marker, audio level present, voice activity), audio level, payload length.
         for (n, p) in data.chunks_exact(8).take(64).enumerate() {
@@ -80,6 +86,15 @@ fuzz_target!(|data: &[u8]| {
         for browser in &mut world.browsers {
             browser.received.clear();
         }
+        // A publisher whose packets the SFU had to keep from str0m (transport-wide numbers out
+        // of its reach) is failed; later inputs need a live one.
+        let failed = world
+            .events
+            .iter()
+            .any(|(_, _, e)| matches!(e, SfuEvent::PeerFailed(_)));
         world.events.clear();
+        if failed {
+            *world = publisher_and_subscriber();
+        }
     })
 });
