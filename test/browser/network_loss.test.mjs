@@ -17,8 +17,8 @@
 // A relay, not `tc netem`: netem is a kernel module this project's CI kernel does not have.
 //
 // Needs root (network namespaces): skipped with the reason otherwise, unless
-// VIDEOROOM_NETNS_REQUIRED=1 (set it where the test must run; run_all.sh does not, since some CI containers cannot make one), which turns the skip
-// into a failure. NETWORK_LOSS_PHASE_SECS (default 25) is the length of each measured phase.
+// VIDEOROOM_NETNS_REQUIRED=1, which turns the skip into a failure (set it where the test must run;
+// run_all.sh does not, since some CI containers cannot make a namespace). NETWORK_LOSS_PHASE_SECS (default 25) is the length of each measured phase.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
