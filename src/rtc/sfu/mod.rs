@@ -33,6 +33,9 @@
 //!   changes; STUN responses always go where str0m sends them. When the path moves, keyframes
 //!   are asked for the peer's own video and for every video it receives: both directions lost
 //!   frames while the old path was dying.
+//! - Transport-wide numbers: each peer's RTP passes the `twcc_guard` before str0m, which keeps
+//!   away numbers str0m 0.25 would extend below zero (its TWCC feedback then grows without
+//!   bound); a peer whose packets keep being dropped fails (see that module).
 //! - Failure: a connected peer from which nothing arrived for `peer_timeout` (browsers send
 //!   RTP, RTCP and STUN consent checks every few hundred ms to 2.5 s), or one that did not
 //!   connect within `connect_timeout` of its first offer, or whose DTLS closed, is reported once
