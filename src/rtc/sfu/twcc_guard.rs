@@ -8,7 +8,8 @@
 //! others with "missing" chunks, one per 8192 numbers, without bound: gigabytes within one
 //! timeout, and the process is killed for memory. Any participant can send such a packet (it
 //! only needs its own SRTP keys). So can an honest sender that str0m ignored for 32768 packets
-//! (str0m drops duplicates and packets of unknown streams before it registers their numbers).
+//! (str0m returns before registering the number of a packet it cannot map to a stream, find a
+//! payload type for, or authenticate).
 //! The fuzz target `rtp_forward` found it.
 //!
 //! How: the registered highest `H` is str0m's, not visible; the guard keeps a lower bound `L`
