@@ -12,11 +12,13 @@
 //! `--drain-delay` passes before the sockets are told 1012) until the process exits, while the
 //! listener keeps answering.
 
+use crate::cluster::Cluster;
+use crate::cluster::pubsub::RedisPubSub;
 use crate::config::Config;
 use crate::metrics::{Health, Metrics};
 use crate::phoenix::Router;
 use crate::phoenix::transport::{Endpoint, SocketMount};
-use crate::room::{RoomRegistry, RoomsConfig};
+use crate::room::{Placement, RoomRegistry, RoomsConfig};
 use crate::rtc::driver::MediaPlane;
 use crate::rtc::metrics::Heartbeats;
 use crate::rtc::sfu::SfuConfig;
@@ -24,9 +26,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
-use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
+use warp::{Filter, Reply};
 
 /// Mount path of the Phoenix socket (`/socket/websocket`, `/socket/longpoll`).
 pub const SOCKET_PATH: &str = "/socket";
@@ -40,6 +42,9 @@ pub fn socket_router(rooms: RoomRegistry) -> Router {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// `--redis-url` is set but Redis cannot be used.
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// `--static-dir` does not name a readable folder.
     #[error("static files: {0}")]
     StaticDir(#[from] crate::web::StaticDirError),
@@ -74,19 +79,50 @@ pub struct App {
     tls: Option<tokio_rustls::TlsAcceptor>,
     metrics: Arc<Metrics>,
     health: Health,
+    cluster: Option<Cluster>,
 }
 
 impl App {
     /// Builds the rooms (on the media socket `udp`; `None`: signalling only, no media), the
-    /// routes, and loads (or generates) the TLS certificate; fails on bad settings.
+    /// routes, and loads (or generates) the TLS certificate; fails on bad settings. One node:
+    /// `--redis-url` is not looked at (see [`App::start`]).
     /// Must run inside the tokio runtime (it starts the UDP mux task).
     pub fn new(config: Config, udp: Option<UdpSocket>) -> Result<Self, StartError> {
+        Self::build(config, udp, Arc::new(Metrics::new()), None)
+    }
+
+    /// [`App::new`], joining the cluster first when `--redis-url` is set (fails when Redis
+    /// does not answer: a node meant for a cluster never runs alone by mistake).
+    pub async fn start(config: Config, udp: Option<UdpSocket>) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new());
+        let cluster = match config.cluster_config() {
+            Some(settings) => Some(Cluster::connect(settings, metrics.cluster.clone()).await?),
+            None => None,
+        };
+        Self::build(config, udp, metrics, cluster)
+    }
+
+    fn build(
+        config: Config,
+        udp: Option<UdpSocket>,
+        metrics: Arc<Metrics>,
+        cluster: Option<Cluster>,
+    ) -> Result<Self, StartError> {
         let heartbeats = Heartbeats::default();
         let health = Health::new(heartbeats.clone(), config.stall_timeout());
-        let rooms = watched_room_registry(&config, udp, &metrics, heartbeats);
-        let endpoint = Endpoint::new().with_metrics(metrics.sockets.clone());
-        let ops = crate::metrics::routes(metrics.clone(), health.clone());
+        let placement = cluster.clone().map(|c| Arc::new(c) as Arc<dyn Placement>);
+        let rooms = watched_room_registry(&config, udp, &metrics, heartbeats, placement);
+        let endpoint = match &cluster {
+            Some(cluster) => Endpoint::with_pubsub(RedisPubSub::start(cluster)),
+            None => Endpoint::new(),
+        }
+        .with_metrics(metrics.sockets.clone());
+        if let Some(cluster) = &cluster {
+            cluster.start(rooms.clone());
+        }
+        let ops = crate::metrics::routes(metrics.clone(), health.clone())
+            .or(cluster_route(cluster.clone(), rooms.clone()))
+            .unify();
         let filter = ops
             .or(routes(&config, &endpoint, rooms.clone())?)
             .unify()
@@ -100,6 +136,7 @@ impl App {
             tls,
             metrics,
             health,
+            cluster,
         })
     }
 
@@ -128,10 +165,16 @@ impl App {
         let drain_timeout = self.config.drain_timeout();
         let drain_delay = self.config.drain_delay();
         let health = self.health.clone();
+        let (cluster, rooms) = (self.cluster.clone(), self.rooms.clone());
         let shutdown = async move {
             shutdown.await;
             // From here until exit /readyz answers 503; the listener stays open meanwhile.
             health.start_draining();
+            // Clustered: the rooms are released first, so the peers told to reconnect below
+            // are placed on the other nodes at once.
+            if let Some(cluster) = cluster {
+                cluster.leave(&rooms).await;
+            }
             if !drain_delay.is_zero() {
                 log::info!("shutting down: not ready; sockets close in {drain_delay:?}");
                 tokio::time::sleep(drain_delay).await;
@@ -154,7 +197,30 @@ impl App {
 /// The room registry for `config`, sharing the media socket `udp` (no media plane if `None`).
 /// Must run inside the tokio runtime (it starts the UDP mux task).
 pub fn room_registry(config: &Config, udp: Option<UdpSocket>) -> RoomRegistry {
-    watched_room_registry(config, udp, &Metrics::new(), Heartbeats::default())
+    watched_room_registry(config, udp, &Metrics::new(), Heartbeats::default(), None)
+}
+
+/// `GET /cluster`: this node, the live nodes and Redis's state as JSON (one node: Redis
+/// `"off"`, no other nodes).
+fn cluster_route(cluster: Option<Cluster>, rooms: RoomRegistry) -> BoxedFilter<(Response,)> {
+    warp::path("cluster")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(move || {
+            let status = match &cluster {
+                Some(cluster) => cluster.status(&rooms),
+                None => serde_json::json!({
+                    "node": {
+                        "rooms": rooms.room_count(),
+                        "peers": rooms.metrics().peers.get(),
+                    },
+                    "nodes": [],
+                    "redis": "off",
+                }),
+            };
+            warp::reply::json(&status).into_response()
+        })
+        .boxed()
 }
 
 /// [`room_registry`] counting in `metrics`, with the UDP mux and every room's media loop
@@ -164,6 +230,7 @@ fn watched_room_registry(
     udp: Option<UdpSocket>,
     metrics: &Metrics,
     heartbeats: Heartbeats,
+    placement: Option<Arc<dyn Placement>>,
 ) -> RoomRegistry {
     let sfu = SfuConfig {
         metrics: metrics.media.clone(),
@@ -185,6 +252,7 @@ fn watched_room_registry(
         metrics: metrics.rooms.clone(),
         fault_injection,
         reconnect_grace: config.reconnect_grace(),
+        placement,
         ..RoomsConfig::default()
     };
     RoomRegistry::new(rooms, media)

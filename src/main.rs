@@ -14,7 +14,7 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let app = match videoroom::app::App::new(config.clone(), Some(udp)) {
+    let app = match videoroom::app::App::start(config.clone(), Some(udp)).await {
         Ok(app) => app,
         Err(e) => {
             log::error!("cannot start: {e}");
