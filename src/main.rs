@@ -14,17 +14,24 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let app = match videoroom::app::App::start(config.clone(), Some(udp)).await {
-        Ok(app) => app,
-        Err(e) => {
-            log::error!("cannot start: {e}");
-            std::process::exit(1);
-        }
-    };
     let listener = match tokio::net::TcpListener::bind(config.listen_addr()).await {
         Ok(l) => l,
         Err(e) => {
             log::error!("cannot listen on {}: {e}", config.listen_addr());
+            std::process::exit(1);
+        }
+    };
+    // `--port 0` picks a free port: the cluster registers the port actually bound.
+    let mut config = config;
+    if config.port == 0
+        && let Ok(bound) = listener.local_addr()
+    {
+        config.port = bound.port();
+    }
+    let app = match videoroom::app::App::start(config.clone(), Some(udp)).await {
+        Ok(app) => app,
+        Err(e) => {
+            log::error!("cannot start: {e}");
             std::process::exit(1);
         }
     };
