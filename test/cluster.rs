@@ -248,6 +248,43 @@ async fn killing_the_node_that_owns_a_room_brings_the_room_back_on_a_survivor() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_the_node_that_owns_a_room_releases_it_and_its_peers_move_to_the_others() {
+    let redis = Redis::start();
+    let n1 = node(&redis, "n1");
+    let n2 = node(&redis, "n2");
+    let n3 = node(&redis, "n3");
+    wait_for_nodes(&[&n1, &n2, &n3]).await;
+    let options = |name: &str| PeerOptions::new(name).reconnecting(Duration::from_secs(60));
+    let a = join_accepted_at(&n2.socket_url(), "d", options("a")).await;
+    let b = join_accepted_at(&n3.socket_url(), "d", options("b")).await;
+    wait_receiving(&a, &[&b]).await;
+    assert_eq!(redis.get("videoroom:room:d").await.as_deref(), Some("n1"));
+
+    let drained = Instant::now();
+    let term = Command::new("kill")
+        .args(["-TERM", &n1.pid().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(term.success());
+    reconnected(&a).await;
+    reconnected(&b).await;
+    wait_receiving(&a, &[&b]).await;
+    wait_receiving(&b, &[&a]).await;
+    println!(
+        "owner drained → media flowing both ways after {:?}",
+        drained.elapsed()
+    );
+    let owner = redis.get("videoroom:room:d").await;
+    assert!(matches!(owner.as_deref(), Some("n2" | "n3")), "{owner:?}");
+    assert!(
+        n1.log()
+            .contains("node n1 left the cluster, releasing 1 rooms"),
+        "{}",
+        n1.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_under_load_keeps_live_rooms_and_the_registry_is_rebuilt() {
     let mut redis = Redis::start();
     let mut n1 = node(&redis, "n1");
