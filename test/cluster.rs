@@ -118,6 +118,28 @@ fn node(redis: &Redis, id: &str) -> ServerProcess {
     )
 }
 
+/// Nodes n1, n2 and n3 on `redis`, once each sees all three.
+async fn three_nodes(redis: &Redis) -> [ServerProcess; 3] {
+    let nodes = ["n1", "n2", "n3"].map(|id| node(redis, id));
+    wait_for_nodes(&[&nodes[0], &nodes[1], &nodes[2]]).await;
+    nodes
+}
+
+/// Peers a (socket on `via_a`) and b (on `via_b`) in `room`, reconnecting as our client does,
+/// once each receives the other's media.
+async fn relayed_pair(
+    via_a: &ServerProcess,
+    via_b: &ServerProcess,
+    room: &str,
+) -> [HeadlessPeer; 2] {
+    let options = |name: &str| PeerOptions::new(name).reconnecting(Duration::from_secs(60));
+    let a = join_accepted_at(&via_a.socket_url(), room, options("a")).await;
+    let b = join_accepted_at(&via_b.socket_url(), room, options("b")).await;
+    wait_receiving(&a, &[&b]).await;
+    wait_receiving(&b, &[&a]).await;
+    [a, b]
+}
+
 /// `GET /cluster` of `server`, parsed.
 async fn cluster_status(server: &ServerProcess) -> Value {
     let (status, body) = server.get("/cluster").await.expect("/cluster answers");
@@ -172,10 +194,7 @@ async fn more_packets(subscriber: &HeadlessPeer, publisher: &HeadlessPeer, befor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_joining_one_room_through_different_nodes_see_and_hear_each_other() {
     let redis = Redis::start();
-    let n1 = node(&redis, "n1");
-    let n2 = node(&redis, "n2");
-    let n3 = node(&redis, "n3");
-    wait_for_nodes(&[&n1, &n2, &n3]).await;
+    let [n1, n2, n3] = three_nodes(&redis).await;
 
     // No node runs anything: the new room goes to the least loaded, ties by id: n1. Both
     // peers' sockets are on other nodes, so both are relayed there.
@@ -209,15 +228,8 @@ async fn peers_joining_one_room_through_different_nodes_see_and_hear_each_other(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_node_that_owns_a_room_brings_the_room_back_on_a_survivor() {
     let redis = Redis::start();
-    let n1 = node(&redis, "n1");
-    let n2 = node(&redis, "n2");
-    let n3 = node(&redis, "n3");
-    wait_for_nodes(&[&n1, &n2, &n3]).await;
-    let options = |name: &str| PeerOptions::new(name).reconnecting(Duration::from_secs(60));
-    let a = join_accepted_at(&n2.socket_url(), "k", options("a")).await;
-    let b = join_accepted_at(&n3.socket_url(), "k", options("b")).await;
-    wait_receiving(&a, &[&b]).await;
-    wait_receiving(&b, &[&a]).await;
+    let [n1, n2, n3] = three_nodes(&redis).await;
+    let [a, b] = relayed_pair(&n2, &n3, "k").await;
     assert_eq!(rooms_on(&n1).await, 1);
 
     let killed = Instant::now();
@@ -250,14 +262,8 @@ async fn killing_the_node_that_owns_a_room_brings_the_room_back_on_a_survivor() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_the_node_that_owns_a_room_releases_it_and_its_peers_move_to_the_others() {
     let redis = Redis::start();
-    let n1 = node(&redis, "n1");
-    let n2 = node(&redis, "n2");
-    let n3 = node(&redis, "n3");
-    wait_for_nodes(&[&n1, &n2, &n3]).await;
-    let options = |name: &str| PeerOptions::new(name).reconnecting(Duration::from_secs(60));
-    let a = join_accepted_at(&n2.socket_url(), "d", options("a")).await;
-    let b = join_accepted_at(&n3.socket_url(), "d", options("b")).await;
-    wait_receiving(&a, &[&b]).await;
+    let [n1, n2, n3] = three_nodes(&redis).await;
+    let [a, b] = relayed_pair(&n2, &n3, "d").await;
     assert_eq!(redis.get("videoroom:room:d").await.as_deref(), Some("n1"));
 
     let drained = Instant::now();
@@ -287,10 +293,7 @@ async fn draining_the_node_that_owns_a_room_releases_it_and_its_peers_move_to_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_under_load_keeps_live_rooms_and_the_registry_is_rebuilt() {
     let mut redis = Redis::start();
-    let mut n1 = node(&redis, "n1");
-    let mut n2 = node(&redis, "n2");
-    let mut n3 = node(&redis, "n3");
-    wait_for_nodes(&[&n1, &n2, &n3]).await;
+    let [mut n1, mut n2, mut n3] = three_nodes(&redis).await;
     let a = join_accepted_at(&n1.socket_url(), "live", PeerOptions::new("a")).await;
     let b = join_accepted_at(&n2.socket_url(), "live", PeerOptions::new("b")).await;
     wait_receiving(&a, &[&b]).await;

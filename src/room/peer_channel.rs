@@ -153,14 +153,7 @@ impl Joined {
             | RoomError::NoRuntime
             | RoomError::Resume(_) => "room closed",
         };
-        ctx.push(
-            "mediaEvent",
-            json!({ "data": crate::rtc::media_event::MediaEventOut::error(reason).to_json() }),
-        );
-        HandleIn::Stop {
-            reason: StopReason::Shutdown(reason.into()),
-            reply: None,
-        }
+        disconnect(ctx, reason)
     }
 
     /// Queues the command `command` builds within this peer's share of the room's inbox;
@@ -425,14 +418,19 @@ impl PeerChannel {
             .get_or_create(&[("queue", "relay")])
             .inc();
         let reason = "room overloaded";
-        ctx.push(
-            "mediaEvent",
-            json!({ "data": crate::rtc::media_event::MediaEventOut::error(reason).to_json() }),
-        );
-        HandleIn::Stop {
-            reason: StopReason::Shutdown(reason.into()),
-            reply: None,
-        }
+        disconnect(ctx, reason)
+    }
+}
+
+/// Ends the channel for `reason`, which the client first hears as an `error` media event.
+fn disconnect(ctx: &mut ChannelContext, reason: &str) -> HandleIn {
+    ctx.push(
+        "mediaEvent",
+        json!({ "data": crate::rtc::media_event::MediaEventOut::error(reason).to_json() }),
+    );
+    HandleIn::Stop {
+        reason: StopReason::Shutdown(reason.into()),
+        reply: None,
     }
 }
 
