@@ -305,6 +305,39 @@ async fn killing_the_node_that_owns_a_room_brings_the_room_back_on_a_survivor() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_answering_is_given_up_and_its_room_comes_back_on_a_survivor() {
+    let redis = Redis::start();
+    let [n1, n2, n3] = three_nodes(&redis).await;
+    let [a, b] = relayed_pair(&n2, &n3, "frozen").await;
+    // SIGSTOP: the node's sockets stay open but nothing answers (a host gone silent, a
+    // partition). No connection is refused, so only silence tells: the relay links give up
+    // after 15 s without a frame, and the frozen node's leases have run out by then.
+    signal(&n1, "-STOP");
+    let frozen = Instant::now();
+    reconnected(&a).await;
+    reconnected(&b).await;
+    wait_receiving(&a, &[&b]).await;
+    wait_receiving(&b, &[&a]).await;
+    println!(
+        "owner frozen → media flowing both ways after {:?}",
+        frozen.elapsed()
+    );
+    let owner = redis.get("videoroom:room:frozen").await;
+    assert!(matches!(owner.as_deref(), Some("n2" | "n3")), "{owner:?}");
+    assert!(n2.log().contains("was silent for 15s"), "{}", n2.log());
+    signal(&n1, "-CONT");
+}
+
+/// Sends `signal` (`-STOP`, `-TERM`, …) to `node`'s process.
+fn signal(node: &ServerProcess, signal: &str) {
+    let sent = Command::new("kill")
+        .args([signal, &node.pid().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_the_node_that_owns_a_room_releases_it_and_its_peers_move_to_the_others() {
     let redis = Redis::start();
     let [n1, n2, n3] = three_nodes(&redis).await;
@@ -312,11 +345,7 @@ async fn draining_the_node_that_owns_a_room_releases_it_and_its_peers_move_to_th
     assert_eq!(redis.get("videoroom:room:d").await.as_deref(), Some("n1"));
 
     let drained = Instant::now();
-    let term = Command::new("kill")
-        .args(["-TERM", &n1.pid().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(term.success());
+    signal(&n1, "-TERM");
     reconnected(&a).await;
     reconnected(&b).await;
     wait_receiving(&a, &[&b]).await;

@@ -38,7 +38,12 @@ use crate::phoenix::{ChannelSender, JoinReply, ReplyRef};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Heartbeat period on the link (the owning node closes sockets idle for a minute).
-const HEARTBEAT: Duration = Duration::from_secs(20);
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// A link that has heard nothing (not even a heartbeat reply) for this long is lost: a node
+/// whose host went down without closing its connections is noticed here, not after TCP's own
+/// retransmission timeout of many minutes.
+const SILENCE_LIMIT: Duration = Duration::from_secs(15);
 
 /// Largest frame accepted from the room's node: far above any SDP offer or room snapshot
 /// a room's limits allow, small enough that a confused node cannot make us buffer much.
@@ -193,6 +198,7 @@ impl LinkTask {
     async fn relay(&mut self, mut ws: Ws, mut rx: mpsc::Receiver<RelayCommand>) -> RelayEnd {
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.tick().await;
+        let mut last_heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 command = rx.recv() => {
@@ -206,6 +212,7 @@ impl LinkTask {
                     }
                 }
                 frame = next_frame(&mut ws) => {
+                    last_heard = tokio::time::Instant::now();
                     match frame {
                         Ok(frame) => if let Some(end) = self.deliver(frame) {
                             return end;
@@ -214,6 +221,9 @@ impl LinkTask {
                     }
                 }
                 _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > SILENCE_LIMIT {
+                        return RelayEnd::Lost(format!("the room's node was silent for {SILENCE_LIMIT:?}"));
+                    }
                     let r = self.take_ref();
                     let beat = json!([null, r.to_string(), "phoenix", "heartbeat", {}]);
                     if let Err(end) = send(&mut ws, &beat).await {
