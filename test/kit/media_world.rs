@@ -580,7 +580,7 @@ impl World {
     /// browsers, join requests accepted (the room actor's admission, which always admits here).
     pub fn drain_room(&mut self, r: usize) {
         let now = self.now;
-        let spent = room_work(|| self.drain_room_outputs(r, now));
+        let ((), spent) = room_work(|| self.drain_room_outputs(r, now));
         self.room_time += spent;
     }
 
@@ -624,7 +624,7 @@ impl World {
             received: self.now,
             contents: Bytes::from(data),
         };
-        let spent = room_work(|| self.rooms[r].core.handle_datagram(&datagram));
+        let ((), spent) = room_work(|| self.rooms[r].core.handle_datagram(&datagram));
         self.room_time += spent;
     }
 
@@ -750,8 +750,12 @@ impl World {
         for r in 0..self.rooms.len() {
             let core = &mut self.rooms[r].core;
             // The driver's deadline, as the room's shell sleeps until it (None: not yet asked).
-            if core.deadline().is_none_or(|t| t <= now) {
-                self.room_time += room_work(|| core.handle_timeout(now));
+            // Asking the deadline is the room's work too (the shell asks after every input).
+            let (deadline, spent) = room_work(|| core.deadline());
+            self.room_time += spent;
+            if deadline.is_none_or(|t| t <= now) {
+                let ((), spent) = room_work(|| core.handle_timeout(now));
+                self.room_time += spent;
             }
             self.drain_room(r);
         }
@@ -846,13 +850,13 @@ pub fn connected(world: &World, i: usize) -> bool {
     }
 }
 
-/// Runs `work` (the room's driver: a datagram, a timeout, draining its outputs) and returns how
-/// long it took. Never inlined, so that an instruction counter can count the room's work alone:
-/// `valgrind --tool=callgrind --toggle-collect='*room_work*'` (see BENCHMARKS.md), repeatable
-/// where wall time on a shared machine is not.
+/// Runs `work` (the room's driver: a datagram, a timeout, its deadline, draining its outputs)
+/// and returns its result and how long it took. Never inlined, so that an instruction counter
+/// can count the room's work alone: `valgrind --tool=callgrind --toggle-collect='*room_work*'`
+/// (see BENCHMARKS.md), repeatable where wall time on a shared machine is not.
 #[inline(never)]
-pub fn room_work(work: impl FnOnce()) -> Duration {
+pub fn room_work<R>(work: impl FnOnce() -> R) -> (R, Duration) {
     let started = Instant::now();
-    work();
-    started.elapsed()
+    let result = work();
+    (result, started.elapsed())
 }
