@@ -8,7 +8,7 @@ use str0m::rtp::RtpPacket;
 
 use super::consumer::{Outgoing, Written};
 use super::{Peer, Sfu};
-use crate::rtc::ids::{MediaKind, PeerId, TrackId};
+use crate::rtc::ids::{MediaKind, PeerId, PeerMap, TrackId};
 use crate::rtc::metrics::MediaMetrics;
 
 impl Sfu {
@@ -145,7 +145,7 @@ impl Sfu {
 /// The first media packet of a publisher: observes how long it took since its first offer. A
 /// function of the fields it needs, so [`Sfu::forward`] can call it while it holds the producer.
 fn note_first_media(
-    peers: &mut HashMap<PeerId, Peer>,
+    peers: &mut PeerMap<Peer>,
     publisher: PeerId,
     now: Instant,
     metrics: &MediaMetrics,

@@ -68,7 +68,7 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use self::consumer::Consumer;
 use self::track::{KeyframeLimiter, SilenceDiscarder};
 use self::twcc_guard::TwccGuard;
-use crate::rtc::ids::{MediaKind, PeerId, RoomId, TrackId};
+use crate::rtc::ids::{MediaKind, PeerId, PeerMap, RoomId, TrackId};
 use crate::rtc::metrics::{GaugeShare, MediaMetrics};
 use crate::rtc::net::{AddrCache, Datagram, Stun};
 
@@ -244,7 +244,7 @@ pub struct Sfu {
     config: SfuConfig,
     /// One certificate for every peer: generating one per `Rtc` would cost a key generation each.
     dtls_cert: Option<DtlsCert>,
-    peers: HashMap<PeerId, Peer>,
+    peers: PeerMap<Peer>,
     /// Producers by (publisher, its mid).
     producers: HashMap<(PeerId, Mid), Producer>,
     /// The only randomness of the SFU, seeded by [`SfuConfig::seed`].
@@ -364,7 +364,7 @@ impl Sfu {
             stats: SfuStats::default(),
             config,
             dtls_cert,
-            peers: HashMap::new(),
+            peers: PeerMap::default(),
             producers: HashMap::new(),
             rng,
             dirty: VecDeque::new(),
