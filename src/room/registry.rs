@@ -25,6 +25,7 @@ use super::{Lease, PeerSink, RoomError};
 use crate::rtc::driver::MediaPlane;
 use crate::rtc::engine::EngineLimits;
 use crate::rtc::ids::PeerId;
+use crate::rtc::turn::IceServers;
 
 /// Settings shared by every room.
 #[derive(Clone)]
@@ -52,6 +53,9 @@ pub struct RoomsConfig {
     /// How long a peer whose socket was lost can be resumed (the engine holds it that long,
     /// [`EngineLimits::reconnect_grace`]); spent resume tokens are remembered as long.
     pub reconnect_grace: Duration,
+    /// The embedded TURN server's ports and credentials, sent with every channel join (`None`:
+    /// TURN is off and the join reply stays `{}`).
+    pub ice_servers: Option<IceServers>,
 }
 
 impl RoomsConfig {
@@ -82,6 +86,7 @@ impl Default for RoomsConfig {
             metrics: RoomMetrics::default(),
             fault_injection: false,
             reconnect_grace: EngineLimits::default().reconnect_grace,
+            ice_servers: None,
         }
     }
 }
@@ -385,6 +390,11 @@ impl RoomRegistry {
     /// The rooms' counters and gauges.
     pub(crate) fn metrics(&self) -> &RoomMetrics {
         &self.inner.config.metrics
+    }
+
+    /// The TURN servers joiners are told about (`None`: TURN is off).
+    pub(crate) fn ice_servers(&self) -> Option<&IceServers> {
+        self.inner.config.ice_servers.as_ref()
     }
 
     /// The number of running rooms.

@@ -39,4 +39,5 @@ pub mod media_event;
 pub mod metrics;
 pub mod net;
 pub mod sfu;
+pub mod turn;
 pub mod udp;
