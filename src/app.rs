@@ -234,7 +234,10 @@ mod turn {
         let udp = std_udp(bind(config.turn_port))?;
         let tcp = std_tcp(bind(config.turn_port))?;
         let tls = match tls {
-            Some(identity) => Some((std_tcp(bind(config.turn_tls_port))?, identity.turn_acceptor()?)),
+            Some(identity) => Some((
+                std_tcp(bind(config.turn_tls_port))?,
+                identity.turn_acceptor()?,
+            )),
             None => None,
         };
         let port = |l: &tokio::net::TcpListener| l.local_addr().ok().map(|a| a.port());

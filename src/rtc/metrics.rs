@@ -175,9 +175,8 @@ impl Default for TurnMetrics {
     fn default() -> Self {
         let (relayed_bytes, relayed_packets) =
             (LabeledCounters::default(), LabeledCounters::default());
-        let direction = |f: &LabeledCounters, d: &'static str| {
-            f.get_or_create_owned(&[("direction", d)])
-        };
+        let direction =
+            |f: &LabeledCounters, d: &'static str| f.get_or_create_owned(&[("direction", d)]);
         TurnMetrics {
             allocations: Gauge::default(),
             bytes_to_sfu: direction(&relayed_bytes, "to_sfu"),

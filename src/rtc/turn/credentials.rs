@@ -93,9 +93,7 @@ impl TurnSecret {
 
 /// The user (peer id) of a REST-API username, if it has not expired at `now_unix`.
 pub fn user_of(username: &str, now_unix: u64) -> Result<&str, UsernameRefusal> {
-    let (expiry, user) = username
-        .split_once(':')
-        .ok_or(UsernameRefusal::Malformed)?;
+    let (expiry, user) = username.split_once(':').ok_or(UsernameRefusal::Malformed)?;
     let expiry: u64 = expiry.parse().map_err(|_| UsernameRefusal::Malformed)?;
     if user.is_empty() {
         return Err(UsernameRefusal::Malformed);

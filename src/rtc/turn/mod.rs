@@ -121,8 +121,14 @@ mod tests {
             }])
         );
         let named = servers(Some("turn.example.com")).for_peer("p1", Some("a:1"), 100);
-        assert_eq!(named[0]["urls"][0], "turn:turn.example.com:3478?transport=udp");
-        assert_eq!(servers(None).for_peer("p1", None, 100), serde_json::json!([]));
+        assert_eq!(
+            named[0]["urls"][0],
+            "turn:turn.example.com:3478?transport=udp"
+        );
+        assert_eq!(
+            servers(None).for_peer("p1", None, 100),
+            serde_json::json!([])
+        );
         let v4 = servers(None).for_peer("p1", Some("127.0.0.1:4000"), 100);
         assert_eq!(v4[0]["urls"][2], "turns:127.0.0.1:5349?transport=tcp");
     }

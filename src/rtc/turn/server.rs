@@ -16,9 +16,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use stun::attributes::{
-    ATTR_NONCE, ATTR_REALM, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS, AttrType,
-};
+use stun::attributes::{ATTR_NONCE, ATTR_REALM, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS, AttrType};
 use stun::error_code::{
     CODE_ALLOC_MISMATCH, CODE_ALLOC_QUOTA_REACHED, CODE_BAD_REQUEST, CODE_FORBIDDEN,
     CODE_INSUFFICIENT_CAPACITY, CODE_STALE_NONCE, CODE_UNAUTHORIZED, CODE_UNSUPPORTED_TRANS_PROTO,
@@ -255,7 +253,12 @@ impl TurnServer {
         }
         let mut msg = Message::new();
         if msg.unmarshal_binary(bytes).is_err() {
-            out.push(refused(client, 0, "malformed", "not STUN or ChannelData".into()));
+            out.push(refused(
+                client,
+                0,
+                "malformed",
+                "not STUN or ChannelData".into(),
+            ));
             return out;
         }
         let method = msg.typ.method;
@@ -273,7 +276,10 @@ impl TurnServer {
                 ip: client.addr.ip(),
                 port: client.addr.port(),
             };
-            out.push(to_client(client, success(&msg, vec![Box::new(mapped)], None)));
+            out.push(to_client(
+                client,
+                success(&msg, vec![Box::new(mapped)], None),
+            ));
             return out;
         }
         if ![
@@ -285,7 +291,15 @@ impl TurnServer {
         .contains(&method)
         {
             let reason = "unknown method";
-            self.error(&mut out, client, &msg, CODE_BAD_REQUEST, None, reason, String::new());
+            self.error(
+                &mut out,
+                client,
+                &msg,
+                CODE_BAD_REQUEST,
+                None,
+                reason,
+                String::new(),
+            );
             return out;
         }
         let auth = match self.authenticate(unix_now, client, &mut msg) {
@@ -299,7 +313,15 @@ impl TurnServer {
         let Some(&id) = self.by_client.get(&client) else {
             let detail = format!("no allocation for {}", client.addr);
             let key = Some(auth.key.as_slice());
-            self.error(&mut out, client, &msg, CODE_ALLOC_MISMATCH, key, "mismatch", detail);
+            self.error(
+                &mut out,
+                client,
+                &msg,
+                CODE_ALLOC_MISMATCH,
+                key,
+                "mismatch",
+                detail,
+            );
             return out;
         };
         if self.allocations[&id].username != auth.username {
@@ -342,7 +364,15 @@ impl TurnServer {
                 self.remove(allocation, &mut out);
                 let detail = "no relay port could be bound".to_owned();
                 let code = CODE_INSUFFICIENT_CAPACITY;
-                self.error(&mut out, client, &request, code, Some(&key), "total_quota", detail);
+                self.error(
+                    &mut out,
+                    client,
+                    &request,
+                    code,
+                    Some(&key),
+                    "total_quota",
+                    detail,
+                );
             }
         }
         out
@@ -366,7 +396,12 @@ impl TurnServer {
             .sfu
             .iter()
             .filter(|s| s.actual == from && a.permitted(s.advertised.ip(), now))
-            .max_by_key(|s| (a.channel_to(s.advertised, now).is_some(), s.advertised == from))
+            .max_by_key(|s| {
+                (
+                    a.channel_to(s.advertised, now).is_some(),
+                    s.advertised == from,
+                )
+            })
             .map(|s| s.advertised);
         let Some(peer) = peer else {
             let detail = format!("datagram from {from} without a permission");
@@ -459,10 +494,16 @@ impl TurnServer {
             text(msg, ATTR_NONCE),
         ) else {
             // The first request of every client: the challenge, not a refusal.
-            return Err(vec![to_client(client, self.challenge(msg, CODE_UNAUTHORIZED))]);
+            return Err(vec![to_client(
+                client,
+                self.challenge(msg, CODE_UNAUTHORIZED),
+            )]);
         };
         if nonce.text != self.config.nonce {
-            return Err(vec![to_client(client, self.challenge(msg, CODE_STALE_NONCE))]);
+            return Err(vec![to_client(
+                client,
+                self.challenge(msg, CODE_STALE_NONCE),
+            )]);
         }
         let username = username.text;
         // Wrong or expired credentials get the challenge again (a client may retry once).
@@ -538,14 +579,30 @@ impl TurnServer {
                 out.push(to_client(client, allocate_success(&a.request, a, crypto)));
             } else if a.request.transaction_id != msg.transaction_id {
                 let detail = format!("{} already has an allocation", client.addr);
-                self.error(out, client, msg, CODE_ALLOC_MISMATCH, key, "mismatch", detail);
+                self.error(
+                    out,
+                    client,
+                    msg,
+                    CODE_ALLOC_MISMATCH,
+                    key,
+                    "mismatch",
+                    detail,
+                );
             }
             return;
         }
         let mut transport = RequestedTransport::default();
         if transport.get_from(msg).is_err() {
             let detail = "no REQUESTED-TRANSPORT".to_owned();
-            self.error(out, client, msg, CODE_BAD_REQUEST, key, "bad_request", detail);
+            self.error(
+                out,
+                client,
+                msg,
+                CODE_BAD_REQUEST,
+                key,
+                "bad_request",
+                detail,
+            );
             return;
         }
         if transport.protocol != PROTO_UDP {
@@ -622,12 +679,28 @@ impl TurnServer {
         let (client, key) = (a.client, a.key.clone());
         if peers.is_empty() {
             let detail = "no XOR-PEER-ADDRESS".to_owned();
-            self.error(out, client, msg, CODE_BAD_REQUEST, Some(&key), "bad_request", detail);
+            self.error(
+                out,
+                client,
+                msg,
+                CODE_BAD_REQUEST,
+                Some(&key),
+                "bad_request",
+                detail,
+            );
             return;
         }
         if let Some(bad) = peers.iter().find(|p| !self.is_sfu_ip(p.ip())) {
             let detail = format!("permission for {bad}, not the SFU");
-            self.error(out, client, msg, CODE_FORBIDDEN, Some(&key), "forbidden_peer", detail);
+            self.error(
+                out,
+                client,
+                msg,
+                CODE_FORBIDDEN,
+                Some(&key),
+                "forbidden_peer",
+                detail,
+            );
             return;
         }
         if let Some(a) = self.allocations.get_mut(&id) {
@@ -636,10 +709,19 @@ impl TurnServer {
             }
         }
         let crypto = self.config.secret.crypto().crypto();
-        out.push(to_client(client, signed_success(msg, Vec::new(), &key, crypto)));
+        out.push(to_client(
+            client,
+            signed_success(msg, Vec::new(), &key, crypto),
+        ));
     }
 
-    fn channel_bind(&mut self, now: Instant, id: AllocationId, msg: &Message, out: &mut Vec<Output>) {
+    fn channel_bind(
+        &mut self,
+        now: Instant,
+        id: AllocationId,
+        msg: &Message,
+        out: &mut Vec<Output>,
+    ) {
         let a = &self.allocations[&id];
         let (client, key) = (a.client, a.key.clone());
         let mut number = ChannelNumber::default();
@@ -650,12 +732,28 @@ impl TurnServer {
         let peer = SocketAddr::new(peer.ip, peer.port);
         if !valid {
             let detail = "bad CHANNEL-NUMBER or XOR-PEER-ADDRESS".to_owned();
-            self.error(out, client, msg, CODE_BAD_REQUEST, Some(&key), "bad_request", detail);
+            self.error(
+                out,
+                client,
+                msg,
+                CODE_BAD_REQUEST,
+                Some(&key),
+                "bad_request",
+                detail,
+            );
             return;
         }
         if !self.config.sfu.iter().any(|s| s.advertised == peer) {
             let detail = format!("channel to {peer}, not the SFU");
-            self.error(out, client, msg, CODE_FORBIDDEN, Some(&key), "forbidden_peer", detail);
+            self.error(
+                out,
+                client,
+                msg,
+                CODE_FORBIDDEN,
+                Some(&key),
+                "forbidden_peer",
+                detail,
+            );
             return;
         }
         // A number already bound to another peer, or this peer to another number: 400.
@@ -663,7 +761,15 @@ impl TurnServer {
             || a.channel_to(peer, now).is_some_and(|n| n != number.0);
         if taken {
             let detail = format!("channel {:#x} or {peer} bound otherwise", number.0);
-            self.error(out, client, msg, CODE_BAD_REQUEST, Some(&key), "bad_request", detail);
+            self.error(
+                out,
+                client,
+                msg,
+                CODE_BAD_REQUEST,
+                Some(&key),
+                "bad_request",
+                detail,
+            );
             return;
         }
         if let Some(a) = self.allocations.get_mut(&id) {
@@ -672,24 +778,44 @@ impl TurnServer {
             *permission = (*permission).max(now + PERMISSION_LIFETIME);
         }
         let crypto = self.config.secret.crypto().crypto();
-        out.push(to_client(client, signed_success(msg, Vec::new(), &key, crypto)));
+        out.push(to_client(
+            client,
+            signed_success(msg, Vec::new(), &key, crypto),
+        ));
     }
 
-    fn send_indication(&mut self, now: Instant, client: ClientId, msg: &Message, out: &mut Vec<Output>) {
+    fn send_indication(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        msg: &Message,
+        out: &mut Vec<Output>,
+    ) {
         let Some(&id) = self.by_client.get(&client) else {
             return;
         };
         let mut peer = PeerAddress::default();
         let mut data = Data::default();
         if peer.get_from(msg).is_err() || data.get_from(msg).is_err() {
-            out.push(refused(client, 0, "malformed", "Send without peer or data".into()));
+            out.push(refused(
+                client,
+                0,
+                "malformed",
+                "Send without peer or data".into(),
+            ));
             return;
         }
         let peer = SocketAddr::new(peer.ip, peer.port);
         self.to_peer(now, id, peer, data.0, out);
     }
 
-    fn channel_data_from_client(&mut self, now: Instant, client: ClientId, bytes: &[u8], out: &mut Vec<Output>) {
+    fn channel_data_from_client(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        bytes: &[u8],
+        out: &mut Vec<Output>,
+    ) {
         let Some(&id) = self.by_client.get(&client) else {
             return;
         };
@@ -712,14 +838,31 @@ impl TurnServer {
     }
 
     /// Relays `bytes` to the SFU address `peer` if it is one and permitted; else drops them.
-    fn to_peer(&mut self, now: Instant, id: AllocationId, peer: SocketAddr, bytes: Vec<u8>, out: &mut Vec<Output>) {
+    fn to_peer(
+        &mut self,
+        now: Instant,
+        id: AllocationId,
+        peer: SocketAddr,
+        bytes: Vec<u8>,
+        out: &mut Vec<Output>,
+    ) {
         let a = &self.allocations[&id];
         let Some(sfu) = self.config.sfu.iter().find(|s| s.advertised == peer) else {
-            out.push(refused(a.client, 403, "forbidden_peer", format!("Send to {peer}, not the SFU")));
+            out.push(refused(
+                a.client,
+                403,
+                "forbidden_peer",
+                format!("Send to {peer}, not the SFU"),
+            ));
             return;
         };
         if !a.permitted(peer.ip(), now) || a.relay.is_none() {
-            out.push(refused(a.client, 0, "no_permission", format!("Send to {peer} without a permission")));
+            out.push(refused(
+                a.client,
+                0,
+                "no_permission",
+                format!("Send to {peer} without a permission"),
+            ));
             return;
         }
         out.push(Output::ToPeer {
@@ -733,7 +876,6 @@ impl TurnServer {
         self.config.sfu.iter().any(|s| s.advertised.ip() == ip)
     }
 }
-
 
 fn to_client(client: ClientId, bytes: Vec<u8>) -> Output {
     Output::ToClient { client, bytes }
@@ -784,11 +926,20 @@ fn response(
     }
 }
 
-fn success(req: &Message, attributes: Setters<'_>, key: Option<(&[u8], &dyn stun::crypto::RTCCrypto)>) -> Vec<u8> {
+fn success(
+    req: &Message,
+    attributes: Setters<'_>,
+    key: Option<(&[u8], &dyn stun::crypto::RTCCrypto)>,
+) -> Vec<u8> {
     response(req, CLASS_SUCCESS_RESPONSE, attributes, key)
 }
 
-fn signed_success(req: &Message, attributes: Setters<'_>, key: &[u8], crypto: &dyn stun::crypto::RTCCrypto) -> Vec<u8> {
+fn signed_success(
+    req: &Message,
+    attributes: Setters<'_>,
+    key: &[u8],
+    crypto: &dyn stun::crypto::RTCCrypto,
+) -> Vec<u8> {
     success(req, attributes, Some((key, crypto)))
 }
 
@@ -807,7 +958,11 @@ fn error_response(
 }
 
 /// The Allocate success answer: relayed and mapped addresses, lifetime, signed.
-fn allocate_success(req: &Message, a: &Allocation, crypto: &dyn stun::crypto::RTCCrypto) -> Vec<u8> {
+fn allocate_success(
+    req: &Message,
+    a: &Allocation,
+    crypto: &dyn stun::crypto::RTCCrypto,
+) -> Vec<u8> {
     let relay = a.relay.unwrap_or(a.client.addr);
     let attributes: Setters<'_> = vec![
         Box::new(RelayedAddress {

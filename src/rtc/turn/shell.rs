@@ -150,7 +150,8 @@ impl ServerTask {
                     let unix = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
-                    self.core.handle_client(Instant::now(), unix, client, &bytes)
+                    self.core
+                        .handle_client(Instant::now(), unix, client, &bytes)
                 }
                 Event::Connected { client, outbox } => {
                     self.outboxes.insert(client, outbox);
@@ -165,7 +166,9 @@ impl ServerTask {
                     from,
                     bytes,
                 } => {
-                    let outputs = self.core.handle_peer(Instant::now(), allocation, from, &bytes);
+                    let outputs = self
+                        .core
+                        .handle_peer(Instant::now(), allocation, from, &bytes);
                     if outputs.iter().any(|o| matches!(o, Output::ToClient { .. })) {
                         self.metrics.packets_to_client.inc();
                         self.metrics.bytes_to_client.inc_by(bytes.len() as u64);
@@ -262,8 +265,13 @@ impl ServerTask {
             }
         };
         let port = socket.local_addr().ok()?.port();
-        let reader = tokio::spawn(read_relay(socket.clone(), allocation, self.inbox_tx.clone()));
-        self.relays.insert(allocation, RelaySocket { socket, reader });
+        let reader = tokio::spawn(read_relay(
+            socket.clone(),
+            allocation,
+            self.inbox_tx.clone(),
+        ));
+        self.relays
+            .insert(allocation, RelaySocket { socket, reader });
         Some(SocketAddr::new(self.relay.advertised_ip, port))
     }
 }
@@ -358,10 +366,8 @@ async fn accept(
             match tls {
                 None => serve_stream(stream, client, inbox).await,
                 Some(acceptor) => {
-                    let handshake = tokio::time::timeout(
-                        TLS_HANDSHAKE_TIMEOUT,
-                        acceptor.accept(stream),
-                    );
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     match handshake.await {
                         Ok(Ok(stream)) => serve_stream(stream, client, inbox).await,
                         Ok(Err(e)) => log::debug!("turn: TLS handshake with {addr} failed: {e}"),
@@ -381,7 +387,11 @@ where
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (outbox, mut outgoing) = mpsc::channel::<Vec<u8>>(OUTBOX_CAPACITY);
-    if inbox.send(Event::Connected { client, outbox }).await.is_err() {
+    if inbox
+        .send(Event::Connected { client, outbox })
+        .await
+        .is_err()
+    {
         return;
     }
     let write = async move {
