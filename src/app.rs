@@ -263,9 +263,13 @@ mod turn {
             max_allocations: config.turn_max_allocations,
             max_allocations_per_user: config.turn_max_allocations_per_peer,
         };
+        // Bound to one address, the relay is seen by the SFU at exactly the relayed address it
+        // advertises (bound to every interface, the kernel would pick the source per SFU
+        // address, and the browser would see a peer-reflexive candidate instead of its relay).
+        let relay_ip = relayed_ip(media, &sfu);
         let relay = RelaySettings {
-            bind_ip: media.ip(),
-            advertised_ip: relayed_ip(media, &sfu),
+            bind_ip: relay_ip,
+            advertised_ip: relay_ip,
         };
         log::info!(
             "turn: udp {udp_port:?} tcp {tcp_port:?} tls {tls_port:?}, relaying to {:?}",
@@ -309,14 +313,14 @@ mod turn {
             .collect()
     }
 
-    /// The IP of XOR-RELAYED-ADDRESS: the media socket's, or (bound to every interface) the
-    /// first advertised non-loopback address.
+    /// The IP relay sockets bind and advertise: the media socket's, or (bound to every
+    /// interface) the first local non-loopback address of the SFU.
     fn relayed_ip(media: SocketAddr, sfu: &[SfuAddr]) -> IpAddr {
         if !media.ip().is_unspecified() {
             return media.ip();
         }
         sfu.iter()
-            .map(|s| s.advertised.ip())
+            .map(|s| s.actual.ip())
             .find(|ip| !ip.is_loopback())
             .or_else(|| sfu.first().map(|s| s.advertised.ip()))
             .unwrap_or(media.ip())
