@@ -12,22 +12,17 @@
 #[allow(dead_code)]
 mod peer;
 
-#[path = "kit/phoenix.rs"]
-mod kit_phoenix;
-
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
-use stun::attributes::{ATTR_NONCE, ATTR_REALM, ATTR_USERNAME};
+use serde_json::{Value, json};
+use stun::attributes::{ATTR_NONCE, ATTR_REALM};
 use stun::error_code::ErrorCodeAttribute;
-use stun::integrity::MessageIntegrity;
 use stun::message::{
     CLASS_INDICATION, CLASS_REQUEST, Getter, METHOD_ALLOCATE, METHOD_CHANNEL_BIND,
-    METHOD_CREATE_PERMISSION, METHOD_REFRESH, METHOD_SEND, Message, MessageType, Method, Setter,
-    TransactionId,
+    METHOD_CREATE_PERMISSION, METHOD_REFRESH, METHOD_SEND, Message, Method, Setter, TransactionId,
 };
 use stun::textattrs::TextAttribute;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -42,6 +37,7 @@ use turn_proto::proto::peeraddr::PeerAddress;
 use turn_proto::proto::relayaddr::RelayedAddress;
 use turn_proto::proto::reqtrans::RequestedTransport;
 use videoroom::rtc::metrics::TurnMetrics;
+use videoroom::rtc::turn::client::{LongTermAuth, message};
 use videoroom::rtc::turn::server::{SfuAddr, TurnServerConfig};
 use videoroom::rtc::turn::shell::{RelaySettings, TurnSockets, frame_length};
 use videoroom::rtc::turn::{Credentials, TurnSecret};
@@ -204,38 +200,27 @@ impl Client {
     /// Sends a request of `method` with `attributes` (authenticated once challenged) and
     /// returns its answer.
     async fn request(&mut self, method: Method, attributes: Vec<Box<dyn Setter>>) -> Message {
-        let provider = stun::crypto::default_provider().expect("provider");
-        let mut msg = Message::new();
-        let mut setters: Vec<Box<dyn Setter + '_>> = vec![
-            Box::new(MessageType::new(method, CLASS_REQUEST)),
-            Box::new(TransactionId::new()),
-        ];
-        setters.extend(attributes);
-        if let Some((realm, nonce)) = &self.realm_nonce {
-            let Credentials { username, password } = self.credentials.clone();
-            setters.push(Box::new(TextAttribute::new(
-                ATTR_USERNAME,
-                username.clone(),
-            )));
-            setters.push(Box::new(TextAttribute::new(ATTR_REALM, realm.clone())));
-            setters.push(Box::new(TextAttribute::new(ATTR_NONCE, nonce.clone())));
-            let integrity = MessageIntegrity::new_long_term_integrity_with_provider(
-                username,
-                realm.clone(),
-                password,
-                provider.crypto(),
-            )
-            .expect("key");
-            setters.push(Box::new(integrity));
-        }
-        msg.build(&setters).expect("request");
-        self.send(&msg.raw).await;
+        let transaction = TransactionId::new();
+        let auth = self
+            .realm_nonce
+            .as_ref()
+            .map(|(realm, nonce)| LongTermAuth {
+                credentials: self.credentials.clone(),
+                realm: realm.clone(),
+                nonce: nonce.clone(),
+            });
+        let request = message(
+            method,
+            CLASS_REQUEST,
+            transaction.0,
+            attributes,
+            auth.as_ref(),
+        );
+        self.send(&request.expect("request")).await;
         loop {
             let bytes = self.recv_within(WAIT).await.expect("an answer");
             let mut answer = Message::new();
-            if answer.unmarshal_binary(&bytes).is_ok()
-                && answer.transaction_id == msg.transaction_id
-            {
+            if answer.unmarshal_binary(&bytes).is_ok() && answer.transaction_id == transaction {
                 return answer;
             }
         }
@@ -279,15 +264,11 @@ impl Client {
     }
 
     async fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) {
-        let mut msg = Message::new();
-        msg.build(&[
-            Box::new(MessageType::new(METHOD_SEND, CLASS_INDICATION)),
-            Box::new(peer_address(peer)),
-            Box::new(Data(data.to_vec())),
-        ])
-        .expect("indication");
-        msg.new_transaction_id().expect("transaction id");
-        self.send(&msg.raw).await;
+        let attributes: Vec<Box<dyn Setter>> =
+            vec![Box::new(peer_address(peer)), Box::new(Data(data.to_vec()))];
+        let transaction = TransactionId::new().0;
+        let indication = message(METHOD_SEND, CLASS_INDICATION, transaction, attributes, None);
+        self.send(&indication.expect("indication")).await;
     }
 
     async fn channel_data(&mut self, number: u16, data: &[u8]) {
@@ -566,8 +547,12 @@ async fn relay_only_peers_get_each_others_media_through_the_turn_server() {
     };
     let server = TestServer::start_with_config(config).await;
     let run = async {
-        let (phx, reply) = kit_phoenix::Client::joined(server.http, "room:probe").await;
-        let servers = &reply["response"]["iceServers"];
+        let (socket, _incoming) =
+            peer::phoenix::connect(&server.socket_url(), Duration::from_secs(30))
+                .await
+                .expect("socket");
+        let reply = socket.join("room:probe", json!({})).await.expect("joined");
+        let servers = &reply["iceServers"];
         let urls: Vec<&str> = servers[0]["urls"]
             .as_array()
             .expect("urls")
@@ -581,7 +566,7 @@ async fn relay_only_peers_get_each_others_media_through_the_turn_server() {
         );
         assert!(urls[0].starts_with("turn:127.0.0.1:") && urls[0].ends_with("?transport=udp"));
         assert!(urls[1].starts_with("turn:127.0.0.1:") && urls[1].ends_with("?transport=tcp"));
-        drop(phx);
+        socket.leave("room:probe").await;
 
         let a = join_accepted(&server, "relay", PeerOptions::new("a").relay_only()).await;
         let b = join_accepted(&server, "relay", PeerOptions::new("b").relay_only()).await;

@@ -1,5 +1,6 @@
 //! The embedded TURN server (RFC 8656) over UDP, TCP and TLS, relaying only into our own SFU.
 //!
+//! - [`client`]: what a TURN client sends (tests, fuzzing, tools).
 //! - [`credentials`]: REST-API credentials (`"<expiry>:<peer id>"`, HMAC-SHA1 password) handed
 //!   out with the channel join and checked without state.
 //! - [`server`]: the sans-IO core: allocations, permissions, channels, quotas, refusals.
@@ -9,6 +10,7 @@
 //! The wire format (STUN messages, TURN attributes, ChannelData) is webrtc-rs's `rtc-stun` and
 //! `rtc-turn` (see Cargo.toml).
 
+pub mod client;
 pub mod credentials;
 pub mod server;
 pub mod shell;

@@ -806,7 +806,7 @@ impl TurnServer {
             return;
         }
         let peer = SocketAddr::new(peer.ip, peer.port);
-        self.to_peer(now, id, peer, data.0, out);
+        self.relay_to_sfu(now, id, peer, data.0, out);
     }
 
     fn channel_data_from_client(
@@ -834,11 +834,11 @@ impl TurnServer {
             return;
         };
         let peer = *peer;
-        self.to_peer(now, id, peer, data.data, out);
+        self.relay_to_sfu(now, id, peer, data.data, out);
     }
 
     /// Relays `bytes` to the SFU address `peer` if it is one and permitted; else drops them.
-    fn to_peer(
+    fn relay_to_sfu(
         &mut self,
         now: Instant,
         id: AllocationId,
@@ -1004,4 +1004,232 @@ fn peer_addresses(msg: &Message) -> Vec<SocketAddr> {
             Some(SocketAddr::new(peer.ip, peer.port))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtc::turn::client::{Attributes, LongTermAuth, message};
+
+    const NOW_UNIX: u64 = 1_000_000;
+    const SFU: &str = "198.51.100.1:50000";
+
+    fn sfu() -> SocketAddr {
+        SFU.parse().expect("addr")
+    }
+
+    fn server() -> TurnServer {
+        TurnServer::new(TurnServerConfig {
+            realm: "videoroom".into(),
+            secret: TurnSecret::new("secret").expect("provider"),
+            nonce: "nonce".into(),
+            sfu: vec![SfuAddr {
+                advertised: sfu(),
+                actual: sfu(),
+            }],
+            max_allocations: 10,
+            max_allocations_per_user: 10,
+        })
+    }
+
+    fn client(port: u16) -> ClientId {
+        ClientId {
+            transport: Transport::Udp,
+            addr: SocketAddr::from(([192, 0, 2, 7], port)),
+            connection: 0,
+        }
+    }
+
+    fn auth(user: &str) -> LongTermAuth {
+        let secret = TurnSecret::new("secret").expect("provider");
+        LongTermAuth {
+            credentials: secret.issue(user, NOW_UNIX, Duration::from_secs(3600)),
+            realm: "videoroom".into(),
+            nonce: "nonce".into(),
+        }
+    }
+
+    /// A signed request of `user` with `transaction`, handled at `now`; binds any relay asked.
+    fn request(
+        server: &mut TurnServer,
+        now: Instant,
+        from: ClientId,
+        user: &str,
+        (method, transaction): (Method, u8),
+        attributes: Attributes<'_>,
+    ) -> Vec<Output> {
+        let bytes = message(
+            method,
+            CLASS_REQUEST,
+            [transaction; 12],
+            attributes,
+            Some(&auth(user)),
+        )
+        .expect("request");
+        let mut out = server.handle_client(now, NOW_UNIX, from, &bytes);
+        if let Some(Output::BindRelay { allocation, .. }) = out.first().cloned() {
+            let relay = SocketAddr::from(([198, 51, 100, 1], 40000));
+            out = server.relay_bound(now, allocation, Some(relay));
+        }
+        out
+    }
+
+    /// The answers sent to the client: (error code or 0, LIFETIME if any).
+    fn answers(out: &[Output]) -> Vec<(u16, Option<Duration>)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::ToClient { bytes, .. } => {
+                    let mut msg = Message::new();
+                    msg.unmarshal_binary(bytes).ok()?;
+                    let mut code = ErrorCodeAttribute::default();
+                    let code = code.get_from(&msg).map_or(0, |()| code.code.0);
+                    let mut lifetime = Lifetime::default();
+                    let lifetime = lifetime.get_from(&msg).ok().map(|()| lifetime.0);
+                    Some((code, lifetime))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn allocate_attributes(lifetime: Option<u64>) -> Attributes<'static> {
+        let mut attributes: Attributes<'static> = vec![Box::new(RequestedTransport {
+            protocol: PROTO_UDP,
+        })];
+        if let Some(secs) = lifetime {
+            attributes.push(Box::new(Lifetime(Duration::from_secs(secs))));
+        }
+        attributes
+    }
+
+    fn closed(out: &[Output]) -> bool {
+        out.iter()
+            .any(|o| matches!(o, Output::CloseRelay { allocation: 1 }))
+    }
+
+    #[test]
+    fn an_allocation_lives_its_lifetime_and_a_refresh_extends_it() {
+        let (mut s, t0, c) = (server(), Instant::now(), client(1));
+        let out = request(
+            &mut s,
+            t0,
+            c,
+            "p",
+            (METHOD_ALLOCATE, 1),
+            allocate_attributes(Some(100)),
+        );
+        assert_eq!(answers(&out), [(0, Some(Duration::from_secs(100)))]);
+        assert!(!closed(&s.handle_timeout(t0 + Duration::from_secs(99))));
+        let at = t0 + Duration::from_secs(50);
+        let lifetime: Attributes<'_> = vec![Box::new(Lifetime(Duration::from_secs(200)))];
+        let out = request(&mut s, at, c, "p", (METHOD_REFRESH, 2), lifetime);
+        assert_eq!(answers(&out), [(0, Some(Duration::from_secs(200)))]);
+        assert!(!closed(&s.handle_timeout(t0 + Duration::from_secs(249))));
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(250)));
+        assert!(closed(&s.handle_timeout(t0 + Duration::from_secs(250))));
+        assert_eq!(s.allocations(), 0);
+    }
+
+    #[test]
+    fn a_lifetime_over_an_hour_is_granted_as_an_hour_and_none_as_ten_minutes() {
+        let (mut s, t0) = (server(), Instant::now());
+        let long = allocate_attributes(Some(86400));
+        let out = request(&mut s, t0, client(1), "p", (METHOD_ALLOCATE, 1), long);
+        assert_eq!(answers(&out), [(0, Some(MAX_LIFETIME))]);
+        let none = allocate_attributes(None);
+        let out = request(&mut s, t0, client(2), "p", (METHOD_ALLOCATE, 2), none);
+        assert_eq!(answers(&out), [(0, Some(DEFAULT_LIFETIME))]);
+    }
+
+    #[test]
+    fn a_retransmitted_allocate_gets_the_same_answer_and_a_new_one_437() {
+        let (mut s, t0, c) = (server(), Instant::now(), client(1));
+        let first = request(
+            &mut s,
+            t0,
+            c,
+            "p",
+            (METHOD_ALLOCATE, 1),
+            allocate_attributes(None),
+        );
+        let again = request(
+            &mut s,
+            t0,
+            c,
+            "p",
+            (METHOD_ALLOCATE, 1),
+            allocate_attributes(None),
+        );
+        assert_eq!(first, again);
+        let other = request(
+            &mut s,
+            t0,
+            c,
+            "p",
+            (METHOD_ALLOCATE, 2),
+            allocate_attributes(None),
+        );
+        assert_eq!(answers(&other), [(437, None)]);
+        assert_eq!(s.allocations(), 1);
+    }
+
+    #[test]
+    fn another_users_request_on_an_allocation_gets_441() {
+        let (mut s, t0, c) = (server(), Instant::now(), client(1));
+        request(
+            &mut s,
+            t0,
+            c,
+            "p",
+            (METHOD_ALLOCATE, 1),
+            allocate_attributes(None),
+        );
+        let peer: Attributes<'_> = vec![Box::new(PeerAddress {
+            ip: sfu().ip(),
+            port: sfu().port(),
+        })];
+        let out = request(&mut s, t0, c, "q", (METHOD_CREATE_PERMISSION, 2), peer);
+        assert_eq!(answers(&out), [(441, None)]);
+    }
+
+    #[test]
+    fn a_permission_lapses_after_five_minutes_and_then_nothing_is_relayed() {
+        let (mut s, t0, c) = (server(), Instant::now(), client(1));
+        request(
+            &mut s,
+            t0,
+            c,
+            "p",
+            (METHOD_ALLOCATE, 1),
+            allocate_attributes(None),
+        );
+        let peer = || -> Attributes<'static> {
+            vec![Box::new(PeerAddress {
+                ip: sfu().ip(),
+                port: sfu().port(),
+            })]
+        };
+        let out = request(&mut s, t0, c, "p", (METHOD_CREATE_PERMISSION, 2), peer());
+        assert_eq!(answers(&out), [(0, None)]);
+        let send = |s: &mut TurnServer, at: Instant| {
+            let mut attributes = peer();
+            attributes.push(Box::new(Data(b"x".to_vec())));
+            let bytes = message(METHOD_SEND, CLASS_INDICATION, [3; 12], attributes, None)
+                .expect("indication");
+            s.handle_client(at, NOW_UNIX, c, &bytes)
+        };
+        let relayed = |out: &[Output]| out.iter().any(|o| matches!(o, Output::ToPeer { .. }));
+        assert!(relayed(&send(&mut s, t0 + Duration::from_secs(299))));
+        let answered = |out: &[Output]| out.iter().any(|o| matches!(o, Output::ToClient { .. }));
+        let back = s.handle_peer(t0 + Duration::from_secs(299), 1, sfu(), b"y");
+        assert!(answered(&back), "{back:?}");
+        let lapsed = t0 + PERMISSION_LIFETIME;
+        s.handle_timeout(lapsed);
+        assert!(!relayed(&send(&mut s, lapsed)));
+        let back = s.handle_peer(lapsed, 1, sfu(), b"y");
+        assert!(
+            matches!(back.as_slice(), [Output::Refused { .. }]),
+            "{back:?}"
+        );
+    }
 }

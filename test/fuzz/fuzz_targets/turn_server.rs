@@ -9,15 +9,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use stun::attributes::{ATTR_NONCE, ATTR_REALM, ATTR_USERNAME, AttrType};
-use stun::integrity::MessageIntegrity;
+use stun::attributes::{AttrType, RawAttribute};
 use stun::message::{
     CLASS_INDICATION, CLASS_REQUEST, METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND,
-    METHOD_CREATE_PERMISSION, METHOD_REFRESH, METHOD_SEND, Message, MessageType, Setter,
-    TransactionId,
+    METHOD_CREATE_PERMISSION, METHOD_REFRESH, METHOD_SEND,
 };
-use stun::textattrs::TextAttribute;
 use videoroom::rtc::turn::TurnSecret;
+use videoroom::rtc::turn::client::{Attributes, LongTermAuth, message};
 use videoroom::rtc::turn::server::{
     ClientId, Output, SfuAddr, Transport, TurnServer, TurnServerConfig,
 };
@@ -40,45 +38,24 @@ fn signed(secret: &TurnSecret, method_byte: u8, tlvs: &[u8]) -> Vec<u8> {
     ];
     let method = methods[usize::from(method_byte) % methods.len()];
     let class = if method_byte & 0x80 != 0 { CLASS_INDICATION } else { CLASS_REQUEST };
-    let mut msg = Message::new();
-    let header: [Box<dyn Setter>; 2] = [
-        Box::new(MessageType::new(method, class)),
-        Box::new(TransactionId([7; 12])),
-    ];
-    if msg.build(&header).is_err() {
-        return Vec::new();
-    }
+    let mut attributes: Attributes<'_> = Vec::new();
     let mut rest = tlvs;
     while rest.len() >= 4 {
         let typ = u16::from_be_bytes([rest[0], rest[1]]);
         let len = usize::from(u16::from_be_bytes([rest[2], rest[3]])).min(rest.len() - 4);
-        // Integrity and fingerprint are the signer's, below.
+        // Integrity and fingerprint are the signer's.
         if typ != 0x0008 && typ != 0x8028 {
-            msg.add(AttrType(typ), &rest[4..4 + len]);
+            let value = rest[4..4 + len].to_vec();
+            attributes.push(Box::new(RawAttribute { typ: AttrType(typ), length: 0, value }));
         }
         rest = &rest[4 + len..];
     }
-    let credentials = secret.issue("fuzz", UNIX_NOW, Duration::from_secs(600));
-    let provider = stun::crypto::default_provider().expect("provider");
-    let integrity = MessageIntegrity::new_long_term_integrity_with_provider(
-        credentials.username.clone(),
-        REALM.into(),
-        credentials.password,
-        provider.crypto(),
-    )
-    .expect("key");
-    let auth: [Box<dyn Setter + '_>; 4] = [
-        Box::new(TextAttribute::new(ATTR_USERNAME, credentials.username)),
-        Box::new(TextAttribute::new(ATTR_REALM, REALM.into())),
-        Box::new(TextAttribute::new(ATTR_NONCE, NONCE.into())),
-        Box::new(integrity),
-    ];
-    for a in &auth {
-        if a.add_to(&mut msg).is_err() {
-            return Vec::new();
-        }
-    }
-    msg.raw
+    let auth = LongTermAuth {
+        credentials: secret.issue("fuzz", UNIX_NOW, Duration::from_secs(600)),
+        realm: REALM.into(),
+        nonce: NONCE.into(),
+    };
+    message(method, class, [7; 12], attributes, Some(&auth)).unwrap_or_default()
 }
 
 fuzz_target!(|data: &[u8]| {
