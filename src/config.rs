@@ -254,8 +254,8 @@ pub struct Config {
     pub turn_max_allocations: usize,
 
     /// Most TURN allocations of one peer at once (more: 486); a browser opens one per TURN URL
-    /// and local network interface.
-    #[arg(long, env, default_value_t = 12)]
+    /// and network interface at every ICE restart, keeping the older ones a while.
+    #[arg(long, env, default_value_t = 32)]
     pub turn_max_allocations_per_peer: usize,
 
     /// Most peers per room (at least 1); further joiners get `peerDenied`, and channel joins

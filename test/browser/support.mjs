@@ -184,7 +184,7 @@ export async function startServer({ env: extraEnv = {}, port: fixedPort, udpPort
   for (;;) {
     if (exited) throw new Error(`server exited early (${JSON.stringify(exited)}):\n${log}`);
     try {
-      const status = https ? await httpsStatus(`${url}/healthcheck`) : (await fetch(`${url}/healthcheck`)).status;
+      const status = https ? (await httpsGetText(`${url}/healthcheck`)).status : (await fetch(`${url}/healthcheck`)).status;
       if (status === 200) break;
     } catch {
       // not listening yet
@@ -211,12 +211,14 @@ export async function startServer({ env: extraEnv = {}, port: fixedPort, udpPort
   };
 }
 
-/** The status of a GET over HTTPS, the server's certificate unchecked (a self-signed test server). */
-function httpsStatus(url) {
+/** A GET over HTTPS, the server's certificate unchecked (a self-signed test server): `{status, body}`. */
+export function httpsGetText(url) {
   return new Promise((ok, fail) => {
     const req = httpsGet(url, { rejectUnauthorized: false }, (res) => {
-      res.resume();
-      ok(res.statusCode);
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk) => (body += chunk));
+      res.on("end", () => ok({ status: res.statusCode, body }));
     });
     req.on("error", fail);
   });

@@ -10,7 +10,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { artifactsDir, expectLiveTiles, freeTcpPort, readTiles, serverAndBrowsers, waitInPage } from "./support.mjs";
+import { artifactsDir, expectLiveTiles, httpsGetText, freeTcpPort, readTiles, serverAndBrowsers, waitInPage } from "./support.mjs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { connect as tlsConnect } from "node:tls";
 import { createHash } from "node:crypto";
@@ -115,6 +115,9 @@ test("media flows over the embedded TURN server for UDP, TCP and TLS, each force
         `${label}: ${who}'s selected pair ${JSON.stringify(pair)}`,
       );
     }
+    const metrics = (await httpsGetText(`${server.url}/metrics`)).body;
+    const allocations = Number(/^videoroom_turn_allocations (\d+)/m.exec(metrics)?.[1]);
+    console.log(`# ${label} round ${round}: ${allocations} TURN allocations open`);
     figures.push({ round, path: label, bobFirstVideoMs: bobFirstVideo, aliceFirstVideoMs: aliceFirstVideo });
     if (relay === "tls" && round === 2) {
       await bob.page.screenshot({ path: join(artifactsDir(), "turn_tls_relay.png") });
