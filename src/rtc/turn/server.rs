@@ -127,6 +127,26 @@ pub struct Refusal {
     pub detail: String,
 }
 
+/// A request refused: the error code answered and the refusal logged.
+struct Reject {
+    code: ErrorCode,
+    reason: &'static str,
+    detail: String,
+}
+
+impl Reject {
+    fn new(code: ErrorCode, reason: &'static str, detail: String) -> Self {
+        Reject {
+            code,
+            reason,
+            detail,
+        }
+    }
+}
+
+/// The attributes of a success answer.
+type Attributes = Vec<Box<dyn Setter>>;
+
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -291,52 +311,64 @@ impl TurnServer {
         .contains(&method)
         {
             let reason = "unknown method";
-            self.error(
-                &mut out,
-                client,
-                &msg,
-                CODE_BAD_REQUEST,
-                None,
-                reason,
-                String::new(),
-            );
+            let reject = Reject::new(CODE_BAD_REQUEST, reason, String::new());
+            self.reject(&mut out, client, &msg, None, reject);
             return out;
         }
         let auth = match self.authenticate(unix_now, client, &mut msg) {
             Ok(auth) => auth,
             Err(answer) => return answer,
         };
-        if method == METHOD_ALLOCATE {
-            self.allocate(now, client, &msg, auth, &mut out);
-            return out;
-        }
-        let Some(&id) = self.by_client.get(&client) else {
-            let detail = format!("no allocation for {}", client.addr);
-            let key = Some(auth.key.as_slice());
-            self.error(
-                &mut out,
-                client,
-                &msg,
-                CODE_ALLOC_MISMATCH,
-                key,
-                "mismatch",
-                detail,
-            );
-            return out;
+        let key = auth.key.clone();
+        let answered = match method {
+            METHOD_ALLOCATE => self.allocate(now, client, &msg, auth, &mut out),
+            _ => self.on_allocation(now, client, &msg, &auth.username, &mut out),
         };
-        if self.allocations[&id].username != auth.username {
-            let detail = format!("{} is not the allocation's user", auth.username);
-            let key = Some(auth.key.as_slice());
-            let code = CODE_WRONG_CREDENTIALS;
-            self.error(&mut out, client, &msg, code, key, "bad_credentials", detail);
-            return out;
-        }
-        match method {
-            METHOD_REFRESH => self.refresh(now, id, &msg, &mut out),
-            METHOD_CREATE_PERMISSION => self.create_permission(now, id, &msg, &mut out),
-            _ => self.channel_bind(now, id, &msg, &mut out),
+        if let Err(reject) = answered {
+            self.reject(&mut out, client, &msg, Some(&key), reject);
         }
         out
+    }
+
+    /// Refresh, CreatePermission and ChannelBind, on the allocation of `client`, which must be
+    /// `username`'s.
+    fn on_allocation(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        msg: &Message,
+        username: &str,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Reject> {
+        let Some(&id) = self.by_client.get(&client) else {
+            let detail = format!("no allocation for {}", client.addr);
+            return Err(Reject::new(CODE_ALLOC_MISMATCH, "mismatch", detail));
+        };
+        let a = &self.allocations[&id];
+        if a.username != username {
+            let detail = format!("{username} is not the allocation's user");
+            return Err(Reject::new(
+                CODE_WRONG_CREDENTIALS,
+                "bad_credentials",
+                detail,
+            ));
+        }
+        let key = a.key.clone();
+        let attributes = match msg.typ.method {
+            METHOD_REFRESH => self.refresh(now, id, msg),
+            METHOD_CREATE_PERMISSION => self.create_permission(now, id, msg)?,
+            _ => self.channel_bind(now, id, msg)?,
+        };
+        let crypto = self.config.secret.crypto().crypto();
+        out.push(to_client(
+            client,
+            signed_success(msg, attributes, &key, crypto),
+        ));
+        if !self.allocations.contains_key(&id) {
+            // Refreshed with lifetime 0: deleted after the answer.
+            out.push(Output::CloseRelay { allocation: id });
+        }
+        Ok(())
     }
 
     /// The shell bound (or failed to bind) the relay socket of `allocation`: answers the
@@ -364,15 +396,8 @@ impl TurnServer {
                 self.remove(allocation, &mut out);
                 let detail = "no relay port could be bound".to_owned();
                 let code = CODE_INSUFFICIENT_CAPACITY;
-                self.error(
-                    &mut out,
-                    client,
-                    &request,
-                    code,
-                    Some(&key),
-                    "total_quota",
-                    detail,
-                );
+                let reject = Reject::new(code, "total_quota", detail);
+                self.reject(&mut out, client, &request, Some(&key), reject);
             }
         }
         out
@@ -544,25 +569,24 @@ impl TurnServer {
         error_response(req, code, vec![Box::new(realm), Box::new(nonce)], None)
     }
 
-    /// Pushes an error answer to `req` (signed with `key` when the sender authenticated) and
-    /// the refusal it is.
-    #[allow(clippy::too_many_arguments)]
-    fn error(
+    /// Pushes the error answer of `reject` to `req` (signed with `key` when the sender
+    /// authenticated) and the refusal it is.
+    fn reject(
         &self,
         out: &mut Vec<Output>,
         client: ClientId,
         req: &Message,
-        code: ErrorCode,
         key: Option<&[u8]>,
-        reason: &'static str,
-        detail: String,
+        reject: Reject,
     ) {
         let crypto = self.config.secret.crypto().crypto();
-        let bytes = error_response(req, code, Vec::new(), key.map(|k| (k, crypto)));
+        let bytes = error_response(req, reject.code, Vec::new(), key.map(|k| (k, crypto)));
         out.push(to_client(client, bytes));
-        out.push(refused(client, code.0, reason, detail));
+        out.push(refused(client, reject.code.0, reject.reason, reject.detail));
     }
 
+    /// Allocate: checks the transport and the quotas, then asks the shell for a relay socket
+    /// (the answer follows in [`TurnServer::relay_bound`]); a retransmission is answered again.
     fn allocate(
         &mut self,
         now: Instant,
@@ -570,46 +594,28 @@ impl TurnServer {
         msg: &Message,
         auth: Authenticated,
         out: &mut Vec<Output>,
-    ) {
-        let key = Some(auth.key.as_slice());
+    ) -> Result<(), Reject> {
         if let Some(id) = self.by_client.get(&client) {
             let a = &self.allocations[id];
-            if a.request.transaction_id == msg.transaction_id && a.relay.is_some() {
+            if a.request.transaction_id != msg.transaction_id {
+                let detail = format!("{} already has an allocation", client.addr);
+                return Err(Reject::new(CODE_ALLOC_MISMATCH, "mismatch", detail));
+            }
+            if a.relay.is_some() {
                 let crypto = self.config.secret.crypto().crypto();
                 out.push(to_client(client, allocate_success(&a.request, a, crypto)));
-            } else if a.request.transaction_id != msg.transaction_id {
-                let detail = format!("{} already has an allocation", client.addr);
-                self.error(
-                    out,
-                    client,
-                    msg,
-                    CODE_ALLOC_MISMATCH,
-                    key,
-                    "mismatch",
-                    detail,
-                );
             }
-            return;
+            return Ok(());
         }
         let mut transport = RequestedTransport::default();
         if transport.get_from(msg).is_err() {
             let detail = "no REQUESTED-TRANSPORT".to_owned();
-            self.error(
-                out,
-                client,
-                msg,
-                CODE_BAD_REQUEST,
-                key,
-                "bad_request",
-                detail,
-            );
-            return;
+            return Err(Reject::new(CODE_BAD_REQUEST, "bad_request", detail));
         }
         if transport.protocol != PROTO_UDP {
             let detail = format!("REQUESTED-TRANSPORT {}", transport.protocol);
             let code = CODE_UNSUPPORTED_TRANS_PROTO;
-            self.error(out, client, msg, code, key, "bad_request", detail);
-            return;
+            return Err(Reject::new(code, "bad_request", detail));
         }
         let of_user = self
             .allocations
@@ -618,15 +624,15 @@ impl TurnServer {
             .count();
         if of_user >= self.config.max_allocations_per_user {
             let detail = format!("user {} has {of_user} allocations", auth.user);
-            let code = CODE_ALLOC_QUOTA_REACHED;
-            self.error(out, client, msg, code, key, "user_quota", detail);
-            return;
+            return Err(Reject::new(CODE_ALLOC_QUOTA_REACHED, "user_quota", detail));
         }
         if self.allocations.len() >= self.config.max_allocations {
             let detail = format!("{} allocations open", self.allocations.len());
-            let code = CODE_INSUFFICIENT_CAPACITY;
-            self.error(out, client, msg, code, key, "total_quota", detail);
-            return;
+            return Err(Reject::new(
+                CODE_INSUFFICIENT_CAPACITY,
+                "total_quota",
+                detail,
+            ));
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -651,79 +657,55 @@ impl TurnServer {
             allocation: id,
             ipv6: client.addr.is_ipv6(),
         });
+        Ok(())
     }
 
-    fn refresh(&mut self, now: Instant, id: AllocationId, msg: &Message, out: &mut Vec<Output>) {
+    /// Refresh: a new lifetime (0 deletes the allocation); the answer's attributes.
+    fn refresh(&mut self, now: Instant, id: AllocationId, msg: &Message) -> Attributes {
         let lifetime = requested_lifetime(msg);
-        let a = &self.allocations[&id];
-        let (client, key) = (a.client, a.key.clone());
-        let crypto = self.config.secret.crypto().crypto();
-        let bytes = signed_success(msg, vec![Box::new(Lifetime(lifetime))], &key, crypto);
-        out.push(to_client(client, bytes));
         if lifetime.is_zero() {
-            self.remove(id, out);
+            if let Some(a) = self.allocations.remove(&id) {
+                self.by_client.remove(&a.client);
+            }
         } else if let Some(a) = self.allocations.get_mut(&id) {
             a.expires = now + lifetime;
         }
+        vec![Box::new(Lifetime(lifetime))]
     }
 
+    /// CreatePermission: every XOR-PEER-ADDRESS must be an address of the SFU (else 403 and
+    /// none is installed).
     fn create_permission(
         &mut self,
         now: Instant,
         id: AllocationId,
         msg: &Message,
-        out: &mut Vec<Output>,
-    ) {
+    ) -> Result<Attributes, Reject> {
         let peers = peer_addresses(msg);
-        let a = &self.allocations[&id];
-        let (client, key) = (a.client, a.key.clone());
         if peers.is_empty() {
             let detail = "no XOR-PEER-ADDRESS".to_owned();
-            self.error(
-                out,
-                client,
-                msg,
-                CODE_BAD_REQUEST,
-                Some(&key),
-                "bad_request",
-                detail,
-            );
-            return;
+            return Err(Reject::new(CODE_BAD_REQUEST, "bad_request", detail));
         }
         if let Some(bad) = peers.iter().find(|p| !self.is_sfu_ip(p.ip())) {
             let detail = format!("permission for {bad}, not the SFU");
-            self.error(
-                out,
-                client,
-                msg,
-                CODE_FORBIDDEN,
-                Some(&key),
-                "forbidden_peer",
-                detail,
-            );
-            return;
+            return Err(Reject::new(CODE_FORBIDDEN, "forbidden_peer", detail));
         }
         if let Some(a) = self.allocations.get_mut(&id) {
             for p in &peers {
                 a.permissions.insert(p.ip(), now + PERMISSION_LIFETIME);
             }
         }
-        let crypto = self.config.secret.crypto().crypto();
-        out.push(to_client(
-            client,
-            signed_success(msg, Vec::new(), &key, crypto),
-        ));
+        Ok(Vec::new())
     }
 
+    /// ChannelBind: the peer must be the SFU's address exactly (else 403); a number or peer
+    /// bound otherwise already is 400. Refreshes the permission of the peer's IP too.
     fn channel_bind(
         &mut self,
         now: Instant,
         id: AllocationId,
         msg: &Message,
-        out: &mut Vec<Output>,
-    ) {
-        let a = &self.allocations[&id];
-        let (client, key) = (a.client, a.key.clone());
+    ) -> Result<Attributes, Reject> {
         let mut number = ChannelNumber::default();
         let mut peer = PeerAddress::default();
         let valid = number.get_from(msg).is_ok()
@@ -732,56 +714,25 @@ impl TurnServer {
         let peer = SocketAddr::new(peer.ip, peer.port);
         if !valid {
             let detail = "bad CHANNEL-NUMBER or XOR-PEER-ADDRESS".to_owned();
-            self.error(
-                out,
-                client,
-                msg,
-                CODE_BAD_REQUEST,
-                Some(&key),
-                "bad_request",
-                detail,
-            );
-            return;
+            return Err(Reject::new(CODE_BAD_REQUEST, "bad_request", detail));
         }
         if !self.config.sfu.iter().any(|s| s.advertised == peer) {
             let detail = format!("channel to {peer}, not the SFU");
-            self.error(
-                out,
-                client,
-                msg,
-                CODE_FORBIDDEN,
-                Some(&key),
-                "forbidden_peer",
-                detail,
-            );
-            return;
+            return Err(Reject::new(CODE_FORBIDDEN, "forbidden_peer", detail));
         }
-        // A number already bound to another peer, or this peer to another number: 400.
+        let a = &self.allocations[&id];
         let taken = a.channels.get(&number.0).is_some_and(|(p, _)| *p != peer)
             || a.channel_to(peer, now).is_some_and(|n| n != number.0);
         if taken {
             let detail = format!("channel {:#x} or {peer} bound otherwise", number.0);
-            self.error(
-                out,
-                client,
-                msg,
-                CODE_BAD_REQUEST,
-                Some(&key),
-                "bad_request",
-                detail,
-            );
-            return;
+            return Err(Reject::new(CODE_BAD_REQUEST, "bad_request", detail));
         }
         if let Some(a) = self.allocations.get_mut(&id) {
             a.channels.insert(number.0, (peer, now + CHANNEL_LIFETIME));
             let permission = a.permissions.entry(peer.ip()).or_insert(now);
             *permission = (*permission).max(now + PERMISSION_LIFETIME);
         }
-        let crypto = self.config.secret.crypto().crypto();
-        out.push(to_client(
-            client,
-            signed_success(msg, Vec::new(), &key, crypto),
-        ));
+        Ok(Vec::new())
     }
 
     fn send_indication(
@@ -1102,6 +1053,24 @@ mod tests {
         attributes
     }
 
+    /// A signed Allocate of user `p` with `transaction` and LIFETIME `lifetime` (seconds).
+    fn allocate(
+        s: &mut TurnServer,
+        now: Instant,
+        from: ClientId,
+        (transaction, lifetime): (u8, Option<u64>),
+    ) -> Vec<Output> {
+        let attributes = allocate_attributes(lifetime);
+        request(
+            s,
+            now,
+            from,
+            "p",
+            (METHOD_ALLOCATE, transaction),
+            attributes,
+        )
+    }
+
     fn closed(out: &[Output]) -> bool {
         out.iter()
             .any(|o| matches!(o, Output::CloseRelay { allocation: 1 }))
@@ -1110,14 +1079,7 @@ mod tests {
     #[test]
     fn an_allocation_lives_its_lifetime_and_a_refresh_extends_it() {
         let (mut s, t0, c) = (server(), Instant::now(), client(1));
-        let out = request(
-            &mut s,
-            t0,
-            c,
-            "p",
-            (METHOD_ALLOCATE, 1),
-            allocate_attributes(Some(100)),
-        );
+        let out = allocate(&mut s, t0, c, (1, Some(100)));
         assert_eq!(answers(&out), [(0, Some(Duration::from_secs(100)))]);
         assert!(!closed(&s.handle_timeout(t0 + Duration::from_secs(99))));
         let at = t0 + Duration::from_secs(50);
@@ -1144,31 +1106,10 @@ mod tests {
     #[test]
     fn a_retransmitted_allocate_gets_the_same_answer_and_a_new_one_437() {
         let (mut s, t0, c) = (server(), Instant::now(), client(1));
-        let first = request(
-            &mut s,
-            t0,
-            c,
-            "p",
-            (METHOD_ALLOCATE, 1),
-            allocate_attributes(None),
-        );
-        let again = request(
-            &mut s,
-            t0,
-            c,
-            "p",
-            (METHOD_ALLOCATE, 1),
-            allocate_attributes(None),
-        );
+        let first = allocate(&mut s, t0, c, (1, None));
+        let again = allocate(&mut s, t0, c, (1, None));
         assert_eq!(first, again);
-        let other = request(
-            &mut s,
-            t0,
-            c,
-            "p",
-            (METHOD_ALLOCATE, 2),
-            allocate_attributes(None),
-        );
+        let other = allocate(&mut s, t0, c, (2, None));
         assert_eq!(answers(&other), [(437, None)]);
         assert_eq!(s.allocations(), 1);
     }
@@ -1176,14 +1117,7 @@ mod tests {
     #[test]
     fn another_users_request_on_an_allocation_gets_441() {
         let (mut s, t0, c) = (server(), Instant::now(), client(1));
-        request(
-            &mut s,
-            t0,
-            c,
-            "p",
-            (METHOD_ALLOCATE, 1),
-            allocate_attributes(None),
-        );
+        allocate(&mut s, t0, c, (1, None));
         let peer: Attributes<'_> = vec![Box::new(PeerAddress {
             ip: sfu().ip(),
             port: sfu().port(),
@@ -1195,14 +1129,7 @@ mod tests {
     #[test]
     fn a_permission_lapses_after_five_minutes_and_then_nothing_is_relayed() {
         let (mut s, t0, c) = (server(), Instant::now(), client(1));
-        request(
-            &mut s,
-            t0,
-            c,
-            "p",
-            (METHOD_ALLOCATE, 1),
-            allocate_attributes(None),
-        );
+        allocate(&mut s, t0, c, (1, None));
         let peer = || -> Attributes<'static> {
             vec![Box::new(PeerAddress {
                 ip: sfu().ip(),
