@@ -18,6 +18,7 @@ mod media;
 mod peer;
 mod phoenix;
 mod stats;
+mod turn;
 
 use std::cell::{Cell, RefCell};
 use std::io::Write;
@@ -112,6 +113,10 @@ struct Args {
     /// and its VideoRoom plugin; the media side is the same. At most one publisher per room.
     #[arg(long)]
     janus: bool,
+    /// Every peer's media goes through the server's TURN relay over UDP (`--turn` on the
+    /// server; the URL and credentials come with the channel join), relay candidates only.
+    #[arg(long, conflicts_with = "janus")]
+    turn: bool,
     /// A label copied into the JSON result (e.g. the scenario's name).
     #[arg(long, default_value = "")]
     label: String,
@@ -221,6 +226,7 @@ fn run_context(args: &Args, stats: Rc<RefCell<Stats>>, stop: Rc<Cell<bool>>) -> 
         stats,
         stop,
         janus: args.janus,
+        turn: args.turn,
     })
 }
 
@@ -629,6 +635,7 @@ fn result_json(args: &Args, s: &Stats, w: &Window, setup: Duration) -> serde_jso
     json!({
         "label": args.label,
         "server": if args.janus { "janus" } else { "videoroom" },
+        "turn": args.turn,
         "rooms": args.rooms,
         "publishers": args.publishers,
         "subscribers": args.subscribers,
