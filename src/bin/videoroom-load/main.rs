@@ -12,7 +12,8 @@
 //! the server's CPU time and RSS are read from `/proc` over the same window. With `--check` the
 //! exit status says whether every peer joined and every receiving peer got audio and video.
 //!
-//! This binary uses nothing of the server's modules: it is a client, like a browser.
+//! This binary uses nothing of the server's modules: it is a client, like a browser (`--turn`
+//! builds its TURN messages with `videoroom::rtc::turn::client`, a client's message builder).
 mod janus;
 mod media;
 mod peer;
