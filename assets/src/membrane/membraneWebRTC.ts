@@ -102,7 +102,12 @@ export class MembraneWebRTC {
    */
   public useIceServers(iceServers: RTCIceServer[], iceTransportPolicy?: RTCIceTransportPolicy): void {
     this.rtcConfig = { ...this.rtcConfig, iceServers, ...(iceTransportPolicy ? { iceTransportPolicy } : {}) };
-    this.connection?.setConfiguration(this.rtcConfig);
+    try {
+      this.connection?.setConfiguration(this.rtcConfig);
+    } catch (e) {
+      // A browser refusing the change keeps its current servers; the call goes on.
+      console.warn("videoroom: cannot change the ICE servers of the connection", e);
+    }
   }
 
   /**
