@@ -22,6 +22,8 @@ use crate::room::{Placement, RoomRegistry, RoomsConfig};
 use crate::rtc::driver::MediaPlane;
 use crate::rtc::metrics::Heartbeats;
 use crate::rtc::sfu::SfuConfig;
+use crate::rtc::turn::IceServers;
+use crate::web::TlsIdentity;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +53,9 @@ pub enum StartError {
     /// The HTTPS certificate or key could not be loaded or generated.
     #[error("TLS: {0}")]
     Tls(#[from] crate::web::TlsError),
+    /// A TURN port could not be bound.
+    #[error("TURN: {0}")]
+    Turn(#[from] std::io::Error),
 }
 
 /// Every HTTP route of the server: the Phoenix socket first, then pages and static files.
@@ -110,8 +115,23 @@ impl App {
     ) -> Result<Self, StartError> {
         let heartbeats = Heartbeats::default();
         let health = Health::new(heartbeats.clone(), config.stall_timeout());
+        let identity = config.web_config().tls.identity()?;
+        let media_addr = udp.as_ref().and_then(|u| u.local_addr().ok());
+        let ice_servers = match media_addr {
+            Some(media) if config.turn => Some(turn::start(
+                &config,
+                media,
+                identity.as_ref(),
+                &metrics.turn,
+            )?),
+            _ => None,
+        };
         let placement = cluster.clone().map(|c| Arc::new(c) as Arc<dyn Placement>);
-        let rooms = watched_room_registry(&config, udp, &metrics, heartbeats, placement);
+        let extras = RoomExtras {
+            placement,
+            ice_servers,
+        };
+        let rooms = watched_room_registry(&config, udp, &metrics, heartbeats, extras);
         let endpoint = match &cluster {
             Some(cluster) => Endpoint::with_pubsub(RedisPubSub::start(cluster)),
             None => Endpoint::new(),
@@ -127,7 +147,7 @@ impl App {
             .or(routes(&config, &endpoint, rooms.clone())?)
             .unify()
             .boxed();
-        let tls = config.web_config().tls.acceptor()?;
+        let tls = identity.map(TlsIdentity::acceptor).transpose()?;
         Ok(App {
             config,
             rooms,
@@ -197,7 +217,15 @@ impl App {
 /// The room registry for `config`, sharing the media socket `udp` (no media plane if `None`).
 /// Must run inside the tokio runtime (it starts the UDP mux task).
 pub fn room_registry(config: &Config, udp: Option<UdpSocket>) -> RoomRegistry {
-    watched_room_registry(config, udp, &Metrics::new(), Heartbeats::default(), None)
+    let extras = RoomExtras::default();
+    watched_room_registry(config, udp, &Metrics::new(), Heartbeats::default(), extras)
+}
+
+/// What the rooms get beyond the settings: the cluster's placement and the TURN servers.
+#[derive(Default)]
+struct RoomExtras {
+    placement: Option<Arc<dyn Placement>>,
+    ice_servers: Option<IceServers>,
 }
 
 /// `GET /cluster`: this node, the live nodes and Redis's state as JSON (one node: Redis
@@ -230,7 +258,7 @@ fn watched_room_registry(
     udp: Option<UdpSocket>,
     metrics: &Metrics,
     heartbeats: Heartbeats,
-    placement: Option<Arc<dyn Placement>>,
+    extras: RoomExtras,
 ) -> RoomRegistry {
     let sfu = SfuConfig {
         metrics: metrics.media.clone(),
@@ -252,8 +280,142 @@ fn watched_room_registry(
         metrics: metrics.rooms.clone(),
         fault_injection,
         reconnect_grace: config.reconnect_grace(),
-        placement,
+        placement: extras.placement,
+        ice_servers: extras.ice_servers,
         ..RoomsConfig::default()
     };
     RoomRegistry::new(rooms, media)
+}
+
+/// Starting the embedded TURN server from the settings.
+mod turn {
+    use std::net::{IpAddr, SocketAddr};
+    use std::time::Duration;
+
+    use super::StartError;
+    use crate::config::Config;
+    use crate::rtc::metrics::TurnMetrics;
+    use crate::rtc::turn::server::{SfuAddr, TurnServerConfig};
+    use crate::rtc::turn::shell::{RelaySettings, TurnSockets};
+    use crate::rtc::turn::{IceServers, TurnSecret};
+    use crate::rtc::udp::candidate_addrs;
+    use crate::web::TlsIdentity;
+
+    /// Binds the TURN ports of `config` (TLS with `tls`, when HTTPS is on) and starts the
+    /// server relaying to the media socket `media`; what joiners are told about it.
+    pub(super) fn start(
+        config: &Config,
+        media: SocketAddr,
+        tls: Option<&TlsIdentity>,
+        metrics: &TurnMetrics,
+    ) -> Result<IceServers, StartError> {
+        let bind = |port: u16| SocketAddr::new(config.bind, port);
+        let udp = std_udp(bind(config.turn_port))?;
+        let tcp = std_tcp(bind(config.turn_port))?;
+        let tls = match tls {
+            Some(identity) => Some((
+                std_tcp(bind(config.turn_tls_port))?,
+                identity.turn_acceptor()?,
+            )),
+            None => None,
+        };
+        let port = |l: &tokio::net::TcpListener| l.local_addr().ok().map(|a| a.port());
+        let udp_port = udp.local_addr().ok().map(|a| a.port());
+        let (tcp_port, tls_port) = (port(&tcp), tls.as_ref().and_then(|(l, _)| port(l)));
+        let secret_bytes = match &config.turn_secret {
+            Some(secret) if !secret.is_empty() => secret.as_bytes().to_vec(),
+            _ => rand::random::<[u8; 32]>().to_vec(),
+        };
+        let secret = TurnSecret::new(secret_bytes).ok_or_else(|| {
+            StartError::Turn(std::io::Error::other("no crypto provider for TURN"))
+        })?;
+        let sfu = sfu_addrs(media, config.external_ip);
+        let nonce: String = rand::random::<[u8; 12]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let server = TurnServerConfig {
+            realm: "videoroom".into(),
+            secret: secret.clone(),
+            nonce,
+            sfu: sfu.clone(),
+            max_allocations: config.turn_max_allocations,
+            max_allocations_per_user: config.turn_max_allocations_per_peer,
+        };
+        // Bound to one address, the relay is seen by the SFU at exactly the relayed address it
+        // advertises (bound to every interface, the kernel would pick the source per SFU
+        // address, and the browser would see a peer-reflexive candidate instead of its relay).
+        let relay_ip = relayed_ip(media, &sfu);
+        let relay = RelaySettings {
+            bind_ip: relay_ip,
+            advertised_ip: relay_ip,
+        };
+        log::info!(
+            "turn: udp {udp_port:?} tcp {tcp_port:?} tls {tls_port:?}, relaying to {:?}",
+            sfu.iter().map(|s| s.advertised).collect::<Vec<_>>()
+        );
+        let sockets = TurnSockets {
+            udp: Some(udp),
+            tcp: Some(tcp),
+            tls,
+        };
+        crate::rtc::turn::shell::spawn(sockets, server, relay, metrics.clone());
+        Ok(IceServers {
+            secret,
+            ttl: Duration::try_from_secs_f64(config.turn_credential_ttl_secs.max(1.0))
+                .unwrap_or(Duration::from_secs(86400)),
+            host: config.turn_host.clone().filter(|h| !h.trim().is_empty()),
+            udp_port,
+            tcp_port,
+            tls_port,
+        })
+    }
+
+    /// The SFU's advertised addresses and where the relay reaches each: itself when it is a
+    /// local address; `EXTERNAL_IP` (not on this host behind a 1:1 NAT) through a local one.
+    fn sfu_addrs(media: SocketAddr, external_ip: Option<IpAddr>) -> Vec<SfuAddr> {
+        let local = candidate_addrs(media, None);
+        candidate_addrs(media, external_ip)
+            .into_iter()
+            .map(|advertised| {
+                let actual = if local.contains(&advertised) {
+                    advertised
+                } else {
+                    local
+                        .iter()
+                        .find(|l| l.is_ipv4() == advertised.is_ipv4())
+                        .copied()
+                        .unwrap_or(advertised)
+                };
+                SfuAddr { advertised, actual }
+            })
+            .collect()
+    }
+
+    /// The IP relay sockets bind and advertise: the media socket's, or (bound to every
+    /// interface) the first local non-loopback address of the SFU.
+    fn relayed_ip(media: SocketAddr, sfu: &[SfuAddr]) -> IpAddr {
+        if !media.ip().is_unspecified() {
+            return media.ip();
+        }
+        sfu.iter()
+            .map(|s| s.actual.ip())
+            .find(|ip| !ip.is_loopback())
+            .or_else(|| sfu.first().map(|s| s.advertised.ip()))
+            .unwrap_or(media.ip())
+    }
+
+    fn std_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+        let socket = std::net::UdpSocket::bind(addr)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("UDP {addr}: {e}")))?;
+        socket.set_nonblocking(true)?;
+        tokio::net::UdpSocket::from_std(socket)
+    }
+
+    fn std_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("TCP {addr}: {e}")))?;
+        listener.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(listener)
+    }
 }

@@ -223,6 +223,41 @@ pub struct Config {
     #[arg(long, env)]
     pub external_ip: Option<IpAddr>,
 
+    /// Run the embedded TURN server (UDP and TCP on `--turn-port`, TLS on `--turn-tls-port`
+    /// when HTTPS is on); joiners of our client get its URLs and credentials.
+    #[arg(long, env, default_value_t = false)]
+    pub turn: bool,
+
+    /// TURN port, UDP and TCP (0: any free port, each).
+    #[arg(long, env, default_value_t = 3478)]
+    pub turn_port: u16,
+
+    /// TURN over TLS port, with the HTTPS certificate (only when HTTPS is on; 0: any free port).
+    #[arg(long, env, default_value_t = 5349)]
+    pub turn_tls_port: u16,
+
+    /// Secret signing the TURN credentials (TURN REST API convention); default: random at start.
+    #[arg(long, env, hide_env_values = true)]
+    pub turn_secret: Option<String>,
+
+    /// Host name or IP in the TURN URLs sent to clients (default: the host the client reached
+    /// the server by).
+    #[arg(long, env)]
+    pub turn_host: Option<String>,
+
+    /// Seconds a peer's TURN credentials stay valid (they are issued at each channel join).
+    #[arg(long = "turn-credential-ttl", env, default_value_t = 86400.0)]
+    pub turn_credential_ttl_secs: f64,
+
+    /// Most TURN allocations at once (more: 508), also the most TURN TCP/TLS connections.
+    #[arg(long, env, default_value_t = 1000)]
+    pub turn_max_allocations: usize,
+
+    /// Most TURN allocations of one peer at once (more: 486); a browser opens one per TURN URL
+    /// and network interface at every ICE restart, keeping the older ones a while.
+    #[arg(long, env, default_value_t = 32)]
+    pub turn_max_allocations_per_peer: usize,
+
     /// Most peers per room (at least 1); further joiners get `peerDenied`, and channel joins
     /// beyond twice as many get `{"reason":"room is busy"}`.
     #[arg(long, env, default_value_t = RoomsConfig::default().max_peers, value_parser = at_least_one)]

@@ -98,6 +98,32 @@ function rememberInCall(roomId: string, choice: { displayName: string; audio: bo
   }
 }
 
+/** Which relay `?relay=` asks for: `udp`, `tcp` or `tls` (that TURN transport only) or `all`. */
+export type RelayChoice = "udp" | "tcp" | "tls" | "all";
+
+/** `?relay=udp|tcp|tls|all`: media through our TURN server only (`iceTransportPolicy: "relay"`),
+ * to try the path a locked-down network would take; `undefined` without the flag. */
+export function relayChoice(search: string): RelayChoice | undefined {
+  const value = new URLSearchParams(search).get("relay");
+  return value === "udp" || value === "tcp" || value === "tls" || value === "all" ? value : undefined;
+}
+
+/** The ICE servers of a channel join reply (`{"iceServers": [...]}`), only the URLs of `relay`'s
+ * transport when one is chosen. */
+export function iceServersOf(reply: unknown, relay: RelayChoice | undefined): RTCIceServer[] {
+  const servers = (reply as { iceServers?: unknown } | null)?.iceServers;
+  if (!Array.isArray(servers)) return [];
+  const keep = (url: string): boolean => {
+    if (!relay || relay === "all") return true;
+    if (relay === "tls") return url.startsWith("turns:");
+    return url.startsWith("turn:") && url.endsWith(`transport=${relay}`);
+  };
+  return servers
+    .filter((s): s is RTCIceServer => typeof s === "object" && s !== null && "urls" in s)
+    .map((s) => ({ ...s, urls: ([] as string[]).concat(s.urls).filter(keep) }))
+    .filter((s) => s.urls.length > 0);
+}
+
 /** One recovery of the signalling after a lost socket (for the test hook and the console). */
 export interface Reconnection {
   /** When the socket or channel was lost (ms since the epoch). */
@@ -172,6 +198,8 @@ export class Room {
   private mediaState: RTCPeerConnectionState | undefined;
   private readonly level = new LevelMeter();
   private readonly presence: PresenceMonitor;
+  /** `?relay=`, read before anything rewrites the address. */
+  private readonly relay = relayChoice(window.location.search);
 
   constructor(
     private readonly shell: Shell,
@@ -510,6 +538,8 @@ export class Room {
       this.channel
         .join()
         .receive("ok", (reply) => {
+          // Our server's TURN servers (none from other servers, or with TURN off).
+          this.webrtc.useIceServers(iceServersOf(reply, this.relay), this.relay ? "relay" : undefined);
           this.onRejoined();
           resolve(reply);
         })

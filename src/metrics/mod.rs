@@ -30,7 +30,7 @@ use warp::http::{HeaderValue, Response, StatusCode, header};
 use crate::cluster::ClusterMetrics;
 use crate::phoenix::metrics::SocketMetrics;
 use crate::room::metrics::RoomMetrics;
-use crate::rtc::metrics::{Heartbeats, LabeledCounters, MediaMetrics};
+use crate::rtc::metrics::{Heartbeats, LabeledCounters, MediaMetrics, TurnMetrics};
 
 /// The server's metrics: the registry and the handles given to each layer.
 #[derive(Debug)]
@@ -44,6 +44,8 @@ pub struct Metrics {
     pub rooms: RoomMetrics,
     /// Handles for the cluster (nodes, Redis, this node's id); zero without `--redis-url`.
     pub cluster: ClusterMetrics,
+    /// Handles for the embedded TURN server (allocations, relayed bytes, refusals).
+    pub turn: TurnMetrics,
     resident_memory: Gauge,
     stalled_loops: Gauge,
     watched_loops: Gauge,
@@ -183,6 +185,27 @@ impl Metrics {
             "From a peer's first SDP offer to its first RTP packet",
             media.first_media_seconds.clone(),
         );
+        let turn = TurnMetrics::default();
+        r.register(
+            "turn_allocations",
+            "TURN allocations open",
+            turn.allocations.clone(),
+        );
+        r.register(
+            "turn_relayed_bytes",
+            "Bytes relayed by the TURN server, by direction (to_sfu, to_client)",
+            turn.relayed_bytes.clone(),
+        );
+        r.register(
+            "turn_relayed_packets",
+            "Datagrams relayed by the TURN server, by direction (to_sfu, to_client)",
+            turn.relayed_packets.clone(),
+        );
+        r.register(
+            "turn_refusals",
+            "TURN requests refused and datagrams dropped, by reason",
+            turn.refusals.clone(),
+        );
         let stalled_loops = Gauge::default();
         r.register(
             "stalled_loops",
@@ -207,6 +230,7 @@ impl Metrics {
             media,
             rooms,
             cluster,
+            turn,
             resident_memory,
             stalled_loops,
             watched_loops,

@@ -36,6 +36,8 @@ use crate::rtc::ids::PeerId;
 
 /// The topic prefix this channel serves.
 pub const TOPIC_PREFIX: &str = "room:";
+/// The socket assign holding the `Host` header the client connected with.
+const HOST_ASSIGN: &str = "host";
 /// The join param that carries a resume token.
 pub const RESUME_TOKEN_PARAM: &str = "resumeToken";
 
@@ -46,10 +48,16 @@ pub struct RoomSocket;
 
 impl SocketHandler for RoomSocket {
     fn connect(&self, _params: &Value, info: &ConnectInfo) -> Result<Value, ConnectError> {
-        Ok(match info.peer_addr {
-            Some(addr) => json!({ "client_ip": addr.ip().to_canonical().to_string() }),
-            None => json!({}),
-        })
+        let mut assigns = serde_json::Map::new();
+        if let Some(addr) = info.peer_addr {
+            let ip = addr.ip().to_canonical().to_string();
+            assigns.insert("client_ip".into(), ip.into());
+        }
+        // The host the client reached us by: the TURN URLs of the join reply name it.
+        if let Some(host) = &info.host {
+            assigns.insert(HOST_ASSIGN.into(), host.clone().into());
+        }
+        Ok(Value::Object(assigns))
     }
 }
 
@@ -198,6 +206,21 @@ impl PeerChannel {
 }
 
 impl PeerChannel {
+    /// `{}`, or with TURN on `{"iceServers": [...]}`: the embedded TURN server's URLs with
+    /// credentials for `peer` (the tutorial's client ignores the reply). Clustered, the node
+    /// that runs the room answers (its TURN server relays into its own SFU) and a relaying
+    /// node passes its reply on unchanged.
+    fn join_reply(&self, peer: PeerId, ctx: &ChannelContext) -> Value {
+        let Some(servers) = self.registry.ice_servers() else {
+            return json!({});
+        };
+        let host = ctx.assigns().get(HOST_ASSIGN).and_then(Value::as_str);
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        json!({ "iceServers": servers.for_peer(&peer.to_string(), host, unix_now) })
+    }
+
     /// Joins room `room_id` on this node (attach, or resume with the payload's token).
     fn join_here(&mut self, room_id: &str, payload: &Value, ctx: &mut ChannelContext) -> JoinReply {
         let (lease, lease_rx) = oneshot::channel();
@@ -225,6 +248,7 @@ impl PeerChannel {
                     .and_then(Value::as_str)
                     .unwrap_or("unknown");
                 log::info!("room={room_id} peer={peer} {what} the channel from {ip}");
+                let reply = self.join_reply(peer, ctx);
                 self.joined = Some(Joined {
                     room,
                     peer,
@@ -232,7 +256,7 @@ impl PeerChannel {
                     waiting: Arc::new(AtomicUsize::new(0)),
                     chat_rate: ChatRate::new(std::time::Instant::now()),
                 });
-                Ok(json!({}))
+                Ok(reply)
             }
             Err(e) => {
                 log::warn!("room={room_id} channel join refused: {e}");

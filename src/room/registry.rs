@@ -25,6 +25,7 @@ use super::{Lease, PeerSink, Placement, RoomError};
 use crate::rtc::driver::MediaPlane;
 use crate::rtc::engine::EngineLimits;
 use crate::rtc::ids::PeerId;
+use crate::rtc::turn::IceServers;
 
 /// Settings shared by every room.
 #[derive(Clone)]
@@ -54,6 +55,9 @@ pub struct RoomsConfig {
     pub reconnect_grace: Duration,
     /// Clustered: which node runs each room (`None`: this node runs every room).
     pub placement: Option<Arc<dyn Placement>>,
+    /// The embedded TURN server's ports and credentials, sent with every channel join (`None`:
+    /// TURN is off and the join reply stays `{}`).
+    pub ice_servers: Option<IceServers>,
 }
 
 impl RoomsConfig {
@@ -85,6 +89,7 @@ impl Default for RoomsConfig {
             fault_injection: false,
             reconnect_grace: EngineLimits::default().reconnect_grace,
             placement: None,
+            ice_servers: None,
         }
     }
 }
@@ -394,6 +399,11 @@ impl RoomRegistry {
     /// The rooms' counters and gauges.
     pub(crate) fn metrics(&self) -> &RoomMetrics {
         &self.inner.config.metrics
+    }
+
+    /// The TURN servers joiners are told about (`None`: TURN is off).
+    pub(crate) fn ice_servers(&self) -> Option<&IceServers> {
+        self.inner.config.ice_servers.as_ref()
     }
 
     /// The number of running rooms.

@@ -164,7 +164,11 @@ mod tests {
         let build = std::hash::BuildHasherDefault::<PeerIdHasher>::default();
         let a: PeerId = PEER.parse().unwrap();
         let b: PeerId = "6f1c3c2e-5a4b-4c3d-9e8f-0a1b2c3d4e60".parse().unwrap();
-        assert_ne!(build.hash_one(a), build.hash_one(b), "differ in the last byte only");
+        assert_ne!(
+            build.hash_one(a),
+            build.hash_one(b),
+            "differ in the last byte only"
+        );
         let mut map = PeerMap::default();
         map.insert(a, 1);
         map.insert(b, 2);

@@ -148,6 +148,48 @@ impl Default for MediaMetrics {
     }
 }
 
+/// The embedded TURN server's metrics (`turn_*`).
+#[derive(Debug, Clone)]
+pub struct TurnMetrics {
+    /// Allocations open.
+    pub allocations: Gauge,
+    /// Bytes relayed, by direction (`to_sfu`, `to_client`): the relayed payload, TURN framing
+    /// excluded.
+    pub relayed_bytes: LabeledCounters,
+    /// `relayed_bytes{direction="to_sfu"}`.
+    pub bytes_to_sfu: Counter,
+    /// `relayed_bytes{direction="to_client"}`.
+    pub bytes_to_client: Counter,
+    /// Datagrams relayed, by direction.
+    pub relayed_packets: LabeledCounters,
+    /// `relayed_packets{direction="to_sfu"}`.
+    pub packets_to_sfu: Counter,
+    /// `relayed_packets{direction="to_client"}`.
+    pub packets_to_client: Counter,
+    /// Requests refused and datagrams dropped, by reason (see
+    /// [`crate::rtc::turn::server::Refusal::reason`]).
+    pub refusals: LabeledCounters,
+}
+
+impl Default for TurnMetrics {
+    fn default() -> Self {
+        let (relayed_bytes, relayed_packets) =
+            (LabeledCounters::default(), LabeledCounters::default());
+        let direction =
+            |f: &LabeledCounters, d: &'static str| f.get_or_create_owned(&[("direction", d)]);
+        TurnMetrics {
+            allocations: Gauge::default(),
+            bytes_to_sfu: direction(&relayed_bytes, "to_sfu"),
+            bytes_to_client: direction(&relayed_bytes, "to_client"),
+            packets_to_sfu: direction(&relayed_packets, "to_sfu"),
+            packets_to_client: direction(&relayed_packets, "to_client"),
+            relayed_bytes,
+            relayed_packets,
+            refusals: LabeledCounters::default(),
+        }
+    }
+}
+
 /// A share of a gauge held by one owner (a room's SFU, a room): [`GaugeShare::set`] moves the
 /// gauge by the difference to what this share reported before, and dropping the share takes
 /// its whole contribution back, so the gauge returns to zero whatever way its owners end.

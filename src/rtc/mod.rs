@@ -13,6 +13,8 @@
 //! - [`net`]: the packet types ([`net::Datagram`], [`net::Transmit`]) between the two, and
 //!   [`net::AddrCache`], the one learnt-address cache (one expiry policy) the mux and the SFU
 //!   both demultiplex with.
+//! - [`turn`]: the embedded TURN server (UDP, TCP, TLS) relaying only into the SFU's media
+//!   socket, and the credentials handed out with the channel join.
 //! - [`ids`]: the identifiers both sides use.
 //! - [`metrics`]: counters, gauges and loop heartbeats the media plane updates (handles only;
 //!   the app registers and exports them).
@@ -39,4 +41,5 @@ pub mod media_event;
 pub mod metrics;
 pub mod net;
 pub mod sfu;
+pub mod turn;
 pub mod udp;

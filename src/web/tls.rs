@@ -52,6 +52,12 @@ impl TlsMode {
     /// Builds the acceptor for this mode (`None` for plain HTTP). Call it once at start: a
     /// self-signed certificate is generated on each call.
     pub fn acceptor(&self) -> Result<Option<TlsAcceptor>, TlsError> {
+        self.identity()?.map(TlsIdentity::acceptor).transpose()
+    }
+
+    /// Loads (or generates) the certificate of this mode (`None` for plain HTTP). Call it once
+    /// at start: a self-signed certificate is generated on each call.
+    pub fn identity(&self) -> Result<Option<TlsIdentity>, TlsError> {
         let identity = match self {
             TlsMode::Off => return Ok(None),
             TlsMode::PemFiles { cert, key } => TlsIdentity::from_pem_files(cert, key)?,
@@ -64,7 +70,7 @@ impl TlsMode {
                 identity
             }
         };
-        Ok(Some(identity.acceptor()?))
+        Ok(Some(identity))
     }
 }
 
@@ -96,6 +102,16 @@ pub struct TlsIdentity {
     pub key: PrivateKeyDer<'static>,
     /// The leaf certificate as PEM (what a client must trust for a self-signed certificate).
     pub cert_pem: String,
+}
+
+impl Clone for TlsIdentity {
+    fn clone(&self) -> Self {
+        TlsIdentity {
+            cert_chain: self.cert_chain.clone(),
+            key: self.key.clone_key(),
+            cert_pem: self.cert_pem.clone(),
+        }
+    }
 }
 
 impl TlsIdentity {
@@ -150,5 +166,13 @@ impl TlsIdentity {
     /// A tokio-rustls acceptor for this identity.
     pub fn acceptor(self) -> Result<TlsAcceptor, TlsError> {
         Ok(TlsAcceptor::from(Arc::new(self.server_config()?)))
+    }
+
+    /// An acceptor for TURN over TLS with the same certificate: no ALPN (browsers' TURN
+    /// clients offer none, and a server list would refuse a client offering others).
+    pub fn turn_acceptor(&self) -> Result<TlsAcceptor, TlsError> {
+        let mut config = self.clone().server_config()?;
+        config.alpn_protocols.clear();
+        Ok(TlsAcceptor::from(Arc::new(config)))
     }
 }

@@ -11,6 +11,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before } from "node:test";
+import { get as httpsGet } from "node:https";
 import { chromium } from "playwright-core";
 import puppeteer from "puppeteer-core";
 
@@ -147,10 +148,11 @@ export function freeUdpPort() {
  * Starts the server binary ($VIDEOROOM_BIN) on a free TCP port (`SERVER_PORT`) and a free UDP
  * port (`UDP_PORT`), advertising a non-loopback address of this host (`EXTERNAL_IP`) so that
  * Firefox can reach the SFU (`port`/`udpPort` given: those, e.g. to restart a server where it
- * was). `env` adds (or overrides) variables, `$VIDEOROOM_ARGS` (space separated) adds flags. Resolves once
- * `/healthcheck` answers 200.
+ * was). `env` adds (or overrides) variables, `$VIDEOROOM_ARGS` (space separated) adds flags; `https`:
+ * the server serves HTTPS (e.g. `TLS_SELF_SIGNED` in `env`; its certificate is not checked). Resolves
+ * once `/healthcheck` answers 200.
  */
-export async function startServer({ env: extraEnv = {}, port: fixedPort, udpPort: fixedUdpPort } = {}) {
+export async function startServer({ env: extraEnv = {}, port: fixedPort, udpPort: fixedUdpPort, https = false } = {}) {
   const bin = process.env.VIDEOROOM_BIN;
   if (!bin) throw new Error("set VIDEOROOM_BIN to the videoroom server binary");
   const port = fixedPort ?? (await freeTcpPort());
@@ -177,13 +179,13 @@ export async function startServer({ env: extraEnv = {}, port: fixedPort, udpPort
   let exited = null;
   child.on("exit", (code, signal) => (exited = { code, signal }));
 
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${https ? "https" : "http"}://127.0.0.1:${port}`;
   const deadline = Date.now() + 20_000;
   for (;;) {
     if (exited) throw new Error(`server exited early (${JSON.stringify(exited)}):\n${log}`);
     try {
-      const res = await fetch(`${url}/healthcheck`);
-      if (res.status === 200) break;
+      const status = https ? (await httpsGetText(`${url}/healthcheck`)).status : (await fetch(`${url}/healthcheck`)).status;
+      if (status === 200) break;
     } catch {
       // not listening yet
     }
@@ -209,17 +211,30 @@ export async function startServer({ env: extraEnv = {}, port: fixedPort, udpPort
   };
 }
 
+/** A GET over HTTPS, the server's certificate unchecked (a self-signed test server): `{status, body}`. */
+export function httpsGetText(url) {
+  return new Promise((ok, fail) => {
+    const req = httpsGet(url, { rejectUnauthorized: false }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk) => (body += chunk));
+      res.on("end", () => ok({ status: res.statusCode, body }));
+    });
+    req.on("error", fail);
+  });
+}
+
 /**
  * The server of a test file and the Chromiums its tests launch: registers the file's hooks that
  * start the server (`startServer` with `env`) before its tests, and close every browser and
  * then the server after them. `url` is the server's once started; `launchChromium` is
  * `launchChromium` whose browser is closed after the tests.
  */
-export function serverAndBrowsers({ env } = {}) {
+export function serverAndBrowsers({ env, https } = {}) {
   let server;
   const browsers = [];
   before(async () => {
-    server = await startServer({ env });
+    server = await startServer({ env, https });
   });
   after(async () => {
     for (const b of browsers) await b.close();
@@ -228,6 +243,9 @@ export function serverAndBrowsers({ env } = {}) {
   return {
     get url() {
       return server.url;
+    },
+    get server() {
+      return server;
     },
     async launchChromium(options) {
       const browser = await launchChromium(options);

@@ -32,13 +32,34 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
-    register_default_interceptors,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder, register_default_interceptors,
 };
 use webrtc::rtp_transceiver::{
     RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpSender, RtpTransceiver,
 };
+
+/// The `iceServers` of a channel join reply (`{"iceServers": [{"urls", "username",
+/// "credential"}]}`); none when the reply has none.
+pub fn ice_servers_of(reply: &Value) -> Vec<RTCIceServer> {
+    let Some(servers) = reply.get("iceServers").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s["urls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|u| u.as_str().map(str::to_owned))
+                .collect(),
+            username: s["username"].as_str().unwrap_or_default().to_owned(),
+            credential: s["credential"].as_str().unwrap_or_default().to_owned(),
+        })
+        .collect()
+}
 
 /// phoenix.js's default `reconnectAfterMs` schedule, in ms (5000 after the last).
 pub const RECONNECT_AFTER: [u64; 9] = [10, 50, 100, 150, 200, 250, 500, 1000, 2000];
@@ -69,6 +90,9 @@ pub struct PeerOptions {
     /// `(server, relay)`: the server's media address is replaced by the relay's in its
     /// candidates and answers, so the peer's media goes through a relay the test controls.
     pub media_via: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    /// Gathers relay candidates only, from the TURN servers of the channel join reply
+    /// (`iceTransportPolicy: "relay"`): every packet goes through the server's TURN relay.
+    pub relay_only: bool,
 }
 
 /// A point in the negotiation where a peer stops, to be killed or cut off there.
@@ -96,12 +120,19 @@ impl PeerOptions {
             hold: Hold::Never,
             reconnect: None,
             media_via: None,
+            relay_only: false,
         }
     }
 
     /// Sends media to `relay` instead of the server's media address `server`.
     pub fn media_via(mut self, server: std::net::SocketAddr, relay: std::net::SocketAddr) -> Self {
         self.media_via = Some((server, relay));
+        self
+    }
+
+    /// Uses only relay candidates of the TURN servers the join reply names.
+    pub fn relay_only(mut self) -> Self {
+        self.relay_only = true;
         self
     }
 
@@ -328,10 +359,11 @@ impl HeadlessPeer {
     pub async fn join(socket_url: &str, room: &str, options: PeerOptions) -> Result<Self, String> {
         let (socket, incoming) = phoenix::connect(socket_url, options.heartbeat).await?;
         let topic = format!("room:{room}");
-        socket
+        let reply = socket
             .join(&topic, json!({}))
             .await
             .map_err(|e| format!("channel join refused: {e}"))?;
+        let ice_servers = ice_servers_of(&reply);
         let obs: Shared = Arc::default();
         let (commands_tx, commands_rx) = mpsc::channel(64);
         let (pc_tx, pc_rx) = mpsc::channel(1024);
@@ -354,6 +386,7 @@ impl HeadlessPeer {
             transport_up: Arc::new(AtomicBool::new(false)),
             gone: false,
             channel_errored: false,
+            ice_servers,
         };
         client
             .silent
@@ -638,6 +671,8 @@ struct Client {
     gone: bool,
     /// The server errored the channel (`phx_error`): rejoin it, as phoenix.js does.
     channel_errored: bool,
+    /// The `iceServers` of the channel join reply.
+    ice_servers: Vec<RTCIceServer>,
 }
 
 impl Client {
@@ -1132,8 +1167,16 @@ impl Client {
             .with_include_loopback_candidate(true)
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .build();
+        let configuration = if self.options.relay_only {
+            RTCConfigurationBuilder::new()
+                .with_ice_servers(self.ice_servers.clone())
+                .with_ice_transport_policy(RTCIceTransportPolicy::Relay)
+                .build()
+        } else {
+            RTCConfigurationBuilder::new().build()
+        };
         let pc = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_configuration(configuration)
             .with_media_engine(media_engine)
             .with_setting_engine(settings)
             .with_interceptor_registry(registry)

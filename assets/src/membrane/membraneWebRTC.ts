@@ -43,7 +43,7 @@ interface WirePeer {
 
 export class MembraneWebRTC {
   private readonly callbacks: Callbacks;
-  private readonly rtcConfig: RTCConfiguration;
+  private rtcConfig: RTCConfiguration;
   private readonly receiveMedia: boolean;
 
   /** The media connection; created on the first `offerData`, dropped by cleanUp(). */
@@ -93,6 +93,21 @@ export class MembraneWebRTC {
    */
   public get resumeToken(): string | undefined {
     return this.token;
+  }
+
+  /**
+   * Extension: ICE servers (and a transport policy) for the media connection, e.g. the TURN
+   * servers of our server's channel join reply; taken by the next connection made and by the
+   * current one.
+   */
+  public useIceServers(iceServers: RTCIceServer[], iceTransportPolicy?: RTCIceTransportPolicy): void {
+    this.rtcConfig = { ...this.rtcConfig, iceServers, ...(iceTransportPolicy ? { iceTransportPolicy } : {}) };
+    try {
+      this.connection?.setConfiguration(this.rtcConfig);
+    } catch (e) {
+      // A browser refusing the change keeps its current servers; the call goes on.
+      console.warn("videoroom: cannot change the ICE servers of the connection", e);
+    }
   }
 
   /**

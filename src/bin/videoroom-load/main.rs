@@ -12,12 +12,14 @@
 //! the server's CPU time and RSS are read from `/proc` over the same window. With `--check` the
 //! exit status says whether every peer joined and every receiving peer got audio and video.
 //!
-//! This binary uses nothing of the server's modules: it is a client, like a browser.
+//! This binary uses nothing of the server's modules: it is a client, like a browser (`--turn`
+//! builds its TURN messages with `videoroom::rtc::turn::client`, a client's message builder).
 mod janus;
 mod media;
 mod peer;
 mod phoenix;
 mod stats;
+mod turn;
 
 use std::cell::{Cell, RefCell};
 use std::io::Write;
@@ -112,6 +114,10 @@ struct Args {
     /// and its VideoRoom plugin; the media side is the same. At most one publisher per room.
     #[arg(long)]
     janus: bool,
+    /// Every peer's media goes through the server's TURN relay over UDP (`--turn` on the
+    /// server; the URL and credentials come with the channel join), relay candidates only.
+    #[arg(long, conflicts_with = "janus")]
+    turn: bool,
     /// A label copied into the JSON result (e.g. the scenario's name).
     #[arg(long, default_value = "")]
     label: String,
@@ -221,6 +227,7 @@ fn run_context(args: &Args, stats: Rc<RefCell<Stats>>, stop: Rc<Cell<bool>>) -> 
         stats,
         stop,
         janus: args.janus,
+        turn: args.turn,
     })
 }
 
@@ -629,6 +636,7 @@ fn result_json(args: &Args, s: &Stats, w: &Window, setup: Duration) -> serde_jso
     json!({
         "label": args.label,
         "server": if args.janus { "janus" } else { "videoroom" },
+        "turn": args.turn,
         "rooms": args.rooms,
         "publishers": args.publishers,
         "subscribers": args.subscribers,

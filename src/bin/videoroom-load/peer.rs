@@ -27,6 +27,7 @@ use crate::janus::{self, JanusSession};
 use crate::media::{self, Kind, MediaShape, RxStream};
 use crate::phoenix::{self, Channel, Incoming};
 use crate::stats::{PeerTally, Stats};
+use crate::turn::{self, TurnRelay};
 
 /// What every peer of a run shares.
 pub struct RunContext {
@@ -44,6 +45,8 @@ pub struct RunContext {
     pub stop: Rc<Cell<bool>>,
     /// The server is Janus (VideoRoom plugin over its WebSocket API), not videoroom.
     pub janus: bool,
+    /// Media through the server's TURN relay (see [`crate::turn`]).
+    pub turn: bool,
 }
 
 /// The signalling a peer speaks.
@@ -82,6 +85,8 @@ struct Peer {
     rtc: Rtc,
     socket: UdpSocket,
     local: SocketAddr,
+    /// `--turn`: the TURN allocation every datagram goes through.
+    relay: Option<TurnRelay>,
     peer_id: Option<String>,
     send: Vec<SendTrack>,
     offered: bool,
@@ -137,11 +142,13 @@ async fn start(
     tally: Rc<PeerTally>,
     started: Instant,
 ) -> Result<(Peer, Option<phoenix::Inbox>), String> {
+    let mut reply = Value::Null;
     let (signal, inbox) = if ctx.janus {
         let session = JanusSession::open(ctx.server, ctx.local_ip).await?;
         (Signal::Janus(session), None)
     } else {
-        let (mut channel, inbox) = phoenix::join(ctx.server, ctx.local_ip, room).await?;
+        let (mut channel, inbox, joined) = phoenix::join(ctx.server, ctx.local_ip, room).await?;
+        reply = joined;
         channel
             .media_event(json!({"type": "join", "data": {
                 "receiveMedia": true,
@@ -167,8 +174,19 @@ async fn start(
         config = config.set_dtls_cert(cert.clone());
     }
     let mut rtc = config.build(now);
-    let host = Candidate::host(local, "udp").map_err(|e| format!("candidate: {e}"))?;
-    rtc.add_local_candidate(host);
+    let relay = if ctx.turn {
+        let (server, credentials) =
+            turn::udp_server_of(&reply).ok_or("the join reply names no TURN/UDP server")?;
+        let relay = TurnRelay::allocate(&socket, server, credentials).await?;
+        let candidate = Candidate::relayed(relay.relayed, local, "udp")
+            .map_err(|e| format!("relay candidate: {e}"))?;
+        rtc.add_local_candidate(candidate);
+        Some(relay)
+    } else {
+        let host = Candidate::host(local, "udp").map_err(|e| format!("candidate: {e}"))?;
+        rtc.add_local_candidate(host);
+        None
+    };
     let peer = Peer {
         ctx,
         index,
@@ -179,6 +197,7 @@ async fn start(
         rtc,
         socket,
         local,
+        relay,
         peer_id: None,
         send: Vec::new(),
         offered: false,
@@ -292,6 +311,7 @@ impl Peer {
 
     /// Reads every datagram the socket holds now.
     fn read_socket(&mut self, buf: &mut [u8]) -> Result<(), String> {
+        let mut relayed = Vec::new();
         loop {
             let (n, source) = match self.socket.try_recv_from(buf) {
                 Ok(r) => r,
@@ -304,8 +324,19 @@ impl Peer {
                 stats.counters.udp_received += 1;
                 stats.counters.udp_received_bytes += n as u64;
             }
+            let (source, destination, datagram) = match &self.relay {
+                None => (source, self.local, &buf[..n]),
+                Some(relay) => match relay.unwrap(&buf[..n]) {
+                    Some((peer, payload)) => {
+                        relayed.clear();
+                        relayed.extend_from_slice(&payload);
+                        (peer, relay.relayed, relayed.as_slice())
+                    }
+                    None => continue,
+                },
+            };
             // Anything str0m cannot parse is not ours to judge; it is counted and skipped.
-            if let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, &buf[..n]) {
+            if let Ok(receive) = Receive::new(Protocol::Udp, source, destination, datagram) {
                 self.rtc
                     .handle_input(Input::Receive(now, receive))
                     .map_err(|e| format!("rtc input: {e}"))?;
@@ -323,8 +354,18 @@ impl Peer {
                     return Ok(());
                 }
                 Output::Transmit(t) => {
+                    let relayed = self
+                        .relay
+                        .as_ref()
+                        .map(|r| (r.wrap(t.destination, &t.contents), r.server));
+                    let sent = match relayed {
+                        None => self.socket.try_send_to(&t.contents, t.destination),
+                        Some((Some(wrapped), server)) => self.socket.try_send_to(&wrapped, server),
+                        // No channel to that address (yet): lost, like a check ICE retries.
+                        Some((None, _)) => continue,
+                    };
                     // UDP semantics: a datagram the socket cannot take now is lost.
-                    if self.socket.try_send_to(&t.contents, t.destination).is_ok() {
+                    if sent.is_ok() {
                         let mut stats = self.ctx.stats.borrow_mut();
                         stats.counters.udp_sent += 1;
                         stats.counters.udp_sent_bytes += t.contents.len() as u64;
@@ -529,6 +570,12 @@ impl Peer {
             "candidate" => {
                 let text = data["candidate"].as_str().unwrap_or_default();
                 if let Ok(c) = Candidate::from_sdp_string(text) {
+                    if let Some(bind) = self.relay.as_mut().and_then(|r| r.bind(c.addr())) {
+                        let server = self.relay.as_ref().map(|r| r.server);
+                        if let Some(server) = server {
+                            let _ = self.socket.try_send_to(&bind, server);
+                        }
+                    }
                     self.rtc.add_remote_candidate(c);
                 }
             }

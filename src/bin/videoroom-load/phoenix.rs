@@ -130,7 +130,7 @@ pub async fn join(
     server: SocketAddr,
     local_ip: IpAddr,
     room: &str,
-) -> Result<(Channel, Inbox), String> {
+) -> Result<(Channel, Inbox, Value), String> {
     let url = format!("ws://{server}/socket/websocket?vsn=2.0.0");
     let ws = connect_websocket(server, local_ip, url).await?;
     let (sink, stream) = ws.split();
@@ -148,7 +148,8 @@ pub async fn join(
         };
         if frame[1] == "1" && frame[3] == "phx_reply" {
             return if frame[4]["status"] == "ok" {
-                Ok((channel, inbox))
+                let reply = frame[4]["response"].clone();
+                Ok((channel, inbox, reply))
             } else {
                 Err(format!("join refused: {}", frame[4]))
             };
