@@ -1,7 +1,8 @@
 //! The `videoroom` binary: parse settings, bind, serve until Ctrl-C or SIGTERM, drain, exit.
 
 use clap::Parser;
-use videoroom::config::Config;
+use videoroom::app::{App, IceTcpSocket};
+use videoroom::config::{Config, IceTcpPort};
 
 #[tokio::main]
 async fn main() {
@@ -14,17 +15,29 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let app = match videoroom::app::App::new(config.clone(), Some(udp)) {
-        Ok(app) => app,
-        Err(e) => {
-            log::error!("cannot start: {e}");
-            std::process::exit(1);
-        }
-    };
     let listener = match tokio::net::TcpListener::bind(config.listen_addr()).await {
         Ok(l) => l,
         Err(e) => {
             log::error!("cannot listen on {}: {e}", config.listen_addr());
+            std::process::exit(1);
+        }
+    };
+    let web_addr = listener.local_addr().unwrap_or(config.listen_addr());
+    let ice_tcp = match config.ice_tcp(web_addr) {
+        IceTcpPort::Off => IceTcpSocket::Off,
+        IceTcpPort::Shared => IceTcpSocket::SharedWithWeb(web_addr),
+        IceTcpPort::Own(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => IceTcpSocket::Own(l),
+            Err(e) => {
+                log::error!("cannot listen on {addr} (ICE-TCP): {e}");
+                std::process::exit(1);
+            }
+        },
+    };
+    let app = match App::with_ice_tcp(config.clone(), Some(udp), ice_tcp) {
+        Ok(app) => app,
+        Err(e) => {
+            log::error!("cannot start: {e}");
             std::process::exit(1);
         }
     };

@@ -103,6 +103,9 @@ pub enum PeerMessage {
         /// Why the room refused it, if it did.
         refusal: Option<chat::ChatRefusal>,
     },
+    /// The peer's media is not connected yet: push a `mediaDiagnosis {"cause", "message"}`
+    /// event (a channel event of its own, which clients that do not know it never see).
+    MediaNotConnected(crate::rtc::sfu::diagnosis::ConnectCause),
     /// The room is gone: push this `error` media event, then close the channel.
     Closed {
         /// The serialized `error` media event.

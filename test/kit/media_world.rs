@@ -623,6 +623,7 @@ impl World {
             source,
             destination,
             received: self.now,
+            protocol: Protocol::Udp,
             contents: Bytes::from(data),
         };
         let started = Instant::now();
