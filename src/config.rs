@@ -456,8 +456,9 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::{Config, Settings};
+    use super::{Config, IceTcpPort, Settings};
     use clap::Parser;
+    use std::net::SocketAddr;
 
     #[test]
     fn defaults_match_the_documented_values() {

@@ -135,6 +135,11 @@ impl Metrics {
             media.media_failures.clone(),
         );
         r.register(
+            "ice_tcp_connections",
+            "ICE-TCP media connections open",
+            media.ice_tcp_connections.clone(),
+        );
+        r.register(
             "media_connect_diagnoses",
             "Peers whose media was not connected a few seconds after their offer, by likely cause",
             media.connect_diagnoses.clone(),

@@ -100,6 +100,8 @@ pub struct MediaMetrics {
     /// first offer, by likely cause (`blocked`, `loopback_server`, `external_ip_missing`,
     /// `checks_unanswered`).
     pub connect_diagnoses: LabeledCounters,
+    /// ICE-TCP connections open.
+    pub ice_tcp_connections: Gauge,
     /// Published tracks (producers) in every room.
     pub published_tracks: Gauge,
     /// Subscriptions (a producer forwarded to a subscriber) in every room.
@@ -139,6 +141,7 @@ impl MediaMetrics {
             limit_hits,
             media_failures: LabeledCounters::default(),
             connect_diagnoses: LabeledCounters::default(),
+            ice_tcp_connections: Gauge::default(),
             published_tracks: Gauge::default(),
             subscriptions: Gauge::default(),
             negotiation_seconds: Histogram::new(duration_buckets()),

@@ -21,7 +21,7 @@
 //!   consent checks every few seconds);
 //! - at most [`MAX_CONNECTIONS`] connections at once; more are closed at once;
 //! - each connection's outbox holds at most [`OUTBOX_BYTES`] of frames. When it is full new
-//!   frames are dropped whole (counted in `drops{reason="tcp_outbox_full"}`): TCP already
+//!   frames are dropped whole (counted in `drops{reason="send_failed"}`): TCP already
 //!   retransmits, and a receiver that cannot keep up must not stall the room's media loop; the
 //!   browsers' NACK/PLI recover the loss as they do on UDP.
 
@@ -187,7 +187,9 @@ impl TcpMedia {
         IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let open = self.open.fetch_add(1, Ordering::SeqCst) + 1;
-        let slot = OpenSlot(self.open.clone());
+        let gauge = self.ingress.metrics().ice_tcp_connections.clone();
+        gauge.inc();
+        let slot = OpenSlot(self.open.clone(), gauge);
         if open > MAX_CONNECTIONS {
             let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
             if refused.is_power_of_two() {
@@ -210,12 +212,13 @@ impl TcpMedia {
     }
 }
 
-/// Frees a connection's place in [`TcpMedia`]'s count when dropped.
-struct OpenSlot(Arc<AtomicUsize>);
+/// Frees a connection's place in [`TcpMedia`]'s count (and the gauge) when dropped.
+struct OpenSlot(Arc<AtomicUsize>, prometheus_client::metrics::gauge::Gauge);
 
 impl Drop for OpenSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+        self.1.dec();
     }
 }
 

@@ -427,6 +427,11 @@ impl MuxIngress {
         }
     }
 
+    /// The counters the routing updates.
+    pub fn metrics(&self) -> &MediaMetrics {
+        &self.metrics
+    }
+
     /// Whether `contents` is a STUN message whose `USERNAME` names a ufrag some route owns.
     pub fn is_check_for_known_session(&self, contents: &[u8]) -> bool {
         let Some(table) = self.table.upgrade() else {

@@ -69,6 +69,9 @@ pub struct PeerOptions {
     /// `(server, relay)`: the server's media address is replaced by the relay's in its
     /// candidates and answers, so the peer's media goes through a relay the test controls.
     pub media_via: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    /// No UDP socket at all: ICE over TCP (active candidates) only, like a browser on a
+    /// network that drops UDP.
+    pub tcp_only: bool,
 }
 
 /// A point in the negotiation where a peer stops, to be killed or cut off there.
@@ -96,7 +99,14 @@ impl PeerOptions {
             hold: Hold::Never,
             reconnect: None,
             media_via: None,
+            tcp_only: false,
         }
+    }
+
+    /// Uses ICE-TCP only (see [`PeerOptions::tcp_only`]).
+    pub fn tcp_only(mut self) -> Self {
+        self.tcp_only = true;
+        self
     }
 
     /// Sends media to `relay` instead of the server's media address `server`.
@@ -1124,7 +1134,16 @@ impl Client {
                 tx: self.pc_tx.clone(),
                 obs: self.obs.clone(),
             }))
-            .with_udp_addrs(vec![std::net::SocketAddr::new(self.options.ip, 0)])
+            .with_udp_addrs(if self.options.tcp_only {
+                vec![]
+            } else {
+                vec![std::net::SocketAddr::new(self.options.ip, 0)]
+            })
+            .with_tcp_addrs(if self.options.tcp_only {
+                vec![std::net::SocketAddr::new(self.options.ip, 0)]
+            } else {
+                vec![]
+            })
             .build()
             .await
             .map_err(|e| format!("RTCPeerConnection: {e}"))?;
