@@ -260,7 +260,8 @@ export class Room {
           setTileLabel(peer.id, displayNameOf(peer));
           this.updateParticipantsList();
         },
-        onConnectionError: (message) => this.fail(message, "The call ended"),
+        // A call that ends because its media never connected says why, when the server knew.
+        onConnectionError: (message) => this.fail(this.mediaDiagnosis ?? message, "The call ended"),
         onConnectionStateChange: (state) => {
           this.mediaState = state;
           this.showConnectionState();
