@@ -179,6 +179,8 @@ pub async fn serve_shared<F>(
             if let Some(handoff) = ice_tcp
                 && sniff_within(&io.io, idle_timeout).await == FirstBytes::IceTcp
             {
+                // Media frames are small and latency-bound: no Nagle delay.
+                let _ = io.io.set_nodelay(true);
                 match io.io.local_addr() {
                     Ok(local) => handoff(Box::new(io), peer, local),
                     Err(e) => log::debug!("http: {peer}: no local address: {e}"),

@@ -13,6 +13,7 @@
 //! exit status says whether every peer joined and every receiving peer got audio and video.
 //!
 //! This binary uses nothing of the server's modules: it is a client, like a browser.
+mod ice_tcp;
 mod janus;
 mod media;
 mod peer;
@@ -112,6 +113,11 @@ struct Args {
     /// and its VideoRoom plugin; the media side is the same. At most one publisher per room.
     #[arg(long)]
     janus: bool,
+    /// Peers use ICE-TCP only: one active TCP candidate, no UDP candidate, so all media goes
+    /// over RFC 4571-framed TCP to the server's passive candidate (for the CPU cost of ICE-TCP
+    /// next to UDP). The packet counters then count frames.
+    #[arg(long)]
+    ice_tcp: bool,
     /// A label copied into the JSON result (e.g. the scenario's name).
     #[arg(long, default_value = "")]
     label: String,
@@ -221,6 +227,7 @@ fn run_context(args: &Args, stats: Rc<RefCell<Stats>>, stop: Rc<Cell<bool>>) -> 
         stats,
         stop,
         janus: args.janus,
+        ice_tcp: args.ice_tcp,
     })
 }
 

@@ -18,11 +18,12 @@ use str0m::change::SdpPendingOffer;
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 
+use crate::ice_tcp::TcpLinks;
 use crate::janus::{self, JanusSession};
 use crate::media::{self, Kind, MediaShape, RxStream};
 use crate::phoenix::{self, Channel, Incoming};
@@ -44,6 +45,8 @@ pub struct RunContext {
     pub stop: Rc<Cell<bool>>,
     /// The server is Janus (VideoRoom plugin over its WebSocket API), not videoroom.
     pub janus: bool,
+    /// ICE over TCP only (`--ice-tcp`).
+    pub ice_tcp: bool,
 }
 
 /// The signalling a peer speaks.
@@ -81,6 +84,9 @@ struct Peer {
     signal: Signal,
     rtc: Rtc,
     socket: UdpSocket,
+    /// ICE-TCP connections (with `--ice-tcp`; unused otherwise).
+    tcp: TcpLinks,
+    /// The local candidate's address (the UDP socket's, or the active TCP candidate's).
     local: SocketAddr,
     peer_id: Option<String>,
     send: Vec<SendTrack>,
@@ -167,8 +173,21 @@ async fn start(
         config = config.set_dtls_cert(cert.clone());
     }
     let mut rtc = config.build(now);
-    let host = Candidate::host(local, "udp").map_err(|e| format!("candidate: {e}"))?;
-    rtc.add_local_candidate(host);
+    let (host, local) = if ctx.ice_tcp {
+        // An active candidate's port is a placeholder (RFC 6544: 9); the connection's own
+        // port is chosen when it connects.
+        let local = SocketAddr::new(ctx.local_ip, 9);
+        let c = Candidate::builder()
+            .tcp()
+            .host(local)
+            .tcptype(TcpType::Active)
+            .build();
+        (c, local)
+    } else {
+        (Candidate::host(local, "udp"), local)
+    };
+    rtc.add_local_candidate(host.map_err(|e| format!("candidate: {e}"))?);
+    let tcp = TcpLinks::new(ctx.local_ip);
     let peer = Peer {
         ctx,
         index,
@@ -178,6 +197,7 @@ async fn start(
         signal,
         rtc,
         socket,
+        tcp,
         local,
         peer_id: None,
         send: Vec::new(),
@@ -267,6 +287,7 @@ impl Peer {
                     ready.map_err(|e| format!("udp: {e}"))?;
                     self.read_socket(&mut buf)?;
                 }
+                Some((source, frame)) = self.tcp.inbox.recv() => self.read_frame(source, &frame)?,
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
             let now = Instant::now();
@@ -314,6 +335,27 @@ impl Peer {
         }
     }
 
+    /// Feeds one ICE-TCP frame from `source` (then every frame already waiting).
+    fn read_frame(&mut self, source: SocketAddr, frame: &[u8]) -> Result<(), String> {
+        let mut next = Some((source, bytes::Bytes::copy_from_slice(frame)));
+        while let Some((source, frame)) = next {
+            let now = Instant::now();
+            {
+                let mut stats = self.ctx.stats.borrow_mut();
+                stats.counters.udp_received += 1;
+                stats.counters.udp_received_bytes += frame.len() as u64;
+            }
+            if let Ok(receive) = Receive::new(Protocol::Tcp, source, self.local, &frame) {
+                self.rtc
+                    .handle_input(Input::Receive(now, receive))
+                    .map_err(|e| format!("rtc input: {e}"))?;
+                self.drain(now)?;
+            }
+            next = self.tcp.inbox.try_recv().ok();
+        }
+        Ok(())
+    }
+
     /// Polls the `Rtc` until it waits: datagrams out, events accounted.
     fn drain(&mut self, now: Instant) -> Result<(), String> {
         loop {
@@ -323,8 +365,14 @@ impl Peer {
                     return Ok(());
                 }
                 Output::Transmit(t) => {
-                    // UDP semantics: a datagram the socket cannot take now is lost.
-                    if self.socket.try_send_to(&t.contents, t.destination).is_ok() {
+                    // UDP semantics: a datagram the socket (or a full TCP queue) cannot take
+                    // now is lost.
+                    let sent = if t.proto == Protocol::Tcp {
+                        self.tcp.send(t.destination, &t.contents)
+                    } else {
+                        self.socket.try_send_to(&t.contents, t.destination).is_ok()
+                    };
+                    if sent {
                         let mut stats = self.ctx.stats.borrow_mut();
                         stats.counters.udp_sent += 1;
                         stats.counters.udp_sent_bytes += t.contents.len() as u64;
