@@ -16,7 +16,10 @@
 //    server's diagnosis in its banner (screenshot in $ARTIFACTS_DIR) and the server logs one line
 //    with the cause.
 //
-// Needs root (network namespaces) and nft (nftables): skipped with the reason otherwise, unless
+// 4. Firefox ESR on the same machine as a server bound to 127.0.0.1 (no EXTERNAL_IP): Firefox
+//    offers no loopback candidates, so its media cannot connect; the banner and the log say so.
+//
+// 1-3 need root (network namespaces) and nft (nftables): skipped with the reason otherwise, unless
 // VIDEOROOM_NETNS_REQUIRED=1 turns the skip into a failure.
 
 import { test, before, after } from "node:test";
@@ -174,6 +177,36 @@ async function joinPair(room, inside, insideUrl, outside, outsideUrl) {
   return { insideMs, outsideMs };
 }
 
+/**
+ * Waits for the diagnosis banner on `page` (matching `text`), screenshots it into
+ * $ARTIFACTS_DIR/ice_tcp_diagnosis_<cause>.png, and checks the server's one log line for the
+ * peer of `room` and the metric of `cause`.
+ */
+async function expectDiagnosis(server, page, room, cause, text) {
+  const banner = await eventually(
+    "the diagnosis banner",
+    () =>
+      page.evaluate(() => {
+        const el = document.getElementById("videochat-error");
+        return el && el.style.display !== "none" && el.textContent ? el.textContent : null;
+      }),
+    { timeoutMs: 20_000, intervalMs: 250 },
+  );
+  assert.match(banner, /^Media cannot connect: /);
+  assert.match(banner, text);
+  const shot = join(artifactsDir(), `ice_tcp_diagnosis_${cause}.png`);
+  await page.screenshot({ path: shot });
+  console.log(`banner: ${banner}\nscreenshot: ${shot}`);
+  const lines = server.log().split("\n").filter((l) => l.includes("media not connected"));
+  assert.equal(lines.length, 1, `one diagnosis line:\n${lines.join("\n")}`);
+  assert.match(lines[0], new RegExp(`room=${room} peer=\\S+ media not connected`));
+  assert.match(lines[0], /checks received: udp 0 tcp 0/);
+  assert.match(lines[0], new RegExp(`likely cause: ${cause} `));
+  console.log(`server: ${lines[0]}`);
+  const metrics = await (await fetch(`${server.url}/metrics`)).text();
+  assert.match(metrics, new RegExp(`videoroom_media_connect_diagnoses_total\\{cause="${cause}"\\} 1`));
+}
+
 test(
   "a Chromium whose UDP is dropped exchanges video with a browser outside over ICE-TCP, and over UDP while UDP works",
   { timeout: 180_000 },
@@ -246,28 +279,26 @@ test(
     const inside = await chromiumInNamespace(insideUrl);
     await enterRoom(outside, server.url, "icetcp-blocked", "Outside");
     await enterRoom(inside, insideUrl, "icetcp-blocked", "Inside");
-    const banner = await eventually(
-      "the diagnosis banner",
-      () =>
-        inside.page.evaluate(() => {
-          const el = document.getElementById("videochat-error");
-          return el && el.style.display !== "none" && el.textContent ? el.textContent : null;
-        }),
-      { timeoutMs: 20_000, intervalMs: 250 },
-    );
-    assert.match(banner, /Media cannot connect: this network seems to block the media ports/);
-    const shot = join(artifactsDir(), "ice_tcp_diagnosis.png");
-    await inside.page.screenshot({ path: shot });
-    console.log(`banner: ${banner}\nscreenshot: ${shot}`);
-    const lines = server.log().split("\n").filter((l) => l.includes("media not connected"));
-    assert.equal(lines.length, 1, `one diagnosis line:\n${lines.join("\n")}`);
-    assert.match(lines[0], /room=icetcp-blocked peer=\S+ media not connected/);
-    assert.match(lines[0], /checks received: udp 0 tcp 0/);
-    assert.match(lines[0], /likely cause: blocked/);
-    console.log(`server: ${lines[0]}`);
-    const metrics = await (await fetch(`${server.url}/metrics`)).text();
-    assert.match(metrics, /videoroom_media_connect_diagnoses_total\{cause="blocked"\} 1/);
+    await expectDiagnosis(server, inside.page, "icetcp-blocked", "blocked", /this network seems to block the media ports/);
     await inside.close();
     await outside.close();
+  },
+);
+
+test(
+  "Firefox against a server bound to 127.0.0.1 is told that the server listens only on loopback",
+  { timeout: 90_000 },
+  async (t) => {
+    let firefox;
+    try {
+      firefox = await launchFirefox();
+    } catch (e) {
+      return t.skip(`skipped: Firefox ESR cannot start here (${e.message})`);
+    }
+    browsers.push(firefox);
+    const server = await start({ BIND_ADDRESS: "127.0.0.1", EXTERNAL_IP: null });
+    await enterRoom(firefox, server.url, "icetcp-loopback", "Firefox");
+    await expectDiagnosis(server, firefox.page, "icetcp-loopback", "loopback_server", /listens only on a loopback address/);
+    await firefox.close();
   },
 );

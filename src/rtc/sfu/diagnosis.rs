@@ -15,7 +15,7 @@
 //! 4. otherwise ([`ConnectCause::Blocked`]): nothing arrived, so the UDP port (and the ICE-TCP
 //!    port) are blocked between the client and us, or the advertised address is not reachable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -27,9 +27,16 @@ use str0m::net::Protocol;
 /// within a second or two when a path exists, and ICE-TCP fallback needs a few seconds more.
 pub const DIAGNOSE_AFTER: Duration = Duration::from_secs(8);
 
-/// The remote candidates a client offered (in its SDP and trickled), counted by type.
+/// Most distinct candidate lines a [`CandidateTally`] counts (browsers offer a few dozen at
+/// most; the engine limits trickled candidates per offer as well).
+const MAX_TALLIED: usize = 128;
+
+/// The remote candidates a client offered (in its SDP and trickled), counted by type, each
+/// distinct line once (re-offers repeat them).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CandidateTally {
+    /// The lines counted so far.
+    seen: BTreeSet<String>,
     /// `"host/udp"`, `"srflx/tcp"`, … → how many.
     by_type: BTreeMap<String, u32>,
     /// Candidates on a loopback address.
@@ -46,6 +53,9 @@ impl CandidateTally {
     pub fn add(&mut self, line: &str) {
         let line = line.trim();
         let line = line.strip_prefix("a=").unwrap_or(line);
+        if self.seen.len() >= MAX_TALLIED || !self.seen.insert(line.to_owned()) {
+            return;
+        }
         match Candidate::from_sdp_string(line) {
             Ok(c) => {
                 let proto = match c.proto() {
@@ -241,6 +251,8 @@ mod tests {
     fn the_tally_counts_types_and_protocols_and_mdns_names_as_host() {
         let t = tally(&[FIREFOX_HOST, FIREFOX_TCP, SRFLX_PUBLIC, CHROME_MDNS]);
         assert_eq!(t.summary(), "host/tcp x1, host/udp x2, srflx/udp x1");
+        let again = tally(&[FIREFOX_HOST, &format!("a={FIREFOX_HOST}"), FIREFOX_HOST]);
+        assert_eq!(again.summary(), "host/udp x1", "a re-offered candidate counts once");
         assert_eq!(tally(&[LOOPBACK]).summary(), "host/udp x1 (loopback only)");
         assert_eq!(tally(&[]).summary(), "none");
         assert_eq!(tally(&["candidate:garbage"]).summary(), "none");
