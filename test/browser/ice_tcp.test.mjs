@@ -38,31 +38,21 @@ import {
   readTiles,
   startServer,
 } from "./support.mjs";
-import { createLinkedNamespace, namespaceUnavailableReason } from "./lossy_link.mjs";
+import { linkedNamespaceOrReason } from "./lossy_link.mjs";
 
 let link = null;
-let unavailable = namespaceUnavailableReason();
+let unavailable = null;
 const servers = [];
 const browsers = [];
 
 before(() => {
-  if (!unavailable) {
-    try {
-      execFileSync("nft", ["--version"], { stdio: "ignore" });
-    } catch {
-      unavailable = "nft (nftables) is not installed";
-    }
+  let noNft = null;
+  try {
+    execFileSync("nft", ["--version"], { stdio: "ignore" });
+  } catch {
+    noNft = "nft (nftables) is not installed";
   }
-  if (!unavailable) {
-    try {
-      link = createLinkedNamespace(CHROMIUM);
-    } catch (e) {
-      unavailable = e.message;
-    }
-  }
-  if (unavailable && process.env.VIDEOROOM_NETNS_REQUIRED === "1") {
-    throw new Error(`VIDEOROOM_NETNS_REQUIRED=1 but the namespace cannot be built: ${unavailable}`);
-  }
+  ({ link, unavailable } = linkedNamespaceOrReason(CHROMIUM, noNft));
 });
 
 after(async () => {

@@ -11,7 +11,6 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
 use tokio::sync::mpsc;
 use videoroom::rtc::tcp::{FrameReader, frame};
 
@@ -83,19 +82,7 @@ async fn run_connection(
     mut rx: mpsc::Receiver<Vec<u8>>,
     inbox: mpsc::Sender<(SocketAddr, Bytes)>,
 ) -> Result<(), String> {
-    let socket = match local_ip {
-        IpAddr::V4(_) => TcpSocket::new_v4(),
-        IpAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .map_err(|e| format!("socket: {e}"))?;
-    socket
-        .bind(SocketAddr::new(local_ip, 0))
-        .map_err(|e| format!("bind: {e}"))?;
-    let stream = socket
-        .connect(destination)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let _ = stream.set_nodelay(true);
+    let stream = crate::phoenix::connect_tcp(destination, local_ip).await?;
     let (mut reader, mut writer) = stream.into_split();
     let write = async move {
         while let Some(framed) = rx.recv().await {
