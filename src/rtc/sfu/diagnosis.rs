@@ -252,7 +252,11 @@ mod tests {
         let t = tally(&[FIREFOX_HOST, FIREFOX_TCP, SRFLX_PUBLIC, CHROME_MDNS]);
         assert_eq!(t.summary(), "host/tcp x1, host/udp x2, srflx/udp x1");
         let again = tally(&[FIREFOX_HOST, &format!("a={FIREFOX_HOST}"), FIREFOX_HOST]);
-        assert_eq!(again.summary(), "host/udp x1", "a re-offered candidate counts once");
+        assert_eq!(
+            again.summary(),
+            "host/udp x1",
+            "a re-offered candidate counts once"
+        );
         assert_eq!(tally(&[LOOPBACK]).summary(), "host/udp x1 (loopback only)");
         assert_eq!(tally(&[]).summary(), "none");
         assert_eq!(tally(&["candidate:garbage"]).summary(), "none");
