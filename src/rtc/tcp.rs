@@ -228,7 +228,9 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 }
 
 /// Reads frames from `io` into the mux until the connection ends or breaks a rule (one log
-/// line), with a writer task draining its outbox meanwhile.
+/// line), with a writer task draining its outbox meanwhile. One function, not several: the
+/// read loop, the first-frame rule and the cleanup share the connection's state (the
+/// unstarted writer, whether it is attached), and split up they would pass all of it around.
 async fn serve_connection<IO>(io: IO, remote: SocketAddr, local: SocketAddr, ingress: MuxIngress)
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,

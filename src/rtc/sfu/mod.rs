@@ -40,6 +40,12 @@
 //!   RTP, RTCP and STUN consent checks every few hundred ms to 2.5 s), or one that did not
 //!   connect within `connect_timeout` of its first offer, or whose DTLS closed, is reported once
 //!   with [`SfuEvent::PeerFailed`] and no longer served.
+//! - Diagnosis: a peer not connected [`diagnosis::DIAGNOSE_AFTER`] its first offer is logged
+//!   once with what its client offered, which checks arrived and the likely cause, and
+//!   reported with [`SfuEvent::MediaNotConnected`] (see [`diagnosis`]).
+//! - ICE-TCP: with [`SfuConfig::tcp_addrs`] each session also has passive TCP host
+//!   candidates; a datagram's [`crate::rtc::net::Datagram::protocol`] says which kind of
+//!   candidate it arrived on, and each transmit carries str0m's protocol back to the shell.
 //!
 //! Driving it (the room actor): `add_peer` at join; on every offer `handle_offer`, then publish
 //! `ice_ufrags()` to the UDP mux (`rtc::driver` does this) BEFORE sending the answer, then send
