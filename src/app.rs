@@ -12,11 +12,13 @@
 //! `--drain-delay` passes before the sockets are told 1012) until the process exits, while the
 //! listener keeps answering.
 
+use crate::cluster::Cluster;
+use crate::cluster::pubsub::RedisPubSub;
 use crate::config::Config;
 use crate::metrics::{Health, Metrics};
 use crate::phoenix::Router;
 use crate::phoenix::transport::{Endpoint, SocketMount};
-use crate::room::{RoomRegistry, RoomsConfig};
+use crate::room::{Placement, RoomRegistry, RoomsConfig};
 use crate::rtc::driver::MediaPlane;
 use crate::rtc::metrics::Heartbeats;
 use crate::rtc::sfu::SfuConfig;
@@ -26,9 +28,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
-use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
+use warp::{Filter, Reply};
 
 /// Mount path of the Phoenix socket (`/socket/websocket`, `/socket/longpoll`).
 pub const SOCKET_PATH: &str = "/socket";
@@ -42,6 +44,9 @@ pub fn socket_router(rooms: RoomRegistry) -> Router {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// `--redis-url` is set but Redis cannot be used.
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// `--static-dir` does not name a readable folder.
     #[error("static files: {0}")]
     StaticDir(#[from] crate::web::StaticDirError),
@@ -87,14 +92,15 @@ pub struct App {
     tls: Option<tokio_rustls::TlsAcceptor>,
     metrics: Arc<Metrics>,
     health: Health,
+    cluster: Option<Cluster>,
     /// Takes ICE-TCP connections off the web listener (the port is shared).
     ice_tcp_on_web: Option<TcpMedia>,
 }
 
 impl App {
     /// Builds the rooms (on the media socket `udp`; `None`: signalling only, no media), the
-    /// routes, and loads (or generates) the TLS certificate; fails on bad settings. No
-    /// ICE-TCP ([`App::with_ice_tcp`] adds it).
+    /// routes, and loads (or generates) the TLS certificate; fails on bad settings. One node:
+    /// `--redis-url` is not looked at (see [`App::start`]); no ICE-TCP.
     /// Must run inside the tokio runtime (it starts the UDP mux task).
     pub fn new(config: Config, udp: Option<UdpSocket>) -> Result<Self, StartError> {
         Self::with_ice_tcp(config, udp, IceTcpSocket::Off)
@@ -107,9 +113,34 @@ impl App {
         udp: Option<UdpSocket>,
         ice_tcp: IceTcpSocket,
     ) -> Result<Self, StartError> {
+        Self::build(config, udp, ice_tcp, Arc::new(Metrics::new()), None)
+    }
+
+    /// [`App::with_ice_tcp`], joining the cluster first when `--redis-url` is set (fails when
+    /// Redis does not answer: a node meant for a cluster never runs alone by mistake).
+    pub async fn start(
+        config: Config,
+        udp: Option<UdpSocket>,
+        ice_tcp: IceTcpSocket,
+    ) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new());
+        let cluster = match config.cluster_config() {
+            Some(settings) => Some(Cluster::connect(settings, metrics.cluster.clone()).await?),
+            None => None,
+        };
+        Self::build(config, udp, ice_tcp, metrics, cluster)
+    }
+
+    fn build(
+        config: Config,
+        udp: Option<UdpSocket>,
+        ice_tcp: IceTcpSocket,
+        metrics: Arc<Metrics>,
+        cluster: Option<Cluster>,
+    ) -> Result<Self, StartError> {
         let heartbeats = Heartbeats::default();
         let health = Health::new(heartbeats.clone(), config.stall_timeout());
+        let placement = cluster.clone().map(|c| Arc::new(c) as Arc<dyn Placement>);
         let mut media = media_plane(&config, udp, &metrics, heartbeats);
         let mut ice_tcp_on_web = None;
         let tcp_bound = match &ice_tcp {
@@ -126,9 +157,18 @@ impl App {
                 _ => {}
             }
         }
-        let rooms = rooms_on(&config, media, &metrics);
-        let endpoint = Endpoint::new().with_metrics(metrics.sockets.clone());
-        let ops = crate::metrics::routes(metrics.clone(), health.clone());
+        let rooms = rooms_on(&config, media, &metrics, placement);
+        let endpoint = match &cluster {
+            Some(cluster) => Endpoint::with_pubsub(RedisPubSub::start(cluster)),
+            None => Endpoint::new(),
+        }
+        .with_metrics(metrics.sockets.clone());
+        if let Some(cluster) = &cluster {
+            cluster.start(rooms.clone());
+        }
+        let ops = crate::metrics::routes(metrics.clone(), health.clone())
+            .or(cluster_route(cluster.clone(), rooms.clone()))
+            .unify();
         let filter = ops
             .or(routes(&config, &endpoint, rooms.clone())?)
             .unify()
@@ -142,6 +182,7 @@ impl App {
             tls,
             metrics,
             health,
+            cluster,
             ice_tcp_on_web,
         })
     }
@@ -171,10 +212,16 @@ impl App {
         let drain_timeout = self.config.drain_timeout();
         let drain_delay = self.config.drain_delay();
         let health = self.health.clone();
+        let (cluster, rooms) = (self.cluster.clone(), self.rooms.clone());
         let shutdown = async move {
             shutdown.await;
             // From here until exit /readyz answers 503; the listener stays open meanwhile.
             health.start_draining();
+            // Clustered: the rooms are released first, so the peers told to reconnect below
+            // are placed on the other nodes at once.
+            if let Some(cluster) = cluster {
+                cluster.leave(&rooms).await;
+            }
             if !drain_delay.is_zero() {
                 log::info!("shutting down: not ready; sockets close in {drain_delay:?}");
                 tokio::time::sleep(drain_delay).await;
@@ -203,7 +250,30 @@ impl App {
 pub fn room_registry(config: &Config, udp: Option<UdpSocket>) -> RoomRegistry {
     let metrics = Metrics::new();
     let media = media_plane(config, udp, &metrics, Heartbeats::default());
-    rooms_on(config, media, &metrics)
+    rooms_on(config, media, &metrics, None)
+}
+
+/// `GET /cluster`: this node, the live nodes and Redis's state as JSON (one node: Redis
+/// `"off"`, no other nodes).
+fn cluster_route(cluster: Option<Cluster>, rooms: RoomRegistry) -> BoxedFilter<(Response,)> {
+    warp::path("cluster")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(move || {
+            let status = match &cluster {
+                Some(cluster) => cluster.status(&rooms),
+                None => serde_json::json!({
+                    "node": {
+                        "rooms": rooms.room_count(),
+                        "peers": rooms.metrics().peers.get(),
+                    },
+                    "nodes": [],
+                    "redis": "off",
+                }),
+            };
+            warp::reply::json(&status).into_response()
+        })
+        .boxed()
 }
 
 /// The media plane for `config` on the socket `udp` (none: signalling only), counting in
@@ -226,8 +296,13 @@ fn media_plane(
     .with_limits(config.engine_limits())
 }
 
-/// The room registry for `config` on `media`.
-fn rooms_on(config: &Config, media: MediaPlane, metrics: &Metrics) -> RoomRegistry {
+/// The room registry for `config` on `media`, placed by `placement` when clustered.
+fn rooms_on(
+    config: &Config,
+    media: MediaPlane,
+    metrics: &Metrics,
+    placement: Option<Arc<dyn Placement>>,
+) -> RoomRegistry {
     let fault_injection = std::env::var_os(FAULT_INJECTION_ENV).is_some_and(|v| v == "1");
     if fault_injection {
         log::warn!("{FAULT_INJECTION_ENV}=1: test-only fault hooks are on (never in production)");
@@ -239,6 +314,7 @@ fn rooms_on(config: &Config, media: MediaPlane, metrics: &Metrics) -> RoomRegist
         metrics: metrics.rooms.clone(),
         fault_injection,
         reconnect_grace: config.reconnect_grace(),
+        placement,
         ..RoomsConfig::default()
     };
     RoomRegistry::new(rooms, media)

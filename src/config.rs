@@ -291,6 +291,25 @@ pub struct Config {
     /// Extra host names or addresses for the self-signed certificate, comma-separated.
     #[arg(long = "tls-name", env, value_delimiter = ',')]
     pub tls_names: Vec<String>,
+
+    /// Several nodes as one service: the Redis server that holds the room registry and carries
+    /// PubSub between nodes (`redis://host:6379/0`). Unset: one node, nothing else needed.
+    #[arg(long, env)]
+    pub redis_url: Option<String>,
+
+    /// This node's name in the cluster (default: `<host name>-<port>`).
+    #[arg(long, env)]
+    pub node_id: Option<String>,
+
+    /// The base URL other nodes reach this node's signalling at (`ws://10.0.0.5:4000`;
+    /// default: `ws://` + `--external-ip` or `--bind` (127.0.0.1 if unspecified) + `--port`).
+    #[arg(long, env)]
+    pub node_url: Option<String>,
+
+    /// Seconds a room's (and a node's) registration lives in Redis without being renewed: a
+    /// dead node's rooms can be taken over after this long (renewed every third of it).
+    #[arg(long = "cluster-lease", env, default_value_t = 3.0)]
+    pub cluster_lease_secs: f64,
 }
 
 /// Where ICE-TCP media listens ([`Config::ice_tcp`]).
@@ -353,6 +372,35 @@ impl Config {
     /// How long a watched loop may go without progress before `/healthz` fails.
     pub fn stall_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.stall_timeout_secs.max(0.1))
+    }
+
+    /// The cluster settings, when `--redis-url` is set.
+    pub fn cluster_config(&self) -> Option<crate::cluster::ClusterConfig> {
+        let redis_url = self.redis_url.clone()?;
+        let host = match (self.external_ip, self.bind) {
+            (Some(ip), _) => ip,
+            (None, ip) if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+            (None, ip) => ip,
+        };
+        let node_url = self.node_url.clone().unwrap_or_else(|| match host {
+            IpAddr::V6(v6) => format!("ws://[{v6}]:{}", self.port),
+            IpAddr::V4(v4) => format!("ws://{v4}:{}", self.port),
+        });
+        let node_id = self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            let host = host.trim();
+            format!(
+                "{}-{}",
+                if host.is_empty() { "node" } else { host },
+                self.port
+            )
+        });
+        Some(crate::cluster::ClusterConfig {
+            redis_url,
+            node_id,
+            node_url: node_url.trim_end_matches('/').to_owned(),
+            lease: Duration::from_secs_f64(self.cluster_lease_secs.clamp(0.3, 3600.0)),
+        })
     }
 
     /// How long to wait for sockets to close on shutdown.

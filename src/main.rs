@@ -22,6 +22,13 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    // `--port 0` picks a free port: the cluster registers the port actually bound.
+    let mut config = config;
+    if config.port == 0
+        && let Ok(bound) = listener.local_addr()
+    {
+        config.port = bound.port();
+    }
     let web_addr = listener.local_addr().unwrap_or(config.listen_addr());
     let ice_tcp = match config.ice_tcp(web_addr) {
         IceTcpPort::Off => IceTcpSocket::Off,
@@ -34,7 +41,7 @@ async fn main() {
             }
         },
     };
-    let app = match App::with_ice_tcp(config.clone(), Some(udp), ice_tcp) {
+    let app = match App::start(config.clone(), Some(udp), ice_tcp).await {
         Ok(app) => app,
         Err(e) => {
             log::error!("cannot start: {e}");

@@ -27,6 +27,7 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, Response, StatusCode, header};
 
+use crate::cluster::ClusterMetrics;
 use crate::phoenix::metrics::SocketMetrics;
 use crate::room::metrics::RoomMetrics;
 use crate::rtc::metrics::{Heartbeats, LabeledCounters, MediaMetrics};
@@ -41,6 +42,8 @@ pub struct Metrics {
     pub media: MediaMetrics,
     /// Handles for the rooms (rooms, peers, join latency).
     pub rooms: RoomMetrics,
+    /// Handles for the cluster (nodes, Redis, this node's id); zero without `--redis-url`.
+    pub cluster: ClusterMetrics,
     resident_memory: Gauge,
     stalled_loops: Gauge,
     watched_loops: Gauge,
@@ -75,6 +78,32 @@ impl Metrics {
             "channels",
             "Joined channels on every socket",
             sockets.channels.clone(),
+        );
+        let cluster = ClusterMetrics::default();
+        r.register(
+            "cluster_nodes",
+            "Live nodes of the cluster at the last renewal (0 without Redis)",
+            cluster.nodes.clone(),
+        );
+        r.register(
+            "cluster_redis_up",
+            "1 while the cluster's Redis answers (0 without Redis)",
+            cluster.redis_up.clone(),
+        );
+        r.register(
+            "cluster_node_info",
+            "This node's id and signalling URL in the cluster (value 1)",
+            cluster.node_info.clone(),
+        );
+        r.register(
+            "cluster_pubsub_dropped",
+            "Broadcasts not sent to the other nodes (queue full or Redis down)",
+            cluster.pubsub_dropped.clone(),
+        );
+        r.register(
+            "relayed_peers",
+            "Channels on this node whose room lives on another node of the cluster",
+            rooms.relayed.clone(),
         );
         r.register("rooms", "Running rooms", rooms.rooms.clone());
         r.register(
@@ -187,6 +216,7 @@ impl Metrics {
             sockets,
             media,
             rooms,
+            cluster,
             resident_memory,
             stalled_loops,
             watched_loops,

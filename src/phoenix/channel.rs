@@ -171,6 +171,10 @@ pub(crate) enum Effect {
         key: String,
         meta: Value,
     },
+    /// Asked in `join`: the reply comes later, through [`Effect::FinishJoin`].
+    DeferJoin,
+    /// The answer to a deferred join.
+    FinishJoin(JoinReply),
 }
 
 /// What a channel callback can see and do.
@@ -273,6 +277,25 @@ impl ChannelContext<'_> {
             key: key.into(),
             meta,
         });
+    }
+
+    /// Called in [`Channel::join`]: the join is answered later, with
+    /// [`ChannelContext::finish_join`] from a later callback (typically `handle_info`, when
+    /// the work the join waits for comes back), and what `join` returns is ignored. Until then
+    /// the client has no reply (phoenix.js sends nothing on the topic meanwhile and times the
+    /// join out after its `timeout`, 10 s by default); the channel must not push before it
+    /// finishes the join. Phoenix's own `join/3` may wait inside its process for a remote
+    /// answer; a channel here must not block the socket, so it defers instead.
+    pub fn defer_join(&mut self) {
+        self.effects.push(Effect::DeferJoin);
+    }
+
+    /// Answers a join deferred with [`ChannelContext::defer_join`]: `Ok(response)` joins the
+    /// topic, `Err(response)` refuses it (the channel then ends: `terminate` is called with
+    /// [`TerminateReason::Stopped`] and the client gets only the error reply, as for a refusal
+    /// in `join`). Ignored when no join of this instance is waiting.
+    pub fn finish_join(&mut self, reply: JoinReply) {
+        self.effects.push(Effect::FinishJoin(reply));
     }
 
     /// The node's PubSub (for subscriptions beyond this channel's topic, use broadcasts).

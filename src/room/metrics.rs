@@ -12,6 +12,8 @@ pub struct RoomMetrics {
     pub rooms: Gauge,
     /// Admitted peers (members) in every room.
     pub peers: Gauge,
+    /// Clustered: channels on this node whose room lives on another node (relayed).
+    pub relayed: Gauge,
     /// From a channel joining `room:<id>` to its peer being accepted, seconds.
     pub join_seconds: Histogram,
     /// Limit hits, by limit (a family shared with the other layers).
@@ -35,6 +37,7 @@ impl RoomMetrics {
         RoomMetrics {
             rooms: Gauge::default(),
             peers: Gauge::default(),
+            relayed: Gauge::default(),
             join_seconds: Histogram::new(duration_buckets()),
             limit_hits,
             queue_overflows,

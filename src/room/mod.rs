@@ -63,13 +63,17 @@ mod admission;
 pub mod chat;
 pub mod metrics;
 mod peer_channel;
+pub mod placement;
 mod registry;
+pub mod relay;
 pub mod resume;
 
 pub(crate) use actor::{Credit, RoomCommand};
 pub use admission::{Admission, MaxPeers};
 pub use peer_channel::{PeerChannel, RESUME_TOKEN_PARAM, RoomSocket, TOPIC_PREFIX};
+pub use placement::{Place, PlaceError, PlaceFuture, Placement};
 pub use registry::{RoomHandle, RoomRegistry, RoomsConfig};
+pub use relay::RelayEnd;
 pub use resume::ResumeRefusal;
 
 /// How a peer's channel ended, as its lease tells the room.
@@ -111,6 +115,21 @@ pub enum PeerMessage {
         /// The serialized `error` media event.
         error_event: String,
     },
+    /// Clustered: where the room of a deferred join lives ([`placement`]).
+    Placed(Result<Place, PlaceError>),
+    /// Clustered: the room's node answered the relayed join ([`relay`]).
+    RelayJoined(crate::phoenix::JoinReply),
+    /// Clustered: the room's node answered a relayed push of the client's.
+    RelayReply {
+        /// The client's push being answered.
+        reply: crate::phoenix::ReplyRef,
+        /// The node's status (`ok`, `error`).
+        status: String,
+        /// The node's response.
+        response: serde_json::Value,
+    },
+    /// Clustered: the relay link to the room's node ended.
+    RelayEnded(RelayEnd),
 }
 
 /// Where a room delivers a peer's messages (its channel); never waits.

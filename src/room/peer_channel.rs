@@ -23,8 +23,11 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::chat::{self, ChatRate};
+use super::placement::RELAYED_PARAM;
 use super::registry::{RoomHandle, RoomRegistry};
+use super::relay::RelayLink;
 use super::{Credit, Departure, PeerMessage, PeerSink, ResumeRefusal, RoomCommand, RoomError};
+use super::{Place, Placement, RelayEnd};
 use crate::phoenix::transport::{ConnectError, ConnectInfo, SocketHandler};
 use crate::phoenix::{
     Channel, ChannelContext, ChannelSender, Flow, HandleIn, JoinReply, Payload, StopReason,
@@ -155,14 +158,7 @@ impl Joined {
             | RoomError::NoRuntime
             | RoomError::Resume(_) => "room closed",
         };
-        ctx.push(
-            "mediaEvent",
-            json!({ "data": crate::rtc::media_event::MediaEventOut::error(reason).to_json() }),
-        );
-        HandleIn::Stop {
-            reason: StopReason::Shutdown(reason.into()),
-            reply: None,
-        }
+        disconnect(ctx, reason)
     }
 
     /// Queues the command `command` builds within this peer's share of the room's inbox;
@@ -182,6 +178,12 @@ impl Joined {
 pub struct PeerChannel {
     registry: RoomRegistry,
     joined: Option<Joined>,
+    /// Clustered: a join waiting for placement or for the room's node.
+    placing: Option<Placing>,
+    /// Clustered: the link to the node that runs the room.
+    relay: Option<RelayLink>,
+    /// Clustered: the room this channel is relayed to, once joined there.
+    relayed_room: Option<String>,
     /// An unknown event was logged already: a flood writes one line, not one per frame.
     unknown_logged: bool,
 }
@@ -192,16 +194,17 @@ impl PeerChannel {
         PeerChannel {
             registry,
             joined: None,
+            placing: None,
+            relay: None,
+            relayed_room: None,
             unknown_logged: false,
         }
     }
 }
 
-impl Channel for PeerChannel {
-    type Info = PeerMessage;
-
-    fn join(&mut self, topic: &str, payload: Value, ctx: &mut ChannelContext) -> JoinReply {
-        let room_id = topic.strip_prefix(TOPIC_PREFIX).unwrap_or(topic);
+impl PeerChannel {
+    /// Joins room `room_id` on this node (attach, or resume with the payload's token).
+    fn join_here(&mut self, room_id: &str, payload: &Value, ctx: &mut ChannelContext) -> JoinReply {
         let (lease, lease_rx) = oneshot::channel();
         let sink: Box<dyn PeerSink> = Box::new(ctx.sender::<PeerMessage>());
         let resume = payload.get(RESUME_TOKEN_PARAM).filter(|t| !t.is_null());
@@ -254,7 +257,236 @@ impl Channel for PeerChannel {
         }
     }
 
+    /// Clustered: defers the join until placement says where room `room_id` lives.
+    fn place(
+        &mut self,
+        placement: Arc<dyn Placement>,
+        room_id: &str,
+        payload: Value,
+        ctx: &mut ChannelContext,
+    ) -> JoinReply {
+        ctx.defer_join();
+        let relayed = payload.get(RELAYED_PARAM).is_some_and(|v| !v.is_null());
+        self.placing = Some(Placing {
+            room_id: room_id.to_owned(),
+            payload,
+            relayed,
+            tries: 0,
+        });
+        spawn_placement(placement, room_id, relayed, ctx.sender());
+        Ok(json!({}))
+    }
+
+    /// Clustered: placement answered, the relayed join was answered, or the link ended.
+    fn handle_cluster(&mut self, msg: PeerMessage, ctx: &mut ChannelContext) -> Flow {
+        match msg {
+            PeerMessage::Placed(Ok(Place::Here)) => {
+                if let Some(placing) = self.placing.take() {
+                    let reply = self.join_here(&placing.room_id, &placing.payload, ctx);
+                    ctx.finish_join(reply);
+                }
+            }
+            PeerMessage::Placed(Ok(Place::Node { id, url })) => self.open_relay(&id, &url, ctx),
+            PeerMessage::Placed(Err(e)) => {
+                let room_id = self.placing.take().map(|p| p.room_id).unwrap_or_default();
+                log::warn!("room={room_id} channel join refused: {e}");
+                ctx.finish_join(Err(json!({ "reason": "failed to start room" })));
+            }
+            PeerMessage::RelayJoined(reply) => return self.relay_joined(reply, ctx),
+            PeerMessage::RelayReply {
+                reply,
+                status,
+                response,
+            } => ctx.reply(&reply, &status, response),
+            PeerMessage::RelayEnded(end) => return self.relay_ended(end, ctx),
+            _ => {}
+        }
+        Flow::Continue
+    }
+
+    /// Opens the relay link to node `id` at `url` for the deferred join.
+    fn open_relay(&mut self, id: &str, url: &str, ctx: &mut ChannelContext) {
+        let Some(placing) = &self.placing else {
+            return;
+        };
+        let mut params = match &placing.payload {
+            Value::Object(map) => map.clone(),
+            _ => serde_json::Map::new(),
+        };
+        let node = self.registry.placement().map(|p| p.node_id().to_owned());
+        params.insert(RELAYED_PARAM.into(), json!(node));
+        let topic = format!("{TOPIC_PREFIX}{}", placing.room_id);
+        let queue = self.registry.peer_queue();
+        let link = RelayLink::open(id, url, &topic, Value::Object(params), ctx.sender(), queue);
+        self.relay = Some(link);
+    }
+
+    /// The room's node answered the relayed join: so does this channel.
+    fn relay_joined(&mut self, reply: JoinReply, ctx: &mut ChannelContext) -> Flow {
+        let Some(placing) = self.placing.take() else {
+            return Flow::Continue;
+        };
+        let node = self
+            .relay
+            .as_ref()
+            .map(|l| l.node.clone())
+            .unwrap_or_default();
+        let room_id = placing.room_id;
+        match &reply {
+            Ok(_) => {
+                log::info!("room={room_id} joined the channel, relayed to node {node}");
+                self.registry.metrics().relayed.inc();
+                self.relayed_room = Some(room_id);
+            }
+            Err(why) => {
+                log::warn!("room={room_id} channel join refused by node {node}: {why}");
+                self.relay = None;
+            }
+        }
+        ctx.finish_join(reply);
+        Flow::Continue
+    }
+
+    /// The relay link ended: before the join, placement tries again (a refused node is
+    /// dropped from the registry); after it, the client's channel ends the way the link did.
+    fn relay_ended(&mut self, end: RelayEnd, ctx: &mut ChannelContext) -> Flow {
+        let Some(link) = self.relay.take() else {
+            return Flow::Continue;
+        };
+        let placement = self.registry.placement().cloned();
+        if let (Some(placing), Some(placement)) = (&mut self.placing, placement) {
+            placing.tries += 1;
+            log::warn!(
+                "room={} relay to node {} failed ({end:?}), placing again",
+                placing.room_id,
+                link.node
+            );
+            if placing.tries > MAX_PLACEMENT_TRIES {
+                self.placing = None;
+                ctx.finish_join(Err(json!({ "reason": "failed to start room" })));
+                return Flow::Continue;
+            }
+            if end == RelayEnd::Refused {
+                placement.refused(&placing.room_id, &link.node);
+            }
+            let room_id = placing.room_id.clone();
+            let relayed = placing.relayed;
+            let sender = ctx.sender();
+            tokio::spawn(async move {
+                tokio::time::sleep(PLACEMENT_RETRY).await;
+                let placed = placement.place(&room_id, relayed).await;
+                let _ = sender.try_send(PeerMessage::Placed(placed));
+            });
+            return Flow::Continue;
+        }
+        let room_id = self.relayed_room.as_deref().unwrap_or_default();
+        match end {
+            RelayEnd::Closed => {
+                log::info!(
+                    "room={room_id} node {} closed the relayed channel",
+                    link.node
+                );
+                Flow::Stop(StopReason::Shutdown("room closed".into()))
+            }
+            RelayEnd::Refused | RelayEnd::Lost(_) => {
+                log::warn!("room={room_id} relay to node {} lost: {end:?}", link.node);
+                if let (RelayEnd::Refused, Some(p)) = (&end, self.registry.placement()) {
+                    p.refused(room_id, &link.node);
+                }
+                // phx_error: phoenix.js rejoins, and placement finds the room's node anew.
+                Flow::Stop(StopReason::Error("the room's node was lost".into()))
+            }
+        }
+    }
+
+    /// A client push on a relayed channel: over the link, in order.
+    fn relay_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> HandleIn {
+        let Some(link) = &self.relay else {
+            return HandleIn::NoReply;
+        };
+        let (event, reply) = match event {
+            "mediaEvent" => ("mediaEvent", None),
+            "chat" => ("chat", ctx.reply_ref()),
+            _ => return HandleIn::NoReply,
+        };
+        let Payload::Json(payload) = payload else {
+            return HandleIn::NoReply;
+        };
+        if link.push(event, payload, reply) {
+            return HandleIn::NoReply;
+        }
+        let room_id = self.relayed_room.as_deref().unwrap_or_default();
+        log::warn!("room={room_id} relayed peer disconnected: its relay queue is full");
+        self.registry
+            .metrics()
+            .queue_overflows
+            .get_or_create(&[("queue", "relay")])
+            .inc();
+        let reason = "room overloaded";
+        disconnect(ctx, reason)
+    }
+}
+
+/// Ends the channel for `reason`, which the client first hears as an `error` media event.
+fn disconnect(ctx: &mut ChannelContext, reason: &str) -> HandleIn {
+    ctx.push(
+        "mediaEvent",
+        json!({ "data": crate::rtc::media_event::MediaEventOut::error(reason).to_json() }),
+    );
+    HandleIn::Stop {
+        reason: StopReason::Shutdown(reason.into()),
+        reply: None,
+    }
+}
+
+/// Clustered: how often a join tries to place its room before it is refused (each try waits
+/// for the room's lease in the registry; see [`crate::cluster`]).
+const MAX_PLACEMENT_TRIES: u32 = 8;
+
+/// Clustered: the pause before placing again after a relay link could not be made.
+const PLACEMENT_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Asks `placement` where `room_id` lives; the answer comes back to the channel as
+/// [`PeerMessage::Placed`].
+fn spawn_placement(
+    placement: Arc<dyn Placement>,
+    room_id: &str,
+    relayed: bool,
+    sender: ChannelSender<PeerMessage>,
+) {
+    let room_id = room_id.to_owned();
+    tokio::spawn(async move {
+        let placed = placement.place(&room_id, relayed).await;
+        let _ = sender.try_send(PeerMessage::Placed(placed));
+    });
+}
+
+/// Clustered: a join waiting for its room's placement.
+struct Placing {
+    room_id: String,
+    /// The client's join params (resume token and all), relayed as they are.
+    payload: Value,
+    /// The join came through another node.
+    relayed: bool,
+    /// Relay links that failed so far.
+    tries: u32,
+}
+
+impl Channel for PeerChannel {
+    type Info = PeerMessage;
+
+    fn join(&mut self, topic: &str, payload: Value, ctx: &mut ChannelContext) -> JoinReply {
+        let room_id = topic.strip_prefix(TOPIC_PREFIX).unwrap_or(topic);
+        match self.registry.placement().cloned() {
+            Some(placement) => self.place(placement, room_id, payload, ctx),
+            None => self.join_here(room_id, &payload, ctx),
+        }
+    }
+
     fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> HandleIn {
+        if self.relayed_room.is_some() {
+            return self.relay_in(event, payload, ctx);
+        }
         let Some(joined) = &mut self.joined else {
             return HandleIn::NoReply;
         };
@@ -303,10 +535,20 @@ impl Channel for PeerChannel {
                 ctx.push("mediaEvent", json!({ "data": error_event }));
                 Flow::Stop(StopReason::Shutdown("room closed".into()))
             }
+            cluster => self.handle_cluster(cluster, ctx),
         }
     }
 
     fn terminate(&mut self, reason: &TerminateReason, _ctx: &mut ChannelContext) {
+        if let Some(room_id) = self.relayed_room.take() {
+            log::info!("room={room_id} relayed channel ended: {reason:?}");
+            self.registry.metrics().relayed.dec();
+        }
+        if let Some(link) = self.relay.take()
+            && matches!(reason, TerminateReason::Left | TerminateReason::Stopped(_))
+        {
+            link.leave();
+        }
         if let Some(mut joined) = self.joined.take() {
             log::info!(
                 "room={} peer={} channel ended: {reason:?}",

@@ -21,7 +21,7 @@ use super::actor::{Room, RoomCommand};
 use super::admission::{Admission, MaxPeers};
 use super::metrics::RoomMetrics;
 use super::resume::{ResumeRefusal, ResumeTokens, TOKEN_BYTES};
-use super::{Lease, PeerSink, RoomError};
+use super::{Lease, PeerSink, Placement, RoomError};
 use crate::rtc::driver::MediaPlane;
 use crate::rtc::engine::EngineLimits;
 use crate::rtc::ids::PeerId;
@@ -52,6 +52,8 @@ pub struct RoomsConfig {
     /// How long a peer whose socket was lost can be resumed (the engine holds it that long,
     /// [`EngineLimits::reconnect_grace`]); spent resume tokens are remembered as long.
     pub reconnect_grace: Duration,
+    /// Clustered: which node runs each room (`None`: this node runs every room).
+    pub placement: Option<Arc<dyn Placement>>,
 }
 
 impl RoomsConfig {
@@ -82,6 +84,7 @@ impl Default for RoomsConfig {
             metrics: RoomMetrics::default(),
             fault_injection: false,
             reconnect_grace: EngineLimits::default().reconnect_grace,
+            placement: None,
         }
     }
 }
@@ -94,6 +97,7 @@ impl std::fmt::Debug for RoomsConfig {
             .field("max_rooms", &self.max_rooms)
             .field("peer_queue", &self.peer_queue)
             .field("reconnect_grace", &self.reconnect_grace)
+            .field("clustered", &self.placement.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -380,6 +384,11 @@ impl RoomRegistry {
     /// How many media events one peer may have waiting in its room's inbox.
     pub(crate) fn peer_queue(&self) -> usize {
         self.inner.config.peer_queue.max(1)
+    }
+
+    /// Clustered: which node runs each room.
+    pub(crate) fn placement(&self) -> Option<&Arc<dyn Placement>> {
+        self.inner.config.placement.as_ref()
     }
 
     /// The rooms' counters and gauges.

@@ -580,9 +580,8 @@ impl World {
     /// browsers, join requests accepted (the room actor's admission, which always admits here).
     pub fn drain_room(&mut self, r: usize) {
         let now = self.now;
-        let started = Instant::now();
-        self.drain_room_outputs(r, now);
-        self.room_time += started.elapsed();
+        let spent = room_work(|| self.drain_room_outputs(r, now));
+        self.room_time += spent;
     }
 
     fn drain_room_outputs(&mut self, r: usize, now: Instant) {
@@ -626,9 +625,8 @@ impl World {
             protocol: Protocol::Udp,
             contents: Bytes::from(data),
         };
-        let started = Instant::now();
-        self.rooms[r].core.handle_datagram(&datagram);
-        self.room_time += started.elapsed();
+        let spent = room_work(|| self.rooms[r].core.handle_datagram(&datagram));
+        self.room_time += spent;
     }
 
     pub fn send_media(&mut self, i: usize) {
@@ -754,9 +752,7 @@ impl World {
             let core = &mut self.rooms[r].core;
             // The driver's deadline, as the room's shell sleeps until it (None: not yet asked).
             if core.deadline().is_none_or(|t| t <= now) {
-                let started = Instant::now();
-                core.handle_timeout(now);
-                self.room_time += started.elapsed();
+                self.room_time += room_work(|| core.handle_timeout(now));
             }
             self.drain_room(r);
         }
@@ -849,4 +845,15 @@ pub fn connected(world: &World, i: usize) -> bool {
             .any(|(_, _, e)| *e == SfuEvent::PeerConnected(b.peer)),
         RoomCore::Engine(_) => b.rtc.is_connected(),
     }
+}
+
+/// Runs `work` (the room's driver: a datagram, a timeout, draining its outputs) and returns how
+/// long it took. Never inlined, so that an instruction counter can count the room's work alone:
+/// `valgrind --tool=callgrind --toggle-collect='*room_work*'` (see BENCHMARKS.md), repeatable
+/// where wall time on a shared machine is not.
+#[inline(never)]
+pub fn room_work(work: impl FnOnce()) -> Duration {
+    let started = Instant::now();
+    work();
+    started.elapsed()
 }

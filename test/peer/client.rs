@@ -363,6 +363,7 @@ impl HeadlessPeer {
             silent: Arc::new(AtomicBool::new(false)),
             transport_up: Arc::new(AtomicBool::new(false)),
             gone: false,
+            channel_errored: false,
         };
         client
             .silent
@@ -645,6 +646,8 @@ struct Client {
     transport_up: Arc<AtomicBool>,
     /// Left or vanished: ignore further server events.
     gone: bool,
+    /// The server errored the channel (`phx_error`): rejoin it, as phoenix.js does.
+    channel_errored: bool,
 }
 
 impl Client {
@@ -657,7 +660,17 @@ impl Client {
         loop {
             tokio::select! {
                 message = incoming.recv() => match message {
-                    Some(message) => self.on_socket_message(message).await,
+                    Some(message) => {
+                        self.on_socket_message(message).await;
+                        // phoenix.js rejoins an errored channel on its socket; the peer rejoins
+                        // on a fresh one, which the server cannot tell apart (a new channel
+                        // join carrying the resume token).
+                        if std::mem::take(&mut self.channel_errored)
+                            && let Some(back) = self.reconnect().await
+                        {
+                            incoming = back;
+                        }
+                    }
                     None => {
                         lock(&self.obs).socket_closed = true;
                         if let Some(back) = self.reconnect().await {
@@ -808,6 +821,10 @@ impl Client {
             }
             "phx_error" | "phx_close" => {
                 lock(&self.obs).channel_ends.push(message.event.clone());
+                if message.event == "phx_error" && self.options.reconnect.is_some() && !self.gone {
+                    self.channel_errored = true;
+                    return;
+                }
                 if !self.gone {
                     self.error(format!("channel {}: {}", message.event, message.payload));
                 }

@@ -4,4 +4,7 @@
 #[path = "../kit/phoenix.rs"]
 mod kit_phoenix;
 
+/// The literal-frame client, for tests that include the peer and speak frames too.
+#[allow(unused_imports)] // used by some of the binaries that include the peer
+pub use kit_phoenix::{Client, Received, Vsn, connect as connect_client};
 pub use kit_phoenix::{Incoming, PhoenixSocket, connect_socket as connect};

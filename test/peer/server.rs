@@ -5,6 +5,10 @@
 #[path = "../kit/server.rs"]
 mod kit_server;
 
+/// The in-process server shell, for tests that include the peer and serve other routes too.
+#[allow(unused_imports)] // used by some of the binaries that include the peer
+pub use kit_server::{Served, serve};
+
 pub use kit_server::Server as TestServer;
 use kit_server::start_server;
 pub use kit_server::test_config;

@@ -102,6 +102,8 @@ impl SocketState {
                         self.deliver(&to, &msg);
                     }
                 }
+                Effect::DeferJoin => {}
+                Effect::FinishJoin(reply) => self.finish_join(topic, &join_ref, reply),
                 Effect::Track { key, meta } => {
                     let Some(sub) = sub else { continue };
                     self.shared.env.presence.track(sub, topic, &key, meta);
@@ -169,6 +171,44 @@ impl SocketState {
             event: event.into(),
             payload: Payload::Json(payload),
         })
+    }
+
+    /// Answers the deferred join of the instance `join_ref` on `topic`; a refusal ends it.
+    fn finish_join(&mut self, topic: &str, join_ref: &Value, reply: Result<Value, Value>) {
+        let Some(r#ref) = self
+            .channels
+            .get_mut(topic)
+            .filter(|e| e.join_ref == *join_ref)
+            .and_then(|e| e.pending_join.take())
+        else {
+            return;
+        };
+        let (status, response, refused) = match reply {
+            Ok(response) => ("ok", response, false),
+            Err(response) => ("error", response, true),
+        };
+        self.send(Outgoing::Reply(Reply {
+            join_ref: join_ref.clone(),
+            r#ref,
+            topic: topic.into(),
+            status: Some(status.into()),
+            payload: Payload::Json(response),
+        }));
+        if refused {
+            // As for a refusal in `join`, the client hears nothing after the error reply:
+            // `terminate` runs (exactly once, as promised) but what it pushes is dropped.
+            let mut entry = self.remove_entry(topic);
+            let reason = TerminateReason::Stopped(StopReason::Normal);
+            let (result, _effects) = entry.call(&self.shared, topic, None, |c, ctx| {
+                c.terminate(&reason, ctx)
+            });
+            if let Err(panic) = result {
+                log::error!(
+                    "{}: channel {topic:?} panicked in terminate: {panic}",
+                    self.label
+                );
+            }
+        }
     }
 
     /// Removes a channel from the tables, its subscription and its presences.

@@ -190,6 +190,8 @@ struct Entry {
     sub: SubscriptionId,
     channel: Box<dyn AnyChannel>,
     tracked: bool,
+    /// The `ref` of a deferred join not answered yet ([`ChannelContext::defer_join`]).
+    pending_join: Option<Value>,
     /// This channel's unit of the channels gauge.
     _counted: GaugeGuard,
 }
@@ -542,6 +544,18 @@ impl SocketState {
             None,
             |c, ctx| c.join(&topic, payload, ctx),
         );
+        let deferred =
+            matches!(result, Ok(Ok(_))) && effects.iter().any(|e| matches!(e, Effect::DeferJoin));
+        if deferred {
+            // The reply comes with the channel's `finish_join`; the instance is live meanwhile
+            // (its info messages reach it, a leave or duplicate join ends it).
+            if let Some(close) = old_close {
+                self.send(close);
+            }
+            self.insert_entry(&topic, instance, &join_ref, sub, channel, Some(msg.r#ref));
+            self.apply_effects(&topic, &join_ref, effects);
+            return;
+        }
         let (status, response) = match result {
             Ok(Ok(response)) => ("ok", response),
             Ok(Err(response)) => ("error", response),
@@ -570,20 +584,34 @@ impl SocketState {
             self.shared.env.pubsub.unsubscribe(&topic, sub);
             return;
         }
-        self.by_instance.insert(instance, topic.clone());
-        self.by_sub.insert(sub, topic.clone());
+        self.insert_entry(&topic, instance, &join_ref, sub, channel, None);
+        self.apply_effects(&topic, &join_ref, effects);
+    }
+
+    /// Enters a joined (or, with `pending_join`, joining) channel in the tables.
+    fn insert_entry(
+        &mut self,
+        topic: &str,
+        instance: InstanceId,
+        join_ref: &Value,
+        sub: SubscriptionId,
+        channel: Box<dyn AnyChannel>,
+        pending_join: Option<Value>,
+    ) {
+        self.by_instance.insert(instance, topic.to_owned());
+        self.by_sub.insert(sub, topic.to_owned());
         self.channels.insert(
-            topic.clone(),
+            topic.to_owned(),
             Entry {
                 instance,
                 join_ref: join_ref.clone(),
                 sub,
                 channel,
                 tracked: false,
+                pending_join,
                 _counted: GaugeGuard::new(&self.shared.env.metrics.channels),
             },
         );
-        self.apply_effects(&topic, &join_ref, effects);
     }
 
     fn handle_leave(&mut self, msg: Message) {

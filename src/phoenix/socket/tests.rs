@@ -30,6 +30,15 @@ impl Channel for TestChannel {
         if payload.get("panic").is_some() {
             panic!("join panic");
         }
+        if let Some(answer) = payload.get("defer").and_then(Value::as_str) {
+            // The answer "arrives later": through the inbox, like an actor's reply.
+            ctx.defer_join();
+            let later = ctx.sender::<String>();
+            later
+                .try_send(format!("join:{answer}"))
+                .expect("room in inbox");
+            return Ok(json!({"ignored": true}));
+        }
         if let Some(key) = payload.get("track").and_then(Value::as_str) {
             ctx.track_presence(key, json!({"k": key}));
         }
@@ -60,6 +69,11 @@ impl Channel for TestChannel {
     }
 
     fn handle_info(&mut self, msg: String, ctx: &mut ChannelContext) -> Flow {
+        match msg.as_str() {
+            "join:ok" => return ok_later(ctx, Ok(json!({"later": true}))),
+            "join:error" => return ok_later(ctx, Err(json!({"reason": "later"}))),
+            _ => {}
+        }
         ctx.push("info", json!({"msg": msg}));
         Flow::Continue
     }
@@ -71,6 +85,12 @@ impl Channel for TestChannel {
             .push(format!("terminate {} {reason:?}", ctx.topic()));
         ctx.push("bye", json!({}));
     }
+}
+
+/// Answers the deferred join of `ctx`'s channel.
+fn ok_later(ctx: &mut ChannelContext, reply: JoinReply) -> Flow {
+    ctx.finish_join(reply);
+    Flow::Continue
 }
 
 struct Harness {
@@ -532,4 +552,58 @@ fn client_strings_in_log_lines_are_clipped_to_64_bytes_with_their_length() {
         Clip(&long).to_string(),
         format!("{:?}… (80 bytes)", "é".repeat(32))
     );
+}
+
+#[test]
+fn a_deferred_join_is_answered_when_the_channel_finishes_it_and_the_channel_then_works() {
+    let mut h = harness();
+    let join = json!(["1", "1", "room:a", "phx_join", {"defer": "ok"}]);
+    assert_eq!(h.send(join), Vec::<Value>::new());
+    assert_eq!(
+        h.pump_inbox(),
+        vec![
+            json!(["1", "1", "room:a", "phx_reply", {"status": "ok", "response": {"later": true}}])
+        ]
+    );
+    assert_eq!(
+        h.send(json!(["1", "2", "room:a", "echo", {"x": 1}])),
+        vec![json!(["1", "2", "room:a", "phx_reply", {"status": "ok", "response": {"x": 1}}])]
+    );
+}
+
+#[test]
+fn a_deferred_join_refused_later_gets_only_the_error_reply_and_ends_the_channel() {
+    let mut h = harness();
+    assert_eq!(
+        h.send(json!(["1", "1", "room:a", "phx_join", {"defer": "error"}])),
+        Vec::<Value>::new()
+    );
+    assert_eq!(
+        h.pump_inbox(),
+        vec![
+            json!(["1", "1", "room:a", "phx_reply", {"status": "error", "response": {"reason": "later"}}])
+        ]
+    );
+    assert_eq!(
+        h.log.lock().unwrap().as_slice(),
+        ["terminate room:a Stopped(Normal)"]
+    );
+    // Not joined: a push on the topic is answered as on any topic never joined.
+    let frames = h.send(json!(["1", "2", "room:a", "echo", {}]));
+    assert_eq!(
+        first_event(&frames, "phx_reply")[4]["response"]["reason"],
+        "unmatched topic"
+    );
+}
+
+#[test]
+fn a_leave_while_the_join_is_deferred_ends_the_channel_and_the_late_answer_is_dropped() {
+    let mut h = harness();
+    h.send(json!(["1", "1", "room:a", "phx_join", {"defer": "ok"}]));
+    let frames = h.send(json!(["1", "2", "room:a", "phx_leave", {}]));
+    assert_eq!(
+        first_event(&frames, "phx_reply"),
+        json!(["1", "2", "room:a", "phx_reply", {"status": "ok", "response": {}}])
+    );
+    assert_eq!(h.pump_inbox(), Vec::<Value>::new());
 }
