@@ -157,16 +157,31 @@ async fn bad_input_on_the_shared_port_closes_only_its_own_connection_with_one_lo
             .is_empty()
     );
 
-    // Slowloris: the first 11 bytes of a frame, then nothing: closed when the first frame is
-    // not whole within 10 s.
+    // Slowloris: the first 11 bytes of a frame, then one more byte every 4 s: closed when the
+    // first frame is not whole 10 s after the connection began, the trickle notwithstanding.
     let mut slow = TcpStream::connect(addr).await.unwrap();
+    let started = std::time::Instant::now();
     slow.write_all(&FRAMED_CHECK_FOR_NOBODY[..11])
         .await
         .unwrap();
+    let trickle = async {
+        for byte in &FRAMED_CHECK_FOR_NOBODY[11..] {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            if slow.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(15), trickle).await;
     assert!(
-        closed_by_server(&mut slow, Duration::from_secs(15))
+        closed_by_server(&mut slow, Duration::from_secs(5))
             .await
             .is_empty()
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(16),
+        "closed after {took:?}: the deadline held"
     );
 
     // Garbage that is not ICE-TCP goes to the web server, which answers it as before.

@@ -15,8 +15,9 @@
 //! - a frame longer than [`MAX_FRAME`] closes the connection (WebRTC keeps packets below the
 //!   path MTU; RFC 4571 allows up to 65535 bytes, which we never need), so a connection buffers
 //!   at most one frame plus one read;
-//! - the first frame must be a STUN check for a session we know, within [`FIRST_FRAME_WAIT`];
-//!   otherwise the connection is closed (garbage, port scans, slowloris);
+//! - the first frame must be a STUN check for a session we know, whole within
+//!   [`FIRST_FRAME_WAIT`] of the connection's start (however its bytes trickle in); otherwise
+//!   the connection is closed (garbage, port scans, slowloris);
 //! - a connection silent for [`crate::rtc::net::ADDR_IDLE_EXPIRY`] is closed (browsers send
 //!   consent checks every few seconds);
 //! - at most [`MAX_CONNECTIONS`] connections at once; more are closed at once;
@@ -247,15 +248,18 @@ where
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut attached = false;
     let mut writer_task = None;
+    // The first frame has one deadline in all (a byte now and then does not extend it); after
+    // it, each read may take up to the idle expiry.
+    let first_frame_by = tokio::time::Instant::now() + FIRST_FRAME_WAIT;
     let why: String = loop {
-        let wait = if attached {
-            ADDR_IDLE_EXPIRY
+        let deadline = if attached {
+            tokio::time::Instant::now() + ADDR_IDLE_EXPIRY
         } else {
-            FIRST_FRAME_WAIT
+            first_frame_by
         };
-        let n = match tokio::time::timeout(wait, reader.read(&mut chunk)).await {
-            Err(_) if attached => break format!("silent for {wait:?}"),
-            Err(_) => break format!("no whole first frame within {wait:?}"),
+        let n = match tokio::time::timeout_at(deadline, reader.read(&mut chunk)).await {
+            Err(_) if attached => break format!("silent for {ADDR_IDLE_EXPIRY:?}"),
+            Err(_) => break format!("no whole first frame within {FIRST_FRAME_WAIT:?}"),
             Ok(Err(e)) => break format!("read error: {e}"),
             Ok(Ok(0)) => {
                 log::debug!("ice-tcp: {remote} closed the connection");
