@@ -22,7 +22,9 @@ use crate::room::{Placement, RoomRegistry, RoomsConfig};
 use crate::rtc::driver::MediaPlane;
 use crate::rtc::metrics::Heartbeats;
 use crate::rtc::sfu::SfuConfig;
+use crate::rtc::tcp::TcpMedia;
 use crate::rtc::turn::IceServers;
+use crate::web::IceTcpHandoff;
 use crate::web::TlsIdentity;
 use std::future::Future;
 use std::sync::Arc;
@@ -75,6 +77,17 @@ pub fn routes(
 /// [`RoomsConfig::fault_injection`]. Not a setting: production never sets it.
 pub const FAULT_INJECTION_ENV: &str = "VIDEOROOM_FAULT_INJECTION";
 
+/// The TCP side of the media plane, as the binary bound it ([`App::with_ice_tcp`]).
+pub enum IceTcpSocket {
+    /// No ICE-TCP.
+    Off,
+    /// ICE-TCP on the web listener, whose address this is (connections are told apart by
+    /// their first bytes).
+    SharedWithWeb(std::net::SocketAddr),
+    /// ICE-TCP on its own listener.
+    Own(TcpListener),
+}
+
 /// A server ready to run: routes built, certificate loaded, nothing listening yet.
 pub struct App {
     config: Config,
@@ -85,31 +98,48 @@ pub struct App {
     metrics: Arc<Metrics>,
     health: Health,
     cluster: Option<Cluster>,
+    /// Takes ICE-TCP connections off the web listener (the port is shared).
+    ice_tcp_on_web: Option<TcpMedia>,
 }
 
 impl App {
     /// Builds the rooms (on the media socket `udp`; `None`: signalling only, no media), the
     /// routes, and loads (or generates) the TLS certificate; fails on bad settings. One node:
-    /// `--redis-url` is not looked at (see [`App::start`]).
+    /// `--redis-url` is not looked at (see [`App::start`]); no ICE-TCP.
     /// Must run inside the tokio runtime (it starts the UDP mux task).
     pub fn new(config: Config, udp: Option<UdpSocket>) -> Result<Self, StartError> {
-        Self::build(config, udp, Arc::new(Metrics::new()), None)
+        Self::with_ice_tcp(config, udp, IceTcpSocket::Off)
     }
 
-    /// [`App::new`], joining the cluster first when `--redis-url` is set (fails when Redis
-    /// does not answer: a node meant for a cluster never runs alone by mistake).
-    pub async fn start(config: Config, udp: Option<UdpSocket>) -> Result<Self, StartError> {
+    /// [`App::new`] with ICE-TCP media on `ice_tcp` (its own listener starts serving now; a
+    /// shared web port from [`App::run`] on).
+    pub fn with_ice_tcp(
+        config: Config,
+        udp: Option<UdpSocket>,
+        ice_tcp: IceTcpSocket,
+    ) -> Result<Self, StartError> {
+        Self::build(config, udp, ice_tcp, Arc::new(Metrics::new()), None)
+    }
+
+    /// [`App::with_ice_tcp`], joining the cluster first when `--redis-url` is set (fails when
+    /// Redis does not answer: a node meant for a cluster never runs alone by mistake).
+    pub async fn start(
+        config: Config,
+        udp: Option<UdpSocket>,
+        ice_tcp: IceTcpSocket,
+    ) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new());
         let cluster = match config.cluster_config() {
             Some(settings) => Some(Cluster::connect(settings, metrics.cluster.clone()).await?),
             None => None,
         };
-        Self::build(config, udp, metrics, cluster)
+        Self::build(config, udp, ice_tcp, metrics, cluster)
     }
 
     fn build(
         config: Config,
         udp: Option<UdpSocket>,
+        ice_tcp: IceTcpSocket,
         metrics: Arc<Metrics>,
         cluster: Option<Cluster>,
     ) -> Result<Self, StartError> {
@@ -127,11 +157,27 @@ impl App {
             _ => None,
         };
         let placement = cluster.clone().map(|c| Arc::new(c) as Arc<dyn Placement>);
+        let mut media = media_plane(&config, udp, &metrics, heartbeats);
+        let mut ice_tcp_on_web = None;
+        let tcp_bound = match &ice_tcp {
+            IceTcpSocket::Off => None,
+            IceTcpSocket::SharedWithWeb(addr) => Some(*addr),
+            IceTcpSocket::Own(listener) => listener.local_addr().ok(),
+        };
+        if let Some(bound) = tcp_bound {
+            let (plane, tcp) = media.with_ice_tcp(bound, config.external_ip);
+            media = plane;
+            match (ice_tcp, tcp) {
+                (IceTcpSocket::Own(listener), Some(tcp)) => tcp.serve_listener(listener),
+                (IceTcpSocket::SharedWithWeb(_), tcp) => ice_tcp_on_web = tcp,
+                _ => {}
+            }
+        }
         let extras = RoomExtras {
             placement,
             ice_servers,
         };
-        let rooms = watched_room_registry(&config, udp, &metrics, heartbeats, extras);
+        let rooms = rooms_on(&config, media, &metrics, extras);
         let endpoint = match &cluster {
             Some(cluster) => Endpoint::with_pubsub(RedisPubSub::start(cluster)),
             None => Endpoint::new(),
@@ -157,6 +203,7 @@ impl App {
             metrics,
             health,
             cluster,
+            ice_tcp_on_web,
         })
     }
 
@@ -203,11 +250,15 @@ impl App {
             drain.drain();
             drain.wait_drained(drain_timeout).await;
         };
-        crate::web::serve_with(
+        let ice_tcp = self.ice_tcp_on_web.map(|tcp| -> IceTcpHandoff {
+            Arc::new(move |io, remote, local| tcp.accept(io, remote, local))
+        });
+        crate::web::serve_shared(
             self.filter.with(warp::log("videoroom::http")),
             listener,
             self.tls,
             self.config.serve_limits(),
+            ice_tcp,
             shutdown,
         )
         .await;
@@ -217,8 +268,9 @@ impl App {
 /// The room registry for `config`, sharing the media socket `udp` (no media plane if `None`).
 /// Must run inside the tokio runtime (it starts the UDP mux task).
 pub fn room_registry(config: &Config, udp: Option<UdpSocket>) -> RoomRegistry {
-    let extras = RoomExtras::default();
-    watched_room_registry(config, udp, &Metrics::new(), Heartbeats::default(), extras)
+    let metrics = Metrics::new();
+    let media = media_plane(config, udp, &metrics, Heartbeats::default());
+    rooms_on(config, media, &metrics, RoomExtras::default())
 }
 
 /// What the rooms get beyond the settings: the cluster's placement and the TURN servers.
@@ -251,24 +303,33 @@ fn cluster_route(cluster: Option<Cluster>, rooms: RoomRegistry) -> BoxedFilter<(
         .boxed()
 }
 
-/// [`room_registry`] counting in `metrics`, with the UDP mux and every room's media loop
-/// registered in `heartbeats` (the liveness probe's list).
-fn watched_room_registry(
+/// The media plane for `config` on the socket `udp` (none: signalling only), counting in
+/// `metrics`, with the UDP mux and every room's media loop registered in `heartbeats` (the
+/// liveness probe's list).
+fn media_plane(
     config: &Config,
     udp: Option<UdpSocket>,
     metrics: &Metrics,
     heartbeats: Heartbeats,
-    extras: RoomExtras,
-) -> RoomRegistry {
+) -> MediaPlane {
     let sfu = SfuConfig {
         metrics: metrics.media.clone(),
         ..SfuConfig::default()
     };
-    let media = match udp {
+    match udp {
         Some(socket) => MediaPlane::on_watched_socket(socket, config.external_ip, sfu, heartbeats),
         None => MediaPlane::new(sfu, None),
     }
-    .with_limits(config.engine_limits());
+    .with_limits(config.engine_limits())
+}
+
+/// The room registry for `config` on `media`, placed by `placement` when clustered.
+fn rooms_on(
+    config: &Config,
+    media: MediaPlane,
+    metrics: &Metrics,
+    extras: RoomExtras,
+) -> RoomRegistry {
     let fault_injection = std::env::var_os(FAULT_INJECTION_ENV).is_some_and(|v| v == "1");
     if fault_injection {
         log::warn!("{FAULT_INJECTION_ENV}=1: test-only fault hooks are on (never in production)");

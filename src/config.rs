@@ -214,6 +214,12 @@ pub struct Config {
     #[arg(long, env)]
     pub udp_port: Option<u16>,
 
+    /// TCP port of ICE-TCP media (RFC 6544), the fallback when UDP is blocked: unset or equal
+    /// to `--port` shares the web port (told apart by the first bytes), another port opens
+    /// its own listener, `0` turns ICE-TCP off.
+    #[arg(long, env)]
+    pub ice_tcp_port: Option<u16>,
+
     /// The Elixir demo's `PORT_RANGE` (`FIRST-LAST`), accepted for compatibility: we need one
     /// UDP port only, so the range's first port is used unless `--udp-port` is given.
     #[arg(long, env, value_parser = parse_port_range)]
@@ -341,6 +347,17 @@ pub struct Config {
     pub cluster_lease_secs: f64,
 }
 
+/// Where ICE-TCP media listens ([`Config::ice_tcp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IceTcpPort {
+    /// No ICE-TCP.
+    Off,
+    /// On the web port, next to HTTP/HTTPS.
+    Shared,
+    /// On its own listener at this address.
+    Own(SocketAddr),
+}
+
 impl Default for Config {
     /// The documented defaults: the flags' own defaults, environment variables ignored (tests
     /// build configs without reading the environment).
@@ -370,6 +387,16 @@ impl Config {
         self.udp_port
             .or(self.port_range.map(|(first, _)| first))
             .unwrap_or(DEFAULT_UDP_PORT)
+    }
+
+    /// Where ICE-TCP media listens, given the web listener's actual address `web`.
+    pub fn ice_tcp(&self, web: SocketAddr) -> IceTcpPort {
+        match self.ice_tcp_port {
+            Some(0) => IceTcpPort::Off,
+            None => IceTcpPort::Shared,
+            Some(p) if p == web.port() || p == self.port => IceTcpPort::Shared,
+            Some(p) => IceTcpPort::Own(SocketAddr::new(self.bind, p)),
+        }
     }
 
     /// How long `/readyz` answers 503 before the sockets are drained.
@@ -512,8 +539,9 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::{Config, Settings};
+    use super::{Config, IceTcpPort, Settings};
     use clap::Parser;
+    use std::net::SocketAddr;
 
     #[test]
     fn defaults_match_the_documented_values() {
@@ -563,6 +591,23 @@ mod tests {
         );
         assert!(Config::try_parse_from(["videoroom", "--port-range", "9-2"]).is_err());
         assert!(Config::try_parse_from(["videoroom", "--port-range", "abc"]).is_err());
+    }
+
+    #[test]
+    fn ice_tcp_shares_the_web_port_unless_given_another_or_zero() {
+        let at = |args: &[&str]| {
+            let mut all = vec!["videoroom", "--port", "4000"];
+            all.extend_from_slice(args);
+            let web: SocketAddr = "0.0.0.0:4000".parse().unwrap();
+            Config::try_parse_from(all).expect("parse").ice_tcp(web)
+        };
+        assert_eq!(at(&[]), IceTcpPort::Shared);
+        assert_eq!(at(&["--ice-tcp-port", "4000"]), IceTcpPort::Shared);
+        assert_eq!(at(&["--ice-tcp-port", "0"]), IceTcpPort::Off);
+        assert_eq!(
+            at(&["--ice-tcp-port", "4443"]),
+            IceTcpPort::Own("0.0.0.0:4443".parse().unwrap())
+        );
     }
 
     /// The README's settings table names every flag with its environment variable and its

@@ -1,7 +1,8 @@
 //! The `videoroom` binary: parse settings, bind, serve until Ctrl-C or SIGTERM, drain, exit.
 
 use clap::Parser;
-use videoroom::config::Config;
+use videoroom::app::{App, IceTcpSocket};
+use videoroom::config::{Config, IceTcpPort};
 
 #[tokio::main]
 async fn main() {
@@ -28,7 +29,19 @@ async fn main() {
     {
         config.port = bound.port();
     }
-    let app = match videoroom::app::App::start(config.clone(), Some(udp)).await {
+    let web_addr = listener.local_addr().unwrap_or(config.listen_addr());
+    let ice_tcp = match config.ice_tcp(web_addr) {
+        IceTcpPort::Off => IceTcpSocket::Off,
+        IceTcpPort::Shared => IceTcpSocket::SharedWithWeb(web_addr),
+        IceTcpPort::Own(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => IceTcpSocket::Own(l),
+            Err(e) => {
+                log::error!("cannot listen on {addr} (ICE-TCP): {e}");
+                std::process::exit(1);
+            }
+        },
+    };
+    let app = match App::start(config.clone(), Some(udp), ice_tcp).await {
         Ok(app) => app,
         Err(e) => {
             log::error!("cannot start: {e}");

@@ -444,6 +444,48 @@ async fn redis_restarted_under_load_keeps_live_rooms_and_the_registry_is_rebuilt
     assert_eq!(members, expected);
 }
 
+/// The room node's own channel events reach a relayed client too: a peer whose media never
+/// connects (its offer answered, no connectivity check ever comes) gets the room node's
+/// `mediaDiagnosis` push through the relay, in order after the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_peer_gets_the_room_nodes_diagnosis_through_the_relay() {
+    let redis = Redis::start();
+    let [n1, n2, _n3] = three_nodes(&redis).await;
+    let (mut a, accepted) = peer::phoenix::Client::join_room(n2.http, "diag", "A").await;
+    let id = accepted["id"].as_str().expect("a peer id").to_owned();
+    a.expect_media("peerJoined").await;
+    a.media(json!({"type":"renegotiateTracks","data":{}})).await;
+    a.expect_media("offerData").await;
+    let sdp = include_str!("fixtures/sdp/chromium-156/publisher-first-offer.sdp");
+    let (audio, video) = (format!("{id}:audio"), format!("{id}:video"));
+    a.media(json!({"type":"sdpOffer","data":{
+        "sdpOffer":{"type":"offer","sdp":sdp},
+        "trackIdToTrackMetadata":{audio.clone():{}, video.clone():{}},
+        "midToTrackId":{"0":audio,"1":video}}}))
+        .await;
+    let mut answered = false;
+    let diagnosis = loop {
+        match a.recv_within(Duration::from_secs(15)).await {
+            Some(Received::Json(f)) if f[3] == "mediaDiagnosis" => break f,
+            Some(Received::Json(f)) => {
+                answered |= f[3] == "mediaEvent"
+                    && f[4]["data"]
+                        .as_str()
+                        .is_some_and(|d| d.contains(r#""type":"sdpAnswer""#));
+            }
+            other => panic!("no mediaDiagnosis push: {other:?}"),
+        }
+    };
+    assert!(answered, "the offer was answered before the diagnosis");
+    assert_eq!(diagnosis[2], "room:diag");
+    assert_eq!(diagnosis[4]["cause"], "loopback_server", "{diagnosis}");
+    assert_eq!(
+        rooms_on(&n1).await,
+        1,
+        "the room runs on n1, the peer is relayed from n2"
+    );
+}
+
 #[test]
 fn a_node_whose_redis_is_unreachable_does_not_start_and_says_why() {
     let port = free_port();

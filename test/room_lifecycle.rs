@@ -285,3 +285,57 @@ async fn a_panic_in_one_room_closes_only_that_room() {
     let (_z, acc) = Client::join_room(server.http, "fragile", "Z").await;
     assert_eq!(acc["peersInRoom"], json!([]));
 }
+
+/// A peer whose media never connects (its offer is answered, but no connectivity check ever
+/// comes) is pushed the server's diagnosis on its channel, once, about 8 s after its offer, as
+/// a `mediaDiagnosis` event of its own next to the media events. Here the server is bound to
+/// 127.0.0.1 and the offer carries no loopback candidate: "loopback_server".
+#[tokio::test]
+async fn a_peer_whose_media_never_connects_is_pushed_the_diagnosis_as_its_own_event() {
+    let server = start_server(test_config()).await;
+    let (mut a, accepted) = Client::join_room(server.http, "diag", "A").await;
+    let id = accepted["id"].as_str().expect("a peer id").to_owned();
+    a.expect_media("peerJoined").await;
+    a.media(json!({"type":"renegotiateTracks","data":{}})).await;
+    a.expect_media("offerData").await;
+    let sdp = include_str!("fixtures/sdp/chromium-156/publisher-first-offer.sdp");
+    let (audio, video) = (format!("{id}:audio"), format!("{id}:video"));
+    a.media(json!({"type":"sdpOffer","data":{
+        "sdpOffer":{"type":"offer","sdp":sdp},
+        "trackIdToTrackMetadata":{audio.clone():{}, video.clone():{}},
+        "midToTrackId":{"0":audio,"1":video}}}))
+        .await;
+    let mut answered = false;
+    let diagnosis = loop {
+        match a.recv_within(Duration::from_secs(12)).await {
+            Some(kit::phoenix::Received::Json(f)) if f[3] == "mediaDiagnosis" => break f,
+            Some(kit::phoenix::Received::Json(f)) => {
+                answered |= f[3] == "mediaEvent"
+                    && f[4]["data"]
+                        .as_str()
+                        .is_some_and(|d| d.contains(r#""type":"sdpAnswer""#));
+            }
+            other => panic!("no mediaDiagnosis push: {other:?}"),
+        }
+    };
+    assert!(answered, "the offer was answered before the diagnosis");
+    assert!(
+        diagnosis[0].is_string() && diagnosis[1].is_null(),
+        "{diagnosis}"
+    );
+    assert_eq!(
+        diagnosis.as_array().expect("a V2 frame")[2..],
+        [
+            json!("room:diag"),
+            json!("mediaDiagnosis"),
+            json!({
+                "cause": "loopback_server",
+                "message": "Media cannot connect: the server listens only on a loopback address (127.0.0.1), which this browser does not use for media. Open the server by its network address instead."
+            })
+        ]
+    );
+    // Once only.
+    while let Some(kit::phoenix::Received::Json(f)) = a.recv_within(Duration::from_secs(2)).await {
+        assert_ne!(f[3], "mediaDiagnosis", "{f}");
+    }
+}

@@ -328,6 +328,36 @@ fn a_vanished_peer_is_reported_failed_within_five_seconds() {
     assert!(w.sent_seq(a, MediaKind::Audio) > seq + 40);
 }
 
+/// A browser whose checks never reach the SFU (every datagram of it lost from its offer on) is
+/// diagnosed once, eight seconds after its offer, as blocked; the connected one never is.
+#[test]
+fn a_peer_whose_checks_never_arrive_is_diagnosed_once_as_blocked_eight_seconds_after_its_offer() {
+    let mut w = World::new(1);
+    let a = w.add_browser(0, Flavor::Chrome, true);
+    let b = w.add_browser(0, Flavor::Firefox, true);
+    w.negotiate(a, &[]);
+    w.browsers[b].vanished = true;
+    let offered_at = w.now;
+    w.negotiate(b, &[]);
+    w.run(Duration::from_secs(10));
+    let diagnosed: Vec<(Duration, PeerId, &str)> = w
+        .events
+        .iter()
+        .filter_map(|(t, _, e)| match e {
+            SfuEvent::MediaNotConnected(p, cause) => Some((*t - offered_at, *p, cause.label())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(diagnosed.len(), 1, "{diagnosed:?}");
+    let (after, peer, cause) = diagnosed[0];
+    assert_eq!((peer, cause), (w.browsers[b].peer, "blocked"));
+    assert!(
+        after >= Duration::from_secs(8) && after < Duration::from_millis(8500),
+        "diagnosed {after:?} after the offer"
+    );
+    assert!(connected(&w, a));
+}
+
 #[test]
 fn two_sfus_never_see_each_others_media() {
     let mut w = World::new(2);

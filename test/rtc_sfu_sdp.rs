@@ -375,3 +375,54 @@ fn remote_candidates_are_parsed_and_mdns_names_refused() {
         Err(SfuError::BadCandidate(_))
     ));
 }
+
+/// The server's candidates with ICE-TCP on: the UDP host candidates, then passive TCP ones on
+/// the same addresses, ranked below every UDP one (RFC 8445 type preference 90 against 126), so
+/// a browser that can use UDP nominates UDP.
+#[test]
+fn ice_tcp_candidates_are_passive_and_rank_below_every_udp_candidate() {
+    let config = SfuConfig {
+        room: "sdp-test".into(),
+        local_addrs: vec![
+            "127.0.0.1:50000".parse().unwrap(),
+            "192.0.2.2:50000".parse().unwrap(),
+        ],
+        tcp_addrs: vec![
+            "127.0.0.1:4000".parse().unwrap(),
+            "192.0.2.2:4000".parse().unwrap(),
+        ],
+        ..SfuConfig::default()
+    };
+    let candidates = Sfu::new(config, Instant::now()).local_candidates();
+    let fields = |c: &String| -> (String, u32, String) {
+        let f: Vec<&str> = c.split_whitespace().collect();
+        (
+            f[2].to_lowercase(),
+            f[3].parse().unwrap(),
+            format!("{}:{}", f[4], f[5]),
+        )
+    };
+    let parsed: Vec<(String, u32, String)> = candidates.iter().map(fields).collect();
+    let protocols: Vec<(&str, &str)> = parsed
+        .iter()
+        .map(|(p, _, a)| (p.as_str(), a.as_str()))
+        .collect();
+    assert_eq!(
+        protocols,
+        [
+            ("udp", "127.0.0.1:50000"),
+            ("udp", "192.0.2.2:50000"),
+            ("tcp", "127.0.0.1:4000"),
+            ("tcp", "192.0.2.2:4000")
+        ]
+    );
+    assert!(
+        candidates[2..]
+            .iter()
+            .all(|c| c.ends_with("typ host tcptype passive")),
+        "{candidates:?}"
+    );
+    let lowest_udp = parsed[..2].iter().map(|(_, p, _)| *p).min().unwrap();
+    let highest_tcp = parsed[2..].iter().map(|(_, p, _)| *p).max().unwrap();
+    assert!(highest_tcp < lowest_udp, "{candidates:?}");
+}

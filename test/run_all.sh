@@ -20,10 +20,11 @@ export ARTIFACTS_DIR="${ARTIFACTS_DIR:-$ROOT/test-artifacts}"
 mkdir -p "$ARTIFACTS_DIR"
 step() { printf '\n==> %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 
-step "system packages: browsers for the browser tests, a sound server for them (PulseAudio: Firefox runs WebAudio only with a sound output), iproute2 for the lossy-link test, a font for the soak's plot, Redis for the cluster tests (test/cluster.rs starts its own redis-server processes)"
+step "system packages: browsers for the browser tests, a sound server for them (PulseAudio: Firefox runs WebAudio only with a sound output), iproute2 for the lossy-link test, nftables for the ICE-TCP test, a font for the soak's plot, Redis for the cluster tests (test/cluster.rs starts its own redis-server processes)"
 need_apt=()
 # iproute2 (`ip netns`, veth) is not in Debian's minimal images; network_loss.test.mjs needs it.
-for pkg in chromium firefox-esr pulseaudio iproute2 fonts-dejavu-core redis-server; do
+# nftables (`nft`): ice_tcp.test.mjs filters the namespace's traffic (UDP dropped, web port only).
+for pkg in chromium firefox-esr pulseaudio iproute2 nftables fonts-dejavu-core redis-server; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

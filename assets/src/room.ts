@@ -21,6 +21,7 @@ import {
   addVideoElement,
   attachStream,
   attachTrack,
+  clearErrorMessage,
   getRoomId,
   makeSelfViewMovable,
   relayout,
@@ -196,6 +197,8 @@ export class Room {
   private accepted = false;
   private left = false;
   private mediaState: RTCPeerConnectionState | undefined;
+  /** The server's diagnosis on show while the media does not connect. */
+  private mediaDiagnosis: string | undefined;
   private readonly level = new LevelMeter();
   private readonly presence: PresenceMonitor;
   /** `?relay=`, read before anything rewrites the address. */
@@ -231,6 +234,11 @@ export class Room {
     this.channel = this.socket.channel(`room:${this.roomId}`, () => this.channelParams());
     this.channel.on("mediaEvent", (event: { data: string }) =>
       this.webrtc.receiveMediaEvent(event.data),
+    );
+    // The server's diagnosis when this browser's media does not connect (a channel event of
+    // its own: the Membrane protocol has none).
+    this.channel.on("mediaDiagnosis", (notice: { cause?: unknown; message?: unknown }) =>
+      this.onMediaDiagnosis(notice),
     );
     this.channel.on("chat", (message: ChatMessage) => this.shell.addChatMessage(message, message.peerId === this.peerId));
     // A channel error after joining (socket lost, or the server's side of the channel ended):
@@ -280,10 +288,16 @@ export class Room {
           setTileLabel(peer.id, displayNameOf(peer));
           this.updateParticipantsList();
         },
-        onConnectionError: (message) => this.fail(message, "The call ended"),
+        // A call that ends because its media never connected says why, when the server knew.
+        onConnectionError: (message) => this.fail(this.mediaDiagnosis ?? message, "The call ended"),
         onConnectionStateChange: (state) => {
           this.mediaState = state;
           this.showConnectionState();
+          if (state === "connected" && this.mediaDiagnosis !== undefined) {
+            // It connected after all (e.g. over ICE-TCP): the diagnosis no longer holds.
+            this.mediaDiagnosis = undefined;
+            clearErrorMessage();
+          }
         },
         onJoinResumed: () => this.onBack(true),
       },
@@ -770,6 +784,13 @@ export class Room {
     setErrorMessage(message);
     setConnectionState("disconnected", "Disconnected");
     this.shell.showEndScreen("Connection lost", message, () => this.rejoin());
+  }
+
+  /** Shows why the media does not connect, unless it connected meanwhile. */
+  private onMediaDiagnosis(notice: { cause?: unknown; message?: unknown }): void {
+    if (typeof notice?.message !== "string" || this.mediaState === "connected") return;
+    this.mediaDiagnosis = notice.message;
+    setErrorMessage(notice.message);
   }
 
   private fail(message: string, title: string): void {

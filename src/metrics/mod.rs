@@ -166,6 +166,16 @@ impl Metrics {
             media.media_failures.clone(),
         );
         r.register(
+            "ice_tcp_connections",
+            "ICE-TCP media connections open",
+            media.ice_tcp_connections.clone(),
+        );
+        r.register(
+            "media_connect_diagnoses",
+            "Peers whose media was not connected a few seconds after their offer, by likely cause",
+            media.connect_diagnoses.clone(),
+        );
+        r.register(
             "reconnects",
             "Peers held after losing their socket while their media lived, resumed, or refused a resume, by outcome",
             rooms.reconnects.clone(),

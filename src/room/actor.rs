@@ -394,6 +394,11 @@ impl Room {
                         self.deliver(peer, event.clone());
                     }
                 }
+                EngineOutput::MediaNotConnected { to, cause } => {
+                    if let Some(Attached { sink, .. }) = self.peers.get(&to) {
+                        sink.deliver(PeerMessage::MediaNotConnected(cause));
+                    }
+                }
                 EngineOutput::PeerRemoved(peer) => {
                     log::debug!("room={} peer={peer} is no longer a member", self.id);
                     self.registry.revoke_token(peer);

@@ -107,6 +107,9 @@ pub enum PeerMessage {
         /// Why the room refused it, if it did.
         refusal: Option<chat::ChatRefusal>,
     },
+    /// The peer's media is not connected yet: push a `mediaDiagnosis {"cause", "message"}`
+    /// event (a channel event of its own, which clients that do not know it never see).
+    MediaNotConnected(crate::rtc::sfu::diagnosis::ConnectCause),
     /// The room is gone: push this `error` media event, then close the channel.
     Closed {
         /// The serialized `error` media event.
@@ -124,6 +127,13 @@ pub enum PeerMessage {
         status: String,
         /// The node's response.
         response: serde_json::Value,
+    },
+    /// Clustered: push this event of the room's node's channel to the client unchanged.
+    RelayPush {
+        /// The event (`mediaDiagnosis`, …).
+        event: String,
+        /// Its payload.
+        payload: serde_json::Value,
     },
     /// Clustered: the relay link to the room's node ended.
     RelayEnded(RelayEnd),

@@ -8,7 +8,8 @@
 //!   token is refused with the [`super::ResumeRefusal::reason`] text. The token is never logged.
 //! - `mediaEvent {"data": "<string>"}` from the client → the room (no reply, like the demo),
 //!   within the peer's share of the room's inbox ([`super::RoomsConfig::peer_queue`]).
-//! - media events from the room → `mediaEvent {"data": "<string>"}` pushes.
+//! - media events from the room → `mediaEvent {"data": "<string>"}` pushes; a peer whose media
+//!   does not connect gets one `mediaDiagnosis {"cause", "message"}` push.
 //! - `chat {"text"}` → checked here (size, per-peer rate; refusals answered at once with
 //!   `error {"reason"}`), then through the room to every member as `chat` pushes ([`super::chat`]).
 //! - the channel's end tells the room through the lease: `phx_leave` or the channel stopping
@@ -38,6 +39,10 @@ use crate::rtc::ids::PeerId;
 pub const TOPIC_PREFIX: &str = "room:";
 /// The socket assign holding the `Host` header the client connected with.
 const HOST_ASSIGN: &str = "host";
+/// The channel event that tells a client why its media does not connect
+/// (`{"cause", "message"}`); the Membrane clients only listen to `mediaEvent`, so they never
+/// see it.
+pub const MEDIA_DIAGNOSIS_EVENT: &str = "mediaDiagnosis";
 /// The join param that carries a resume token.
 pub const RESUME_TOKEN_PARAM: &str = "resumeToken";
 
@@ -317,6 +322,7 @@ impl PeerChannel {
                 status,
                 response,
             } => ctx.reply(&reply, &status, response),
+            PeerMessage::RelayPush { event, payload } => ctx.push(&event, payload),
             PeerMessage::RelayEnded(end) => return self.relay_ended(end, ctx),
             _ => {}
         }
@@ -530,6 +536,13 @@ impl Channel for PeerChannel {
         match msg {
             PeerMessage::MediaEvent(data) => {
                 ctx.push("mediaEvent", json!({ "data": data }));
+                Flow::Continue
+            }
+            PeerMessage::MediaNotConnected(cause) => {
+                ctx.push(
+                    MEDIA_DIAGNOSIS_EVENT,
+                    json!({ "cause": cause.label(), "message": cause.client_message() }),
+                );
                 Flow::Continue
             }
             PeerMessage::Chat(message) => {

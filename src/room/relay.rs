@@ -287,6 +287,11 @@ impl LinkTask {
             }
             "phx_close" => return Some(RelayEnd::Closed),
             "phx_error" => return Some(RelayEnd::Lost("the room's channel crashed".into())),
+            // Any other push of the room's channel (`mediaDiagnosis`, …) goes on unchanged.
+            other if !other.starts_with("phx_") => PeerMessage::RelayPush {
+                event: other.to_owned(),
+                payload: payload.clone(),
+            },
             _ => return None,
         };
         // A client socket that cannot take it is closed by its own shell; the link ends with it.

@@ -26,6 +26,7 @@ use crate::rtc::engine::{Engine, EngineLimits, EngineOutput, SfuBackend};
 use crate::rtc::metrics::{HEARTBEAT_INTERVAL, Heartbeats, Watch};
 use crate::rtc::net::{Datagram, Transmit};
 use crate::rtc::sfu::{Sfu, SfuConfig, SfuEvent, SfuOutput};
+use crate::rtc::tcp::TcpMedia;
 use crate::rtc::udp::{ROUTE_INBOX_CAPACITY, UdpMux, UdpMuxHandle, UdpRoute, candidate_addrs};
 
 /// How often, at most, timeouts re-read the core's ufrags.
@@ -431,6 +432,24 @@ impl MediaPlane {
             heartbeats,
             ..MediaPlane::new(SfuConfig { local_addrs, ..sfu }, Some(mux))
         }
+    }
+
+    /// The same plane with passive ICE-TCP candidates on `bound` (the TCP media listener's
+    /// address; every local interface if it is unspecified, plus `external_ip`), and the
+    /// [`TcpMedia`] shell that the listener hands its connections to; no shell without a UDP
+    /// mux (signalling only).
+    pub fn with_ice_tcp(
+        mut self,
+        bound: SocketAddr,
+        external_ip: Option<IpAddr>,
+    ) -> (Self, Option<TcpMedia>) {
+        let Some(mux) = &self.udp else {
+            return (self, None);
+        };
+        let media = TcpMedia::new(mux.ingress());
+        self.sfu.tcp_addrs = candidate_addrs(bound, external_ip);
+        log::info!("media: ICE-TCP candidates {:?}", self.sfu.tcp_addrs);
+        (self, Some(media))
     }
 
     /// The media of room `room_id`, starting now.

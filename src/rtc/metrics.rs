@@ -96,6 +96,12 @@ pub struct MediaMetrics {
     /// Peers whose media failed or never connected, by reason (`did_not_connect`,
     /// `no_traffic`, `dtls_closed`, `twcc_out_of_reach`, `webrtc_error`).
     pub media_failures: LabeledCounters,
+    /// Peers whose media was not up [`crate::rtc::sfu::diagnosis::DIAGNOSE_AFTER`] their
+    /// first offer, by likely cause (`blocked`, `loopback_server`, `external_ip_missing`,
+    /// `checks_unanswered`).
+    pub connect_diagnoses: LabeledCounters,
+    /// ICE-TCP connections open.
+    pub ice_tcp_connections: Gauge,
     /// Published tracks (producers) in every room.
     pub published_tracks: Gauge,
     /// Subscriptions (a producer forwarded to a subscriber) in every room.
@@ -134,6 +140,8 @@ impl MediaMetrics {
             queue_overflows,
             limit_hits,
             media_failures: LabeledCounters::default(),
+            connect_diagnoses: LabeledCounters::default(),
+            ice_tcp_connections: Gauge::default(),
             published_tracks: Gauge::default(),
             subscriptions: Gauge::default(),
             negotiation_seconds: Histogram::new(duration_buckets()),

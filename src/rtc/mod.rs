@@ -10,6 +10,8 @@
 //!   signalling and time in; transmits, events, deadlines and ICE ufrags out) and the thin
 //!   tokio [`driver::MediaShell`] around it that owns the room's route in the UDP mux.
 //! - [`udp`]: the network shell that shares one UDP socket between every media driver.
+//! - [`tcp`]: ICE-TCP (RFC 6544/4571): TCP connections whose frames go through the UDP mux's
+//!   routing as TCP datagrams.
 //! - [`net`]: the packet types ([`net::Datagram`], [`net::Transmit`]) between the two, and
 //!   [`net::AddrCache`], the one learnt-address cache (one expiry policy) the mux and the SFU
 //!   both demultiplex with.
@@ -41,5 +43,6 @@ pub mod media_event;
 pub mod metrics;
 pub mod net;
 pub mod sfu;
+pub mod tcp;
 pub mod turn;
 pub mod udp;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+pub use str0m::net::Protocol;
 
 /// One received datagram.
 #[derive(Debug, Clone)]
@@ -18,6 +19,9 @@ pub struct Datagram {
     pub destination: SocketAddr,
     /// When the datagram was read from the socket.
     pub received: Instant,
+    /// How it came: [`Protocol::Udp`], or [`Protocol::Tcp`] for one RFC 4571 frame of an
+    /// ICE-TCP connection (`source` is then the connection's remote address).
+    pub protocol: Protocol,
     /// The datagram.
     pub contents: Bytes,
 }
@@ -29,6 +33,9 @@ pub struct Transmit {
     pub source: SocketAddr,
     /// Remote address.
     pub destination: SocketAddr,
+    /// [`Protocol::Udp`] for the shared socket, [`Protocol::Tcp`] for the ICE-TCP connection
+    /// whose remote address is `destination`.
+    pub protocol: Protocol,
     /// The datagram.
     pub contents: Vec<u8>,
 }

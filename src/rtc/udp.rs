@@ -13,6 +13,12 @@
 //!    received a STUN request from that source address;
 //! 3. anything else is dropped.
 //!
+//! ICE-TCP connections ([`crate::rtc::tcp`]) feed their frames through the same routing
+//! ([`MuxIngress`]) as [`Protocol::Tcp`] datagrams, and a route's TCP transmits go to the
+//! connection whose remote address is their destination. (A TCP and a UDP source with the same
+//! IP and port share a learnt-address entry; the SFU still checks which session accepts a
+//! datagram, so the worst case is a datagram dropped.)
+//!
 //! The routing table is shared behind a `std::sync::Mutex` held only for map operations and a
 //! non-blocking `try_send`, never across an `.await`; so [`UdpRoute::set_ufrags`] is a plain
 //! synchronous call and the new ufrags are routable before the caller sends its answer.
@@ -35,8 +41,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::rtc::metrics::{HEARTBEAT_INTERVAL, MediaMetrics, Watch};
-use crate::rtc::net::{ADDR_IDLE_EXPIRY, AddrCache, Stun};
+use crate::rtc::net::{ADDR_IDLE_EXPIRY, AddrCache, Protocol, Stun};
 pub use crate::rtc::net::{Datagram, Transmit};
+use crate::rtc::tcp::{OutboxRefusal, TcpOutbox};
 
 /// How many datagrams a route's inbox holds before new ones are dropped.
 pub const ROUTE_INBOX_CAPACITY: usize = 2048;
@@ -62,6 +69,7 @@ pub struct UdpMuxHandle {
     socket: Arc<UdpSocket>,
     table: Table,
     next_key: Arc<AtomicU64>,
+    metrics: MediaMetrics,
 }
 
 /// The UDP demultiplexer (see the module docs).
@@ -83,11 +91,17 @@ impl UdpMux {
     ) -> UdpMuxHandle {
         let socket = Arc::new(socket);
         let table: Table = Arc::default();
-        tokio::spawn(run(socket.clone(), Arc::downgrade(&table), metrics, watch));
+        tokio::spawn(run(
+            socket.clone(),
+            Arc::downgrade(&table),
+            metrics.clone(),
+            watch,
+        ));
         UdpMuxHandle {
             socket,
             table,
             next_key: Arc::new(AtomicU64::new(1)),
+            metrics,
         }
     }
 }
@@ -96,6 +110,14 @@ impl UdpMuxHandle {
     /// The socket's local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
+    }
+
+    /// The way in for ICE-TCP connections (see the module docs).
+    pub fn ingress(&self) -> MuxIngress {
+        MuxIngress {
+            table: Arc::downgrade(&self.table),
+            metrics: self.metrics.clone(),
+        }
     }
 
     /// Opens a route; `label` only appears in logs.
@@ -146,8 +168,12 @@ impl UdpRoute {
         lock(&self.table).set_ufrags(self.key, ufrags);
     }
 
-    /// Sends a datagram, waiting for the socket to be writable.
+    /// Sends a datagram, waiting for the socket to be writable (a TCP one is queued on its
+    /// connection, never waits).
     pub async fn send(&self, transmit: &Transmit) -> io::Result<()> {
+        if transmit.protocol != Protocol::Udp {
+            return self.send_tcp(transmit);
+        }
         let to = self.destination_for_socket(transmit.destination)?;
         self.socket
             .send_to(&transmit.contents, to)
@@ -157,8 +183,38 @@ impl UdpRoute {
 
     /// Sends a datagram if the socket can take it now; otherwise it is dropped (UDP semantics).
     pub fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        if transmit.protocol != Protocol::Udp {
+            return self.send_tcp(transmit);
+        }
         let to = self.destination_for_socket(transmit.destination)?;
         self.socket.try_send_to(&transmit.contents, to).map(|_| ())
+    }
+
+    /// Queues a TCP transmit on the ICE-TCP connection from its destination (see
+    /// [`crate::rtc::tcp`] for the outbox policy).
+    fn send_tcp(&self, transmit: &Transmit) -> io::Result<()> {
+        let outbox = lock(&self.table).tcp.get(&transmit.destination).cloned();
+        let Some(outbox) = outbox else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "no ICE-TCP connection from that address",
+            ));
+        };
+        match outbox.try_push(&transmit.contents) {
+            Ok(()) => Ok(()),
+            Err(OutboxRefusal::Full) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "ICE-TCP outbox full",
+            )),
+            Err(OutboxRefusal::TooLarge) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "datagram too large for a frame",
+            )),
+            Err(OutboxRefusal::Closed) => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "ICE-TCP connection closed",
+            )),
+        }
     }
 
     /// An IPv6 socket reaches IPv4 peers through IPv4-mapped addresses.
@@ -192,6 +248,8 @@ struct Routes {
     by_ufrag: HashMap<String, RouteKey>,
     /// Learnt source address → route.
     by_addr: AddrCache<RouteKey>,
+    /// Open ICE-TCP connections by remote address, for sending.
+    tcp: HashMap<SocketAddr, TcpOutbox>,
 }
 
 impl Routes {
@@ -312,7 +370,13 @@ async fn run(
                 match routes.route(source, &contents, now) {
                     Some(key) => routes.deliver(
                         key,
-                        Datagram { source, destination: local, received: now, contents },
+                        Datagram {
+                            source,
+                            destination: local,
+                            received: now,
+                            protocol: Protocol::Udp,
+                            contents,
+                        },
                         &metrics,
                     ),
                     None => {
@@ -323,6 +387,72 @@ async fn run(
         }
     }
     log::debug!("udp mux: stopped");
+}
+
+/// What became of a datagram handed to [`MuxIngress::deliver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued for a route (or dropped because its inbox was full: counted and logged there).
+    Routed,
+    /// No route owns it: dropped and counted.
+    Unroutable,
+    /// Every handle and route of the mux is gone.
+    Stopped,
+}
+
+/// Routing for datagrams that did not come through the UDP socket (ICE-TCP frames): the same
+/// rules and counters as the socket's own.
+#[derive(Clone)]
+pub struct MuxIngress {
+    table: std::sync::Weak<Mutex<Routes>>,
+    metrics: MediaMetrics,
+}
+
+impl MuxIngress {
+    /// Routes one datagram (see the module docs).
+    pub fn deliver(&self, datagram: Datagram) -> Delivery {
+        let Some(table) = self.table.upgrade() else {
+            return Delivery::Stopped;
+        };
+        let mut routes = lock(&table);
+        match routes.route(datagram.source, &datagram.contents, datagram.received) {
+            Some(key) => {
+                routes.deliver(key, datagram, &self.metrics);
+                Delivery::Routed
+            }
+            None => {
+                self.metrics.drop_unroutable.inc();
+                Delivery::Unroutable
+            }
+        }
+    }
+
+    /// The counters the routing updates.
+    pub fn metrics(&self) -> &MediaMetrics {
+        &self.metrics
+    }
+
+    /// Whether `contents` is a STUN message whose `USERNAME` names a ufrag some route owns.
+    pub fn is_check_for_known_session(&self, contents: &[u8]) -> bool {
+        let Some(table) = self.table.upgrade() else {
+            return false;
+        };
+        stun_local_ufrag(contents).is_some_and(|u| lock(&table).by_ufrag.contains_key(u))
+    }
+
+    /// Makes the connection from `remote` the one TCP transmits to `remote` go to.
+    pub fn attach_tcp(&self, remote: SocketAddr, outbox: TcpOutbox) {
+        if let Some(table) = self.table.upgrade() {
+            lock(&table).tcp.insert(remote, outbox);
+        }
+    }
+
+    /// Forgets the connection from `remote` (it closed).
+    pub fn detach_tcp(&self, remote: SocketAddr) {
+        if let Some(table) = self.table.upgrade() {
+            lock(&table).tcp.remove(&remote);
+        }
+    }
 }
 
 /// `::ffff:a.b.c.d` → `a.b.c.d`, so addresses compare equal to the IPv4 candidates.

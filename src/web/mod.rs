@@ -15,6 +15,7 @@
 
 pub mod pages;
 pub mod serve;
+pub mod sniff;
 pub mod static_files;
 pub mod tls;
 
@@ -26,7 +27,7 @@ use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, Response, StatusCode, header};
 use warp::{Filter, Rejection, Reply};
 
-pub use serve::{ServeLimits, serve, serve_tls, serve_with};
+pub use serve::{IceTcpHandoff, ServeLimits, serve, serve_shared, serve_tls, serve_with};
 pub use static_files::{StaticDirError, StaticSource};
 pub use tls::{TlsError, TlsIdentity, TlsMode};
 

@@ -14,6 +14,12 @@
 //! A connection is counted until its socket is closed, WebSocket included: the counter travels
 //! inside the I/O object that the upgrade hands to the WebSocket.
 //!
+//! Shared port ([`serve_shared`]): when ICE-TCP media shares the web port, each connection's
+//! first bytes are classified ([`super::sniff`]) before anything else reads it, and an
+//! RFC 4571-framed STUN binding request hands the connection (still counted) to the media
+//! plane. Classifying waits for at most [`super::sniff::SNIFF_LEN`] bytes, only when the
+//! first byte is neither TLS nor an HTTP method, within the same header timeout.
+//!
 //! Shutdown: when `shutdown` resolves the listener closes, idle connections close, and open
 //! HTTP requests get [`ServeLimits::shutdown_grace`] to finish; then the function returns
 //! whatever the clients do (half-open connections included).
@@ -35,6 +41,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use warp::{Filter, Rejection};
+
+use super::sniff::{FirstBytes, SNIFF_LEN, classify};
 
 /// Connection-level limits of the HTTP server (filled by `config.rs` from flags).
 #[derive(Debug, Clone)]
@@ -107,6 +115,30 @@ pub async fn serve_with<F>(
     F: Filter<Error = Rejection> + Clone + Send + Sync + 'static,
     F::Extract: warp::Reply,
 {
+    serve_shared(filter, listener, tls, limits, None, shutdown).await;
+}
+
+/// A connection the media plane takes over: any byte stream.
+pub trait MediaStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> MediaStream for T {}
+
+/// Takes over a web-port connection whose first bytes are ICE-TCP: the stream, the remote
+/// address, our local address.
+pub type IceTcpHandoff = Arc<dyn Fn(Box<dyn MediaStream>, SocketAddr, SocketAddr) + Send + Sync>;
+
+/// [`serve_with`], handing ICE-TCP connections to `ice_tcp` when it is set (the port is
+/// shared; see the module docs).
+pub async fn serve_shared<F>(
+    filter: F,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    limits: ServeLimits,
+    ice_tcp: Option<IceTcpHandoff>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) where
+    F: Filter<Error = Rejection> + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
     let graceful = GracefulShutdown::new();
     let counter = Arc::new(ConnectionCounter::new(&limits));
     let builder = Arc::new(http_builder(&limits));
@@ -139,8 +171,20 @@ pub async fn serve_with<F>(
         let tls = tls.clone();
         let handshake_timeout = limits.tls_handshake_timeout;
         let idle_timeout = limits.header_read_timeout;
+        let ice_tcp = ice_tcp.clone();
         tokio::spawn(async move {
             if !first_byte_within(&io.io, idle_timeout, peer).await {
+                return;
+            }
+            if let Some(handoff) = ice_tcp
+                && sniff_within(&io.io, idle_timeout).await == FirstBytes::IceTcp
+            {
+                // Media frames are small and latency-bound: no Nagle delay.
+                let _ = io.io.set_nodelay(true);
+                match io.io.local_addr() {
+                    Ok(local) => handoff(Box::new(io), peer, local),
+                    Err(e) => log::debug!("http: {peer}: no local address: {e}"),
+                }
                 return;
             }
             let result = match tls {
@@ -197,6 +241,28 @@ async fn first_byte_within(tcp: &tokio::net::TcpStream, wait: Duration, peer: So
         Err(_) => {
             log::debug!("http: {peer} sent nothing for {wait:?}; closing");
             false
+        }
+    }
+}
+
+/// Classifies the connection by its first bytes without consuming them, waiting (up to
+/// `wait`) only while they cannot be told apart yet.
+async fn sniff_within(tcp: &TcpStream, wait: Duration) -> FirstBytes {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut prefix = [0u8; SNIFF_LEN];
+    loop {
+        let seen = match tokio::time::timeout_at(deadline, tcp.peek(&mut prefix)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) | Err(_) => return FirstBytes::Unknown,
+        };
+        match classify(&prefix[..seen]) {
+            FirstBytes::NeedMore if seen > 0 && tokio::time::Instant::now() < deadline => {
+                // `peek` returns at once while the bytes it saw are unread: poll gently for
+                // the rest of the 10 (they normally come in the same segment).
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            FirstBytes::NeedMore => return FirstBytes::Unknown,
+            decided => return decided,
         }
     }
 }

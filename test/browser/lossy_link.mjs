@@ -122,6 +122,27 @@ export function createLinkedNamespace(chromium) {
   return { ns, hostIf, nsIf, hostIp, nsIp, chromiumWrapper: wrapper, remove };
 }
 
+/**
+ * The linked namespace of a test file (`createLinkedNamespace`), or why there is none:
+ * `{ link, unavailable }`, one of them null. `otherReason` (e.g. a missing tool) counts as a
+ * reason too. With VIDEOROOM_NETNS_REQUIRED=1 a missing namespace throws instead.
+ */
+export function linkedNamespaceOrReason(chromium, otherReason = null) {
+  let unavailable = namespaceUnavailableReason() ?? otherReason;
+  let link = null;
+  if (!unavailable) {
+    try {
+      link = createLinkedNamespace(chromium);
+    } catch (e) {
+      unavailable = e.message;
+    }
+  }
+  if (unavailable && process.env.VIDEOROOM_NETNS_REQUIRED === "1") {
+    throw new Error(`VIDEOROOM_NETNS_REQUIRED=1 but the namespace cannot be built: ${unavailable}`);
+  }
+  return { link, unavailable };
+}
+
 /** mulberry32: a small seeded generator of floats in [0, 1). */
 function seeded(seed) {
   let a = seed >>> 0;

@@ -34,7 +34,7 @@ import {
   participantsText,
   startServer,
 } from "./support.mjs";
-import { createLinkedNamespace, namespaceUnavailableReason, startLossyRelay } from "./lossy_link.mjs";
+import { linkedNamespaceOrReason, startLossyRelay } from "./lossy_link.mjs";
 
 const LOSS_PERCENT = 5;
 const DELAY_MS = 100;
@@ -45,22 +45,13 @@ const OUTAGE_PHASE_MS = 15_000;
 const SEED = Number(process.env.NETWORK_LOSS_SEED ?? 12);
 
 let link = null;
-let unavailable = namespaceUnavailableReason();
+let unavailable = null;
 let server;
 let relay;
 const browsers = [];
 
 before(async () => {
-  if (!unavailable) {
-    try {
-      link = createLinkedNamespace(CHROMIUM);
-    } catch (e) {
-      unavailable = e.message;
-    }
-  }
-  if (unavailable && process.env.VIDEOROOM_NETNS_REQUIRED === "1") {
-    throw new Error(`VIDEOROOM_NETNS_REQUIRED=1 but the lossy link cannot be built: ${unavailable}`);
-  }
+  ({ link, unavailable } = linkedNamespaceOrReason(CHROMIUM));
 });
 
 after(async () => {

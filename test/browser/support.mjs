@@ -166,6 +166,8 @@ export async function startServer({ env: extraEnv = {}, port: fixedPort, udpPort
     ...(externalIp ? { EXTERNAL_IP: externalIp } : {}),
     ...extraEnv,
   };
+  // A null in `env` removes the variable (e.g. `EXTERNAL_IP: null`: advertise no extra address).
+  for (const [k, v] of Object.entries(env)) if (v === null) delete env[k];
   const args = (process.env.VIDEOROOM_ARGS ?? "").split(/\s+/).filter(Boolean);
   const child = spawn(bin, args, { env, stdio: ["ignore", "pipe", "pipe"] });
   let log = "";

@@ -62,6 +62,8 @@ pub enum Out {
     IceUfrags,
     /// `EngineOutput::PeerRemoved`.
     PeerRemoved(PeerId),
+    /// `EngineOutput::MediaNotConnected` with the cause's label.
+    MediaNotConnected(PeerId, &'static str),
 }
 
 impl Out {
@@ -72,6 +74,7 @@ impl Out {
             Out::JoinRequest(_) => "JoinRequest",
             Out::IceUfrags => "IceUfrags",
             Out::PeerRemoved(_) => "PeerRemoved",
+            Out::MediaNotConnected(..) => "MediaNotConnected",
         }
     }
 
@@ -237,6 +240,9 @@ impl<S: SfuBackend> Room<S> {
                 EngineOutput::Broadcast { to, event } => Out::Broadcast(to, self.short(&event)),
                 EngineOutput::IceUfrags(_) => Out::IceUfrags,
                 EngineOutput::PeerRemoved(peer) => Out::PeerRemoved(peer),
+                EngineOutput::MediaNotConnected { to, cause } => {
+                    Out::MediaNotConnected(to, cause.label())
+                }
             });
         }
         self.log.extend(step.iter().cloned());

@@ -622,6 +622,7 @@ impl World {
             source,
             destination,
             received: self.now,
+            protocol: Protocol::Udp,
             contents: Bytes::from(data),
         };
         let ((), spent) = room_work(|| self.rooms[r].core.handle_datagram(&datagram));

@@ -15,8 +15,8 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use videoroom::app::App;
-use videoroom::config::Config;
+use videoroom::app::{App, IceTcpSocket};
+use videoroom::config::{Config, IceTcpPort};
 use videoroom::phoenix::transport::Endpoint;
 use videoroom::room::{Admission, RoomRegistry, RoomsConfig};
 use videoroom::rtc::driver::MediaPlane;
@@ -32,6 +32,9 @@ pub fn test_config() -> Config {
         bind: [127, 0, 0, 1].into(),
         port: 0,
         udp_port: Some(0),
+        // Off unless a test asks for it: `None` shares the web port, another port gets a
+        // listener of its own (on a free port).
+        ice_tcp_port: Some(0),
         room_grace_secs: 0.5,
         ..Config::default()
     }
@@ -41,23 +44,40 @@ pub fn test_config() -> Config {
 pub struct Server {
     /// HTTP address.
     pub http: SocketAddr,
-    /// Media UDP address (the app's only host candidate).
+    /// Media UDP address (the app's only UDP host candidate).
     pub udp: SocketAddr,
+    /// The ICE-TCP address (the web address when shared), if ICE-TCP is on.
+    pub ice_tcp: Option<SocketAddr>,
     /// The server's rooms, to observe their lifecycle.
     pub rooms: RoomRegistry,
     served: Served,
 }
 
-/// Starts the real app with `config` (its `bind`, `port` and `udp_port` are ignored: both
-/// sockets are bound on 127.0.0.1 with free ports).
+/// Starts the real app with `config` (its `bind`, `port`, `udp_port` and a dedicated
+/// `ice_tcp_port` are ignored: the sockets are bound on 127.0.0.1 with free ports).
 pub async fn start_server(config: Config) -> Server {
     let _ = env_logger::builder().is_test(true).try_init();
     let (listener, udp_socket) = bind_loopback().await;
     let udp = udp_socket.local_addr().expect("udp addr");
-    let app = App::new(config, Some(udp_socket)).expect("app starts");
+    let http = listener.local_addr().expect("tcp addr");
+    let (ice_tcp, ice_tcp_addr) = match config.ice_tcp(http) {
+        IceTcpPort::Off => (IceTcpSocket::Off, None),
+        IceTcpPort::Shared => (IceTcpSocket::SharedWithWeb(http), Some(http)),
+        IceTcpPort::Own(_) => {
+            let own = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind ice-tcp");
+            let addr = own.local_addr().expect("ice-tcp addr");
+            (IceTcpSocket::Own(own), Some(addr))
+        }
+    };
+    let app = App::with_ice_tcp(config, Some(udp_socket), ice_tcp).expect("app starts");
     let rooms = app.rooms();
     let served = Served::spawn(listener, |listener, stop| app.run(listener, stop));
-    Server::new(served, udp, rooms)
+    Server {
+        ice_tcp: ice_tcp_addr,
+        ..Server::new(served, udp, rooms)
+    }
 }
 
 /// [`start_server`], with rooms that ask `admission` whether a joiner becomes a member. The
@@ -101,6 +121,7 @@ impl Server {
         Server {
             http: served.addr,
             udp,
+            ice_tcp: None,
             rooms,
             served,
         }

@@ -93,6 +93,9 @@ pub struct PeerOptions {
     /// Gathers relay candidates only, from the TURN servers of the channel join reply
     /// (`iceTransportPolicy: "relay"`): every packet goes through the server's TURN relay.
     pub relay_only: bool,
+    /// No UDP socket at all: ICE over TCP (active candidates) only, like a browser on a
+    /// network that drops UDP.
+    pub tcp_only: bool,
 }
 
 /// A point in the negotiation where a peer stops, to be killed or cut off there.
@@ -121,7 +124,14 @@ impl PeerOptions {
             reconnect: None,
             media_via: None,
             relay_only: false,
+            tcp_only: false,
         }
+    }
+
+    /// Uses ICE-TCP only (see [`PeerOptions::tcp_only`]).
+    pub fn tcp_only(mut self) -> Self {
+        self.tcp_only = true;
+        self
     }
 
     /// Sends media to `relay` instead of the server's media address `server`.
@@ -1184,7 +1194,16 @@ impl Client {
                 tx: self.pc_tx.clone(),
                 obs: self.obs.clone(),
             }))
-            .with_udp_addrs(vec![std::net::SocketAddr::new(self.options.ip, 0)])
+            .with_udp_addrs(if self.options.tcp_only {
+                vec![]
+            } else {
+                vec![std::net::SocketAddr::new(self.options.ip, 0)]
+            })
+            .with_tcp_addrs(if self.options.tcp_only {
+                vec![std::net::SocketAddr::new(self.options.ip, 0)]
+            } else {
+                vec![]
+            })
             .build()
             .await
             .map_err(|e| format!("RTCPeerConnection: {e}"))?;

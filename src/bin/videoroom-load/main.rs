@@ -13,7 +13,9 @@
 //! exit status says whether every peer joined and every receiving peer got audio and video.
 //!
 //! This binary uses nothing of the server's modules: it is a client, like a browser (`--turn`
-//! builds its TURN messages with `videoroom::rtc::turn::client`, a client's message builder).
+//! builds its TURN messages with `videoroom::rtc::turn::client`, a client's message builder;
+//! `--ice-tcp` frames with the server's RFC 4571 framer).
+mod ice_tcp;
 mod janus;
 mod media;
 mod peer;
@@ -118,6 +120,11 @@ struct Args {
     /// server; the URL and credentials come with the channel join), relay candidates only.
     #[arg(long, conflicts_with = "janus")]
     turn: bool,
+    /// Peers use ICE-TCP only: one active TCP candidate, no UDP candidate, so all media goes
+    /// over RFC 4571-framed TCP to the server's passive candidate (for the CPU cost of ICE-TCP
+    /// next to UDP). The packet counters then count frames.
+    #[arg(long, conflicts_with = "turn")]
+    ice_tcp: bool,
     /// A label copied into the JSON result (e.g. the scenario's name).
     #[arg(long, default_value = "")]
     label: String,
@@ -228,6 +235,7 @@ fn run_context(args: &Args, stats: Rc<RefCell<Stats>>, stop: Rc<Cell<bool>>) -> 
         stop,
         janus: args.janus,
         turn: args.turn,
+        ice_tcp: args.ice_tcp,
     })
 }
 

@@ -18,11 +18,12 @@ use str0m::change::SdpPendingOffer;
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 
+use crate::ice_tcp::TcpLinks;
 use crate::janus::{self, JanusSession};
 use crate::media::{self, Kind, MediaShape, RxStream};
 use crate::phoenix::{self, Channel, Incoming};
@@ -47,6 +48,8 @@ pub struct RunContext {
     pub janus: bool,
     /// Media through the server's TURN relay (see [`crate::turn`]).
     pub turn: bool,
+    /// ICE over TCP only (`--ice-tcp`).
+    pub ice_tcp: bool,
 }
 
 /// The signalling a peer speaks.
@@ -84,6 +87,9 @@ struct Peer {
     signal: Signal,
     rtc: Rtc,
     socket: UdpSocket,
+    /// ICE-TCP connections (with `--ice-tcp`; unused otherwise).
+    tcp: TcpLinks,
+    /// The local candidate's address (the UDP socket's, or the active TCP candidate's).
     local: SocketAddr,
     /// `--turn`: the TURN allocation every datagram goes through.
     relay: Option<TurnRelay>,
@@ -183,10 +189,28 @@ async fn start(
         rtc.add_local_candidate(candidate);
         Some(relay)
     } else {
-        let host = Candidate::host(local, "udp").map_err(|e| format!("candidate: {e}"))?;
-        rtc.add_local_candidate(host);
         None
     };
+    let local = if ctx.ice_tcp {
+        // An active candidate's port is a placeholder (RFC 6544: 9); the connection's own
+        // port is chosen when it connects.
+        let local = SocketAddr::new(ctx.local_ip, 9);
+        let c = Candidate::builder()
+            .tcp()
+            .host(local)
+            .tcptype(TcpType::Active)
+            .build()
+            .map_err(|e| format!("candidate: {e}"))?;
+        rtc.add_local_candidate(c);
+        local
+    } else {
+        if relay.is_none() {
+            let host = Candidate::host(local, "udp").map_err(|e| format!("candidate: {e}"))?;
+            rtc.add_local_candidate(host);
+        }
+        local
+    };
+    let tcp = TcpLinks::new(ctx.local_ip);
     let peer = Peer {
         ctx,
         index,
@@ -196,6 +220,7 @@ async fn start(
         signal,
         rtc,
         socket,
+        tcp,
         local,
         relay,
         peer_id: None,
@@ -286,6 +311,7 @@ impl Peer {
                     ready.map_err(|e| format!("udp: {e}"))?;
                     self.read_socket(&mut buf)?;
                 }
+                Some((source, frame)) = self.tcp.inbox.recv() => self.read_frame(source, &frame)?,
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
             let now = Instant::now();
@@ -345,6 +371,27 @@ impl Peer {
         }
     }
 
+    /// Feeds one ICE-TCP frame from `source` (then every frame already waiting).
+    fn read_frame(&mut self, source: SocketAddr, frame: &[u8]) -> Result<(), String> {
+        let mut next = Some((source, bytes::Bytes::copy_from_slice(frame)));
+        while let Some((source, frame)) = next {
+            let now = Instant::now();
+            {
+                let mut stats = self.ctx.stats.borrow_mut();
+                stats.counters.udp_received += 1;
+                stats.counters.udp_received_bytes += frame.len() as u64;
+            }
+            if let Ok(receive) = Receive::new(Protocol::Tcp, source, self.local, &frame) {
+                self.rtc
+                    .handle_input(Input::Receive(now, receive))
+                    .map_err(|e| format!("rtc input: {e}"))?;
+                self.drain(now)?;
+            }
+            next = self.tcp.inbox.try_recv().ok();
+        }
+        Ok(())
+    }
+
     /// Polls the `Rtc` until it waits: datagrams out, events accounted.
     fn drain(&mut self, now: Instant) -> Result<(), String> {
         loop {
@@ -354,18 +401,22 @@ impl Peer {
                     return Ok(());
                 }
                 Output::Transmit(t) => {
+                    // UDP semantics: a datagram the socket (or a full TCP queue) cannot take
+                    // now is lost.
                     let relayed = self
                         .relay
                         .as_ref()
                         .map(|r| (r.wrap(t.destination, &t.contents), r.server));
                     let sent = match relayed {
-                        None => self.socket.try_send_to(&t.contents, t.destination),
-                        Some((Some(wrapped), server)) => self.socket.try_send_to(&wrapped, server),
+                        _ if t.proto == Protocol::Tcp => self.tcp.send(t.destination, &t.contents),
+                        None => self.socket.try_send_to(&t.contents, t.destination).is_ok(),
+                        Some((Some(wrapped), server)) => {
+                            self.socket.try_send_to(&wrapped, server).is_ok()
+                        }
                         // No channel to that address (yet): lost, like a check ICE retries.
                         Some((None, _)) => continue,
                     };
-                    // UDP semantics: a datagram the socket cannot take now is lost.
-                    if sent.is_ok() {
+                    if sent {
                         let mut stats = self.ctx.stats.borrow_mut();
                         stats.counters.udp_sent += 1;
                         stats.counters.udp_sent_bytes += t.contents.len() as u64;

@@ -157,13 +157,9 @@ pub async fn join(
     }
 }
 
-/// A WebSocket client connection to `server` from `local_ip` for `request` (a URL or a request
-/// with extra headers); shared by both signallings.
-pub async fn connect_websocket(
-    server: SocketAddr,
-    local_ip: IpAddr,
-    request: impl IntoClientRequest + Unpin,
-) -> Result<Ws, String> {
+/// A TCP connection to `server` from `local_ip`, without Nagle's delay (signalling and
+/// ICE-TCP media both want each write sent at once).
+pub async fn connect_tcp(server: SocketAddr, local_ip: IpAddr) -> Result<TcpStream, String> {
     let tcp = match local_ip {
         IpAddr::V4(_) => TcpSocket::new_v4(),
         IpAddr::V6(_) => TcpSocket::new_v6(),
@@ -176,6 +172,17 @@ pub async fn connect_websocket(
         .await
         .map_err(|e| format!("connect {server}: {e}"))?;
     let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// A WebSocket client connection to `server` from `local_ip` for `request` (a URL or a request
+/// with extra headers); shared by both signallings.
+pub async fn connect_websocket(
+    server: SocketAddr,
+    local_ip: IpAddr,
+    request: impl IntoClientRequest + Unpin,
+) -> Result<Ws, String> {
+    let stream = connect_tcp(server, local_ip).await?;
     let (ws, _) = ws_stream::client_async(request, stream)
         .await
         .map_err(|e| format!("websocket handshake: {e}"))?;

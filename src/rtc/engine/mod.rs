@@ -107,6 +107,14 @@ pub enum EngineOutput {
     IceUfrags(Vec<String>),
     /// This member is gone (left, removed, or failed); the engine has already told the others.
     PeerRemoved(PeerId),
+    /// This member's media is not connected a few seconds after its offer: tell its client
+    /// the likely cause (outside the media-event protocol, which has no such event).
+    MediaNotConnected {
+        /// The member.
+        to: PeerId,
+        /// The likely cause (already logged with the details).
+        cause: crate::rtc::sfu::diagnosis::ConnectCause,
+    },
     /// Send this datagram through the shared UDP socket.
     Transmit(Transmit),
     /// Nothing more to do until this instant (or the next input).
@@ -470,6 +478,11 @@ impl<S: SfuBackend> Engine<S> {
                 }
                 SfuOutput::Event(SfuEvent::PeerConnected(peer)) => {
                     log::info!("room={} peer={peer} media connected", self.room);
+                }
+                SfuOutput::Event(SfuEvent::MediaNotConnected(to, cause)) => {
+                    if self.members.contains_key(&to) {
+                        return EngineOutput::MediaNotConnected { to, cause };
+                    }
                 }
                 // `SfuEvent` is `#[non_exhaustive]`: future events are logged until handled.
                 #[allow(unreachable_patterns)]

@@ -40,6 +40,12 @@
 //!   RTP, RTCP and STUN consent checks every few hundred ms to 2.5 s), or one that did not
 //!   connect within `connect_timeout` of its first offer, or whose DTLS closed, is reported once
 //!   with [`SfuEvent::PeerFailed`] and no longer served.
+//! - Diagnosis: a peer not connected [`diagnosis::DIAGNOSE_AFTER`] its first offer is logged
+//!   once with what its client offered, which checks arrived and the likely cause, and
+//!   reported with [`SfuEvent::MediaNotConnected`] (see [`diagnosis`]).
+//! - ICE-TCP: with [`SfuConfig::tcp_addrs`] each session also has passive TCP host
+//!   candidates; a datagram's [`crate::rtc::net::Datagram::protocol`] says which kind of
+//!   candidate it arrived on, and each transmit carries str0m's protocol back to the shell.
 //!
 //! Driving it (the room actor): `add_peer` at join; on every offer `handle_offer`, then publish
 //! `ice_ufrags()` to the UDP mux (`rtc::driver` does this) BEFORE sending the answer, then send
@@ -47,6 +53,7 @@
 //! of inputs) drain `poll_output` until it returns [`SfuOutput::Timeout`] and sleep until that
 //! instant. On [`SfuEvent::PeerFailed`] remove the peer (`remove_peer`) and tell the others.
 mod consumer;
+pub mod diagnosis;
 mod forward;
 mod negotiate;
 mod sdp;
@@ -62,10 +69,11 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use str0m::config::DtlsCert;
 pub use str0m::media::Mid;
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 use self::consumer::Consumer;
+use self::diagnosis::{CandidateTally, CheckTally, ConnectCause, DIAGNOSE_AFTER};
 use self::track::{KeyframeLimiter, SilenceDiscarder};
 use self::twcc_guard::TwccGuard;
 use crate::rtc::ids::{MediaKind, PeerId, PeerMap, RoomId, TrackId};
@@ -90,6 +98,10 @@ pub struct SfuConfig {
     pub room: RoomId,
     /// Host candidates to advertise (every local interface address plus EXTERNAL_IP, one UDP port).
     pub local_addrs: Vec<SocketAddr>,
+    /// Passive ICE-TCP host candidates to advertise (RFC 6544; same addresses, the TCP media
+    /// port); empty: no ICE-TCP. Their type preference (90 against UDP's 126, RFC 8445
+    /// §5.1.2.1 as libwebrtc applies it) makes browsers nominate UDP whenever it works.
+    pub tcp_addrs: Vec<SocketAddr>,
     /// A connected peer from which no datagram arrived for this long is reported as failed.
     pub peer_timeout: Duration,
     /// A peer that has not connected this long after its first offer is reported as failed.
@@ -116,6 +128,7 @@ impl Default for SfuConfig {
         SfuConfig {
             room: RoomId::default(),
             local_addrs: Vec::new(),
+            tcp_addrs: Vec::new(),
             peer_timeout: Duration::from_secs(4),
             connect_timeout: Duration::from_secs(15),
             keyframe_request_interval: Duration::from_millis(500),
@@ -208,6 +221,9 @@ pub enum SfuEvent {
     PeerConnected(PeerId),
     /// The peer vanished (no traffic within the configured timeout, or ICE failed): remove it.
     PeerFailed(PeerId),
+    /// The peer's media is not up [`DIAGNOSE_AFTER`] its first offer (logged with the
+    /// details once): tell its client the likely cause. It may still connect later.
+    MediaNotConnected(PeerId, ConnectCause),
 }
 
 pub use crate::rtc::net::Transmit;
@@ -292,26 +308,69 @@ struct Peer {
     /// An RTP packet from it was forwarded (time to first media is observed once).
     sent_media: bool,
     /// Its latest STUN check not yet answered: transaction id, source.
-    checking: Option<([u8; 12], SocketAddr)>,
+    checking: Option<([u8; 12], PathAddr)>,
     /// Where its latest check that str0m answered came from: its current path.
-    path: Option<SocketAddr>,
+    path: Option<PathAddr>,
     /// Keeps RTP that str0m would misread away from its session (see `twcc_guard`).
     twcc_guard: TwccGuard,
+    /// What its current session was offered and received, for [`diagnosis`].
+    connect_watch: ConnectWatch,
+}
+
+/// The inputs of a peer's connect [`diagnosis`] since its session started.
+#[derive(Debug, Default)]
+struct ConnectWatch {
+    offered: CandidateTally,
+    checks: CheckTally,
+    diagnosed: bool,
 }
 
 /// Where a datagram str0m sends to `destination` for `peer` goes (see the module docs): a
 /// success response to its pending check makes that check's source the peer's path;
 /// any other datagram goes to the path instead of `destination` once `destination` has been
 /// silent for [`PATH_SILENCE`]. The flag says the path just moved from one address to another.
+/// Logs why `peer` (not connected `waited` after its first offer) has no media yet, in one
+/// line, and returns the likely cause.
+fn diagnose_peer(config: &SfuConfig, id: PeerId, peer: &Peer, waited: Duration) -> ConnectCause {
+    let watch = &peer.connect_watch;
+    let server: Vec<SocketAddr> = config
+        .local_addrs
+        .iter()
+        .chain(&config.tcp_addrs)
+        .copied()
+        .collect();
+    let cause = diagnosis::diagnose(&watch.offered, watch.checks, &server);
+    let tcp = match config.tcp_addrs.first() {
+        Some(a) => format!("udp+tcp port {}", a.port()),
+        None => "udp only".into(),
+    };
+    log::warn!(
+        "room={} peer={id} media not connected {:.0} s after its offer: client offered {}; checks received: udp {} tcp {}; server candidates {} ({tcp}); likely cause: {} ({})",
+        config.room,
+        waited.as_secs_f64(),
+        watch.offered.summary(),
+        watch.checks.udp,
+        watch.checks.tcp,
+        server.len(),
+        cause.label(),
+        cause.operator_text(),
+    );
+    cause
+}
+
+/// A path's transport and remote address: a datagram is never moved from UDP to an ICE-TCP
+/// connection or back, since the two carry different candidate pairs.
+type PathAddr = (Protocol, SocketAddr);
+
 fn follow_path(
     peer: &mut Peer,
     heard: &AddrCache<PeerId>,
     room: &RoomId,
     id: PeerId,
     now: Instant,
-    destination: SocketAddr,
+    destination: PathAddr,
     contents: &[u8],
-) -> (SocketAddr, bool) {
+) -> (PathAddr, bool) {
     if let Some(stun) = Stun::parse(contents) {
         let mut moved = false;
         if stun.kind == Stun::BINDING_SUCCESS
@@ -322,7 +381,7 @@ fn follow_path(
             peer.checking = None;
             let old = peer.path.replace(from);
             if old != Some(from) {
-                log::debug!("room={room} peer={id} checked path {from}");
+                log::debug!("room={room} peer={id} checked path {:?} {}", from.0, from.1);
                 moved = old.is_some();
             }
         }
@@ -331,8 +390,9 @@ fn follow_path(
     match peer.path {
         Some(path)
             if path != destination
+                && path.0 == destination.0
                 && heard
-                    .heard(destination)
+                    .heard(destination.1)
                     .is_none_or(|t| now.saturating_duration_since(t) >= PATH_SILENCE) =>
         {
             (path, false)
@@ -395,6 +455,7 @@ impl Sfu {
             checking: None,
             path: None,
             twcc_guard: TwccGuard::default(),
+            connect_watch: ConnectWatch::default(),
         });
     }
 
@@ -426,6 +487,7 @@ impl Sfu {
             .ok_or(SfuError::UnknownPeer(peer))?;
         let line = candidate.trim();
         let line = line.strip_prefix("a=").unwrap_or(line);
+        p.connect_watch.offered.add(line);
         let c =
             Candidate::from_sdp_string(line).map_err(|e| SfuError::BadCandidate(e.to_string()))?;
         if let Some(rtc) = p.rtc.as_mut() {
@@ -437,17 +499,34 @@ impl Sfu {
 
     /// The local host candidates (`candidate:…`, no `a=` prefix) to send to every peer.
     pub fn local_candidates(&self) -> Vec<String> {
-        self.config
+        self.host_candidates().map(|c| c.to_sdp_string()).collect()
+    }
+
+    /// The host candidates: UDP on [`SfuConfig::local_addrs`], then passive TCP on
+    /// [`SfuConfig::tcp_addrs`]; an unusable address is logged and skipped.
+    fn host_candidates(&self) -> impl Iterator<Item = Candidate> + '_ {
+        let udp = self
+            .config
             .local_addrs
             .iter()
-            .filter_map(|a| Candidate::host(*a, "udp").ok())
-            .map(|c| c.to_sdp_string())
-            .collect()
+            .map(|a| (*a, Candidate::host(*a, "udp")));
+        let tcp = self.config.tcp_addrs.iter().map(|a| {
+            let c = Candidate::builder()
+                .tcp()
+                .host(*a)
+                .tcptype(TcpType::Passive)
+                .build();
+            (*a, c)
+        });
+        udp.chain(tcp).filter_map(|(addr, c)| {
+            c.map_err(|e| log::warn!("room={} candidate {addr} unusable: {e}", self.config.room))
+                .ok()
+        })
     }
 
     /// Whether a datagram belongs to one of this room's peers.
     pub fn accepts(&self, source: SocketAddr, destination: SocketAddr, datagram: &[u8]) -> bool {
-        let destination = self.local_destination(source, destination);
+        let destination = self.local_destination(Protocol::Udp, source, destination);
         let Ok(recv) = Receive::new(Protocol::Udp, source, destination, datagram) else {
             return false;
         };
@@ -465,8 +544,9 @@ impl Sfu {
     pub fn handle_datagram(&mut self, datagram: &Datagram) {
         let (now, source) = (datagram.received, datagram.source);
         self.last_now = self.last_now.max(now);
-        let destination = self.local_destination(source, datagram.destination);
-        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, &datagram.contents) else {
+        let protocol = datagram.protocol;
+        let destination = self.local_destination(protocol, source, datagram.destination);
+        let Ok(recv) = Receive::new(protocol, source, destination, &datagram.contents) else {
             log::trace!(
                 "room={} unparseable datagram from {source}",
                 self.config.room
@@ -498,7 +578,8 @@ impl Sfu {
                 && stun.kind == Stun::BINDING_REQUEST
                 && let Ok(transaction) = stun.transaction.try_into()
             {
-                peer.checking = Some((transaction, source));
+                peer.checking = Some((transaction, (protocol, source)));
+                peer.connect_watch.checks.add(protocol);
             }
             if !peer.twcc_guard.admit(&datagram.contents) {
                 self.stats.twcc_guard_dropped += 1;
@@ -590,13 +671,24 @@ impl Sfu {
                 failed.push((*id, "no traffic"));
                 continue;
             }
-            if !p.connected
-                && p.first_offer.is_some_and(|t| {
-                    now.saturating_duration_since(t) >= self.config.connect_timeout
-                })
-            {
+            let waited = p
+                .first_offer
+                .map(|t| now.saturating_duration_since(t))
+                .filter(|_| !p.connected);
+            if waited.is_some_and(|w| w >= self.config.connect_timeout) {
                 failed.push((*id, "did not connect"));
                 continue;
+            }
+            if waited.is_some_and(|w| w >= DIAGNOSE_AFTER) && !p.connect_watch.diagnosed {
+                p.connect_watch.diagnosed = true;
+                let cause = diagnose_peer(&self.config, *id, p, waited.unwrap_or_default());
+                self.config
+                    .metrics
+                    .connect_diagnoses
+                    .get_or_create(&[("cause", cause.label())])
+                    .inc();
+                self.events
+                    .push_back(SfuEvent::MediaNotConnected(*id, cause));
             }
             if p.rtc.is_some() && p.scheduled.is_none() {
                 p.scheduled = Some(now);
@@ -642,18 +734,19 @@ impl Sfu {
             match rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
                     let contents: Vec<u8> = t.contents.into();
-                    let (destination, moved) = follow_path(
+                    let ((protocol, destination), moved) = follow_path(
                         peer,
                         &self.by_addr,
                         &self.config.room,
                         id,
                         last_now,
-                        t.destination,
+                        (t.proto, t.destination),
                         &contents,
                     );
                     self.transmits.push_back(Transmit {
                         source: t.source,
                         destination,
+                        protocol,
                         contents,
                     });
                     if moved {
@@ -734,13 +827,8 @@ impl Sfu {
             cfg = cfg.set_dtls_cert(cert.clone());
         }
         let mut rtc = cfg.build(now);
-        for addr in &self.config.local_addrs {
-            match Candidate::host(*addr, "udp") {
-                Ok(c) => {
-                    rtc.add_local_candidate(c);
-                }
-                Err(e) => log::warn!("room={} candidate {addr} unusable: {e}", self.config.room),
-            }
+        for c in self.host_candidates() {
+            rtc.add_local_candidate(c);
         }
         rtc
     }
@@ -838,8 +926,16 @@ impl Sfu {
     }
 
     /// Maps a wildcard or unknown local address to the advertised candidate str0m expects.
-    fn local_destination(&self, source: SocketAddr, destination: SocketAddr) -> SocketAddr {
-        let locals = &self.config.local_addrs;
+    fn local_destination(
+        &self,
+        protocol: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+    ) -> SocketAddr {
+        let locals = match protocol {
+            Protocol::Udp => &self.config.local_addrs,
+            _ => &self.config.tcp_addrs,
+        };
         if locals.contains(&destination) {
             return destination;
         }

@@ -52,6 +52,11 @@ impl Sfu {
             .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         let answer = self.accept(peer, offer, now)?;
         if let Some(p) = self.peers.get_mut(&peer) {
+            for line in offer_sdp.lines().filter(|l| l.starts_with("a=candidate:")) {
+                p.connect_watch.offered.add(line);
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
             p.twcc_guard.learn_ids(&offer_text);
         }
         let sdp = sdp::rewrite_msids(&answer.to_sdp_string(), &plan.msids());
@@ -90,6 +95,7 @@ impl Sfu {
                 p.last_rx = now;
                 p.next_timeout = None;
                 p.twcc_guard = TwccGuard::default();
+                p.connect_watch = super::ConnectWatch::default();
             }
         }
         let peer = self

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use videoroom::rtc::ids::PeerId;
-use videoroom::rtc::net::Datagram;
+use videoroom::rtc::net::{Datagram, Protocol};
 use videoroom::rtc::sfu::{Offer, Sfu, SfuConfig, SfuOutput};
 
 const OFFER: &str = include_str!("../../fixtures/sdp/chromium-156/publisher-first-offer.sdp");
@@ -47,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
             source,
             destination,
             received: Instant::now(),
+            protocol: Protocol::Udp,
             contents: Bytes::copy_from_slice(data),
         });
         while !matches!(sfu.poll_output(), SfuOutput::Timeout(_)) {}
