@@ -4,6 +4,8 @@
 #   fanout   1 publisher × N subscribers                 (N in $FANOUT)
 #   meeting  N × N, everyone publishes and receives       (N in $MEETING)
 #   rooms    R rooms of 1 publisher + (K-1) subscribers   (RxK in $ROOMS)
+#   ice-tcp-fanout  the fan-out with every peer on ICE-TCP (load generator `--ice-tcp`; the
+#                server's passive TCP candidate on its web port)   (N in $ICE_TCP_FANOUT)
 #   turn-fanout  the fan-out with every peer's media through the server's TURN relay over UDP
 #                (server `--turn`, load generator `--turn`)    (N in $TURN_FANOUT)
 # and the fan-out and rooms scenarios again against Janus's VideoRoom plugin (Debian's `janus`
@@ -14,7 +16,7 @@
 #   bash test/bench/run.sh [OUT_DIR]        (default: bench-results/<UTC date and time>)
 #
 # Settings (environment): BENCH_SECONDS (measured seconds per scenario, 20), FANOUT
-# ("10 100 300 1000"), TURN_FANOUT ("10 100"), MEETING ("2 5 10 15 20 25"), ROOMS ("50x4 100x4"), SERVER_CPUS (0),
+# ("10 100 300 1000"), TURN_FANOUT ("10 100"), ICE_TCP_FANOUT ("10 100"), MEETING ("2 5 10 15 20 25"), ROOMS ("50x4 100x4"), SERVER_CPUS (0),
 # LOAD_CPUS (1), JOIN_RATE (peers started per second, 50), SERVER_BIN (the server binary to
 # measure; default: this tree's release build, e.g. an older build for a before/after).
 set -euo pipefail
@@ -27,6 +29,7 @@ SECONDS_EACH="${BENCH_SECONDS:-20}"
 FANOUT="${FANOUT-10 100 300 1000}"
 MEETING="${MEETING-2 5 10 15 20 25}"
 TURN_FANOUT="${TURN_FANOUT-10 100}"
+ICE_TCP_FANOUT="${ICE_TCP_FANOUT-10 100}"
 ROOMS="${ROOMS-50x4 100x4}"
 export SERVER_CPUS="${SERVER_CPUS:-0}"
 LOAD_CPUS="${LOAD_CPUS:-1}"
@@ -54,12 +57,14 @@ SERVER_BIN="${SERVER_BIN:-$BIN/videoroom}"
 } | tee "$OUT/machine.txt"
 
 trap stop_server EXIT
-# run_scenario SERVER LABEL ROOMS PUBLISHERS SUBSCRIBERS [turn]: one scenario against a fresh
-# videoroom or janus (`turn`: every peer through videoroom's TURN relay).
+# run_scenario SERVER LABEL ROOMS PUBLISHERS SUBSCRIBERS [turn|ice-tcp]: one scenario against a
+# fresh videoroom or janus (`turn`: every peer through videoroom's TURN relay; `ice-tcp`: every
+# peer over ICE-TCP).
 run_scenario() {
   local server=$1 label=$2 rooms=$3 publishers=$4 subscribers=$5 relay=${6:-}
   local flags=() server_flags=()
   if [ "$relay" = turn ]; then flags=(--turn); server_flags=(--turn --turn-port 0); fi
+  if [ "$relay" = ice-tcp ]; then flags=(--ice-tcp); fi
   echo "== $server $label: $rooms room(s) × ($publishers publishers + $subscribers subscribers)"
   if [ "$server" = janus ]; then
     local ip iface
@@ -85,6 +90,7 @@ for server in "${servers[@]}"; do
   for n in $FANOUT; do run_scenario "$server" "fanout-$n" 1 1 "$n"; done
   for rk in $ROOMS; do run_scenario "$server" "rooms-$rk" "${rk%x*}" 1 "$((${rk#*x} - 1))"; done
 done
+for n in $ICE_TCP_FANOUT; do run_scenario videoroom "ice-tcp-fanout-$n" 1 1 "$n" ice-tcp; done
 for n in $TURN_FANOUT; do run_scenario videoroom "turn-fanout-$n" 1 1 "$n" turn; done
 for n in $MEETING; do run_scenario videoroom "meeting-$n" 1 "$n" 0; done
 

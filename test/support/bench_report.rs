@@ -1,6 +1,7 @@
 //! Turns the JSON lines of a benchmark run (`test/bench/run.sh`, one `videoroom-load --json` line
 //! per scenario) into the Markdown tables and PNG curves of BENCHMARKS.md: one table and one plot
-//! per family of scenarios (labels `fanout-<subscribers>`, `turn-fanout-<subscribers>`,
+//! per family of scenarios (labels `fanout-<subscribers>`, `ice-tcp-fanout-<subscribers>`,
+//! `turn-fanout-<subscribers>`,
 //! `meeting-<n>`, `rooms-<rooms>x<n>`),
 //! the server's CPU time per forwarded RTP packet and its RSS against the family's size, each
 //! server (videoroom, Janus) its own rows and curves, and where both ran a scenario, the ratio.
@@ -17,8 +18,13 @@ use plotters::prelude::*;
 use serde_json::Value;
 
 /// The families, in the order of BENCHMARKS.md: label prefix, title, what the x axis counts.
-const FAMILIES: [(&str, &str, &str); 4] = [
+const FAMILIES: [(&str, &str, &str); 5] = [
     ("fanout", "1 publisher, N subscribers", "subscribers"),
+    (
+        "ice-tcp-fanout",
+        "1 publisher, N subscribers, every peer over ICE-TCP",
+        "subscribers",
+    ),
     (
         "turn-fanout",
         "1 publisher, N subscribers, every peer through the TURN relay (UDP)",
@@ -126,7 +132,7 @@ fn kib(r: &Value) -> f64 {
 /// The x of a result in its family's curve.
 fn family_size(prefix: &str, r: &Value) -> Option<f64> {
     match prefix {
-        "fanout" | "turn-fanout" => r["subscribers"].as_f64(),
+        "fanout" | "ice-tcp-fanout" | "turn-fanout" => r["subscribers"].as_f64(),
         "meeting" => r["publishers"].as_f64(),
         _ => r["rooms"].as_f64(),
     }
