@@ -308,8 +308,13 @@ impl World {
     /// room it is added to the SFU at once; in an engine room it sends `join` and, once
     /// accepted, negotiates by itself.
     pub fn add_browser(&mut self, room: usize, flavor: Flavor, publish: bool) -> usize {
-        let index = self.browsers.len() as u8;
-        let addr: SocketAddr = format!("10.1.{room}.{}:40000", index + 1).parse().unwrap();
+        let n = self.browsers.len();
+        // The payload names a publisher by one byte (publishers are few); addresses take any
+        // number of browsers: 250 per host address, then the next port.
+        let index = n as u8;
+        let addr: SocketAddr = format!("10.1.{room}.{}:{}", n % 250 + 1, 40000 + n / 250)
+            .parse()
+            .unwrap();
         let mut config = RtcConfig::new().set_rtp_mode(true);
         if let Flavor::Firefox = flavor {
             config = config.clear_codecs();
