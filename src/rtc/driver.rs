@@ -269,11 +269,12 @@ impl<C: MediaCore> MediaShell<C> {
         &mut self.driver
     }
 
-    /// Drains the driver without waiting: publishes ufrags, sends transmits (dropped if the
-    /// socket cannot take them now: UDP semantics), and returns the next event for the owner;
-    /// `None` when the driver is idle until its deadline. Call until `None` after every input.
+    /// Drains the driver without waiting: publishes ufrags, sends transmits (batched, and
+    /// dropped if the socket cannot take them now: UDP semantics), and returns the next event
+    /// for the owner; `None` when the driver is idle until its deadline. Call until `None` after
+    /// every input. The batch is flushed before this returns, so nothing waits for the next call.
     pub fn poll_event(&mut self) -> Option<C::Event> {
-        loop {
+        let event = loop {
             match self.driver.poll_output() {
                 DriverOutput::Ufrags(ufrags) => {
                     if let Some(route) = &self.route {
@@ -281,20 +282,37 @@ impl<C: MediaCore> MediaShell<C> {
                     }
                 }
                 DriverOutput::Transmit(t) => {
-                    if let Some(Err(e)) = self.route.as_ref().map(|r| r.try_send(&t)) {
-                        if let Some(c) = &self.send_failed {
-                            c.inc();
+                    let Some(route) = &mut self.route else {
+                        continue;
+                    };
+                    let destination = t.destination;
+                    match route.queue(t) {
+                        Ok(dropped) => self.count_send_failures(dropped),
+                        Err(e) => {
+                            self.count_send_failures(1);
+                            log::debug!(
+                                "{} datagram to {destination} dropped: {e}",
+                                self.driver.label
+                            );
                         }
-                        log::debug!(
-                            "{} datagram to {} dropped: {e}",
-                            self.driver.label,
-                            t.destination
-                        );
                     }
                 }
-                DriverOutput::Event(e) => return Some(e),
-                DriverOutput::Timeout(_) => return None,
+                DriverOutput::Event(e) => break Some(e),
+                DriverOutput::Timeout(_) => break None,
             }
+        };
+        if let Some(route) = &mut self.route {
+            let dropped = route.flush();
+            self.count_send_failures(dropped);
+        }
+        event
+    }
+
+    fn count_send_failures(&self, n: usize) {
+        if n > 0
+            && let Some(c) = &self.send_failed
+        {
+            c.inc_by(n as u64);
         }
     }
 

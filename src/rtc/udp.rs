@@ -47,6 +47,9 @@ use crate::rtc::tcp::{OutboxRefusal, TcpOutbox};
 
 /// How many datagrams a route's inbox holds before new ones are dropped.
 pub const ROUTE_INBOX_CAPACITY: usize = 2048;
+/// Most datagrams one `sendmmsg` call carries: a forwarded packet's fan-out goes out in calls
+/// of this many instead of one `sendto` each (the syscall is a large part of a packet's cost).
+pub const SEND_BATCH: usize = 32;
 /// The largest datagram we receive whole (WebRTC keeps packets below the path MTU).
 const MAX_DATAGRAM: usize = 2048;
 /// Block size of the receive buffer that datagrams are split off.
@@ -138,6 +141,8 @@ impl UdpMuxHandle {
             key,
             inbox,
             socket: self.socket.clone(),
+            v6: self.socket.local_addr().is_ok_and(|a| a.is_ipv6()),
+            batch: Vec::with_capacity(SEND_BATCH),
             table: self.table.clone(),
         }
     }
@@ -148,6 +153,10 @@ pub struct UdpRoute {
     key: RouteKey,
     inbox: mpsc::Receiver<Datagram>,
     socket: Arc<UdpSocket>,
+    /// Whether the socket is IPv6 (IPv4 destinations then go as IPv4-mapped addresses).
+    v6: bool,
+    /// UDP transmits waiting for [`UdpRoute::flush`]; never more than [`SEND_BATCH`].
+    batch: Vec<Transmit>,
     table: Table,
 }
 
@@ -168,26 +177,51 @@ impl UdpRoute {
         lock(&self.table).set_ufrags(self.key, ufrags);
     }
 
-    /// Sends a datagram, waiting for the socket to be writable (a TCP one is queued on its
-    /// connection, never waits).
-    pub async fn send(&self, transmit: &Transmit) -> io::Result<()> {
+    /// Queues a transmit: a UDP one joins the batch [`Self::flush`] sends (flushed here when it
+    /// holds [`SEND_BATCH`]; returns how many of those the socket did not take), a TCP one is
+    /// queued on its connection at once (an error when that connection cannot take it).
+    pub fn queue(&mut self, transmit: Transmit) -> io::Result<usize> {
         if transmit.protocol != Protocol::Udp {
-            return self.send_tcp(transmit);
+            return self.send_tcp(&transmit).map(|()| 0);
         }
-        let to = self.destination_for_socket(transmit.destination)?;
-        self.socket
-            .send_to(&transmit.contents, to)
-            .await
-            .map(|_| ())
+        self.batch.push(transmit);
+        if self.batch.len() >= SEND_BATCH {
+            return Ok(self.flush());
+        }
+        Ok(0)
     }
 
-    /// Sends a datagram if the socket can take it now; otherwise it is dropped (UDP semantics).
-    pub fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        if transmit.protocol != Protocol::Udp {
-            return self.send_tcp(transmit);
+    /// Sends the queued UDP transmits, up to [`SEND_BATCH`] per `sendmmsg` call, and returns how
+    /// many were dropped: all that remain when the socket cannot take more now (UDP semantics:
+    /// the peers' NACK and PLI recover), and any one the kernel refuses (logged at debug).
+    pub fn flush(&mut self) -> usize {
+        let mut dropped = 0;
+        let mut start = 0;
+        while start < self.batch.len() {
+            let end = self.batch.len().min(start + SEND_BATCH);
+            match send_many(&self.socket, self.v6, &self.batch[start..end]) {
+                Ok(sent) if sent > 0 => start += sent,
+                Ok(_) => {
+                    dropped += self.batch.len() - start;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    dropped += self.batch.len() - start;
+                    break;
+                }
+                Err(e) => {
+                    // sendmmsg reports an error only for the first datagram of the call.
+                    log::debug!(
+                        "udp: datagram to {} dropped: {e}",
+                        self.batch[start].destination
+                    );
+                    dropped += 1;
+                    start += 1;
+                }
+            }
         }
-        let to = self.destination_for_socket(transmit.destination)?;
-        self.socket.try_send_to(&transmit.contents, to).map(|_| ())
+        self.batch.clear();
+        dropped
     }
 
     /// Queues a TCP transmit on the ICE-TCP connection from its destination (see
@@ -216,16 +250,95 @@ impl UdpRoute {
             )),
         }
     }
+}
 
-    /// An IPv6 socket reaches IPv4 peers through IPv4-mapped addresses.
-    fn destination_for_socket(&self, to: SocketAddr) -> io::Result<SocketAddr> {
-        let local = self.socket.local_addr()?;
-        Ok(match (local, to) {
-            (SocketAddr::V6(_), SocketAddr::V4(v4)) => {
-                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
-            }
-            _ => to,
-        })
+/// Sends `batch` (at most [`SEND_BATCH`]) with one `sendmmsg` if the socket can take it now;
+/// returns how many went. Nothing is allocated: the headers live on the stack for the call.
+#[cfg(target_os = "linux")]
+fn send_many(socket: &UdpSocket, v6: bool, batch: &[Transmit]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let n = batch.len().min(SEND_BATCH);
+    // SAFETY: all-zero is a valid value of these plain C structs.
+    let mut names: [libc::sockaddr_storage; SEND_BATCH] = unsafe { std::mem::zeroed() };
+    let mut iovecs: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
+    let mut headers: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
+    for (i, transmit) in batch[..n].iter().enumerate() {
+        let name_len = write_sockaddr(&mut names[i], transmit.destination, v6);
+        iovecs[i] = libc::iovec {
+            iov_base: transmit.contents.as_ptr() as *mut libc::c_void,
+            iov_len: transmit.contents.len(),
+        };
+        let header = &mut headers[i].msg_hdr;
+        header.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+        header.msg_namelen = name_len;
+        header.msg_iov = &mut iovecs[i];
+        header.msg_iovlen = 1;
+    }
+    let fd = socket.as_raw_fd();
+    socket.try_io(tokio::io::Interest::WRITABLE, || {
+        // SAFETY: `headers[..n]` point into `names`, `iovecs` and `batch`, all alive and
+        // unmoved for the duration of the call; the kernel only reads them (and writes msg_len).
+        let sent = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), n as libc::c_uint, 0) };
+        if sent < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(sent as usize)
+        }
+    })
+}
+
+/// Elsewhere than Linux: one `sendto` per datagram.
+#[cfg(not(target_os = "linux"))]
+fn send_many(socket: &UdpSocket, v6: bool, batch: &[Transmit]) -> io::Result<usize> {
+    let Some(first) = batch.first() else {
+        return Ok(0);
+    };
+    socket.try_send_to(&first.contents, socket_destination(first.destination, v6))?;
+    Ok(1)
+}
+
+/// An IPv6 socket reaches IPv4 peers through IPv4-mapped addresses.
+fn socket_destination(to: SocketAddr, v6: bool) -> SocketAddr {
+    match to {
+        SocketAddr::V4(v4) if v6 => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        _ => to,
+    }
+}
+
+/// Writes `to` (as [`socket_destination`] maps it) into `name`; returns its length.
+#[cfg(target_os = "linux")]
+fn write_sockaddr(name: &mut libc::sockaddr_storage, to: SocketAddr, v6: bool) -> libc::socklen_t {
+    let storage: *mut libc::sockaddr_storage = name;
+    match socket_destination(to, v6) {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is large and aligned enough for any socket address.
+            unsafe { storage.cast::<libc::sockaddr_in>().write(sin) };
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above.
+            unsafe { storage.cast::<libc::sockaddr_in6>().write(sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
     }
 }
 
@@ -653,5 +766,87 @@ mod tests {
         assert_eq!(stun_local_ufrag(&m), Some("abcd"));
         assert_eq!(stun_local_ufrag(&m[..20]), None);
         assert_eq!(stun_local_ufrag(&[0x80; 40]), None);
+    }
+
+    fn udp_transmit(to: SocketAddr, contents: Vec<u8>) -> Transmit {
+        Transmit {
+            source: to,
+            destination: to,
+            protocol: Protocol::Udp,
+            contents,
+        }
+    }
+
+    /// Reads `n` datagrams from `socket` (each within a second).
+    async fn read_datagrams(socket: &UdpSocket, n: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64];
+        for _ in 0..n {
+            let len =
+                tokio::time::timeout(std::time::Duration::from_secs(1), socket.recv(&mut buf))
+                    .await
+                    .expect("datagram in time")
+                    .unwrap();
+            out.push(buf[..len].to_vec());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_larger_than_a_batch_reaches_every_destination_in_order() {
+        let mux = UdpMux::spawn(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let mut route = mux.open_route("test");
+        // try_io sends only once the reactor has seen the new socket writable.
+        mux.socket.writable().await.unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut dropped = 0;
+        for i in 0..(SEND_BATCH as u8 * 2 + 7) {
+            let to = if i % 2 == 0 { &a } else { &b };
+            dropped += route
+                .queue(udp_transmit(to.local_addr().unwrap(), vec![i]))
+                .unwrap();
+        }
+        dropped += route.flush();
+        assert_eq!(dropped, 0);
+        let evens: Vec<Vec<u8>> = (0..71).step_by(2).map(|i| vec![i]).collect();
+        let odds: Vec<Vec<u8>> = (1..71).step_by(2).map(|i| vec![i]).collect();
+        assert_eq!(read_datagrams(&a, evens.len()).await, evens);
+        assert_eq!(read_datagrams(&b, odds.len()).await, odds);
+    }
+
+    #[tokio::test]
+    async fn a_destination_the_kernel_refuses_is_dropped_alone_and_counted() {
+        let mux = UdpMux::spawn(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let mut route = mux.open_route("test");
+        // try_io sends only once the reactor has seen the new socket writable.
+        mux.socket.writable().await.unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = a.local_addr().unwrap();
+        // Port 0 is no destination: sendmmsg fails on that datagram alone.
+        let refused: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        for (dest, byte) in [(to, 1), (refused, 2), (to, 3), (refused, 4), (to, 5)] {
+            route.queue(udp_transmit(dest, vec![byte])).unwrap();
+        }
+        assert_eq!(route.flush(), 2);
+        assert_eq!(read_datagrams(&a, 3).await, vec![vec![1], vec![3], vec![5]]);
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_socket_reaches_ipv4_peers_through_mapped_addresses() {
+        let Ok(socket) = UdpSocket::bind("[::]:0").await else {
+            eprintln!("no IPv6 on this machine: nothing to test");
+            return;
+        };
+        let mux = UdpMux::spawn(socket);
+        let mut route = mux.open_route("test");
+        // try_io sends only once the reactor has seen the new socket writable.
+        mux.socket.writable().await.unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        route
+            .queue(udp_transmit(a.local_addr().unwrap(), vec![7]))
+            .unwrap();
+        assert_eq!(route.flush(), 0);
+        assert_eq!(read_datagrams(&a, 1).await, vec![vec![7]]);
     }
 }
