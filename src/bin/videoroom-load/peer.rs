@@ -621,6 +621,11 @@ impl Peer {
             "candidate" => {
                 let text = data["candidate"].as_str().unwrap_or_default();
                 if let Ok(c) = Candidate::from_sdp_string(text) {
+                    // A TURN/UDP relay reaches only the server's UDP candidates (a relay-only
+                    // browser pairs nothing else either); a bind toward a TCP one is refused.
+                    if self.relay.is_some() && c.proto() != Protocol::Udp {
+                        return Ok(());
+                    }
                     if let Some(bind) = self.relay.as_mut().and_then(|r| r.bind(c.addr())) {
                         let server = self.relay.as_ref().map(|r| r.server);
                         if let Some(server) = server {
