@@ -454,15 +454,7 @@ async fn a_relayed_peer_gets_the_room_nodes_diagnosis_through_the_relay() {
     let (mut a, accepted) = peer::phoenix::Client::join_room(n2.http, "diag", "A").await;
     let id = accepted["id"].as_str().expect("a peer id").to_owned();
     a.expect_media("peerJoined").await;
-    a.media(json!({"type":"renegotiateTracks","data":{}})).await;
-    a.expect_media("offerData").await;
-    let sdp = include_str!("fixtures/sdp/chromium-156/publisher-first-offer.sdp");
-    let (audio, video) = (format!("{id}:audio"), format!("{id}:video"));
-    a.media(json!({"type":"sdpOffer","data":{
-        "sdpOffer":{"type":"offer","sdp":sdp},
-        "trackIdToTrackMetadata":{audio.clone():{}, video.clone():{}},
-        "midToTrackId":{"0":audio,"1":video}}}))
-        .await;
+    a.offer_fixture_publisher(&id).await;
     let mut answered = false;
     let diagnosis = loop {
         match a.recv_within(Duration::from_secs(15)).await {

@@ -470,6 +470,22 @@ impl Client {
         self.media_raw(&event.to_string()).await;
     }
 
+    /// As peer `id`, publishes a Chromium's first offer (audio and video, the fixture's real
+    /// SDP): `renegotiateTracks`, waits for `offerData`, then `sdpOffer` with `<id>:audio` and
+    /// `<id>:video` on mids 0 and 1. The answer is left to the caller.
+    pub async fn offer_fixture_publisher(&mut self, id: &str) {
+        self.media(json!({"type":"renegotiateTracks","data":{}}))
+            .await;
+        self.expect_media("offerData").await;
+        let sdp = include_str!("../fixtures/sdp/chromium-156/publisher-first-offer.sdp");
+        let (audio, video) = (format!("{id}:audio"), format!("{id}:video"));
+        self.media(json!({"type":"sdpOffer","data":{
+            "sdpOffer":{"type":"offer","sdp":sdp},
+            "trackIdToTrackMetadata":{audio.clone():{}, video.clone():{}},
+            "midToTrackId":{"0":audio,"1":video}}}))
+            .await;
+    }
+
     /// Pushes a raw `mediaEvent` data string.
     pub async fn media_raw(&mut self, data: &str) {
         let topic = self.topic.clone();
