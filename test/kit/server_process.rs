@@ -16,6 +16,16 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// The `videoroom` binary of the same build as the running example
+    /// (`target/<profile>/videoroom` next to `target/<profile>/examples/`).
+    pub fn binary_beside_example() -> std::path::PathBuf {
+        let exe = std::env::current_exe().expect("current exe");
+        exe.parent()
+            .and_then(|examples| examples.parent())
+            .map(|dir| dir.join("videoroom"))
+            .expect("target dir")
+    }
+
     /// Starts `binary` with `args` (after the address flags) and the environment `env`
     /// (`RUST_LOG` defaults to `warn`); waits until it listens.
     pub fn start(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Self {

@@ -183,12 +183,7 @@ async fn main() {
             .unwrap_or(default)
     };
     let (rate, join_seconds, sockets, seconds) = (arg(1, 1000), arg(2, 3), arg(3, 200), arg(4, 5));
-    let exe = std::env::current_exe().expect("current exe");
-    let binary = exe
-        .parent()
-        .and_then(|examples| examples.parent())
-        .map(|dir| dir.join("videoroom"))
-        .expect("target dir");
+    let binary = ServerProcess::binary_beside_example();
     let limit = (rate * join_seconds + sockets + 100).to_string();
     let server = ServerProcess::start(
         &binary.to_string_lossy(),

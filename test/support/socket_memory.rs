@@ -25,12 +25,7 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(20_000);
-    let exe = std::env::current_exe().expect("current exe");
-    let binary = exe
-        .parent()
-        .and_then(|examples| examples.parent())
-        .map(|dir| dir.join("videoroom"))
-        .expect("target dir");
+    let binary = ServerProcess::binary_beside_example();
     let limit = (n + 100).to_string();
     let binary_text = binary.to_string_lossy();
     let server = ServerProcess::start(
