@@ -54,7 +54,7 @@ pub const ROUTE_INBOX_CAPACITY: usize = 2048;
 pub const MEDIA_SOCKET_BUFFER: usize = 8 * 1024 * 1024;
 
 /// Asks for [`MEDIA_SOCKET_BUFFER`] both ways and says what the kernel granted (a warning with
-/// the sysctl to raise when it is much less).
+/// the sysctl that raises the cap when it granted less).
 fn enlarge_buffers(socket: &UdpSocket) {
     let sock = socket2::SockRef::from(socket);
     let _ = sock.set_recv_buffer_size(MEDIA_SOCKET_BUFFER);
@@ -74,7 +74,8 @@ fn enlarge_buffers(socket: &UdpSocket) {
 }
 
 /// Most datagrams one `sendmmsg` call carries: a forwarded packet's fan-out goes out in calls
-/// of this many instead of one `sendto` each (the syscall is a large part of a packet's cost).
+/// of this many instead of one `sendto` each. That saves syscall entries; on loopback it
+/// measured no gain (BENCHMARKS.md), where the kernel's cost is the delivery to each receiver.
 pub const SEND_BATCH: usize = 32;
 /// The largest datagram we receive whole (WebRTC keeps packets below the path MTU).
 const MAX_DATAGRAM: usize = 2048;
