@@ -71,6 +71,19 @@ async function selectedPair(page) {
   );
 }
 
+/**
+ * The selected pair once it has succeeded (within 10 s). The client's renegotiations restart ICE,
+ * so right after a join the selected pair can be a new generation's, still `in-progress`.
+ */
+async function succeededPair(page) {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const pair = await selectedPair(page);
+    if (pair.state === "succeeded" || Date.now() > deadline) return pair;
+    await sleep(100);
+  }
+}
+
 /** Milliseconds from `start` until the page decodes a frame of a remote tile. */
 async function firstVideoAfter(page, start) {
   for (;;) {
@@ -107,7 +120,7 @@ test("media flows over the embedded TURN server for UDP, TCP and TLS, each force
     await expectLiveTiles(alice.page, ["Bob"], 30_000);
     await expectLiveTiles(bob.page, ["Alice"], 30_000);
     for (const [who, page] of [["Alice", alice.page], ["Bob", bob.page]]) {
-      const pair = await selectedPair(page);
+      const pair = await succeededPair(page);
       assert.equal(pair.state, "succeeded", `${label}: ${who}'s pair ${JSON.stringify(pair)}`);
       assert.deepEqual(
         { localType: pair.localType, localProtocol: pair.localProtocol, relayProtocol: pair.relayProtocol ?? null },
@@ -125,6 +138,6 @@ test("media flows over the embedded TURN server for UDP, TCP and TLS, each force
   }
   console.log("time from Bob opening the room to the first decoded frame of the other (ms), Bob's and Alice's:");
   console.table(figures);
-  const log = server.server.log();
-  assert.doesNotMatch(log, /turn: refused/, "no TURN refusal in the server log");
+  const refusals = server.server.log().split("\n").filter((line) => line.includes("turn: refused"));
+  assert.deepEqual(refusals, [], "no TURN refusal in the server log");
 });

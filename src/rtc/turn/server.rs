@@ -320,6 +320,19 @@ impl TurnServer {
             Err(answer) => return answer,
         };
         let key = auth.key.clone();
+        if method == METHOD_REFRESH
+            && requested_lifetime(&msg).is_zero()
+            && !self.by_client.contains_key(&client)
+        {
+            // A delete of an allocation already gone: a retransmission whose first copy
+            // deleted it, or a late one after it expired. 437 tells the client it is gone,
+            // which counts as success (RFC 8656 §7.4); nothing was refused.
+            let crypto = self.config.secret.crypto().crypto();
+            let answer =
+                error_response(&msg, CODE_ALLOC_MISMATCH, Vec::new(), Some((&key, crypto)));
+            out.push(to_client(client, answer));
+            return out;
+        }
         let answered = match method {
             METHOD_ALLOCATE => self.allocate(now, client, &msg, auth, &mut out),
             _ => self.on_allocation(now, client, &msg, &auth.username, &mut out),
@@ -1112,6 +1125,26 @@ mod tests {
         let other = allocate(&mut s, t0, c, (2, None));
         assert_eq!(answers(&other), [(437, None)]);
         assert_eq!(s.allocations(), 1);
+    }
+
+    #[test]
+    fn a_delete_repeated_after_the_allocation_went_gets_437_and_is_no_refusal() {
+        let (mut s, t0, c) = (server(), Instant::now(), client(1));
+        allocate(&mut s, t0, c, (1, None));
+        let delete = || -> Attributes<'static> { vec![Box::new(Lifetime(Duration::ZERO))] };
+        let out = request(&mut s, t0, c, "p", (METHOD_REFRESH, 2), delete());
+        assert_eq!(answers(&out), [(0, Some(Duration::ZERO))]);
+        assert!(closed(&out));
+        let again = request(&mut s, t0, c, "p", (METHOD_REFRESH, 2), delete());
+        assert_eq!(answers(&again), [(437, None)]);
+        assert!(!again.iter().any(|o| matches!(o, Output::Refused { .. })));
+        let keep: Attributes<'_> = vec![Box::new(Lifetime(Duration::from_secs(60)))];
+        let refresh = request(&mut s, t0, c, "p", (METHOD_REFRESH, 3), keep);
+        assert_eq!(answers(&refresh), [(437, None)]);
+        assert!(refresh.iter().any(|o| matches!(
+            o,
+            Output::Refused { refusal, .. } if refusal.reason == "mismatch"
+        )));
     }
 
     #[test]
