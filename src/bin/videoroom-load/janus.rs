@@ -12,7 +12,7 @@ use futures_util::stream::SplitStream;
 use serde_json::{Value, json};
 use ws_stream::tungstenite::client::IntoClientRequest;
 
-use crate::phoenix::{Outbox, Ws, connect_websocket, next_json};
+use crate::phoenix::{Incoming, Outbox, Ws, connect_websocket, next_json};
 
 /// How long a Janus request may take to be answered.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -20,7 +20,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 /// One Janus session with one VideoRoom plugin handle.
 pub struct JanusSession {
     outbox: Outbox,
-    stream: SplitStream<Ws>,
+    /// The receiving half, until [`JanusSession::take_frames`] hands it to a reader.
+    stream: Option<SplitStream<Ws>>,
     session: u64,
     handle: u64,
 }
@@ -50,7 +51,7 @@ impl JanusSession {
         let (sink, stream) = ws.split();
         let mut j = JanusSession {
             outbox: Outbox::new(sink, 0, "janus"),
-            stream,
+            stream: Some(stream),
             session: 0,
             handle: 0,
         };
@@ -150,14 +151,21 @@ impl JanusSession {
         self.send(frame).await
     }
 
-    /// Reads and ignores whatever Janus sends (events, acks) without waiting; `Err` when the
-    /// socket ended. Cancel-safe.
-    pub async fn next_frame(&mut self) -> Result<(), String> {
-        match self.stream.next().await {
-            Some(Ok(_)) => Ok(()),
-            Some(Err(e)) => Err(format!("janus socket: {e}")),
-            None => Err("janus socket closed".into()),
-        }
+    /// Everything Janus sends from now on (events, acks: nothing a peer acts on, hence
+    /// [`Incoming::Other`]) until the socket ends ([`Incoming::Closed`]). Requests that wait
+    /// for a reply fail after this.
+    pub fn take_frames(&mut self) -> impl futures_util::Stream<Item = Incoming> + use<> {
+        let stream = self.stream.take();
+        futures_util::stream::unfold(stream, |stream| async move {
+            let mut stream = stream?;
+            let incoming = match stream.next().await {
+                Some(Ok(_)) => Incoming::Other,
+                Some(Err(e)) => Incoming::Closed(format!("janus socket: {e}")),
+                None => Incoming::Closed("janus socket closed".into()),
+            };
+            let more = !matches!(incoming, Incoming::Closed(_));
+            Some((incoming, more.then_some(stream)))
+        })
     }
 
     /// A plugin message answered synchronously (`success`): the reply.
@@ -190,7 +198,10 @@ impl JanusSession {
         self.send(frame).await?;
         let wait = async {
             loop {
-                let Some(reply) = next_json(&mut self.stream).await else {
+                let Some(stream) = self.stream.as_mut() else {
+                    return Err("janus socket handed to its reader".to_string());
+                };
+                let Some(reply) = next_json(stream).await else {
                     return Err("janus socket closed".to_string());
                 };
                 if reply["transaction"] != json!(t) || reply["janus"] == "ack" {

@@ -15,6 +15,7 @@
 //! This binary uses nothing of the server's modules: it is a client, like a browser (`--turn`
 //! builds its TURN messages with `videoroom::rtc::turn::client`, a client's message builder;
 //! `--ice-tcp` frames with the server's RFC 4571 framer).
+mod batch;
 mod ice_tcp;
 mod janus;
 mod media;
@@ -236,6 +237,7 @@ fn run_context(args: &Args, stats: Rc<RefCell<Stats>>, stop: Rc<Cell<bool>>) -> 
         janus: args.janus,
         turn: args.turn,
         ice_tcp: args.ice_tcp,
+        recv: RefCell::default(),
     })
 }
 

@@ -23,6 +23,7 @@ use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 
+use crate::batch::RecvBatch;
 use crate::ice_tcp::TcpLinks;
 use crate::janus::{self, JanusSession};
 use crate::media::{self, Kind, MediaShape, RxStream};
@@ -50,6 +51,8 @@ pub struct RunContext {
     pub turn: bool,
     /// ICE over TCP only (`--ice-tcp`).
     pub ice_tcp: bool,
+    /// Every peer's receive buffers (peers run one at a time on this thread).
+    pub recv: RefCell<RecvBatch>,
 }
 
 /// The signalling a peer speaks.
@@ -64,6 +67,9 @@ enum Signal {
 const HEARTBEAT: Duration = Duration::from_secs(30);
 /// Longest sleep of a peer: how soon it notices the end of the run.
 const MAX_SLEEP: Duration = Duration::from_millis(200);
+/// Wakes by datagrams in a row after which the signalling is looked at even though more
+/// datagrams wait (the loop polls the socket first; see [`Peer::run`]).
+const SIGNALLING_EVERY: u32 = 8;
 /// str0m's statistics period: NACK and PLI counts are read from them.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -126,8 +132,15 @@ pub async fn run(
 ) {
     let started = Instant::now();
     let result = match start(ctx.clone(), &room, index, publish, tally.clone(), started).await {
-        Ok((mut peer, mut inbox)) => match peer.start_janus(&room).await {
-            Ok(()) => peer.run(&mut inbox).await,
+        Ok((mut peer, inbox)) => match peer.start_janus(&room).await {
+            Ok(()) => {
+                let mut incoming = match (inbox, &mut peer.signal) {
+                    (Some(inbox), _) => SignalReader::spawn(inbox.into_frames()),
+                    (None, Signal::Janus(session)) => SignalReader::spawn(session.take_frames()),
+                    (None, Signal::Videoroom(_)) => unreachable!("a videoroom peer has an inbox"),
+                };
+                peer.run(&mut incoming).await
+            }
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
@@ -290,8 +303,17 @@ impl Peer {
         Ok(())
     }
 
-    async fn run(&mut self, inbox: &mut Option<phoenix::Inbox>) -> Result<(), String> {
-        let mut buf = vec![0u8; 2048];
+    /// The loop polls the UDP socket first (`biased`): a wake by a datagram, by far the most
+    /// common, then costs no poll of the WebSocket, the TCP inbox or a timer. So that a socket
+    /// that never empties cannot starve the signalling, every [`SIGNALLING_EVERY`]th wake in a
+    /// row by datagrams looks at the signalling too.
+    async fn run(&mut self, incoming: &mut SignalReader) -> Result<(), String> {
+        let mut datagram_wakes = 0u32;
+        // One timer for the loop, moved only to an earlier deadline or once it fired: a timer
+        // set anew at every wake costs a timer-wheel insertion and removal per datagram, and
+        // waking before the deadline is harmless (the loop just goes round).
+        let timer = tokio::time::sleep_until(Instant::now().into());
+        let mut timer = std::pin::pin!(timer);
         while !self.ctx.stop.get() {
             let now = Instant::now();
             let mut wake = self
@@ -301,18 +323,29 @@ impl Peer {
             if self.publish && self.connected {
                 wake = wake.min(self.next_media());
             }
+            if timer.is_elapsed() || wake < timer.deadline().into_std() {
+                timer.as_mut().reset(wake.into());
+            }
+            if datagram_wakes >= SIGNALLING_EVERY {
+                datagram_wakes = 0;
+                if let Ok(next) = incoming.frames.try_recv() {
+                    self.on_incoming(next).await?;
+                }
+            }
             tokio::select! {
-                incoming = next_incoming(inbox, &mut self.signal) => match incoming {
-                    Incoming::MediaEvent(event) => self.on_media_event(event).await?,
-                    Incoming::Other => {}
-                    Incoming::Closed(why) => return Err(why),
-                },
+                biased;
                 ready = self.socket.readable() => {
                     ready.map_err(|e| format!("udp: {e}"))?;
-                    self.read_socket(&mut buf)?;
+                    datagram_wakes += 1;
+                    self.read_socket()?;
                 }
+                () = &mut timer => datagram_wakes = 0,
                 Some((source, frame)) = self.tcp.inbox.recv() => self.read_frame(source, &frame)?,
-                () = tokio::time::sleep_until(wake.into()) => {}
+                next = incoming.frames.recv() => {
+                    datagram_wakes = 0;
+                    let next = next.unwrap_or_else(|| Incoming::Closed("signalling reader ended".into()));
+                    self.on_incoming(next).await?;
+                }
             }
             let now = Instant::now();
             if now >= self.rtc_deadline {
@@ -335,28 +368,44 @@ impl Peer {
         Ok(())
     }
 
-    /// Reads every datagram the socket holds now.
-    fn read_socket(&mut self, buf: &mut [u8]) -> Result<(), String> {
-        let mut relayed = Vec::new();
-        loop {
-            let (n, source) = match self.socket.try_recv_from(buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(format!("udp receive: {e}")),
-            };
-            let now = Instant::now();
-            {
-                let mut stats = self.ctx.stats.borrow_mut();
-                stats.counters.udp_received += 1;
-                stats.counters.udp_received_bytes += n as u64;
+    /// What the signalling said: a media event is acted on, a closed socket ends the peer.
+    async fn on_incoming(&mut self, incoming: Incoming) -> Result<(), String> {
+        match incoming {
+            Incoming::MediaEvent(event) => self.on_media_event(event).await,
+            Incoming::Other => Ok(()),
+            Incoming::Closed(why) => Err(why),
+        }
+    }
+
+    /// Reads the datagrams the socket holds now, one batch (see [`RecvBatch`]); the socket's
+    /// readiness brings the loop back for any more.
+    fn read_socket(&mut self) -> Result<(), String> {
+        let ctx = self.ctx.clone();
+        let mut batch = ctx.recv.borrow_mut();
+        let n = batch
+            .read(&self.socket)
+            .map_err(|e| format!("udp receive: {e}"))?;
+        // One clock read for the batch: the kernel handed its datagrams over together.
+        let now = Instant::now();
+        {
+            let mut stats = self.ctx.stats.borrow_mut();
+            stats.counters.udp_received += n as u64;
+            for i in 0..n {
+                let len = batch.datagram(i).map_or(0, |(_, d)| d.len());
+                stats.counters.udp_received_bytes += len as u64;
             }
+        }
+        for i in 0..n {
+            let Some((source, datagram)) = batch.datagram(i) else {
+                continue;
+            };
+            let unwrapped;
             let (source, destination, datagram) = match &self.relay {
-                None => (source, self.local, &buf[..n]),
-                Some(relay) => match relay.unwrap(&buf[..n]) {
+                None => (source, self.local, datagram),
+                Some(relay) => match relay.unwrap(datagram) {
                     Some((peer, payload)) => {
-                        relayed.clear();
-                        relayed.extend_from_slice(&payload);
-                        (peer, relay.relayed, relayed.as_slice())
+                        unwrapped = payload;
+                        (peer, relay.relayed, unwrapped.as_slice())
                     }
                     None => continue,
                 },
@@ -369,6 +418,7 @@ impl Peer {
                 self.drain(now)?;
             }
         }
+        Ok(())
     }
 
     /// Feeds one ICE-TCP frame from `source` (then every frame already waiting).
@@ -742,15 +792,37 @@ impl Peer {
     }
 }
 
-/// The next thing the signalling says: a media event (videoroom) or nothing to act on.
-async fn next_incoming(inbox: &mut Option<phoenix::Inbox>, signal: &mut Signal) -> Incoming {
-    match (inbox, signal) {
-        (Some(inbox), _) => inbox.next().await,
-        (None, Signal::Janus(session)) => match session.next_frame().await {
-            Ok(()) => Incoming::Other,
-            Err(e) => Incoming::Closed(e),
-        },
-        (None, Signal::Videoroom(_)) => std::future::pending().await,
+/// Frames the reader may hold for a peer that has not taken them yet: the signalling sends a
+/// peer a few media events per negotiation; when full, the reader waits (and the socket's
+/// buffers, then the server's queue for it, fill up, as with any slow client).
+const SIGNAL_QUEUE: usize = 64;
+
+/// The signalling's incoming frames, read by a task of its own: the peer's loop then polls a
+/// channel, not the WebSocket, whose every poll costs a read-buffer setup in tungstenite.
+struct SignalReader {
+    frames: tokio::sync::mpsc::Receiver<Incoming>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SignalReader {
+    /// Starts the reader of `frames` (a socket's frames, [`Incoming::Closed`] last).
+    fn spawn(frames: impl futures_util::Stream<Item = Incoming> + 'static) -> SignalReader {
+        let (tx, rx) = tokio::sync::mpsc::channel(SIGNAL_QUEUE);
+        let task = tokio::task::spawn_local(async move {
+            let mut frames = std::pin::pin!(frames);
+            while let Some(frame) = futures_util::StreamExt::next(&mut frames).await {
+                if tx.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+        SignalReader { frames: rx, task }
+    }
+}
+
+impl Drop for SignalReader {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
