@@ -16,6 +16,7 @@
 //! builds its TURN messages with `videoroom::rtc::turn::client`, a client's message builder;
 //! `--ice-tcp` frames with the server's RFC 4571 framer).
 mod batch;
+mod dtls;
 mod ice_tcp;
 mod janus;
 mod media;
@@ -238,6 +239,7 @@ fn run_context(args: &Args, stats: Rc<RefCell<Stats>>, stop: Rc<Cell<bool>>) -> 
         turn: args.turn,
         ice_tcp: args.ice_tcp,
         recv: RefCell::default(),
+        crypto: dtls::crypto_provider(),
     })
 }
 

@@ -53,6 +53,8 @@ pub struct RunContext {
     pub ice_tcp: bool,
     /// Every peer's receive buffers (peers run one at a time on this thread).
     pub recv: RefCell<RecvBatch>,
+    /// str0m's crypto with browser-like DTLS retransmissions ([`crate::dtls`]).
+    pub crypto: std::sync::Arc<str0m::config::CryptoProvider>,
 }
 
 /// The signalling a peer speaks.
@@ -188,7 +190,8 @@ async fn start(
         .clear_codecs()
         .enable_opus(true, false)
         .enable_vp8(true)
-        .set_stats_interval(Some(STATS_INTERVAL));
+        .set_stats_interval(Some(STATS_INTERVAL))
+        .set_crypto_provider(ctx.crypto.clone());
     if let Some(cert) = &ctx.dtls_cert {
         config = config.set_dtls_cert(cert.clone());
     }
@@ -453,18 +456,27 @@ impl Peer {
                 Output::Transmit(t) => {
                     // UDP semantics: a datagram the socket (or a full TCP queue) cannot take
                     // now is lost.
-                    let relayed = self
-                        .relay
-                        .as_ref()
-                        .map(|r| (r.wrap(t.destination, &t.contents), r.server));
+                    // Through the relay, the first datagram to an address binds its channel
+                    // first: the answer's candidates reach str0m before their `candidate`
+                    // events, and a check sent without a channel would be lost until ICE
+                    // retransmits it (~250 ms later). The server handles the ChannelBind
+                    // before the ChannelData that follows it on the same path.
+                    let udp = t.proto == Protocol::Udp;
+                    let relayed = self.relay.as_mut().filter(|_| udp).map(|r| {
+                        let bind = r.bind(t.destination);
+                        (bind, r.wrap(t.destination, &t.contents), r.server)
+                    });
                     let sent = match relayed {
                         _ if t.proto == Protocol::Tcp => self.tcp.send(t.destination, &t.contents),
                         None => self.socket.try_send_to(&t.contents, t.destination).is_ok(),
-                        Some((Some(wrapped), server)) => {
+                        Some((bind, Some(wrapped), server)) => {
+                            if let Some(bind) = bind {
+                                let _ = self.socket.try_send_to(&bind, server);
+                            }
                             self.socket.try_send_to(&wrapped, server).is_ok()
                         }
-                        // No channel to that address (yet): lost, like a check ICE retries.
-                        Some((None, _)) => continue,
+                        // No channel number left: lost, like a check ICE retries.
+                        Some((_, None, _)) => continue,
                     };
                     if sent {
                         let mut stats = self.ctx.stats.borrow_mut();

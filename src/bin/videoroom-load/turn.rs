@@ -103,7 +103,8 @@ impl TurnRelay {
     }
 
     /// The ChannelBind request for `peer` (a server candidate), if it has no channel yet; its
-    /// answer is not awaited (ICE retries its checks until the binding is in place).
+    /// answer is not awaited: the ChannelData sent after it on the same path reaches the
+    /// server after it, and a refused bind shows as checks that go unanswered.
     pub fn bind(&mut self, peer: SocketAddr) -> Option<Vec<u8>> {
         if self.channels.contains_key(&peer) {
             return None;
