@@ -14,6 +14,11 @@ use str0m::crypto::{CryptoError, CryptoProvider};
 
 /// The first retransmission timeout of a DTLS flight (doubling after each retransmission).
 pub const FLIGHT_START_RTO: Duration = Duration::from_millis(50);
+/// Retransmissions of a flight before the handshake fails: with [`FLIGHT_START_RTO`] doubling,
+/// 9 wait ~51 s in all, as long as dimpl's defaults (4 from 1 s: ~31 s) and past its 40 s
+/// handshake deadline, so a slow server is waited for as long as before (4 would give up after
+/// 1.5 s: a saturated server then loses peers it would have served).
+pub const FLIGHT_RETRIES: usize = 9;
 
 /// str0m's default crypto with [`BrowserLikeDtls`] for DTLS.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
@@ -44,7 +49,8 @@ impl DtlsProvider for BrowserLikeDtls {
         // As str0m's provider: ICE has checked the return path, so no server cookie.
         let mut builder = dimpl::Config::builder()
             .use_server_cookie(false)
-            .flight_start_rto(FLIGHT_START_RTO);
+            .flight_start_rto(FLIGHT_START_RTO)
+            .flight_retries(FLIGHT_RETRIES);
         if let Some(mtu) = mtu {
             builder = builder.mtu(mtu);
         }
@@ -164,6 +170,22 @@ mod tests {
         assert!(
             2 * low <= backoff && backoff <= 2 * high,
             "second timer after {backoff:?} (the first after {waited:?})"
+        );
+        // A server that never answers is given up on no sooner than with dimpl's defaults.
+        let mut at = second_timer;
+        let mut resent = 0;
+        while dtls.handle_timeout(at).is_ok() {
+            let (sent, next) = flush(dtls.as_mut());
+            if sent == 0 || next - t0 > Duration::from_secs(60) {
+                break;
+            }
+            resent += 1;
+            at = next;
+        }
+        assert!(
+            at - t0 >= Duration::from_secs(30),
+            "gave up {:?} after the start ({resent} more retransmissions)",
+            at - t0
         );
     }
 }
