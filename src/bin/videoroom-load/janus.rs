@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use futures_util::stream::SplitStream;
 use serde_json::{Value, json};
 use ws_stream::tungstenite::client::IntoClientRequest;
+use ws_stream::tungstenite::{Error as WsError, Message};
 
 use crate::phoenix::{Incoming, Outbox, Ws, connect_websocket, next_json};
 
@@ -24,6 +25,16 @@ pub struct JanusSession {
     stream: Option<SplitStream<Ws>>,
     session: u64,
     handle: u64,
+}
+
+/// What one read of the socket (`None`: it ended) means to a load peer: events and acks are
+/// nothing it acts on once it publishes or subscribes.
+pub fn incoming_of(frame: Option<Result<Message, WsError>>) -> Incoming {
+    match frame {
+        Some(Ok(_)) => Incoming::Other,
+        Some(Err(e)) => Incoming::Closed(format!("janus socket: {e}")),
+        None => Incoming::Closed("janus socket closed".into()),
+    }
 }
 
 /// The numeric room id Janus uses for our room name (stable for a name).
@@ -151,21 +162,10 @@ impl JanusSession {
         self.send(frame).await
     }
 
-    /// Everything Janus sends from now on (events, acks: nothing a peer acts on, hence
-    /// [`Incoming::Other`]) until the socket ends ([`Incoming::Closed`]). Requests that wait
-    /// for a reply fail after this.
-    pub fn take_frames(&mut self) -> impl futures_util::Stream<Item = Incoming> + use<> {
-        let stream = self.stream.take();
-        futures_util::stream::unfold(stream, |stream| async move {
-            let mut stream = stream?;
-            let incoming = match stream.next().await {
-                Some(Ok(_)) => Incoming::Other,
-                Some(Err(e)) => Incoming::Closed(format!("janus socket: {e}")),
-                None => Incoming::Closed("janus socket closed".into()),
-            };
-            let more = !matches!(incoming, Incoming::Closed(_));
-            Some((incoming, more.then_some(stream)))
-        })
+    /// The socket's frames from now on, each read with [`incoming_of`]; requests that wait for
+    /// a reply fail after this. `None` if already taken.
+    pub fn take_stream(&mut self) -> Option<SplitStream<Ws>> {
+        self.stream.take()
     }
 
     /// A plugin message answered synchronously (`success`): the reply.

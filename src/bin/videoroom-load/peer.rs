@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::SplitStream;
 use serde_json::{Map, Value, json};
 use str0m::change::SdpPendingOffer;
 use str0m::config::DtlsCert;
@@ -22,12 +23,13 @@ use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
+use ws_stream::tungstenite::{Error as WsError, Message as WsMessage};
 
 use crate::batch::RecvBatch;
 use crate::ice_tcp::TcpLinks;
 use crate::janus::{self, JanusSession};
 use crate::media::{self, Kind, MediaShape, RxStream};
-use crate::phoenix::{self, Channel, Incoming};
+use crate::phoenix::{self, Channel, Incoming, Ws};
 use crate::stats::{PeerTally, Stats};
 use crate::turn::{self, TurnRelay};
 
@@ -136,12 +138,20 @@ pub async fn run(
     let result = match start(ctx.clone(), &room, index, publish, tally.clone(), started).await {
         Ok((mut peer, inbox)) => match peer.start_janus(&room).await {
             Ok(()) => {
-                let mut incoming = match (inbox, &mut peer.signal) {
-                    (Some(inbox), _) => SignalReader::spawn(inbox.into_frames()),
-                    (None, Signal::Janus(session)) => SignalReader::spawn(session.take_frames()),
-                    (None, Signal::Videoroom(_)) => unreachable!("a videoroom peer has an inbox"),
+                let reader = match (inbox, &mut peer.signal) {
+                    (Some(inbox), _) => Some((inbox.into_stream(), phoenix::incoming_of as _)),
+                    (None, Signal::Janus(session)) => session
+                        .take_stream()
+                        .map(|stream| (stream, janus::incoming_of as _)),
+                    (None, Signal::Videoroom(_)) => None,
                 };
-                peer.run(&mut incoming).await
+                match reader {
+                    Some((stream, read)) => {
+                        let mut incoming = SignalReader::spawn(stream, read);
+                        peer.run(&mut incoming).await
+                    }
+                    None => Err("no signalling socket to read".into()),
+                }
             }
             Err(e) => Err(e),
         },
@@ -809,21 +819,28 @@ impl Peer {
 /// buffers, then the server's queue for it, fill up, as with any slow client).
 const SIGNAL_QUEUE: usize = 64;
 
+/// How a signalling's frame reads ([`phoenix::incoming_of`], [`janus::incoming_of`]).
+type ReadFrame = fn(Option<Result<WsMessage, WsError>>) -> Incoming;
+
 /// The signalling's incoming frames, read by a task of its own: the peer's loop then polls a
-/// channel, not the WebSocket, whose every poll costs a read-buffer setup in tungstenite.
+/// channel, not the WebSocket, whose every poll costs a read-buffer setup in tungstenite. Only
+/// what the peer acts on crosses the channel (no [`Incoming::Other`]: a join into a room of N
+/// sends every member a `peerJoined`); [`Incoming::Closed`] is the last.
 struct SignalReader {
     frames: tokio::sync::mpsc::Receiver<Incoming>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl SignalReader {
-    /// Starts the reader of `frames` (a socket's frames, [`Incoming::Closed`] last).
-    fn spawn(frames: impl futures_util::Stream<Item = Incoming> + 'static) -> SignalReader {
+    /// Starts the reader of `socket`, whose frames `read` interprets.
+    fn spawn(mut socket: SplitStream<Ws>, read: ReadFrame) -> SignalReader {
         let (tx, rx) = tokio::sync::mpsc::channel(SIGNAL_QUEUE);
         let task = tokio::task::spawn_local(async move {
-            let mut frames = std::pin::pin!(frames);
-            while let Some(frame) = futures_util::StreamExt::next(&mut frames).await {
-                if tx.send(frame).await.is_err() {
+            loop {
+                let incoming = read(futures_util::StreamExt::next(&mut socket).await);
+                let closed = matches!(incoming, Incoming::Closed(_));
+                let wanted = !matches!(incoming, Incoming::Other);
+                if (wanted && tx.send(incoming).await.is_err()) || closed {
                     return;
                 }
             }

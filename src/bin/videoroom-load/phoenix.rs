@@ -9,8 +9,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use ws_stream::WebSocketStream;
-use ws_stream::tungstenite::Message;
 use ws_stream::tungstenite::client::IntoClientRequest;
+use ws_stream::tungstenite::{Error as WsError, Message};
 
 /// A client WebSocket over plain TCP.
 pub type Ws = WebSocketStream<TcpStream>;
@@ -84,24 +84,19 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// Every frame from now on, until the socket ends ([`Incoming::Closed`], the last item).
-    pub fn into_frames(self) -> impl futures_util::Stream<Item = Incoming> {
-        futures_util::stream::unfold(Some(self), |inbox| async move {
-            let mut inbox = inbox?;
-            let incoming = inbox.next().await;
-            let more = !matches!(incoming, Incoming::Closed(_));
-            Some((incoming, more.then_some(inbox)))
-        })
+    /// The socket's frames from now on, each read with [`incoming_of`].
+    pub fn into_stream(self) -> SplitStream<Ws> {
+        self.stream
     }
+}
 
-    /// The next frame; cancel-safe (a stream's `next`).
-    pub async fn next(&mut self) -> Incoming {
-        match self.stream.next().await {
-            Some(Ok(Message::Text(text))) => parse_frame(&text),
-            Some(Ok(Message::Close(_))) | None => Incoming::Closed("socket closed".into()),
-            Some(Ok(_)) => Incoming::Other,
-            Some(Err(e)) => Incoming::Closed(format!("socket error: {e}")),
-        }
+/// What one read of the socket (`None`: it ended) means to a load peer.
+pub fn incoming_of(frame: Option<Result<Message, WsError>>) -> Incoming {
+    match frame {
+        Some(Ok(Message::Text(text))) => parse_frame(&text),
+        Some(Ok(Message::Close(_))) | None => Incoming::Closed("socket closed".into()),
+        Some(Ok(_)) => Incoming::Other,
+        Some(Err(e)) => Incoming::Closed(format!("socket error: {e}")),
     }
 }
 
@@ -200,8 +195,8 @@ pub async fn connect_websocket(
 }
 
 /// The client sockets' buffers. tungstenite zeroes `read_buffer_size` bytes of its read buffer
-/// every time the stream is polled; a peer's loop polls it at every wake (every datagram), and
-/// the default 128 KiB made that `memset` a quarter of the load generator's CPU.
+/// every time the stream is polled; when a peer's loop polled its socket at every wake (every
+/// datagram), the default 128 KiB made that `memset` a quarter of the load generator's CPU.
 fn ws_config() -> ws_stream::tungstenite::protocol::WebSocketConfig {
     ws_stream::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(4096)
