@@ -4,6 +4,11 @@
 //! re-offers restart ICE, and a flight sent while the path is being re-checked is lost; a
 //! browser sends it again 50 ms later, a load peer with dimpl's setting a second later, which
 //! would make the load generator report a join time no browser sees.
+//!
+//! Each session also leaves the SRTP keys it exports in its peer's [`KeySink`] (handed over
+//! through [`KEY_SINK`] while the peer builds its `Rtc`), for the direct receive path of
+//! [`crate::srtp`].
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +16,14 @@ use str0m::crypto::dtls::{
     DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion, ProtocolVersion,
 };
 use str0m::crypto::{CryptoError, CryptoProvider};
+
+use crate::srtp::{KeySink, SrtpKeys};
+
+thread_local! {
+    /// The sink of the next session made on this thread: a peer sets it just before it builds
+    /// its `Rtc` (which makes its DTLS session), so the session knows whose keys it holds.
+    pub static KEY_SINK: RefCell<Option<KeySink>> = const { RefCell::new(None) };
+}
 
 /// The first retransmission timeout of a DTLS flight (doubling after each retransmission).
 pub const FLIGHT_START_RTO: Duration = Duration::from_millis(50);
@@ -70,12 +83,17 @@ impl DtlsProvider for BrowserLikeDtls {
                 )));
             }
         };
-        Ok(Box::new(Session(dtls)))
+        let sink = KEY_SINK.with(|s| s.borrow_mut().take());
+        Ok(Box::new(Session { dtls, sink }))
     }
 }
 
 /// One dimpl session behind str0m's DTLS interface.
-struct Session(dimpl::Dtls);
+struct Session {
+    dtls: dimpl::Dtls,
+    /// Where the exported SRTP keys go (none for a session made outside a peer).
+    sink: Option<KeySink>,
+}
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -85,43 +103,53 @@ impl std::fmt::Debug for Session {
 
 impl DtlsInstance for Session {
     fn set_active(&mut self, active: bool) {
-        self.0.set_active(active);
+        self.dtls.set_active(active);
     }
 
     fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
-        self.0.handle_packet(packet)
+        self.dtls.handle_packet(packet)
     }
 
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
-        self.0.poll_output(buf)
+        let output = self.dtls.poll_output(buf);
+        if let (DtlsOutput::KeyingMaterial(material, profile), Some(sink)) = (&output, &self.sink)
+            && let Ok(mut slot) = sink.lock()
+        {
+            *slot = Some(SrtpKeys {
+                material: material.as_ref().to_vec(),
+                profile: *profile,
+                client: self.dtls.is_active(),
+            });
+        }
+        output
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {
-        self.0.handle_timeout(now)
+        self.dtls.handle_timeout(now)
     }
 
     fn send_application_data(&mut self, data: &[u8]) -> Result<usize, DtlsImplError> {
-        self.0.send_application_data(data)
+        self.dtls.send_application_data(data)
     }
 
     fn is_active(&self) -> bool {
-        self.0.is_active()
+        self.dtls.is_active()
     }
 
     fn protocol_version(&self) -> Option<ProtocolVersion> {
-        self.0.protocol_version()
+        self.dtls.protocol_version()
     }
 
     fn is_closing(&self) -> bool {
-        self.0.is_closing()
+        self.dtls.is_closing()
     }
 
     fn is_closed(&self) -> bool {
-        self.0.is_closed()
+        self.dtls.is_closed()
     }
 
     fn close(&mut self) -> Result<(), DtlsImplError> {
-        self.0.close()
+        self.dtls.close()
     }
 }
 

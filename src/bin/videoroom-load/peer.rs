@@ -26,10 +26,13 @@ use tokio::net::UdpSocket;
 use ws_stream::tungstenite::{Error as WsError, Message as WsMessage};
 
 use crate::batch::RecvBatch;
+use crate::dtls;
+use crate::feedback::Feedback;
 use crate::ice_tcp::TcpLinks;
 use crate::janus::{self, JanusSession};
 use crate::media::{self, Kind, MediaShape, RxStream};
 use crate::phoenix::{self, Channel, Incoming, Ws};
+use crate::srtp::{self, KeySink, RtcpSealer, RtpOpener};
 use crate::stats::{PeerTally, Stats};
 use crate::turn::{self, TurnRelay};
 
@@ -53,8 +56,12 @@ pub struct RunContext {
     pub turn: bool,
     /// ICE over TCP only (`--ice-tcp`).
     pub ice_tcp: bool,
+    /// Received RTP is opened beside str0m (`--receive-path direct`, see [`crate::srtp`]).
+    pub direct_receive: bool,
     /// Every peer's receive buffers (peers run one at a time on this thread).
     pub recv: RefCell<RecvBatch>,
+    /// Every peer's buffer for a decrypted payload on the direct receive path.
+    pub plain: RefCell<Vec<u8>>,
     /// str0m's crypto with browser-like DTLS retransmissions ([`crate::dtls`]).
     pub crypto: std::sync::Arc<str0m::config::CryptoProvider>,
 }
@@ -124,6 +131,79 @@ struct Peer {
     /// Last cumulative (NACK, PLI+FIR) counts of str0m's statistics, per direction and mid.
     ingress_seen: HashMap<Mid, (u64, u64)>,
     egress_seen: HashMap<Mid, (u64, u64)>,
+    /// Where the DTLS session leaves the SRTP keys (see [`crate::srtp`]).
+    keys: KeySink,
+    /// What the remote SDP said received media looks like (for the direct path).
+    remote_media: RemoteMedia,
+    /// The direct receive path, once DTLS exported keys it can use.
+    direct: Option<DirectReceive>,
+}
+
+/// What the direct receive path needs from the SDP: the payload types of VP8 and Opus with
+/// their clock rates, those of their retransmissions (RFC 4588), which retransmission SSRC
+/// repairs which stream, and the transport-wide-cc extension's id. Anything else goes to str0m.
+#[derive(Default, Clone)]
+struct RemoteMedia {
+    payload_types: Vec<(u8, u32)>,
+    rtx_payload_types: Vec<u8>,
+    /// (retransmission SSRC, the SSRC it repairs), from `a=ssrc-group:FID`.
+    rtx_ssrcs: Vec<(u32, u32)>,
+    twcc_id: Option<u8>,
+}
+
+impl RemoteMedia {
+    /// Learns from one SDP (BUNDLE keeps ids and payload types the same across its sections).
+    fn learn(&mut self, sdp: &str) {
+        for line in sdp.lines() {
+            if let Some(rest) = line.strip_prefix("a=rtpmap:") {
+                let mut parts = rest.split_whitespace();
+                let (Some(pt), Some(codec)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                let Ok(pt) = pt.parse::<u8>() else {
+                    continue;
+                };
+                let clock = match codec.to_ascii_lowercase() {
+                    c if c.starts_with("vp8/") => 90_000,
+                    c if c.starts_with("opus/") => 48_000,
+                    c if c.starts_with("rtx/") => {
+                        if !self.rtx_payload_types.contains(&pt) {
+                            self.rtx_payload_types.push(pt);
+                        }
+                        continue;
+                    }
+                    _ => continue,
+                };
+                if !self.payload_types.iter().any(|(p, _)| *p == pt) {
+                    self.payload_types.push((pt, clock));
+                }
+            } else if let Some(rest) = line.strip_prefix("a=ssrc-group:FID ") {
+                let mut ssrcs = rest.split_whitespace().map(|s| s.parse::<u32>());
+                if let (Some(Ok(main)), Some(Ok(rtx))) = (ssrcs.next(), ssrcs.next())
+                    && !self.rtx_ssrcs.contains(&(rtx, main))
+                {
+                    self.rtx_ssrcs.push((rtx, main));
+                }
+            } else if let Some(rest) = line.strip_prefix("a=extmap:")
+                && rest.contains("transport-wide-cc")
+            {
+                let id = rest.split(|c: char| !c.is_ascii_digit()).next();
+                self.twcc_id = id.and_then(|id| id.parse().ok());
+            }
+        }
+    }
+}
+
+/// The direct receive path of one peer (see [`crate::srtp`]).
+struct DirectReceive {
+    opener: RtpOpener,
+    sealer: RtcpSealer,
+    feedback: Feedback,
+    /// Plain and sealed RTCP being sent.
+    rtcp: Vec<u8>,
+    sealed: Vec<u8>,
+    /// Where the media comes from: where the feedback goes.
+    remote: Option<SocketAddr>,
 }
 
 /// Runs one peer until the run stops or the peer fails (recorded in its tally).
@@ -205,7 +285,13 @@ async fn start(
     if let Some(cert) = &ctx.dtls_cert {
         config = config.set_dtls_cert(cert.clone());
     }
+    // The DTLS session made by `build` leaves its keys in `keys` (see [`crate::dtls`]).
+    let keys = KeySink::default();
+    if ctx.direct_receive {
+        dtls::KEY_SINK.with(|sink| *sink.borrow_mut() = Some(keys.clone()));
+    }
     let mut rtc = config.build(now);
+    dtls::KEY_SINK.with(|sink| sink.borrow_mut().take());
     let relay = if ctx.turn {
         let (server, credentials) =
             turn::udp_server_of(&reply).ok_or("the join reply names no TURN/UDP server")?;
@@ -268,6 +354,9 @@ async fn start(
         first_video: false,
         ingress_seen: HashMap::new(),
         egress_seen: HashMap::new(),
+        keys,
+        remote_media: RemoteMedia::default(),
+        direct: None,
     };
     Ok((peer, inbox))
 }
@@ -294,6 +383,7 @@ impl Peer {
             self.accept_answer(&answer)?;
         } else {
             let offer = session.subscribe(room).await?;
+            self.remote_media.learn(&offer);
             let offer = str0m::change::SdpOffer::from_sdp_string(&offer)
                 .map_err(|e| format!("unreadable janus offer: {e}"))?;
             let answer = self
@@ -336,6 +426,9 @@ impl Peer {
             if self.publish && self.connected {
                 wake = wake.min(self.next_media());
             }
+            if let Some(direct) = &self.direct {
+                wake = wake.min(direct.feedback.deadline());
+            }
             if timer.is_elapsed() || wake < timer.deadline().into_std() {
                 timer.as_mut().reset(wake.into());
             }
@@ -353,7 +446,9 @@ impl Peer {
                     self.read_socket()?;
                 }
                 () = &mut timer => datagram_wakes = 0,
-                Some((source, frame)) = self.tcp.inbox.recv() => self.read_frame(source, &frame)?,
+                Some((source, frame)) = self.tcp.inbox.recv(), if self.ctx.ice_tcp => {
+                    self.read_frame(source, &frame)?
+                }
                 next = incoming.frames.recv() => {
                     datagram_wakes = 0;
                     let next = next.unwrap_or_else(|| Incoming::Closed("signalling reader ended".into()));
@@ -369,6 +464,7 @@ impl Peer {
             if self.publish && self.connected {
                 self.send_media(now);
             }
+            self.send_feedback(now);
             self.drain(now)?;
             if now >= self.next_heartbeat {
                 self.next_heartbeat = now + HEARTBEAT;
@@ -423,6 +519,9 @@ impl Peer {
                     None => continue,
                 },
             };
+            if self.receive_direct(source, datagram, now) {
+                continue;
+            }
             // Anything str0m cannot parse is not ours to judge; it is counted and skipped.
             if let Ok(receive) = Receive::new(Protocol::Udp, source, destination, datagram) {
                 self.rtc
@@ -443,6 +542,10 @@ impl Peer {
                 let mut stats = self.ctx.stats.borrow_mut();
                 stats.counters.udp_received += 1;
                 stats.counters.udp_received_bytes += frame.len() as u64;
+            }
+            if self.receive_direct(source, &frame, now) {
+                next = self.tcp.inbox.try_recv().ok();
+                continue;
             }
             if let Ok(receive) = Receive::new(Protocol::Tcp, source, self.local, &frame) {
                 self.rtc
@@ -508,42 +611,11 @@ impl Peer {
                 self.ctx.stats.borrow_mut().connected += 1;
             }
             Event::RtpPacket(p) => {
-                let Some((kind, _publisher, sent_us)) = media::read_stamp(&p.payload) else {
-                    return;
-                };
-                let received_us = media::micros_since(self.ctx.epoch, p.timestamp);
-                let update = self
-                    .streams
-                    .entry(p.header.ssrc)
-                    .or_default()
-                    .on_packet(*p.seq_no, received_us as i64 - sent_us as i64);
-                let mut stats = self.ctx.stats.borrow_mut();
-                let c = &mut stats.counters;
-                c.rtp_expected += update.expected;
-                if let Some(d) = update.jitter_us {
-                    c.jitter_sum_us += d;
-                    c.jitter_samples += 1;
+                // A retransmission str0m read (RTX) is no longer asked for on the direct path.
+                if let Some(direct) = &mut self.direct {
+                    direct.feedback.on_repaired(*p.header.ssrc, *p.seq_no);
                 }
-                match kind {
-                    Kind::Video => {
-                        c.rtp_received_video += 1;
-                        self.tally
-                            .video_received
-                            .set(self.tally.video_received.get() + 1);
-                    }
-                    Kind::Audio => {
-                        c.rtp_received_audio += 1;
-                        self.tally
-                            .audio_received
-                            .set(self.tally.audio_received.get() + 1);
-                    }
-                }
-                stats.latency.record(received_us.saturating_sub(sent_us));
-                if kind == Kind::Video && !self.first_video {
-                    self.first_video = true;
-                    let took = now.saturating_duration_since(self.started);
-                    stats.first_video.record(took.as_micros() as u64);
-                }
+                self.account_rtp(p.header.ssrc, *p.seq_no, &p.payload, p.timestamp, now);
             }
             Event::KeyframeRequest(_) => self.keyframe_wanted = true,
             Event::MediaIngressStats(s) => {
@@ -559,6 +631,174 @@ impl Peer {
                 stats.counters.plis_received += plis;
             }
             _ => {}
+        }
+    }
+
+    /// Takes `datagram` on the direct receive path if it is media that path opens: true if it
+    /// did (see [`crate::srtp`]). Everything else, and anything that does not authenticate,
+    /// is left to str0m.
+    fn receive_direct(&mut self, source: SocketAddr, datagram: &[u8], now: Instant) -> bool {
+        if self.direct.is_none() {
+            if !self.connected {
+                return false;
+            }
+            self.arm_direct(now);
+        }
+        let Some(direct) = &mut self.direct else {
+            return false;
+        };
+        if !srtp::is_rtp(datagram) {
+            return false;
+        }
+        let media = &self.remote_media;
+        let Some(head) = srtp::read_head(datagram, media.twcc_id) else {
+            return false;
+        };
+        let pt = head.payload_type;
+        let clock = media.payload_types.iter().find(|(p, _)| *p == pt);
+        // A retransmission: the SSRC it repairs, if the SDP named it.
+        let repairs = match clock {
+            Some(_) => None,
+            None if media.rtx_payload_types.contains(&pt) => {
+                match media.rtx_ssrcs.iter().find(|(rtx, _)| *rtx == head.ssrc) {
+                    Some(&(_, main)) => Some(main),
+                    None => return false,
+                }
+            }
+            None => return false,
+        };
+        let ctx = self.ctx.clone();
+        let mut plain = ctx.plain.borrow_mut();
+        let Some(opened) = direct.opener.open(datagram, head, &mut plain) else {
+            return false;
+        };
+        direct.remote = Some(source);
+        let (ssrc, index, payload) = match (clock, repairs) {
+            (Some(&(_, clock)), _) => {
+                direct.feedback.on_packet(
+                    head.ssrc,
+                    clock,
+                    opened.index,
+                    head.timestamp,
+                    head.transport_seq,
+                    now,
+                );
+                (head.ssrc, opened.index, &plain[..opened.payload_len])
+            }
+            (None, Some(main)) => {
+                direct.feedback.on_transport(head.transport_seq, now);
+                // RFC 4588 §4: the original sequence number leads the payload; an RTX packet
+                // without one is padding (a bandwidth probe), read and done with.
+                if opened.payload_len < 2 {
+                    return true;
+                }
+                let original = u16::from_be_bytes([plain[0], plain[1]]);
+                let index = direct.opener.extend(main, original);
+                direct.feedback.on_repaired(main, index);
+                (main, index, &plain[2..opened.payload_len])
+            }
+            (None, None) => return false,
+        };
+        ctx.stats.borrow_mut().counters.rtp_received_direct += 1;
+        self.account_rtp(Ssrc::from(ssrc), index, payload, now, now);
+        true
+    }
+
+    /// Sets the direct receive path up once DTLS has left keys it can use (once: keys of a
+    /// profile it does not open leave every packet to str0m).
+    fn arm_direct(&mut self, now: Instant) {
+        let Some(keys) = self.keys.lock().ok().and_then(|mut k| k.take()) else {
+            return;
+        };
+        let crypto = &self.ctx.crypto;
+        if let (Some(opener), Some(sealer)) = (
+            RtpOpener::new(crypto, &keys),
+            RtcpSealer::new(crypto, &keys),
+        ) {
+            self.direct = Some(DirectReceive {
+                opener,
+                sealer,
+                feedback: Feedback::new(0x4c00_0000 | self.index, now),
+                rtcp: Vec::with_capacity(1500),
+                sealed: vec![0; 1500],
+                remote: None,
+            });
+        }
+    }
+
+    /// Sends the direct receive path's feedback that is due.
+    fn send_feedback(&mut self, now: Instant) {
+        let Some(direct) = &mut self.direct else {
+            return;
+        };
+        while direct.feedback.deadline() <= now && direct.feedback.poll(now, &mut direct.rtcp) {
+            let Some(len) = direct.sealer.seal(&direct.rtcp, &mut direct.sealed) else {
+                continue;
+            };
+            let Some(destination) = direct.remote else {
+                continue;
+            };
+            let sealed = &direct.sealed[..len];
+            let sent = match (&mut self.relay, self.ctx.ice_tcp) {
+                (_, true) => self.tcp.send(destination, sealed),
+                (None, false) => self.socket.try_send_to(sealed, destination).is_ok(),
+                (Some(relay), false) => match relay.wrap(destination, sealed) {
+                    Some(wrapped) => self.socket.try_send_to(&wrapped, relay.server).is_ok(),
+                    None => false,
+                },
+            };
+            if sent {
+                let mut stats = self.ctx.stats.borrow_mut();
+                stats.counters.udp_sent += 1;
+                stats.counters.udp_sent_bytes += len as u64;
+            }
+        }
+        let nacks = std::mem::take(&mut direct.feedback.nacks_sent);
+        self.ctx.stats.borrow_mut().counters.nacks_sent += nacks;
+    }
+
+    /// Accounts one received RTP packet of `ssrc` (sequence number `seq`, extended) that
+    /// arrived at `received`: loss, jitter, latency and the first video.
+    fn account_rtp(
+        &mut self,
+        ssrc: Ssrc,
+        seq: u64,
+        payload: &[u8],
+        received: Instant,
+        now: Instant,
+    ) {
+        let Some((kind, _publisher, sent_us)) = media::read_stamp(payload) else {
+            return;
+        };
+        let received_us = media::micros_since(self.ctx.epoch, received);
+        let update = self
+            .streams
+            .entry(ssrc)
+            .or_default()
+            .on_packet(seq, received_us as i64 - sent_us as i64);
+        let mut stats = self.ctx.stats.borrow_mut();
+        let c = &mut stats.counters;
+        c.rtp_expected += update.expected;
+        if let Some(d) = update.jitter_us {
+            c.jitter_sum_us += d;
+            c.jitter_samples += 1;
+        }
+        let tally = match kind {
+            Kind::Video => {
+                c.rtp_received_video += 1;
+                &self.tally.video_received
+            }
+            Kind::Audio => {
+                c.rtp_received_audio += 1;
+                &self.tally.audio_received
+            }
+        };
+        tally.set(tally.get() + 1);
+        stats.latency.record(received_us.saturating_sub(sent_us));
+        if kind == Kind::Video && !self.first_video {
+            self.first_video = true;
+            let took = now.saturating_duration_since(self.started);
+            stats.first_video.record(took.as_micros() as u64);
         }
     }
 
@@ -740,6 +980,7 @@ impl Peer {
 
     /// Applies the answer to the pending offer.
     fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {
+        self.remote_media.learn(sdp);
         let answer = str0m::change::SdpAnswer::from_sdp_string(sdp)
             .map_err(|e| format!("unreadable answer: {e}"))?;
         let pending = self.pending.take().ok_or("an answer without an offer")?;

@@ -70,9 +70,12 @@ pub struct Counters {
     /// RTP packets the subscribers received, by kind.
     pub rtp_received_video: u64,
     pub rtp_received_audio: u64,
+    /// Of those, the packets the direct receive path opened (see `crate::srtp`).
+    pub rtp_received_direct: u64,
     /// Packets the subscribers should have received (from the sequence numbers they saw).
     pub rtp_expected: u64,
-    /// NACKs and PLIs the subscribers sent (str0m's ingress statistics).
+    /// NACKs and PLIs the subscribers sent (str0m's ingress statistics, and the NACK entries
+    /// of the direct receive path's feedback).
     pub nacks_sent: u64,
     pub plis_sent: u64,
     /// NACKs and PLIs (or FIRs) that reached the publishers (egress statistics).
@@ -96,6 +99,7 @@ impl Counters {
             rtp_sent_audio: self.rtp_sent_audio - earlier.rtp_sent_audio,
             rtp_received_video: self.rtp_received_video - earlier.rtp_received_video,
             rtp_received_audio: self.rtp_received_audio - earlier.rtp_received_audio,
+            rtp_received_direct: self.rtp_received_direct - earlier.rtp_received_direct,
             rtp_expected: self.rtp_expected - earlier.rtp_expected,
             nacks_sent: self.nacks_sent - earlier.nacks_sent,
             plis_sent: self.plis_sent - earlier.plis_sent,
