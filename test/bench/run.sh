@@ -9,14 +9,19 @@
 #   turn-fanout  the fan-out with every peer's media through the server's TURN relay over UDP
 #                (server `--turn`, load generator `--turn`)    (N in $TURN_FANOUT)
 # and the fan-out and rooms scenarios again against Janus's VideoRoom plugin (Debian's `janus`
-# package, when installed; JANUS=0 skips it), same load, same pinning.
+# package, when installed; JANUS=0 skips it), same load, same pinning. Then the load generator's
+# own capacity:
+#   loadgen  1 publisher × N subscribers against videoroom with a busy loop at nice -5 sharing the
+#            load generator's CPU, so the load generator gets about a quarter of it; once per
+#            receive path (`--receive-path direct`, `str0m`): packets received per CPU-second
+#            it got is what one whole core takes        (N in $LOADGEN, 300)
 # Each scenario appends one JSON line to $OUT/results.jsonl and keeps its report in
 # $OUT/<label>.txt; at the end bench_report writes $OUT/tables.md and the PNG curves.
 #
 #   bash test/bench/run.sh [OUT_DIR]        (default: bench-results/<UTC date and time>)
 #
 # Settings (environment): BENCH_SECONDS (measured seconds per scenario, 20), FANOUT
-# ("10 100 300 1000"), TURN_FANOUT ("10 100"), ICE_TCP_FANOUT ("10 100"), MEETING ("2 5 10 15 20 25"), ROOMS ("50x4 100x4"), SERVER_CPUS (0),
+# ("10 100 300 1000"), TURN_FANOUT ("10 100"), ICE_TCP_FANOUT ("10 100"), MEETING ("2 5 10 15 20 25"), ROOMS ("50x4 100x4"), LOADGEN ("300"), SERVER_CPUS (0),
 # LOAD_CPUS (1), JOIN_RATE (peers started per second, 50), SERVER_BIN (the server binary to
 # measure; default: this tree's release build, e.g. an older build for a before/after).
 set -euo pipefail
@@ -31,6 +36,7 @@ MEETING="${MEETING-2 5 10 15 20 25}"
 TURN_FANOUT="${TURN_FANOUT-10 100}"
 ICE_TCP_FANOUT="${ICE_TCP_FANOUT-10 100}"
 ROOMS="${ROOMS-50x4 100x4}"
+LOADGEN="${LOADGEN-300}"
 export SERVER_CPUS="${SERVER_CPUS:-0}"
 LOAD_CPUS="${LOAD_CPUS:-1}"
 JOIN_RATE="${JOIN_RATE:-50}"
@@ -57,14 +63,20 @@ SERVER_BIN="${SERVER_BIN:-$BIN/videoroom}"
 } | tee "$OUT/machine.txt"
 
 trap stop_server EXIT
-# run_scenario SERVER LABEL ROOMS PUBLISHERS SUBSCRIBERS [turn|ice-tcp]: one scenario against a
-# fresh videoroom or janus (`turn`: every peer through videoroom's TURN relay; `ice-tcp`: every
-# peer over ICE-TCP).
+# run_scenario SERVER LABEL ROOMS PUBLISHERS SUBSCRIBERS [turn|ice-tcp|direct|str0m]: one scenario
+# against a fresh videoroom or janus (`turn`: every peer through videoroom's TURN relay;
+# `ice-tcp`: every peer over ICE-TCP; `direct`, `str0m`: that receive path, with a busy loop at
+# nice -5 on the load generator's CPU for the scenario's length).
 run_scenario() {
   local server=$1 label=$2 rooms=$3 publishers=$4 subscribers=$5 relay=${6:-}
-  local flags=() server_flags=()
+  local flags=() server_flags=() hog=""
   if [ "$relay" = turn ]; then flags=(--turn); server_flags=(--turn --turn-port 0); fi
   if [ "$relay" = ice-tcp ]; then flags=(--ice-tcp); fi
+  if [ "$relay" = direct ] || [ "$relay" = str0m ]; then
+    flags=(--receive-path "$relay")
+    taskset -c "$LOAD_CPUS" nice -n -5 sh -c 'while :; do :; done' &
+    hog=$!
+  fi
   echo "== $server $label: $rooms room(s) × ($publishers publishers + $subscribers subscribers)"
   if [ "$server" = janus ]; then
     local ip iface
@@ -80,6 +92,7 @@ run_scenario() {
     --rooms "$rooms" --publishers "$publishers" --subscribers "$subscribers" "${flags[@]}" \
     --duration "$SECONDS_EACH" --join-rate "$JOIN_RATE" --label "$label" --progress 5 \
     --json "$OUT/results.jsonl" | tee "$OUT/$server-$label.txt" || echo "$label: the load generator failed"
+  if [ -n "$hog" ]; then kill "$hog"; wait "$hog" 2>/dev/null || true; fi
   stop_server
   echo "load average after $server $label: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 }
@@ -93,6 +106,9 @@ done
 for n in $ICE_TCP_FANOUT; do run_scenario videoroom "ice-tcp-fanout-$n" 1 1 "$n" ice-tcp; done
 for n in $TURN_FANOUT; do run_scenario videoroom "turn-fanout-$n" 1 1 "$n" turn; done
 for n in $MEETING; do run_scenario videoroom "meeting-$n" 1 "$n" 0; done
+for n in $LOADGEN; do
+  for path in direct str0m; do run_scenario videoroom "loadgen-$path-$n" 1 1 "$n" "$path"; done
+done
 
 "$TARGET_DIR/debug/examples/bench_report" "$OUT/results.jsonl" "$OUT"
 echo "results: $OUT (tables.md, *.png, one report per scenario)"

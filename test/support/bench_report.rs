@@ -5,6 +5,8 @@
 //! `meeting-<n>`, `rooms-<rooms>x<n>`),
 //! the server's CPU time per forwarded RTP packet and its RSS against the family's size, each
 //! server (videoroom, Janus) its own rows and curves, and where both ran a scenario, the ratio.
+//! Then the load generator's capacity (labels `loadgen-<receive path>-<subscribers>`): what it
+//! received with the share of its CPU it got.
 //!
 //! `bench_report <results.jsonl> <out_dir>`: writes `<out_dir>/tables.md` and
 //! `<out_dir>/<family>.png`.
@@ -82,6 +84,14 @@ fn main() -> Result<(), String> {
         let png = Path::new(&out).join(format!("{prefix}.png"));
         plot(&png, title, unit, &series)?;
         let _ = writeln!(md, "\n![{title}]({prefix}.png)\n");
+    }
+    let capacity: Vec<&Value> = results
+        .iter()
+        .filter(|r| r["label"].as_str().unwrap_or("").starts_with("loadgen-"))
+        .collect();
+    if !capacity.is_empty() {
+        md.push_str("### The load generator's capacity (a busy loop shares its CPU)\n\n");
+        md.push_str(&capacity_table(&capacity));
     }
     let path = Path::new(&out).join("tables.md");
     std::fs::write(&path, md).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -177,6 +187,34 @@ fn table(rows: &[&Value]) -> String {
             pair("first_video_ms", 0),
             pair("first_video_ms", 1),
             100.0 * f("load_cpu_share"),
+        );
+    }
+    t
+}
+
+/// The load generator's rows: packets it received per second with the share of its CPU it got,
+/// hence per CPU-second (what one whole core would take), and whether it kept up (loss).
+fn capacity_table(rows: &[&Value]) -> String {
+    let mut t = String::from(
+        "| receive path | subscribers | its CPU share | RTP packets/s received | loss | CPU per received packet | packets per CPU-second | forwarding latency p50 / p99 |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        let pair = |k: &str, i: usize| r[k][i].as_f64().unwrap_or(f64::NAN);
+        let per_second = f("out_pps") / f("load_cpu_share");
+        let _ = writeln!(
+            t,
+            "| {} | {} | {:.0}% | {} | {:.2}% | {:.2} µs | {} | {:.1} / {:.1} ms |",
+            r["receive_path"].as_str().unwrap_or("str0m"),
+            r["subscribers"],
+            100.0 * f("load_cpu_share"),
+            si(f("rtp_out_pps")),
+            100.0 * f("loss"),
+            1e6 / per_second,
+            si(per_second),
+            pair("latency_ms", 0),
+            pair("latency_ms", 2),
         );
     }
     t

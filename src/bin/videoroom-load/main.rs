@@ -131,7 +131,7 @@ struct Args {
     ice_tcp: bool,
     /// How received RTP is read: `direct` opens SRTP beside str0m once DTLS has exported the
     /// keys and sends the receiver's feedback itself (str0m keeps ICE, DTLS and RTCP), `str0m`
-    /// hands every datagram to str0m (~2.5× the CPU per received packet).
+    /// hands every datagram to str0m (~1.5× the CPU per received packet).
     #[arg(long, value_enum, default_value_t = ReceivePath::Direct)]
     receive_path: ReceivePath,
     /// A label copied into the JSON result (e.g. the scenario's name).
