@@ -718,6 +718,8 @@ impl Peer {
             self.direct = Some(DirectReceive {
                 opener,
                 sealer,
+                // A sender SSRC apart from str0m's (random) ones: its SRTCP index space and
+                // the server's replay window for it are the feedback's alone.
                 feedback: Feedback::new(0x4c00_0000 | self.index, now),
                 rtcp: Vec::with_capacity(1500),
                 sealed: vec![0; 1500],

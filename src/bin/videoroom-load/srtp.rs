@@ -340,9 +340,10 @@ impl RtcpSealer {
         Some(RtcpSealer {
             cipher: keys.cipher(crypto, &session, true)?,
             salt: session.salt,
-            // str0m's own RTCP on this session counts from 0; ours counts from the top of the
-            // index space so the two never reuse an IV under the same key.
-            index: 1 << 30,
+            // From 0 like str0m's own: the peer's feedback goes out under a sender SSRC of its
+            // own, which is part of the IV (RFC 7714 §9.1) and keys the receiver's replay
+            // window, so the two never meet.
+            index: 0,
         })
     }
 
@@ -429,27 +430,33 @@ mod tests {
 
     #[test]
     fn rtcp_is_told_from_rtp_by_its_packet_type() {
-        assert!(is_rtp(&[0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]));
-        assert!(
-            is_rtp(&[0x80, 0xE0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]),
-            "marker set"
-        );
-        assert!(
-            !is_rtp(&[0x81, 201, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1]),
-            "receiver report"
-        );
-        assert!(
-            !is_rtp(&[0x8F, 205, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1]),
-            "transport feedback"
-        );
-        assert!(
-            !is_rtp(&[22, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-            "DTLS"
-        );
-        assert!(
-            !is_rtp(&[0, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42, 0, 0, 0, 0]),
-            "STUN"
-        );
+        let cases: [(&str, [u8; 12], bool); 6] = [
+            ("RTP", [0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1], true),
+            (
+                "RTP, marker set",
+                [0x80, 0xE0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1],
+                true,
+            ),
+            (
+                "receiver report",
+                [0x81, 201, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1],
+                false,
+            ),
+            (
+                "transport feedback",
+                [0x8F, 205, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1],
+                false,
+            ),
+            ("DTLS", [22, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0], false),
+            (
+                "STUN",
+                [0, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42, 0, 0, 0, 0],
+                false,
+            ),
+        ];
+        for (what, datagram, rtp) in cases {
+            assert_eq!(is_rtp(&datagram), rtp, "{what}");
+        }
     }
 
     #[test]
