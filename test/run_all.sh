@@ -56,7 +56,7 @@ export VIDEOROOM_BIN="$TARGET_DIR/debug/videoroom"
 export PHOENIX_FIXTURE_BIN="$TARGET_DIR/debug/examples/phoenix_fixture_server"
 export SFU_PROBE_BIN="$TARGET_DIR/debug/examples/sfu_probe"
 
-step "load generator smoke: 1 publisher and 3 subscribers through the real binary, straight and through its TURN relay, media must flow (test/bench/smoke.sh)"
+step "load generator smoke: 1 publisher and 3 subscribers through the real binary, with each receive path and through its TURN relay, media must flow (test/bench/smoke.sh)"
 bash test/bench/smoke.sh "$TARGET_DIR/debug"
 
 step "Rust tests (cargo nextest)"

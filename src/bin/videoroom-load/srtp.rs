@@ -32,6 +32,7 @@ const TAG_LEN: usize = 16;
 pub struct SrtpKeys {
     /// client key ‖ server key ‖ client salt ‖ server salt.
     pub material: Vec<u8>,
+    /// The protection profile DTLS negotiated.
     pub profile: SrtpProfile,
     /// We were the DTLS client.
     pub client: bool,
@@ -148,9 +149,13 @@ impl SrtpKeys {
 pub struct RtpHead {
     /// Bytes of the header with its CSRCs and extensions (the AEAD's associated data).
     pub len: usize,
+    /// Payload type (marker bit removed).
     pub payload_type: u8,
+    /// Sequence number.
     pub seq: u16,
+    /// RTP timestamp.
     pub timestamp: u32,
+    /// Synchronization source.
     pub ssrc: u32,
     /// The transport-wide sequence number, when the header carries the extension asked for.
     pub transport_seq: Option<u16>,
