@@ -194,6 +194,14 @@ impl RemoteMedia {
     }
 }
 
+/// What a packet the direct receive path reads is.
+enum Received {
+    /// Media of a payload type with this clock rate (Hz).
+    Media { clock: u32 },
+    /// A retransmission (RFC 4588) repairing the stream of SSRC `of`.
+    Repair { of: u32 },
+}
+
 /// The direct receive path of one peer (see [`crate::srtp`]).
 struct DirectReceive {
     opener: RtpOpener,
@@ -655,17 +663,17 @@ impl Peer {
             return false;
         };
         let pt = head.payload_type;
-        let clock = media.payload_types.iter().find(|(p, _)| *p == pt);
-        // A retransmission: the SSRC it repairs, if the SDP named it.
-        let repairs = match clock {
-            Some(_) => None,
-            None if media.rtx_payload_types.contains(&pt) => {
-                match media.rtx_ssrcs.iter().find(|(rtx, _)| *rtx == head.ssrc) {
-                    Some(&(_, main)) => Some(main),
-                    None => return false,
-                }
+        let received = if let Some(&(_, clock)) = media.payload_types.iter().find(|(p, _)| *p == pt)
+        {
+            Received::Media { clock }
+        } else if media.rtx_payload_types.contains(&pt) {
+            // A retransmission: read here only if the SDP named the SSRC it repairs.
+            match media.rtx_ssrcs.iter().find(|(rtx, _)| *rtx == head.ssrc) {
+                Some(&(_, main)) => Received::Repair { of: main },
+                None => return false,
             }
-            None => return false,
+        } else {
+            return false;
         };
         let ctx = self.ctx.clone();
         let mut plain = ctx.plain.borrow_mut();
@@ -673,8 +681,8 @@ impl Peer {
             return false;
         };
         direct.remote = Some(source);
-        let (ssrc, index, payload) = match (clock, repairs) {
-            (Some(&(_, clock)), _) => {
+        let (ssrc, index, payload) = match received {
+            Received::Media { clock } => {
                 direct.feedback.on_packet(
                     head.ssrc,
                     clock,
@@ -685,7 +693,7 @@ impl Peer {
                 );
                 (head.ssrc, opened.index, &plain[..opened.payload_len])
             }
-            (None, Some(main)) => {
+            Received::Repair { of } => {
                 direct.feedback.on_transport(head.transport_seq, now);
                 // RFC 4588 §4: the original sequence number leads the payload; an RTX packet
                 // without one is padding (a bandwidth probe), read and done with.
@@ -693,11 +701,10 @@ impl Peer {
                     return true;
                 }
                 let original = u16::from_be_bytes([plain[0], plain[1]]);
-                let index = direct.opener.extend(main, original);
-                direct.feedback.on_repaired(main, index);
-                (main, index, &plain[2..opened.payload_len])
+                let index = direct.opener.extend(of, original);
+                direct.feedback.on_repaired(of, index);
+                (of, index, &plain[2..opened.payload_len])
             }
-            (None, None) => return false,
         };
         ctx.stats.borrow_mut().counters.rtp_received_direct += 1;
         self.account_rtp(Ssrc::from(ssrc), index, payload, now, now);
