@@ -42,6 +42,7 @@ pub mod ids;
 pub mod media_event;
 pub mod metrics;
 pub mod net;
+pub mod rtp_header;
 pub mod sfu;
 pub mod tcp;
 pub mod turn;

@@ -655,9 +655,6 @@ impl Peer {
         let Some(direct) = &mut self.direct else {
             return false;
         };
-        if !srtp::is_rtp(datagram) {
-            return false;
-        }
         let media = &self.remote_media;
         let Some(head) = srtp::read_head(datagram, media.twcc_id) else {
             return false;

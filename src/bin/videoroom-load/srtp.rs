@@ -17,6 +17,8 @@ use str0m::crypto::dtls::SrtpProfile;
 use str0m::crypto::{
     AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256Gcm, AeadAes256GcmCipher, SrtpProvider,
 };
+use videoroom::rtc::rtp_header::extension_elements;
+pub use videoroom::rtc::rtp_header::is_rtp;
 
 /// RFC 3711 §4.3.1 key derivation labels.
 const LABEL_RTP_KEY: u8 = 0;
@@ -163,38 +165,24 @@ pub struct RtpHead {
     pub padded: bool,
 }
 
-/// Whether a datagram is RTP rather than RTCP, STUN or DTLS (RFC 7983 §7, RFC 5761 §4).
-pub fn is_rtp(datagram: &[u8]) -> bool {
-    datagram.len() >= 12
-        && (128..=191).contains(&datagram[0])
-        && !(192..=223).contains(&datagram[1])
-}
-
-/// Reads an RTP header; `twcc_id` is the one-byte extension id of transport-wide-cc.
+/// Reads an RTP header (`None` for anything that is not RTP); `twcc_id` is the header extension id of transport-wide-cc.
 pub fn read_head(packet: &[u8], twcc_id: Option<u8>) -> Option<RtpHead> {
-    if packet.len() < 12 || packet[0] >> 6 != 2 {
+    if !is_rtp(packet) {
         return None;
     }
-    let csrcs = usize::from(packet[0] & 0x0f);
-    let mut len = 12 + 4 * csrcs;
-    let mut transport_seq = None;
+    let mut len = 12 + 4 * usize::from(packet[0] & 0x0f);
     if packet[0] & 0x10 != 0 {
         let ext = packet.get(len..len + 4)?;
-        let profile = u16::from_be_bytes([ext[0], ext[1]]);
-        let words = usize::from(u16::from_be_bytes([ext[2], ext[3]]));
-        let body = packet.get(len + 4..len + 4 + 4 * words)?;
-        if profile == 0xBEDE
-            && let Some(id) = twcc_id
-        {
-            transport_seq = one_byte_extension(body, id)
-                .filter(|v| v.len() == 2)
-                .map(|v| u16::from_be_bytes([v[0], v[1]]));
-        }
-        len += 4 + 4 * words;
+        len += 4 + 4 * usize::from(u16::from_be_bytes([ext[2], ext[3]]));
     }
     if packet.len() < len {
         return None;
     }
+    let transport_seq = twcc_id.and_then(|id| {
+        extension_elements(packet)
+            .find(|(element, value)| *element == id && value.len() == 2)
+            .map(|(_, v)| u16::from_be_bytes([v[0], v[1]]))
+    });
     Some(RtpHead {
         len,
         payload_type: packet[1] & 0x7f,
@@ -204,27 +192,6 @@ pub fn read_head(packet: &[u8], twcc_id: Option<u8>) -> Option<RtpHead> {
         transport_seq,
         padded: packet[0] & 0x20 != 0,
     })
-}
-
-/// The value of element `id` in a one-byte-header extension block (RFC 8285 §4.2).
-fn one_byte_extension(mut body: &[u8], id: u8) -> Option<&[u8]> {
-    while let Some((&first, rest)) = body.split_first() {
-        let element = first >> 4;
-        if element == 0 {
-            body = rest;
-            continue;
-        }
-        if element == 15 {
-            return None;
-        }
-        let len = usize::from(first & 0x0f) + 1;
-        let value = rest.get(..len)?;
-        if element == id {
-            return Some(value);
-        }
-        body = &rest[len..];
-    }
-    None
 }
 
 /// The rollover counter of one received SSRC (RFC 3711 §3.3.1, Appendix A).
@@ -411,7 +378,7 @@ mod tests {
     }
 
     #[test]
-    fn a_header_with_csrcs_and_a_one_byte_extension_reads_its_length_and_transport_number() {
+    fn a_header_with_csrcs_and_an_extension_block_reads_its_length_and_transport_number() {
         // V=2 X=1 CC=1, M=1 PT=96, seq 0x1234, ts 7, ssrc 0xAABBCCDD, one CSRC, then 0xBEDE with
         // 2 words: padding, id 3 len 2 (transport-wide 0x0102), id 5 len 1.
         let mut p = vec![0x91, 0xE0, 0x12, 0x34, 0, 0, 0, 7, 0xAA, 0xBB, 0xCC, 0xDD];
@@ -431,37 +398,6 @@ mod tests {
             read_head(&p[..20], Some(3)).is_none(),
             "cut inside the extension"
         );
-    }
-
-    #[test]
-    fn rtcp_is_told_from_rtp_by_its_packet_type() {
-        let cases: [(&str, [u8; 12], bool); 6] = [
-            ("RTP", [0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1], true),
-            (
-                "RTP, marker set",
-                [0x80, 0xE0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1],
-                true,
-            ),
-            (
-                "receiver report",
-                [0x81, 201, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1],
-                false,
-            ),
-            (
-                "transport feedback",
-                [0x8F, 205, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1],
-                false,
-            ),
-            ("DTLS", [22, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0], false),
-            (
-                "STUN",
-                [0, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42, 0, 0, 0, 0],
-                false,
-            ),
-        ];
-        for (what, datagram, rtp) in cases {
-            assert_eq!(is_rtp(&datagram), rtp, "{what}");
-        }
     }
 
     #[test]

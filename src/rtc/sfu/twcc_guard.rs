@@ -32,6 +32,8 @@ use std::collections::BTreeSet;
 
 use str0m::rtp::{Extension, ExtensionMap};
 
+use crate::rtc::rtp_header;
+
 /// How far ahead of the lower bound a number may be (below half the 16-bit space, with room for
 /// packets reordered around the bound).
 const MAX_AHEAD: u16 = 30_000;
@@ -145,64 +147,9 @@ fn transport_numbers<'a>(
     datagram: &'a [u8],
     ids: &'a BTreeSet<u8>,
 ) -> impl Iterator<Item = u16> + 'a {
-    extension_elements(datagram)
+    rtp_header::extension_elements(datagram)
         .filter(|(id, value)| ids.contains(id) && value.len() >= 2)
         .map(|(_, value)| u16::from_be_bytes([value[0], value[1]]))
-}
-
-/// The (id, value) header extension elements of an RTP datagram (see [`transport_numbers`]).
-fn extension_elements(datagram: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
-    let block = extension_block(datagram);
-    let (two_byte, mut rest) = block.unwrap_or((false, &[]));
-    std::iter::from_fn(move || {
-        loop {
-            let (&first, tail) = rest.split_first()?;
-            if first == 0 {
-                rest = tail; // padding between elements
-                continue;
-            }
-            let (id, len, tail) = if two_byte {
-                let (&len, tail) = tail.split_first()?;
-                (first, len as usize, tail)
-            } else if first >> 4 == 15 {
-                return None; // id 15 ends the block
-            } else {
-                (first >> 4, (first & 0x0f) as usize + 1, tail)
-            };
-            if tail.len() < len {
-                return None;
-            }
-            let (value, tail) = tail.split_at(len);
-            rest = tail;
-            return Some((id, value));
-        }
-    })
-}
-
-/// The header extension block of an RTP datagram and whether it uses the two-byte form.
-fn extension_block(datagram: &[u8]) -> Option<(bool, &[u8])> {
-    let &[byte0, byte1, ..] = datagram else {
-        return None;
-    };
-    let payload_type = byte1 & 0x7f;
-    let rtp =
-        (128..192).contains(&byte0) && datagram.len() > 2 && !(64..96).contains(&payload_type);
-    if !rtp || byte0 & 0x10 == 0 || datagram.len() < 12 {
-        return None;
-    }
-    let csrcs = (byte0 & 0x0f) as usize * 4;
-    let ext = datagram.get(12 + csrcs..)?;
-    let [p0, p1, w0, w1, body @ ..] = ext else {
-        return None;
-    };
-    let profile = u16::from_be_bytes([*p0, *p1]);
-    let two_byte = match profile {
-        0xBEDE => false,
-        p if p & 0xFFF0 == 0x1000 => true,
-        _ => return None,
-    };
-    let len = u16::from_be_bytes([*w0, *w1]) as usize * 4;
-    Some((two_byte, body.get(..len)?))
 }
 
 #[cfg(test)]
