@@ -760,7 +760,9 @@ impl Peer {
             }
         }
         let nacks = std::mem::take(&mut direct.feedback.nacks_sent);
-        self.ctx.stats.borrow_mut().counters.nacks_sent += nacks;
+        if nacks > 0 {
+            self.ctx.stats.borrow_mut().counters.nacks_sent += nacks;
+        }
     }
 
     /// Accounts one received RTP packet of `ssrc` (sequence number `seq`, extended) that
