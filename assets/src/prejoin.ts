@@ -194,11 +194,13 @@ export function showPrejoin(roomId: string): Promise<JoinChoice> {
     const opened = await openMedia(savedDevices());
     stream = opened.stream;
     error.textContent = opened.error && !stream ? `${describeMediaError(opened.error)} You can still join to watch and listen.` : "";
+    // The pickers are filled before the preview shows, so a user who sees themselves also sees
+    // which camera and microphone they are on (Firefox lists devices well after the first frame).
+    await fillSelect();
     video.srcObject = stream ?? null;
     video.play().catch(() => {});
     level.attach(stream);
     showToggles();
-    await fillSelect();
   };
 
   micButton.addEventListener("click", () => {
