@@ -21,7 +21,7 @@
 #   bash test/bench/run.sh [OUT_DIR]        (default: bench-results/<UTC date and time>)
 #
 # Settings (environment): BENCH_SECONDS (measured seconds per scenario, 20), FANOUT
-# ("10 100 300 1000"), TURN_FANOUT ("10 100"), ICE_TCP_FANOUT ("10 100"), MEETING ("2 5 10 15 20 25"), ROOMS ("50x4 100x4"), LOADGEN ("300"), SERVER_CPUS (0),
+# ("10 100 300 1000"), TURN_FANOUT ("10 100"), ICE_TCP_FANOUT ("10 100"), MEETING ("2 5 10 15 20 25"), ROOMS ("50x4 100x4 200x4"), LOADGEN ("300"), SERVER_CPUS (0),
 # LOAD_CPUS (1), JOIN_RATE (peers started per second, 50), SERVER_BIN (the server binary to
 # measure; default: this tree's release build, e.g. an older build for a before/after).
 set -euo pipefail
@@ -35,7 +35,7 @@ FANOUT="${FANOUT-10 100 300 1000}"
 MEETING="${MEETING-2 5 10 15 20 25}"
 TURN_FANOUT="${TURN_FANOUT-10 100}"
 ICE_TCP_FANOUT="${ICE_TCP_FANOUT-10 100}"
-ROOMS="${ROOMS-50x4 100x4}"
+ROOMS="${ROOMS-50x4 100x4 200x4}"
 LOADGEN="${LOADGEN-300}"
 export SERVER_CPUS="${SERVER_CPUS:-0}"
 LOAD_CPUS="${LOAD_CPUS:-1}"
