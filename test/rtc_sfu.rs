@@ -130,6 +130,37 @@ fn datagrams_handed_over_in_a_batch_before_draining_are_all_forwarded() {
     assert_forwarded(&w, 0, 2, MediaKind::Video, from);
 }
 
+/// The SFU keeps what it sent a subscriber for two seconds (`RTX_CACHE_AGE`): a lost packet the
+/// subscriber asks for one round trip later comes back as a retransmission, once, and nothing
+/// else is missing.
+#[test]
+fn a_video_packet_lost_on_a_subscribers_downlink_is_retransmitted_from_the_sfus_cache() {
+    let (mut w, a, b) = publisher_and_subscriber(Flavor::Chrome, false);
+    w.video_payload = 1000;
+    w.run(Duration::from_millis(1000));
+    let from = w.sent_seq(a, MediaKind::Video);
+    w.lose_one_video_to = Some(w.browsers[b].addr);
+    w.run(Duration::from_millis(1000));
+    assert_eq!(
+        w.lose_one_video_to, None,
+        "a video packet to the subscriber was lost"
+    );
+    let to = w.sent_seq(a, MediaKind::Video);
+    let mut origins: Vec<u64> = w
+        .got_from(b, a, MediaKind::Video)
+        .iter()
+        .map(|g| g.origin.1)
+        .filter(|&s| s >= from && s < to)
+        .collect();
+    let arrival = origins.clone();
+    origins.sort_unstable();
+    assert_eq!(origins, (from..to).collect::<Vec<_>>(), "every packet once");
+    assert_ne!(
+        arrival, origins,
+        "the lost packet came later, as a retransmission"
+    );
+}
+
 #[test]
 fn ice_restarts_on_every_re_offer_keep_media_flowing() {
     let (mut w, a, b) = publisher_and_subscriber(Flavor::Firefox, true);

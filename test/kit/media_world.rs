@@ -220,6 +220,9 @@ pub struct World {
     /// Hand the room every queued datagram before draining it (as a busy room actor may).
     pub batch: bool,
     pub seen: Vec<(usize, SocketAddr, SocketAddr, Vec<u8>)>,
+    /// The next video-sized datagram (over 500 bytes) a room sends to this browser address is
+    /// lost (then this is `None` again): one packet lost on a subscriber's downlink.
+    pub lose_one_video_to: Option<SocketAddr>,
     /// Payload bytes of each video packet the browsers send (at least 9: index and sequence).
     pub video_payload: usize,
     /// Wall-clock time spent inside the rooms' drivers (datagrams, timeouts, draining): what
@@ -282,6 +285,7 @@ impl World {
             removed: Vec::new(),
             record: false,
             batch: false,
+            lose_one_video_to: None,
             seen: Vec::new(),
             video_payload: 120,
             room_time: Duration::ZERO,
@@ -728,6 +732,10 @@ impl World {
                 .position(|b| b.seen_as.unwrap_or(b.addr) == dst)
             {
                 if self.browsers[i].vanished {
+                    continue;
+                }
+                if self.lose_one_video_to == Some(dst) && data.len() > 500 {
+                    self.lose_one_video_to = None;
                     continue;
                 }
                 // Behind its NAT the browser sees the datagram addressed to itself.

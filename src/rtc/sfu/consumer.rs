@@ -1,5 +1,7 @@
 //! A consumer: one producer's copy towards one subscriber (mediasoup's idea), with the state
 //! that makes the copy the subscriber's own: payload type, sequence numbers, whether it flows.
+use std::time::Duration;
+
 use str0m::Rtc;
 use str0m::format::{Codec, CodecSpec};
 use str0m::media::{Mid, Pt};
@@ -23,6 +25,22 @@ pub(super) struct Consumer {
     /// Last publisher payload type seen → ours.
     pt_cache: Option<(Pt, Pt)>,
 }
+
+/// How long a subscriber's sent video packets stay in str0m's RTX cache for its NACKs. str0m's
+/// default of 3 s held ~0.6 MiB of 720p video per subscriber. One second (libwebrtc's sender
+/// floor) was too short for Chromium behind 5% loss and a 200 ms round trip: it asks again for
+/// packets older than that and decoded 423-429 of ~500 frames in the lossy phase of
+/// test/browser/network_loss.test.mjs against 493-496 with 3 s (three runs each); with 2 s it
+/// decodes 491-495.
+const RTX_CACHE_AGE: Duration = Duration::from_secs(2);
+
+/// The cache's bound in packets whatever their age (str0m overwrites the oldest beyond it): two
+/// seconds of a 720p stream are ~400 packets, of a 4 Mbit/s screen share ~800.
+const RTX_CACHE_PACKETS: usize = 1024;
+
+/// Resends are dropped while they exceed this share of the bytes sent in the last second
+/// (str0m's default, restated because setting the cache sets it too).
+const RESEND_RATIO_CAP: Option<f32> = Some(0.15);
 
 /// One producer packet as every consumer of it writes it (computed once per packet).
 pub(super) struct Outgoing<'a> {
@@ -109,6 +127,9 @@ impl Consumer {
             return Written::Skipped;
         };
         let first = !self.seq.started();
+        if first && out.nackable {
+            tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, RESEND_RATIO_CAP);
+        }
         let seq = self.seq.map(out.logical_seq, self.seq_start);
         let pkt = out.packet;
         tx.write_rtp(
