@@ -30,8 +30,8 @@ pub(super) struct Consumer {
 /// default of 3 s held ~0.6 MiB of 720p video per subscriber. One second (libwebrtc's sender
 /// floor) was too short for Chromium behind 5% loss and a 200 ms round trip: it asks again for
 /// packets older than that and decoded 423-429 of ~500 frames in the lossy phase of
-/// test/browser/network_loss.test.mjs against 493-496 with 3 s (three runs each); with 2 s it
-/// decodes 491-495.
+/// test/browser/network_loss.test.mjs (four runs) against 493-496 with 3 s (three runs); with
+/// 2 s it decoded 491 and 495 (two runs).
 const RTX_CACHE_AGE: Duration = Duration::from_secs(2);
 
 /// The cache's bound in packets whatever their age (str0m overwrites the oldest beyond it): two
