@@ -1,6 +1,7 @@
 //! The SFU with several in-process str0m "browsers" (str0m as the offerer, like the tutorial's
 //! client), passing datagrams in memory in virtual time: forwarding, ICE restarts, keyframe
-//! requests, the silence discarder, failure detection and room isolation.
+//! requests, retransmission of a lost packet, the silence discarder, failure detection and room
+//! isolation.
 use std::time::{Duration, Instant};
 
 use str0m::format::Codec;
